@@ -1,0 +1,83 @@
+"""Composing transformations: `chain`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from jopt import _base
+
+
+def accepts_extra_args(tx: Any) -> bool:
+  """Whether ``tx.update`` takes ``**extra_args`` (jopt's and Optax's do)."""
+  if isinstance(tx, _base.GradientTransformation):
+    return True
+  return type(tx).__name__ == "GradientTransformationExtraArgs"
+
+
+def call_update(tx, updates, state, params=None, **extra_args):
+  """Calls ``tx.update``, passing extra args only if it accepts them."""
+  if accepts_extra_args(tx):
+    return tx.update(updates, state, params, **extra_args)
+  return tx.update(updates, state, params)
+
+
+def check_tree_match(name: str, reference: Any, other: Any) -> None:
+  """Raises a clear error when two pytrees differ in structure."""
+  ref_def = jax.tree.structure(reference)
+  other_def = jax.tree.structure(other)
+  if ref_def != other_def:
+    raise ValueError(
+        f"`{name}` does not match the structure the optimizer state was "
+        f"initialised with.\n  expected: {ref_def}\n  got:      {other_def}"
+    )
+
+
+def chain(*transforms: Any) -> _base.GradientTransformation:
+  """Applies transformations one after the other.
+
+  The state is the tuple of the parts' states. Extra keyword arguments given
+  to ``update`` reach every part that accepts them. Parts may be jopt or Optax
+  transformations.
+
+  (Inside ``optax.chain``, a jopt transformation is treated by Optax as one
+  that takes no extra arguments; to pass ``value=`` to `reduce_on_plateau`,
+  put it in a `jopt.chain`.)
+
+  Args:
+    *transforms: the transformations, applied in order.
+
+  Returns:
+    A `GradientTransformation`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.chain(jopt.clip(1.0), jopt.scale(-0.5))
+    >>> tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))[0]
+    Array([-0.5 ,  0.25], dtype=float32)
+  """
+  for i, tx in enumerate(transforms):
+    if not (hasattr(tx, "init") and hasattr(tx, "update")):
+      raise TypeError(
+          f"chain: argument {i} is a {type(tx).__name__}, not a gradient "
+          "transformation (an object with `init` and `update`)."
+      )
+
+  def init_fn(params):
+    return tuple(tx.init(params) for tx in transforms)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if not isinstance(state, tuple) or len(state) != len(transforms):
+      raise ValueError(
+          f"chain of {len(transforms)} transformations got a state that is "
+          f"not a tuple of {len(transforms)} states; call `init` first."
+      )
+    new_state = []
+    for tx, s in zip(transforms, state):
+      updates, s = call_update(tx, updates, s, params, **extra_args)
+      new_state.append(s)
+    return updates, tuple(new_state)
+
+  return _base.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,184 @@
+"""Scaling: `scale`, `scale_by_learning_rate`, `scale_by_schedule`, `trace`."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jopt import _base, _combine, _hyperparams
+from jopt._base import ArrayLike, ScalarOrSchedule
+
+
+@_hyperparams.sweepable("step_size")
+def scale(step_size: ArrayLike) -> _base.GradientTransformation:
+  """Multiplies updates by a fixed ``step_size``.
+
+  .. math:: u \\leftarrow \\alpha\\, u
+
+  Args:
+    step_size: the factor ``alpha`` (any sign).
+
+  Returns:
+    A `GradientTransformation` whose state holds ``step_size``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.scale(-2.0)
+    >>> tx.update(jnp.ones(2), tx.init(jnp.ones(2)))[0]
+    Array([-2., -2.], dtype=float32)
+
+  References:
+    Optax's `scale <https://optax.readthedocs.io/en/latest/api/transformations.html>`_.
+  """
+
+  def init_fn(params):
+    del params
+    return _base.EmptyState()
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    updates = jax.tree.map(lambda u: u * _base.cast_like(step_size, u), updates)
+    return updates, state
+
+  return _base.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByScheduleState(NamedTuple):
+  """State of `scale_by_schedule`: the number of updates so far."""
+
+  count: jax.Array
+
+
+def scale_by_schedule(
+    step_size_fn: _base.Schedule,
+) -> _base.GradientTransformation:
+  """Multiplies updates by ``step_size_fn(count)``, count = updates so far.
+
+  Args:
+    step_size_fn: a schedule, a function of the step count (0-based).
+
+  Returns:
+    A `GradientTransformation` keeping the step count.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.scale_by_schedule(lambda t: 1.0 / (t + 1))
+    >>> state = tx.init(jnp.ones(1))
+    >>> _, state = tx.update(jnp.ones(1), state)
+    >>> tx.update(jnp.ones(1), state)[0]
+    Array([0.5], dtype=float32)
+  """
+  if not callable(step_size_fn):
+    raise TypeError("`step_size_fn` must be a callable schedule: step -> value.")
+
+  def init_fn(params):
+    del params
+    return ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    step_size = step_size_fn(state.count)
+    updates = jax.tree.map(lambda u: u * _base.cast_like(step_size, u), updates)
+    return updates, ScaleByScheduleState(count=_base.safe_increment(state.count))
+
+  return _base.GradientTransformation(init_fn, update_fn)
+
+
+@_hyperparams.sweepable("learning_rate")
+def scale_by_learning_rate(
+    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
+) -> _base.GradientTransformation:
+  """Multiplies updates by the learning rate, negated by default.
+
+  .. math:: u \\leftarrow -\\eta_t\\, u
+
+  Args:
+    learning_rate: a non-negative number or a schedule ``step -> value``.
+    flip_sign: negate (the default, for gradient descent).
+
+  Returns:
+    A `GradientTransformation`; a numeric ``learning_rate`` lives in the state.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.scale_by_learning_rate(0.1)
+    >>> tx.update(jnp.ones(2), tx.init(jnp.ones(2)))[0]
+    Array([-0.1, -0.1], dtype=float32)
+  """
+  _base.check_range("learning_rate", learning_rate, low=0.0)
+  sign = -1.0 if flip_sign else 1.0
+  if callable(learning_rate):
+    return scale_by_schedule(lambda count: sign * learning_rate(count))
+  return scale(sign * jnp.asarray(learning_rate))
+
+
+class TraceState(NamedTuple):
+  """State of `trace`: the momentum buffer."""
+
+  trace: Any
+
+
+@_hyperparams.sweepable("decay")
+def trace(
+    decay: ArrayLike,
+    nesterov: bool = False,
+    accumulator_dtype: Any | None = None,
+) -> _base.GradientTransformation:
+  """Momentum: keeps a decaying sum of past updates.
+
+  .. math::
+     m_t = \\beta m_{t-1} + g_t,\\qquad
+     u_t = m_t \\;\\text{(heavy ball)}\\;\\text{or}\\; g_t + \\beta m_t
+     \\;\\text{(Nesterov)}
+
+  Args:
+    decay: the momentum coefficient ``beta`` in [0, 1).
+    nesterov: use Nesterov's accelerated form.
+    accumulator_dtype: dtype of the buffer; defaults to the params' dtype.
+
+  Returns:
+    A `GradientTransformation` with state `TraceState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.trace(decay=0.5)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> _, state = tx.update(jnp.ones(1), state)
+    >>> tx.update(jnp.ones(1), state)[0]
+    Array([1.5], dtype=float32)
+
+  References:
+    Sutskever et al., 2013, `On the importance of initialization and momentum
+    in deep learning <http://proceedings.mlr.press/v28/sutskever13.pdf>`_.
+  """
+  _base.check_range("decay", decay, low=0.0, high=1.0, high_open=True)
+
+  def init_fn(params):
+    return TraceState(trace=_base.tree_zeros_like(params, accumulator_dtype))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _combine.check_tree_match("updates", state.trace, updates)
+
+    def step(g, t):
+      d = _base.cast_like(decay, t)
+      return g.astype(t.dtype) + d * t
+
+    new_trace = jax.tree.map(step, updates, state.trace)
+    if nesterov:
+      updates = jax.tree.map(
+          lambda g, t: (g + _base.cast_like(decay, g) * t.astype(g.dtype)),
+          updates,
+          new_trace,
+      )
+    else:
+      updates = jax.tree.map(lambda g, t: t.astype(g.dtype), updates, new_trace)
+    return updates, TraceState(trace=new_trace)
+
+  return _base.GradientTransformation(init_fn, update_fn)
