@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = Any
 Updates = Any
@@ -163,7 +164,9 @@ def check_range(
     return
   if is_rebuilding():
     return
-  arr = jnp.asarray(value)
+  # numpy, not jnp: under jit (JAX >= 0.7) jnp.asarray of a constant is a
+  # tracer, which could not be compared here.
+  arr = np.asarray(value)
   if arr.ndim != 0:
     # Arrays of values (a sweep built outside vmap) are checked elementwise.
     for v in arr.reshape(-1).tolist():

@@ -140,7 +140,7 @@ def _key_str(entry: Any) -> str | None:
   for attr in ("idx", "key", "name"):
     if hasattr(entry, attr):
       s = str(getattr(entry, attr))
-      return None if s in ("inner_state", "inner_states") else s
+      return None if s in ("inner_state", "inner_states", "inner_opt_state") else s
   return str(entry)
 
 
