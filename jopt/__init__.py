@@ -30,27 +30,135 @@ from jopt._scale import trace as trace
 from jopt._alias import sgd as sgd
 
 # [helper-adaptive] adaptive transforms, regularizers and optimizers.
+from jopt._adam import ScaleByAdamState as ScaleByAdamState
+from jopt._adam import ScaleByAmsgradState as ScaleByAmsgradState
+from jopt._adam import scale_by_adam as scale_by_adam
+from jopt._adam import scale_by_adamax as scale_by_adamax
+from jopt._adam import scale_by_amsgrad as scale_by_amsgrad
+from jopt._adaptive import ScaleByLionState as ScaleByLionState
+from jopt._adaptive import ScaleByRmsState as ScaleByRmsState
+from jopt._adaptive import ScaleByRssState as ScaleByRssState
+from jopt._adaptive import scale_by_lion as scale_by_lion
+from jopt._adaptive import scale_by_rms as scale_by_rms
+from jopt._adaptive import scale_by_rss as scale_by_rss
+from jopt._alias import adagrad as adagrad
+from jopt._alias import lion as lion
+from jopt._alias import rmsprop as rmsprop
+from jopt._alias_adam import adam as adam
+from jopt._alias_adam import adamax as adamax
+from jopt._alias_adam import adamw as adamw
+from jopt._alias_adam import amsgrad as amsgrad
+from jopt._alias_adam import nadam as nadam
+from jopt._regularize import add_decayed_weights as add_decayed_weights
+from jopt._regularize import add_l1 as add_l1
 
 # [helper-wrappers] clipping, masking, partition, apply_if_finite, MultiSteps.
+from jopt._clipping import clip as clip
+from jopt._clipping import clip_by_global_norm as clip_by_global_norm
+from jopt._masking import MaskedNode as MaskedNode
+from jopt._masking import MaskedState as MaskedState
+from jopt._masking import PartitionState as PartitionState
+from jopt._masking import masked as masked
+from jopt._masking import partition as partition
+from jopt._wrappers import ApplyIfFiniteState as ApplyIfFiniteState
+from jopt._wrappers import MultiSteps as MultiSteps
+from jopt._wrappers import MultiStepsState as MultiStepsState
+from jopt._wrappers import ShouldSkipUpdateFunction as ShouldSkipUpdateFunction
+from jopt._wrappers import apply_if_finite as apply_if_finite
+from jopt._wrappers import skip_not_finite as skip_not_finite
 
 # [helper-schedules] schedules, batch-size schedules, plateau, early stopping.
+from jopt._batch_size import exponential_batch_size_schedule as exponential_batch_size_schedule
+from jopt._batch_size import masked_mean as masked_mean
+from jopt._batch_size import polynomial_batch_size_schedule as polynomial_batch_size_schedule
+from jopt._batch_size import sample_batch as sample_batch
+from jopt._plateau import EarlyStopping as EarlyStopping
+from jopt._plateau import EarlyStoppingState as EarlyStoppingState
+from jopt._plateau import ReduceLROnPlateauState as ReduceLROnPlateauState
+from jopt._plateau import early_stopping as early_stopping
+from jopt._plateau import reduce_on_plateau as reduce_on_plateau
+from jopt._schedules import constant_schedule as constant_schedule
+from jopt._schedules import cosine_decay_schedule as cosine_decay_schedule
+from jopt._schedules import exponential_decay as exponential_decay
+from jopt._schedules import join_schedules as join_schedules
+from jopt._schedules import linear_schedule as linear_schedule
+from jopt._schedules import piecewise_constant_schedule as piecewise_constant_schedule
+from jopt._schedules import polynomial_schedule as polynomial_schedule
+from jopt._schedules import warmup_cosine_decay_schedule as warmup_cosine_decay_schedule
+from jopt._schedules_cyclic import cosine_onecycle_schedule as cosine_onecycle_schedule
+from jopt._schedules_cyclic import linear_onecycle_schedule as linear_onecycle_schedule
+from jopt._schedules_cyclic import sgdr_schedule as sgdr_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApplyIfFiniteState",
+    "EarlyStopping",
+    "EarlyStoppingState",
     "EmptyState",
     "GradientTransformation",
     "HyperparamsState",
+    "MaskedNode",
+    "MaskedState",
+    "MultiSteps",
+    "MultiStepsState",
+    "PartitionState",
+    "ReduceLROnPlateauState",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByLionState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
     "ScaleByScheduleState",
+    "ShouldSkipUpdateFunction",
     "TraceState",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "add_decayed_weights",
+    "add_l1",
+    "amsgrad",
+    "apply_if_finite",
     "apply_updates",
     "chain",
+    "clip",
+    "clip_by_global_norm",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "early_stopping",
+    "exponential_batch_size_schedule",
+    "exponential_decay",
     "get_hyperparams",
     "identity",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "lion",
+    "masked",
+    "masked_mean",
+    "nadam",
+    "partition",
+    "piecewise_constant_schedule",
+    "polynomial_batch_size_schedule",
+    "polynomial_schedule",
+    "reduce_on_plateau",
+    "rmsprop",
+    "sample_batch",
     "scale",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_amsgrad",
     "scale_by_learning_rate",
+    "scale_by_lion",
+    "scale_by_rms",
+    "scale_by_rss",
     "scale_by_schedule",
     "set_hyperparams",
     "sgd",
+    "sgdr_schedule",
+    "skip_not_finite",
     "trace",
+    "warmup_cosine_decay_schedule",
 ]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jopt import _base, _combine, _hyperparams, _scale
+from jopt import (
+    _adaptive,
+    _base,
+    _combine,
+    _hyperparams,
+    _regularize,
+    _scale,
+)
 from jopt._base import ArrayLike, ScalarOrSchedule
 
 
@@ -54,3 +61,207 @@ def sgd(
         decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
     )
   return _combine.chain(body, _scale.scale_by_learning_rate(learning_rate))
+
+
+# --- Adaptive optimizers -----------------------------------------------------
+
+
+def _check_learning_rate(learning_rate: Any) -> None:
+  _base.check_range("learning_rate", learning_rate, low=0.0)
+
+
+def _check_unit(**values: Any) -> None:
+  """Coefficients of moving averages: each in [0, 1)."""
+  for name, value in values.items():
+    _base.check_range(name, value, low=0.0, high=1.0, high_open=True)
+
+
+def _check_non_negative(**values: Any) -> None:
+  for name, value in values.items():
+    _base.check_range(name, value, low=0.0)
+
+
+@_hyperparams.sweepable("learning_rate", "initial_accumulator_value", "eps")
+def adagrad(
+    learning_rate: ScalarOrSchedule,
+    initial_accumulator_value: ArrayLike = 0.1,
+    eps: ArrayLike = 1e-7,
+) -> _base.GradientTransformation:
+  """AdaGrad: per-coordinate steps shrinking with the gradients seen so far.
+
+  .. math::
+     s_t = s_{t-1} + g_t^2,\\qquad
+     \\theta_t = \\theta_{t-1} - \\eta_t \\frac{g_t}{\\sqrt{s_t + \\epsilon}},
+     \\qquad s_0 = s_\\text{init}
+
+  Args:
+    learning_rate: a non-negative number or a schedule.
+    initial_accumulator_value: the starting sum ``s_init`` (>= 0).
+    eps: added inside the square root (>= 0).
+
+  Returns:
+    A `GradientTransformation`: `scale_by_rss` then the learning rate. The
+    numeric arguments live in the state (see `get_hyperparams`).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.adagrad(learning_rate=0.1)
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(2 * params, state, params)
+    >>> jopt.apply_updates(params, updates)
+    Array([ 0.90122706, -1.900311  ], dtype=float32)
+
+  References:
+    Duchi et al., 2011, `Adaptive subgradient methods for online learning
+    and stochastic optimization
+    <https://jmlr.org/papers/v12/duchi11a.html>`_.
+  """
+  _check_learning_rate(learning_rate)
+  _check_non_negative(
+      initial_accumulator_value=initial_accumulator_value, eps=eps
+  )
+  return _combine.chain(
+      _adaptive.scale_by_rss(
+          initial_accumulator_value=initial_accumulator_value, eps=eps
+      ),
+      _scale.scale_by_learning_rate(learning_rate),
+  )
+
+
+@_hyperparams.sweepable(
+    "learning_rate", "decay", "eps", "initial_scale", "momentum"
+)
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: ArrayLike = 0.9,
+    eps: ArrayLike = 1e-8,
+    initial_scale: ArrayLike = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: ArrayLike | None = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+) -> _base.GradientTransformation:
+  """RMSprop: steps scaled by a moving root mean square of the gradients.
+
+  .. math::
+     \\nu_t = \\rho\\,\\nu_{t-1} + (1-\\rho)\\,g_t^2,\\qquad
+     d_t = \\eta_t \\frac{g_t}{\\sqrt{\\nu_t + \\epsilon}},\\qquad
+     \\theta_t = \\theta_{t-1} - d_t
+
+  ``eps_in_sqrt=False`` uses :math:`\\sqrt{\\nu_t} + \\epsilon`;
+  ``centered`` subtracts the squared moving mean :math:`m_t^2` under the
+  root; ``bias_correction`` divides the averages by :math:`1-\\rho^t`; with
+  ``momentum`` :math:`\\mu`, the steps :math:`d_t` are accumulated,
+  :math:`b_t = \\mu b_{t-1} + d_t`, and :math:`b_t` is applied (Nesterov:
+  :math:`d_t + \\mu b_t`).
+
+  Args:
+    learning_rate: a non-negative number or a schedule.
+    decay: the averaging coefficient ``rho`` in [0, 1).
+    eps: the stabilising term (>= 0).
+    initial_scale: the starting value of ``nu`` (>= 0).
+    eps_in_sqrt: add ``eps`` inside the square root (else outside).
+    centered: divide by the moving standard deviation (Graves, 2013).
+    momentum: the momentum coefficient in [0, 1), or None.
+    nesterov: use Nesterov momentum.
+    bias_correction: correct the averages' bias towards their start.
+
+  Returns:
+    A `GradientTransformation`: `scale_by_rms`, the learning rate, then
+    `trace` when ``momentum`` is given.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.rmsprop(learning_rate=0.01)
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(2 * params, state, params)
+    >>> jopt.apply_updates(params, updates)
+    Array([ 0.96837723, -1.9683772 ], dtype=float32)
+
+  References:
+    Hinton, `Lecture 6.5 of Neural Networks for Machine Learning
+    <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_;
+    Graves, 2013, `Generating sequences with recurrent neural networks
+    <https://arxiv.org/abs/1308.0850>`_.
+  """
+  _check_learning_rate(learning_rate)
+  _check_unit(decay=decay, momentum=momentum)
+  _check_non_negative(eps=eps, initial_scale=initial_scale)
+  if momentum is None:
+    accumulate = _base.identity()
+  else:
+    accumulate = _scale.trace(decay=momentum, nesterov=nesterov)
+  return _combine.chain(
+      _adaptive.scale_by_rms(
+          decay=decay,
+          eps=eps,
+          initial_scale=initial_scale,
+          eps_in_sqrt=eps_in_sqrt,
+          bias_correction=bias_correction,
+          centered=centered,
+      ),
+      _scale.scale_by_learning_rate(learning_rate),
+      accumulate,
+  )
+
+
+
+@_hyperparams.sweepable("learning_rate", "b1", "b2", "weight_decay")
+def lion(
+    learning_rate: ScalarOrSchedule,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.99,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarOrSchedule = 1e-3,
+    mask: Any | None = None,
+) -> _base.GradientTransformation:
+  """Lion: the sign of an interpolated momentum, with decoupled weight decay.
+
+  .. math::
+     c_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t,\\qquad
+     \\theta_t = \\theta_{t-1}
+     - \\eta_t \\left(\\mathrm{sign}(c_t) + \\lambda\\,\\theta_{t-1}\\right),
+     \\qquad m_t = \\beta_2 m_{t-1} + (1-\\beta_2) g_t
+
+  Every coordinate moves by the same magnitude, so Lion usually wants a
+  learning rate 3-10x smaller than AdamW's and a weight decay 3-10x larger.
+
+  Args:
+    learning_rate: a non-negative number or a schedule.
+    b1: the momentum's weight in the direction, [0, 1).
+    b2: the momentum's averaging coefficient, [0, 1).
+    mu_dtype: dtype of the momentum; defaults to the params' dtype.
+    weight_decay: the decay rate ``lambda`` (>= 0), or a schedule.
+    mask: which params to decay, as in `adamw`.
+
+  Returns:
+    A `GradientTransformation`: `scale_by_lion`, `add_decayed_weights`, then
+    the learning rate; ``update`` needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.lion(learning_rate=0.1, weight_decay=0.0)
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(2 * params, state, params)
+    >>> jopt.apply_updates(params, updates)
+    Array([ 0.9, -1.9], dtype=float32)
+
+  References:
+    Chen et al., 2023, `Symbolic discovery of optimization algorithms
+    <https://arxiv.org/abs/2302.06675>`_.
+  """
+  _check_learning_rate(learning_rate)
+  _check_unit(b1=b1, b2=b2)
+  _check_non_negative(weight_decay=weight_decay)
+  return _combine.chain(
+      _adaptive.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
+      _regularize.add_decayed_weights(weight_decay, mask),
+      _scale.scale_by_learning_rate(learning_rate),
+  )
