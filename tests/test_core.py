@@ -1,0 +1,59 @@
+"""The core protocol: construction inside jit, chain, apply_updates, errors."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jopt
+
+
+def test_constructors_with_concrete_values_work_inside_jit():
+  # Regression: under jit, jnp.asarray of a constant is a tracer, so range
+  # checks must read concrete values through numpy, not jnp.
+  @jax.jit
+  def step(lr, params):
+    tx = jopt.chain(jopt.clip_by_global_norm(1.0), jopt.adam(lr, b1=0.8))
+    updates, _ = tx.update(params, tx.init(params), params)
+    return updates
+
+  out = step(jnp.float32(0.1), jnp.ones(3))
+  chex.assert_trees_all_close(out, -0.1 * jnp.ones(3), rtol=1e-5)
+
+
+def test_concrete_bad_value_inside_jit_still_raises():
+  @jax.jit
+  def build(params):
+    return jopt.adam(-1.0).init(params)
+
+  with pytest.raises(ValueError, match="learning_rate"):
+    build(jnp.ones(2))
+
+
+def test_apply_updates_keeps_param_dtype_and_skips_none():
+  params = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones(2)}
+  updates = {"a": jnp.full(2, 0.5, jnp.bfloat16), "b": None}
+  new = jopt.apply_updates(params, updates)
+  assert new["a"].dtype == jnp.bfloat16
+  chex.assert_trees_all_equal(new["b"], params["b"])
+
+
+def test_chain_rejects_non_transformations_and_wrong_state():
+  with pytest.raises(TypeError, match="argument 1"):
+    jopt.chain(jopt.identity(), 0.1)
+  tx = jopt.chain(jopt.identity(), jopt.scale(2.0))
+  with pytest.raises(ValueError, match="init"):
+    tx.update(jnp.ones(1), (), None)
+
+
+def test_chain_passes_extra_args_to_parts_that_take_them():
+  seen = {}
+
+  def update(updates, state, params=None, **extra_args):
+    seen.update(extra_args)
+    return updates, state
+
+  probe = jopt.GradientTransformation(lambda p: (), update)
+  tx = jopt.chain(jopt.scale(1.0), probe)
+  tx.update(jnp.ones(1), tx.init(jnp.ones(1)), value=3.0)
+  assert seen == {"value": 3.0}
