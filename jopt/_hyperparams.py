@@ -131,9 +131,10 @@ def _is_hp_node(x: Any) -> bool:
   if isinstance(x, HyperparamsState):
     return True
   # Optax's inject_hyperparams state has the same two fields.
-  return type(x).__name__ == "InjectHyperparamsState" and hasattr(
-      x, "hyperparams"
-  )
+  return type(x).__name__ in (
+      "InjectHyperparamsState",
+      "InjectStatefulHyperparamsState",
+  ) and hasattr(x, "hyperparams")
 
 
 def _key_str(entry: Any) -> str | None:

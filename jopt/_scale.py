@@ -66,7 +66,7 @@ def scale_by_schedule(
   Example:
     >>> import jax.numpy as jnp
     >>> import jopt
-    >>> tx = jopt.scale_by_schedule(lambda t: 1.0 / (t + 1))
+    >>> tx = jopt.scale_by_schedule(lambda t: 1.0 / (t.astype(jnp.float32) + 1))
     >>> state = tx.init(jnp.ones(1))
     >>> _, state = tx.update(jnp.ones(1), state)
     >>> tx.update(jnp.ones(1), state)[0]
