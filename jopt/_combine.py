@@ -75,7 +75,7 @@ def chain(*transforms: Any) -> _base.GradientTransformation:
           f"not a tuple of {len(transforms)} states; call `init` first."
       )
     new_state = []
-    for tx, s in zip(transforms, state):
+    for tx, s in zip(transforms, state, strict=True):
       updates, s = call_update(tx, updates, s, params, **extra_args)
       new_state.append(s)
     return updates, tuple(new_state)
