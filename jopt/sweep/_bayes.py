@@ -1,0 +1,237 @@
+"""Batched Bayesian optimization: Optuna proposes, one vmapped batch trains.
+
+Each round asks an Optuna study for ``batch_size`` trials, trains them as
+one ``jit(vmap(train_fn))`` call (a fixed batch size, so one compile for the
+whole search) and tells the study their results. Optuna is an optional
+dependency: ``pip install "jopt[optuna]"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import numbers
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from jopt.sweep import _result, _space, _stepwise
+
+_INSTALL = 'optuna_search needs Optuna: pip install "jopt[optuna]"'
+
+
+def _import_optuna():
+  try:
+    import optuna
+  except ImportError as e:
+    raise ImportError(_INSTALL) from e
+  return optuna
+
+
+@dataclasses.dataclass(repr=False)
+class OptunaResult(_result.SweepResult):
+  """A `SweepResult` of `optuna_search`, with the study and round of trials.
+
+  Attributes (beyond `SweepResult`'s):
+    study: the ``optuna.Study`` every trial was told to.
+    rounds: [N] int: the round in which each trial was asked.
+    metric, mode: what the search optimized.
+
+  Example: see `optuna_search`; ``res.study.best_params`` and
+  ``res.best()`` agree, ``res.to_pandas()`` lists every trial.
+  """
+
+  study: Any = None
+  rounds: np.ndarray | None = None
+  metric: str = ""
+  mode: str = "min"
+
+  def __repr__(self) -> str:
+    return (f"OptunaResult(num_trials={len(self)}, metric={self.metric!r}, "
+            f"num_compiles={self.num_compiles})")
+
+  def best(self, metric: str | None = None, mode: str | None = None):
+    """The best trial (default: by the search's metric and mode)."""
+    return super().best(metric or self.metric, mode or self.mode)
+
+  def top_k(self, metric: str | None = None, k: int = 1,
+            mode: str | None = None):
+    """The ``k`` best trials (default: by the search's metric and mode)."""
+    return super().top_k(metric or self.metric, k, mode or self.mode)
+
+
+def _distribution(optuna, dist):
+  d = optuna.distributions
+  if isinstance(dist, _space.Choice):
+    plain = all(isinstance(v, (str, int, float, bool)) for v in dist.values)
+    return d.CategoricalDistribution(
+        list(dist.values) if plain else list(range(len(dist.values))))
+  if isinstance(dist, _space.IntUniform):
+    return d.IntDistribution(dist.low, dist.high)
+  return d.FloatDistribution(dist.low, dist.high,
+                             log=isinstance(dist, _space.LogUniform))
+
+
+def _passed(dist, value):
+  """The value ``train_fn`` receives for an Optuna parameter value."""
+  if isinstance(dist, _space.Choice):
+    if not all(isinstance(v, (str, int, float, bool)) for v in dist.values):
+      index = value
+    else:
+      index = dist.values.index(value)
+    return dist.from_unit(np.array([(index + 0.5) / len(dist.values)]))[0]
+  if isinstance(dist, _space.IntUniform):
+    return np.int32(value)
+  return np.float32(value)
+
+
+def _make_sampler(optuna, sampler, seed):
+  if not isinstance(sampler, str):
+    return sampler
+  factories = {
+      "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+      "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+      "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+      "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+  }
+  if sampler not in factories:
+    raise ValueError(f"sampler must be one of {sorted(factories)} or an "
+                     f"optuna sampler, got {sampler!r}.")
+  if sampler == "cmaes":
+    try:
+      import cmaes  # noqa: F401  (Optuna's CMA-ES sampler needs it)
+    except ImportError as e:
+      raise ImportError(
+          "sampler='cmaes' needs the cmaes package: pip install cmaes") from e
+  with warnings.catch_warnings():
+    # constant_liar (what makes TPE propose diverse batches) is flagged
+    # experimental by Optuna.
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    return factories[sampler]()
+
+
+@contextlib.contextmanager
+def _quiet(optuna):
+  level = optuna.logging.get_verbosity()
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  try:
+    yield
+  finally:
+    optuna.logging.set_verbosity(level)
+
+
+def optuna_search(
+    train_fn: Callable[[dict[str, jax.Array], jax.Array], dict[str, Any]],
+    space: Mapping[str, Any],
+    *,
+    num_rounds: int,
+    batch_size: int,
+    key: jax.Array,
+    metric: str,
+    mode: str = "min",
+    sampler: Any = "tpe",
+    study: Any = None,
+) -> OptunaResult:
+  """Bayesian optimization with Optuna, ``batch_size`` trials per program.
+
+  Each of ``num_rounds`` rounds asks the study for ``batch_size`` trials,
+  trains them together as one vmapped (and device-sharded) call of
+  ``train_fn``, and tells the study each trial's ``metric`` (a curve's last
+  value; a non-finite value is told as a failed trial). The batch size is
+  fixed, so ``train_fn`` compiles once. Trial ``i`` (numbered across rounds)
+  gets the key ``fold_in(key, i)``.
+
+  Args:
+    train_fn: ``train_fn(hparams, key) -> metrics`` for one trial, as for
+      `jopt.sweep.run`.
+    space: a dict ``name -> distribution`` (no static choices).
+    num_rounds: ask/train/tell rounds (>= 1).
+    batch_size: trials per round (>= 1).
+    key: a JAX PRNG key (also seeds the sampler).
+    metric: the metric to optimize.
+    mode: ``"min"`` or ``"max"``.
+    sampler: ``"tpe"`` (with the constant liar, for batches), ``"gp"``,
+      ``"cmaes"``, ``"random"``, or an ``optuna.samplers`` instance.
+      ``"cmaes"`` needs the ``cmaes`` package.
+    study: an existing study to continue (default: a new in-memory one).
+
+  Returns:
+    An `OptunaResult` with every trial, in the order they were asked.
+
+  Raises:
+    ImportError: Optuna is not installed.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jopt
+    >>> def train_fn(hp, key):
+    ...   return {"loss": (jnp.log10(hp["lr"]) + 2.0) ** 2}
+    >>> res = jopt.sweep.optuna_search(
+    ...     train_fn, {"lr": jopt.sweep.log_uniform(1e-4, 1.0)},
+    ...     num_rounds=3, batch_size=8, key=jax.random.key(0), metric="loss")
+    >>> len(res), res.num_compiles
+    (24, 1)
+
+  References:
+    Akiba et al., `Optuna: a next-generation hyperparameter optimization
+    framework <https://arxiv.org/abs/1907.10902>`_, KDD 2019.
+  """
+  optuna = _import_optuna()
+  space = _stepwise.check_space(space, "optuna_search")
+  for name, value in (("num_rounds", num_rounds), ("batch_size", batch_size)):
+    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+        or value < 1):
+      raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+  if mode not in ("min", "max"):
+    raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+  seed = int(_space.key_seed(key)[-1])
+  if study is None:
+    with _quiet(optuna):
+      study = optuna.create_study(
+          direction="minimize" if mode == "min" else "maximize",
+          sampler=_make_sampler(optuna, sampler, seed))
+  distributions = {n: _distribution(optuna, d) for n, d in space.items()}
+
+  traces = []
+
+  def batch(hparams, keys):
+    traces.append(1)
+    return jax.vmap(train_fn)(hparams, keys)
+
+  batch = jax.jit(batch)
+  rows = _stepwise.pad_rows(batch_size)
+  passed = {n: [] for n in space}
+  metrics: dict[str, list[np.ndarray]] = {}
+  rounds = []
+  with _quiet(optuna):
+    for r in range(num_rounds):
+      trials = [study.ask(distributions) for _ in range(batch_size)]
+      hp = {n: np.array([_passed(d, t.params[n]) for t in trials])
+            for n, d in space.items()}
+      ids = np.arange(r * batch_size, (r + 1) * batch_size)
+      out = batch(
+          _stepwise.shard_trials(_stepwise.to_device(
+              {n: v[rows] for n, v in hp.items()})),
+          _stepwise.shard_trials(_stepwise.trial_keys(key, ids[rows])))
+      out = {k: np.asarray(v)[:batch_size] for k, v in out.items()}
+      values = _stepwise.ranking_values(out, metric, "min")  # raw, inf = bad
+      raw = np.asarray(out[metric], np.float64).reshape(batch_size, -1)[:, -1]
+      for t, v, ok in zip(trials, raw, np.isfinite(values), strict=True):
+        if ok:
+          study.tell(t, float(v))
+        else:
+          study.tell(t, state=optuna.trial.TrialState.FAIL)
+      for n in space:
+        passed[n].append(hp[n])
+      for k, v in out.items():
+        metrics.setdefault(k, []).append(v)
+      rounds.append(np.full(batch_size, r))
+  hparams = {n: np.concatenate(v) for n, v in passed.items()}
+  result = _stepwise.make_result(
+      OptunaResult, space, hparams,
+      {k: np.concatenate(v) for k, v in metrics.items()},
+      study=study, rounds=np.concatenate(rounds), metric=metric, mode=mode,
+      num_compiles=len(traces))
+  return result

@@ -1,0 +1,217 @@
+"""The learning-rate range test, vmapped over seeds.
+
+The learning rate grows exponentially from ``min_lr`` to ``max_lr`` over
+``num_steps`` training steps while the (exponentially smoothed,
+bias-corrected) loss is recorded; a run stops once its smoothed loss exceeds
+``diverge_threshold`` times the best seen. Seeds run as one vmapped
+``lax.while_loop``: a diverged seed's state is frozen by a select, and the
+loop ends when every seed has diverged, so the remaining steps cost nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass
+class LRFindResult:
+  """The curves of a learning-rate range test and the suggested rates.
+
+  Attributes:
+    learning_rates: [T] the learning rate of each step.
+    losses: [S, T] each seed's raw loss (NaN once it diverged).
+    smoothed: [S, T] each seed's smoothed, bias-corrected loss (NaN once it
+      diverged).
+    curve: [T] the seed-mean smoothed loss, NaN from the first step where
+      any seed diverged.
+    suggestions: ``"steep"`` (steepest descent of the curve against
+      log-LR), ``"valley"`` (two thirds into the longest descent) and
+      ``"minimum"`` (the LR of the lowest loss, divided by 10).
+
+  Example: see `lr_find`; ``res.plot("lr_find.png")`` draws the curve on a
+  log axis with the suggestions marked.
+  """
+
+  learning_rates: np.ndarray
+  losses: np.ndarray
+  smoothed: np.ndarray
+  curve: np.ndarray
+  suggestions: dict[str, float]
+
+  def plot(self, path: str | None = None, *, ax: Any = None):
+    """Loss against learning rate on a log axis, suggestions marked.
+
+    Args:
+      path: save the figure there as a PNG when given.
+      ax: draw on this matplotlib Axes instead of a new figure.
+
+    Returns:
+      The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+      fig, ax = plt.subplots(figsize=(6, 4))
+    else:
+      fig = ax.figure
+    for seed_curve in self.smoothed:
+      ax.plot(self.learning_rates, seed_curve, color="0.75", lw=0.8)
+    ax.plot(self.learning_rates, self.curve, color="C0", lw=2,
+            label="smoothed loss (mean over seeds)")
+    for i, (name, lr) in enumerate(self.suggestions.items()):
+      ax.axvline(lr, color=f"C{i + 1}", ls="--", label=f"{name}: {lr:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    finite = self.curve[np.isfinite(self.curve)]
+    if finite.size:
+      low, high = finite.min(), finite[0]
+      ax.set_ylim(low - 0.1 * (high - low), high + 0.5 * (high - low))
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+      fig.savefig(path, dpi=120)
+    return fig
+
+
+def _valley(curve: np.ndarray) -> int:
+  """Index two thirds into the longest decreasing subsequence of ``curve``."""
+  n = len(curve)
+  length = np.ones(n, np.int64)
+  begin = np.arange(n)
+  for i in range(1, n):
+    earlier = np.flatnonzero(curve[:i] > curve[i])
+    if earlier.size:
+      j = earlier[np.argmax(length[earlier])]
+      if length[j] + 1 > length[i]:
+        length[i], begin[i] = length[j] + 1, begin[j]
+  end = int(np.argmax(length))
+  start = int(begin[end])
+  return start + (end - start) * 2 // 3
+
+
+def _suggest(lrs: np.ndarray, curve: np.ndarray) -> dict[str, float]:
+  valid = np.flatnonzero(np.isfinite(curve))
+  if valid.size < 3:
+    raise ValueError(
+        "lr_find: the loss diverged within the first steps; lower min_lr.")
+  lrs, curve = lrs[:valid[-1] + 1], curve[:valid[-1] + 1]
+  slope = np.gradient(curve, np.log(lrs))
+  skip = len(curve) // 10  # the first steps are dominated by bias correction
+  return {
+      "steep": float(lrs[skip + int(np.argmin(slope[skip:]))]),
+      "valley": float(lrs[_valley(curve)]),
+      "minimum": float(lrs[int(np.argmin(curve))] / 10),
+  }
+
+
+def lr_find(
+    init: Callable[[jax.Array], Any],
+    step: Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]],
+    *,
+    key: jax.Array,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    num_steps: int = 100,
+    num_seeds: int = 1,
+    smoothing: float = 0.98,
+    diverge_threshold: float = 4.0,
+) -> LRFindResult:
+  r"""The learning-rate range test: loss against an exponential LR ramp.
+
+  Step ``t`` trains at :math:`\eta_t = \eta_{min} (\eta_{max} /
+  \eta_{min})^{t / (T - 1)}`. With smoothing :math:`\beta`, the recorded
+  loss is :math:`\bar\ell_t / (1 - \beta^{t+1})`, where :math:`\bar\ell_t =
+  \beta \bar\ell_{t-1} + (1 - \beta) \ell_t`; a seed stops at the first step
+  where it exceeds ``diverge_threshold`` times its lowest value so far, or is
+  not finite. ``init`` and ``step`` see one seed; seeds are vmapped.
+
+  Args:
+    init: ``init(key) -> state``: the model and optimizer state.
+    step: ``step(state, learning_rate, key) -> (state, loss)``: one training
+      step at ``learning_rate`` (a float32 scalar; use it with
+      ``jopt.set_hyperparams`` or a constructor inside the step), returning
+      the loss of the batch it trained on.
+    key: a JAX PRNG key.
+    min_lr: the first learning rate (> 0).
+    max_lr: the last learning rate (> ``min_lr``).
+    num_steps: steps of the ramp (>= 3).
+    num_seeds: independent runs, vmapped (>= 1).
+    smoothing: the smoothing factor :math:`\beta`, in ``[0, 1)``.
+    diverge_threshold: stop when the loss exceeds this times its best (> 1).
+
+  Returns:
+    An `LRFindResult` with the curves, the suggestions and ``plot()``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jopt
+    >>> init = lambda key: jnp.ones(())
+    >>> def step(w, lr, key):  # gradient descent on w**2 / 2
+    ...   return w - lr * w, 0.5 * w * w
+    >>> res = jopt.sweep.lr_find(init, step, key=jax.random.key(0),
+    ...                          min_lr=1e-3, max_lr=10.0, num_steps=50)
+    >>> 0.1 < res.suggestions["valley"] < 3.0
+    True
+
+  References:
+    Smith, `Cyclical learning rates for training neural networks
+    <https://arxiv.org/abs/1506.01186>`_, WACV 2017.
+  """
+  if not (0 < min_lr < max_lr):
+    raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr}, "
+                     f"max_lr={max_lr}.")
+  for name, value, low in (("num_steps", num_steps, 3),
+                           ("num_seeds", num_seeds, 1)):
+    if not isinstance(value, numbers.Integral) or value < low:
+      raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+  if not 0.0 <= smoothing < 1.0:
+    raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}.")
+  if not diverge_threshold > 1.0:
+    raise ValueError(
+        f"diverge_threshold must be > 1, got {diverge_threshold!r}.")
+  lrs = np.geomspace(min_lr, max_lr, num_steps).astype(np.float32)
+
+  def one_seed(seed_key):
+    k_init, k_steps = jax.random.split(seed_key)
+    state = init(k_init)
+    nan = jnp.full((num_steps,), jnp.nan, jnp.float32)
+
+    def cond(carry):
+      t, *_, diverged = carry
+      return (t < num_steps) & ~diverged
+
+    def body(carry):
+      t, state, avg, best, raw, smooth, diverged = carry
+      new_state, loss = step(state, jnp.asarray(lrs)[t],
+                             jax.random.fold_in(k_steps, t))
+      loss = jnp.asarray(loss, jnp.float32)
+      avg = smoothing * avg + (1 - smoothing) * loss
+      value = avg / (1 - smoothing ** (t + 1).astype(jnp.float32))
+      diverged = ~jnp.isfinite(value) | (value > diverge_threshold * best)
+      state = jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new_state,
+                           state)
+      raw = raw.at[t].set(jnp.where(diverged, jnp.nan, loss))
+      smooth = smooth.at[t].set(jnp.where(diverged, jnp.nan, value))
+      best = jnp.where(diverged, best, jnp.minimum(best, value))
+      return t + 1, state, avg, best, raw, smooth, diverged
+
+    carry = (jnp.asarray(0), state, jnp.zeros((), jnp.float32),
+             jnp.asarray(jnp.inf, jnp.float32), nan, nan, jnp.asarray(False))
+    _, _, _, _, raw, smooth, _ = jax.lax.while_loop(cond, body, carry)
+    return raw, smooth
+
+  keys = jax.random.split(key, num_seeds)
+  raw, smooth = jax.jit(jax.vmap(one_seed))(keys)
+  raw, smooth = np.asarray(raw), np.asarray(smooth)
+  all_valid = np.isfinite(smooth).all(axis=0)
+  stop = num_steps if all_valid.all() else int(np.argmin(all_valid))
+  curve = np.full(num_steps, np.nan, np.float32)
+  curve[:stop] = smooth[:, :stop].mean(axis=0)
+  return LRFindResult(lrs, raw, smooth, curve, _suggest(lrs, curve))

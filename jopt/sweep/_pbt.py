@@ -1,0 +1,295 @@
+"""Population-based training in one compiled round function.
+
+A fixed population trains with ``vmap(segment)``. Each round (after the
+first) starts in the graph: members are ranked by the previous round's
+metric, each member of the bottom quantile copies the state and
+hyperparameters of a random member of the top quantile (exploit) and then
+perturbs or resamples its hyperparameters (explore). Shapes never change,
+so the round compiles once. The parent of every member in every round is
+recorded, so the hyperparameter schedule each final member followed can be
+traced back and plotted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jopt.sweep import _space, _stepwise
+
+
+@dataclasses.dataclass(repr=False)
+class PBTResult(_stepwise.AdaptiveResult):
+  """An `AdaptiveResult` with the lineage of population-based training.
+
+  Attributes (beyond `AdaptiveResult`'s; ``hparams`` and ``metrics`` are the
+  final round's):
+    parents: [R, P] int: ``parents[r, i]`` is the member whose state and
+      hyperparameters member ``i`` took at the start of round ``r`` (itself
+      when it was not replaced; round 0 is the identity).
+    hparam_history: name -> [R, P] values used in each round (decoded).
+    metric_history: [R, P] the ranking metric after each round.
+    segments_per_round: segments between two exploit steps.
+
+  Example: see `pbt`; ``res.schedule(res.best().index)`` is the best final
+  member's hyperparameters round by round, ``res.plot_schedules()`` draws
+  every member's.
+  """
+
+  parents: np.ndarray | None = None
+  hparam_history: dict[str, np.ndarray] = dataclasses.field(
+      default_factory=dict)
+  metric_history: np.ndarray | None = None
+  segments_per_round: int = 1
+
+  def lineage(self, member: int) -> np.ndarray:
+    """[R] the member index, round by round, whose state ``member`` carries."""
+    rounds = self.parents.shape[0]
+    path = np.empty(rounds, np.int64)
+    path[-1] = member
+    for r in range(rounds - 1, 0, -1):
+      path[r - 1] = self.parents[r, path[r]]
+    return path
+
+  def schedule(self, member: int) -> dict[str, np.ndarray]:
+    """name -> [R] the hyperparameters final ``member`` trained with."""
+    path = self.lineage(member)
+    rounds = np.arange(len(path))
+    return {n: h[rounds, path] for n, h in self.hparam_history.items()}
+
+  def plot_schedules(self, name: str | None = None, *, path: str | None = None,
+                     members: Sequence[int] | None = None):
+    """Plots the schedule of hyperparameter ``name`` each final member followed.
+
+    Args:
+      name: a hyperparameter (default: the first one in the space).
+      path: save the figure there as a PNG when given.
+      members: final members to draw (default: all); the best is drawn bold.
+
+    Returns:
+      A matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    name = name or next(iter(self.hparam_history))
+    members = range(self.parents.shape[1]) if members is None else members
+    best = self.best().index
+    rounds_x = np.arange(self.parents.shape[0] + 1) * self.segments_per_round
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in members:
+      values = self.schedule(m)[name]
+      ax.step(rounds_x, np.append(values, values[-1]), where="post",
+              color="C3" if m == best else "0.6",
+              lw=2.5 if m == best else 0.8, zorder=3 if m == best else 2,
+              label=f"best (member {best})" if m == best else None)
+    if getattr(self.space.get(name), "log", False):
+      ax.set_yscale("log")
+    ax.set_xlabel("segment")
+    ax.set_ylabel(name)
+    ax.set_title(f"PBT schedules of {name}")
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+      fig.savefig(path, dpi=120)
+    return fig
+
+
+def _explore_one(dist, value, replaced, key, pool_value, perturb,
+                 resample_prob):
+  """New value of one hyperparameter for every member (replaced ones move)."""
+  k_factor, k_resample = jax.random.split(key)
+  n = value.shape[0]
+  factors = jnp.asarray(perturb, jnp.float32)
+  pick = jax.random.randint(k_factor, (n,), 0, len(perturb))
+  factor = factors[pick]
+  if isinstance(dist, _space.Choice):
+    count = len(dist.values)
+    if dist.numeric:
+      table = jnp.asarray(np.asarray(dist.values, np.float64), value.dtype)
+      index = jnp.argmin(jnp.abs(table[None, :] - value[:, None]), axis=1)
+    else:
+      index = value
+    # An ordered move: up when the factor grows the value, down otherwise.
+    index = jnp.clip(index + jnp.where(factor > 1, 1, -1), 0, count - 1)
+    moved = table[index] if dist.numeric else index.astype(value.dtype)
+  elif isinstance(dist, _space.IntUniform):
+    moved = jnp.round(value.astype(jnp.float32) * factor)
+    moved = jnp.clip(moved, dist.low, dist.high).astype(value.dtype)
+  else:
+    moved = jnp.clip(value * factor, dist.low, dist.high).astype(value.dtype)
+  resample = jax.random.uniform(k_resample, (n,)) < resample_prob
+  moved = jnp.where(resample, pool_value, moved)
+  return jnp.where(replaced, moved, value)
+
+
+def _make_round(segment, space, *, population, num_quantile,
+                segments_per_round, metric, mode, perturb, resample_prob):
+  sign = 1.0 if mode == "min" else -1.0
+  traces = []
+
+  def round_fn(state, hparams, prev_score, key, exploit, pool):
+    traces.append(1)
+    size = prev_score.shape[0]
+    members = jnp.arange(size)
+    k_parent, k_explore = jax.random.split(key)
+    # Real members first, best to worst; padding (if any) after them.
+    order = jnp.argsort(jnp.where(members < population, prev_score, jnp.inf),
+                        stable=True)
+    top = order[:num_quantile]
+    bottom = order[population - num_quantile:population]
+    chosen = top[jax.random.randint(k_parent, (num_quantile,), 0,
+                                    num_quantile)]
+    parent = jnp.where(exploit, members.at[bottom].set(chosen), members)
+    state = jax.tree.map(lambda x: jnp.take(x, parent, axis=0), state)
+    hparams = {k: jnp.take(v, parent, axis=0) for k, v in hparams.items()}
+    replaced = parent != members
+    keys = jax.random.split(k_explore, len(space))
+    hparams = {
+        name: _explore_one(dist, hparams[name], replaced, k, pool[name],
+                           perturb, resample_prob)
+        for (name, dist), k in zip(space.items(), keys, strict=True)
+    }
+    used = hparams
+    for _ in range(segments_per_round):
+      state, metrics = jax.vmap(segment)(state, hparams)
+    value = metrics[metric].reshape(size, -1)[:, -1].astype(jnp.float32)
+    score = jnp.where(jnp.isfinite(value), sign * value, jnp.inf)
+    return state, hparams, metrics, score, parent, used
+
+  return jax.jit(round_fn), traces
+
+
+def pbt(
+    init: _stepwise.InitFn,
+    segment: _stepwise.SegmentFn,
+    space: Mapping[str, Any],
+    *,
+    population: int,
+    key: jax.Array,
+    num_rounds: int,
+    metric: str,
+    mode: str = "min",
+    segments_per_round: int = 1,
+    quantile: float = 0.25,
+    perturb: Sequence[float] = (0.8, 1.25),
+    resample_prob: float = 0.25,
+    strategy: str = "random",
+    grid_points: Any = None,
+    steps_per_segment: int = 1,
+) -> PBTResult:
+  """Population-based training: exploit and explore inside one program.
+
+  Every round trains all members for ``segments_per_round`` segments. From
+  the second round on, the round first ranks the members by ``metric``
+  (non-finite values last); each of the ``floor(quantile * population)``
+  worst copies the state and hyperparameters of a member drawn uniformly
+  from as many best ones, then explores: with probability ``resample_prob``
+  a hyperparameter is redrawn from its distribution, otherwise it is
+  multiplied by a factor drawn from ``perturb`` and clipped to its range
+  (a choice moves to the next value up or down; an int is rounded).
+
+  Args:
+    init: ``init(hparams, key) -> state`` for one member.
+    segment: ``segment(state, hparams) -> (state, metrics)`` for one member.
+    space: a dict ``name -> distribution`` (no static choices).
+    population: members (>= 2, and ``quantile * population >= 1``).
+    key: a JAX PRNG key; member ``i`` is initialized with ``fold_in(key, i)``.
+    num_rounds: rounds (>= 1).
+    metric: the metric to rank by (a curve's last value).
+    mode: ``"min"`` or ``"max"``.
+    segments_per_round: segments between two exploit steps (>= 1).
+    quantile: the fraction replaced each round, in ``(0, 0.5]``.
+    perturb: multiplicative factors to draw from (> 0).
+    resample_prob: probability of redrawing instead of perturbing.
+    strategy: how the initial population is sampled.
+    grid_points: points per continuous dimension for the grid.
+    steps_per_segment: steps in one segment, for ``member_steps``.
+
+  Returns:
+    A `PBTResult`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jopt
+    >>> init = lambda hp, key: jnp.ones(())
+    >>> def segment(x, hp):
+    ...   x = x * (1 - hp["lr"])
+    ...   return x, {"loss": x * x}
+    >>> res = jopt.sweep.pbt(
+    ...     init, segment, {"lr": jopt.sweep.uniform(0.0, 0.5)},
+    ...     population=8, key=jax.random.key(0), num_rounds=5, metric="loss")
+    >>> res.parents.shape, res.schedule(res.best().index)["lr"].shape
+    ((5, 8), (5,))
+
+  References:
+    Jaderberg et al., `Population based training of neural networks
+    <https://arxiv.org/abs/1711.09846>`_, 2017.
+  """
+  start = time.perf_counter()
+  space = _stepwise.check_space(space, "pbt")
+  for name, value, low in (("population", population, 2),
+                           ("num_rounds", num_rounds, 1),
+                           ("segments_per_round", segments_per_round, 1)):
+    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+        or value < low):
+      raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+  if not 0.0 < quantile <= 0.5:
+    raise ValueError(f"quantile must be in (0, 0.5], got {quantile!r}.")
+  num_quantile = int(np.floor(quantile * population + 1e-9))
+  if num_quantile < 1:
+    raise ValueError(
+        f"population={population} is too small for quantile={quantile}: "
+        f"need population >= {int(np.ceil(1 / quantile))} so that at least "
+        f"one member is replaced per round.")
+  perturb = tuple(float(f) for f in perturb)
+  if not perturb or min(perturb) <= 0:
+    raise ValueError(f"perturb must be non-empty factors > 0, got {perturb!r}.")
+  if not 0.0 <= resample_prob <= 1.0:
+    raise ValueError(f"resample_prob must be in [0, 1], got {resample_prob!r}.")
+
+  k_sample, k_pool, k_rounds = jax.random.split(key, 3)
+  hparams = _space.sample(space, population, k_sample, strategy,
+                          grid_points=grid_points)
+  pool = _space.sample(space, num_rounds * population, k_pool, "random")
+  rows = _stepwise.pad_rows(population)
+  pop = _stepwise.population_for(init, segment)
+  compiles_before = pop.num_compiles
+  state, hp = pop.init(hparams, key, np.arange(population))
+  round_fn, traces = _make_round(
+      segment, space, population=population, num_quantile=num_quantile,
+      segments_per_round=segments_per_round, metric=metric, mode=mode,
+      perturb=perturb, resample_prob=resample_prob)
+  score = _stepwise.shard_trials(jnp.zeros(len(rows), jnp.float32))
+  parents, history, scores = [], {n: [] for n in space}, []
+  for r in range(num_rounds):
+    pool_r = _stepwise.shard_trials(_stepwise.to_device(
+        {n: v.reshape(num_rounds, population)[r][rows]
+         for n, v in pool.items()}))
+    state, hp, metrics, score, parent, used = round_fn(
+        state, hp, score, jax.random.fold_in(k_rounds, r),
+        jnp.asarray(r > 0), pool_r)
+    parents.append(np.asarray(parent)[:population])
+    for n in space:
+      history[n].append(np.asarray(used[n])[:population])
+    scores.append(np.asarray(metrics[metric]).reshape(len(rows), -1)[
+        :population, -1])
+  final = {k: np.asarray(v)[:population] for k, v in metrics.items()}
+  return _stepwise.make_result(
+      PBTResult, space, {n: h[-1] for n, h in history.items()}, final,
+      metric=metric, mode=mode,
+      segments_run=np.full(population, num_rounds * segments_per_round),
+      steps_per_segment=steps_per_segment,
+      num_compiles=pop.num_compiles - compiles_before + len(traces),
+      wall_time=time.perf_counter() - start,
+      final_trials=np.arange(population),
+      final_state=jax.tree.map(lambda x: x[:population], state),
+      parents=np.stack(parents),
+      hparam_history={n: space[n].decode(np.stack(h))
+                      for n, h in history.items()},
+      metric_history=np.stack(scores), segments_per_round=segments_per_round)

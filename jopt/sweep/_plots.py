@@ -1,0 +1,188 @@
+"""Plots of a sweep: metric vs hyperparameters, curves, parallel coordinates.
+
+Figures are built with `matplotlib.figure.Figure` and the Agg canvas, never
+through pyplot's global state, so they work headless, in threads and in
+notebooks alike (a notebook displays the returned figure).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _figure(ncols: int = 1, width: float = 4.0, height: float = 3.2):
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(width * ncols, height), layout="constrained")
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _finish(fig, path: str | os.PathLike | None):
+  if path is not None:
+    fig.savefig(path, format="png", dpi=100)
+  return fig
+
+
+def _is_log(result, name: str) -> bool:
+  dist = result.space.get(name)
+  return bool(dist is not None and dist.log)
+
+
+def _positions(values: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+  """Numeric x positions; categories become 0..k-1 with labels."""
+  if np.issubdtype(values.dtype, np.number) or values.dtype == bool:
+    return values.astype(np.float64), None
+  labels = list(dict.fromkeys(str(v) for v in values))
+  return np.array([labels.index(str(v)) for v in values], float), labels
+
+
+def plot(result, metric: str, path: str | os.PathLike | None = None):
+  """``metric`` against each hyperparameter, one panel per hyperparameter.
+
+  Log-spaced dimensions (`log_uniform`) get a log x axis: the learning-rate
+  "U" curve. Diverged trials are drawn as red crosses on the top edge.
+
+  Args:
+    result: a `SweepResult`.
+    metric: a metric name (curves use their last value).
+    path: where to save a PNG, or None.
+
+  Returns:
+    The `matplotlib.figure.Figure`.
+  """
+  y = result.scalar(metric).astype(np.float64)
+  ok = ~result.diverged & np.isfinite(y)
+  names = list(result.hparams)
+  fig = _figure(len(names))
+  axes = fig.subplots(1, len(names), squeeze=False)[0]
+  top = np.max(y[ok]) if ok.any() else 1.0
+  for ax, name in zip(axes, names, strict=True):
+    x, labels = _positions(result.hparams[name])
+    order = np.argsort(x[ok], kind="stable")
+    ax.plot(x[ok][order], y[ok][order], "o-", ms=4, lw=0.8, alpha=0.8)
+    if (~ok).any():
+      ax.plot(x[~ok], np.full((~ok).sum(), top), "rx", label="diverged")
+      ax.legend(loc="best", fontsize="small")
+    if _is_log(result, name):
+      ax.set_xscale("log")
+    if labels is not None:
+      ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(name)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+  return _finish(fig, path)
+
+
+def _default_by(result) -> str:
+  for name, v in result.hparams.items():
+    if np.issubdtype(v.dtype, np.number):
+      return name
+  return next(iter(result.hparams))
+
+
+def plot_curves(result, metric: str, by: str | None = None,
+                path: str | os.PathLike | None = None):
+  """Every trial's curve of ``metric``, coloured by hyperparameter ``by``.
+
+  Args:
+    result: a `SweepResult`.
+    metric: a curve metric, shape [N, T].
+    by: the hyperparameter that colours the curves (default: the first
+      numeric one); log-spaced ones use a log colour scale.
+    path: where to save a PNG, or None.
+
+  Returns:
+    The `matplotlib.figure.Figure`.
+  """
+  import matplotlib
+  from matplotlib import cm, colors
+
+  curves = np.asarray(result.metrics[metric], np.float64)
+  if curves.ndim != 2:
+    raise ValueError(f"plot_curves needs a [N, T] metric; {metric!r} has "
+                     f"shape {curves.shape}.")
+  by = by or _default_by(result)
+  if by not in result.hparams:
+    raise ValueError(f"unknown hyperparameter {by!r}.")
+  x, labels = _positions(result.hparams[by])
+  if _is_log(result, by) and (x > 0).all():
+    norm = colors.LogNorm(x.min(), x.max())
+  else:
+    norm = colors.Normalize(x.min(), max(x.max(), x.min() + 1e-12))
+  cmap = matplotlib.colormaps["viridis"]
+  fig = _figure(width=6.0, height=4.0)
+  ax = fig.subplots()
+  for i in range(len(curves)):
+    style = ":" if result.diverged[i] else "-"
+    ax.plot(curves[i], style, color=cmap(norm(x[i])), lw=1.0, alpha=0.8)
+  mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
+  bar = fig.colorbar(mappable, ax=ax, label=by)
+  if labels is not None:
+    bar.set_ticks(range(len(labels)), labels=labels)
+  ax.set_xlabel("step")
+  ax.set_ylabel(metric)
+  ax.grid(alpha=0.3)
+  return _finish(fig, path)
+
+
+def plot_parallel(result, metric: str, path: str | os.PathLike | None = None,
+                  names: Sequence[str] | None = None):
+  """Parallel coordinates: one axis per hyperparameter, then the metric.
+
+  Each trial is a line through its (normalised) values, coloured by the
+  metric; log-spaced dimensions are normalised in log space. Meant for three
+  or more dimensions, where one panel per hyperparameter hides interactions.
+
+  Args:
+    result: a `SweepResult`.
+    metric: the metric of the last axis and of the colours.
+    path: where to save a PNG, or None.
+    names: the hyperparameters to show (default: all).
+
+  Returns:
+    The `matplotlib.figure.Figure`.
+  """
+  import matplotlib
+  from matplotlib import cm, colors
+
+  names = list(names or result.hparams)
+  y = result.scalar(metric).astype(np.float64)
+  ok = ~result.diverged & np.isfinite(y)
+  cols: list[np.ndarray] = []
+  ticks: list[tuple[Any, Any]] = []
+  for name in names:
+    x, labels = _positions(result.hparams[name])
+    if _is_log(result, name) and (x > 0).all():
+      x = np.log10(x)
+    cols.append(x)
+    ticks.append((labels, _is_log(result, name)))
+  cols.append(y)
+  data = np.stack(cols, 1)[ok]
+  lo, hi = data.min(0), data.max(0)
+  scaled = (data - lo) / np.where(hi > lo, hi - lo, 1.0)
+  norm = colors.Normalize(y[ok].min() if ok.any() else 0.0,
+                          y[ok].max() if ok.any() else 1.0)
+  cmap = matplotlib.colormaps["viridis_r"]
+  fig = _figure(width=1.6 * (len(names) + 1) + 1.5, height=4.0)
+  ax = fig.subplots()
+  xs = np.arange(len(names) + 1)
+  for row, val in zip(scaled, y[ok], strict=True):
+    ax.plot(xs, row, color=cmap(norm(val)), lw=1.0, alpha=0.7)
+  ax.set_xticks(xs, [f"log10 {n}" if t[1] else n
+                     for n, t in zip(names, ticks, strict=True)] + [metric])
+  for j in xs:
+    ax.axvline(j, color="k", lw=0.5)
+  for j, (lo_j, hi_j) in enumerate(zip(lo, hi, strict=True)):
+    ax.annotate(f"{hi_j:.3g}", (j, 1.0), textcoords="offset points",
+                xytext=(2, 2), fontsize="x-small")
+    ax.annotate(f"{lo_j:.3g}", (j, 0.0), textcoords="offset points",
+                xytext=(2, -9), fontsize="x-small")
+  ax.set_yticks([])
+  fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
+  return _finish(fig, path)

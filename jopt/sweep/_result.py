@@ -1,0 +1,211 @@
+"""The result of a sweep: trials' hyperparameters, metrics and divergence."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jopt.sweep import _space
+
+
+class Trial(NamedTuple):
+  """One trial of a sweep: its index, hyperparameters and metrics."""
+
+  index: int
+  hparams: dict[str, Any]
+  metrics: dict[str, np.ndarray]
+
+
+def _python(v: Any) -> Any:
+  return v.item() if isinstance(v, np.generic) else v
+
+
+def _space_to_json(space: Mapping[str, _space.Distribution]) -> dict:
+  out = {}
+  for name, d in space.items():
+    if isinstance(d, _space.Choice):
+      values = [_python(v) for v in d.values]
+      if not all(isinstance(v, (str, int, float, bool)) for v in values):
+        values = [repr(v) for v in values]
+      out[name] = {"kind": "choice", "values": values, "static": d.static}
+    else:
+      kind = {_space.Uniform: "uniform", _space.LogUniform: "log_uniform",
+              _space.IntUniform: "int_uniform"}[type(d)]
+      out[name] = {"kind": kind, "low": d.low, "high": d.high}
+  return out
+
+
+def _space_from_json(spec: Mapping[str, Any]) -> dict[str, _space.Distribution]:
+  out = {}
+  for name, d in spec.items():
+    if d["kind"] == "choice":
+      out[name] = _space.choice(d["values"], static=d["static"])
+    else:
+      out[name] = getattr(_space, d["kind"])(d["low"], d["high"])
+  return out
+
+
+@dataclasses.dataclass
+class SweepResult:
+  """Every trial of a sweep, in trial order.
+
+  Attributes:
+    hparams: ``{name: np.ndarray [N]}`` in the user's values (strings for a
+      choice of names).
+    metrics: ``{name: np.ndarray [N, ...]}`` as returned by ``train_fn``.
+    diverged: ``np.ndarray [N]`` of bool: some metric of the trial is NaN
+      or Inf.
+    space: the search space.
+    num_compiles: how many programs were compiled (one per static group and
+      chunk shape; zero when everything came from a checkpoint).
+    compile_time: seconds spent compiling.
+    memory_bytes: the largest per-device footprint of a compiled chunk
+      (arguments + outputs + temporaries, from XLA's memory analysis), or
+      None when nothing was compiled or the backend does not report it.
+
+  Example:
+    >>> import numpy as np, jopt
+    >>> result = jopt.sweep.SweepResult(
+    ...     hparams={"lr": np.array([0.1, 0.2, 0.3], np.float32)},
+    ...     metrics={"loss": np.array([0.5, np.nan, 0.7], np.float32)},
+    ...     diverged=np.array([False, True, False]),
+    ...     space={"lr": jopt.sweep.uniform(0.0, 1.0)})
+    >>> result.best("loss").index
+    0
+    >>> [t.index for t in result.top_k("loss", 2, mode="max")]
+    [2, 0]
+  """
+
+  hparams: dict[str, np.ndarray]
+  metrics: dict[str, np.ndarray]
+  diverged: np.ndarray
+  space: dict[str, _space.Distribution]
+  num_compiles: int = 0
+  compile_time: float = 0.0
+  memory_bytes: int | None = None
+
+  def __len__(self) -> int:
+    return len(self.diverged)
+
+  def __repr__(self) -> str:
+    return (f"SweepResult(num_trials={len(self)}, hparams={list(self.hparams)}"
+            f", metrics={list(self.metrics)}, diverged={int(self.diverged.sum())}"
+            f", num_compiles={self.num_compiles})")
+
+  def scalar(self, metric: str) -> np.ndarray:
+    """``[N]`` values of ``metric``: curves ([N, T]) give their last value."""
+    if metric not in self.metrics:
+      raise KeyError(f"unknown metric {metric!r}; have {list(self.metrics)}.")
+    v = self.metrics[metric]
+    return v.reshape(len(v), -1)[:, -1] if v.ndim > 1 else v
+
+  def trial(self, index: int) -> Trial:
+    """Trial ``index``, with Python hyperparameter values."""
+    hp = {k: self._value(k, v[index]) for k, v in self.hparams.items()}
+    return Trial(int(index), hp, {k: v[index] for k, v in self.metrics.items()})
+
+  def _value(self, name: str, v: Any) -> Any:
+    """A Python value; a numeric choice gives back the value as written."""
+    dist = self.space.get(name)
+    if isinstance(dist, _space.Choice) and dist.numeric:
+      for orig in dist.values:
+        if np.asarray(orig, v.dtype) == v:
+          return orig
+    return _python(v)
+
+  def top_k(self, metric: str, k: int, mode: str = "min") -> list[Trial]:
+    """The ``k`` best finite, non-diverged trials by ``metric``.
+
+    Args:
+      metric: a metric name; a curve is ranked by its last value.
+      k: how many trials (fewer when fewer qualify).
+      mode: ``"min"`` or ``"max"``.
+
+    Returns:
+      Trials, best first; ties keep trial order.
+    """
+    if mode not in ("min", "max"):
+      raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+    values = self.scalar(metric).astype(np.float64)
+    ok = ~self.diverged & np.isfinite(values)
+    idx = np.flatnonzero(ok)
+    key = values[idx] if mode == "min" else -values[idx]
+    order = idx[np.argsort(key, kind="stable")]
+    return [self.trial(i) for i in order[:k]]
+
+  def best(self, metric: str, mode: str = "min") -> Trial:
+    """The best non-diverged trial by ``metric`` (see `top_k`)."""
+    top = self.top_k(metric, 1, mode)
+    if not top:
+      raise ValueError(f"no trial has a finite {metric!r}: all diverged.")
+    return top[0]
+
+  def to_pandas(self):
+    """A DataFrame, one row per trial.
+
+    Columns: the hyperparameters, each scalar metric, the last value of each
+    curve metric, and ``diverged``.
+    """
+    import pandas as pd
+
+    cols: dict[str, Any] = dict(self.hparams)
+    for name in self.metrics:
+      cols[name] = self.scalar(name)
+    cols["diverged"] = self.diverged
+    return pd.DataFrame(cols)
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes the result to ``path`` (a numpy ``.npz`` archive)."""
+    arrays: dict[str, np.ndarray] = {"diverged": self.diverged}
+    hp_names, m_names = list(self.hparams), list(self.metrics)
+    for i, n in enumerate(hp_names):
+      v = self.hparams[n]
+      arrays[f"h{i}"] = v.astype(str) if v.dtype == object else v
+    for i, n in enumerate(m_names):
+      arrays[f"m{i}"] = self.metrics[n]
+    meta = {"hparams": hp_names, "metrics": m_names,
+            "space": _space_to_json(self.space),
+            "num_compiles": self.num_compiles,
+            "compile_time": self.compile_time}
+    arrays["__meta__"] = np.asarray(json.dumps(meta))
+    with open(path, "wb") as f:
+      np.savez(f, **arrays)
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> SweepResult:
+    """Reads a result written by `save`."""
+    with np.load(path, allow_pickle=False) as data:
+      meta = json.loads(str(data["__meta__"]))
+      hparams = {n: data[f"h{i}"] for i, n in enumerate(meta["hparams"])}
+      metrics = {n: data[f"m{i}"] for i, n in enumerate(meta["metrics"])}
+      diverged = data["diverged"]
+    return cls(hparams=hparams, metrics=metrics, diverged=diverged,
+               space=_space_from_json(meta["space"]),
+               num_compiles=meta["num_compiles"],
+               compile_time=meta["compile_time"])
+
+  # Plots live in _plots.py; these are thin entry points.
+  def plot(self, metric: str, path: str | os.PathLike | None = None):
+    """``metric`` against each hyperparameter; see `jopt.sweep.plot`."""
+    from jopt.sweep import _plots
+
+    return _plots.plot(self, metric, path)
+
+  def plot_curves(self, metric: str, by: str | None = None,
+                  path: str | os.PathLike | None = None):
+    """Curves of ``metric`` coloured by ``by``; see `jopt.sweep.plot_curves`."""
+    from jopt.sweep import _plots
+
+    return _plots.plot_curves(self, metric, by, path)
+
+  def plot_parallel(self, metric: str, path: str | os.PathLike | None = None,
+                    names: Sequence[str] | None = None):
+    """Parallel coordinates; see `jopt.sweep.plot_parallel`."""
+    from jopt.sweep import _plots
+
+    return _plots.plot_parallel(self, metric, path, names)

@@ -1,0 +1,307 @@
+"""jopt.sweep: spaces, samplers, the engine's invariants, results and plots.
+
+The training function is a 4-parameter linear regression trained for a few
+steps, so every sweep compiles in well under a second on CPU.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jopt
+from jopt import sweep
+
+_X = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+_Y = (_X @ np.array([1.0, -2.0, 0.5, 3.0], np.float32)).astype(np.float32)
+_STEPS = 8
+KEY = jax.random.key(0)
+
+
+def train_fn(hparams, key):
+  """Adam or momentum SGD (an index into OPTS) on a linear model."""
+  w = 0.1 * jax.random.normal(key, (4,))
+  opt = jax.lax.switch(
+      hparams["opt"],
+      [lambda: jnp.float32(0.0), lambda: hparams["momentum"]])
+  tx = jopt.sgd(hparams["lr"], momentum=opt)
+
+  def loss_fn(w):
+    return jnp.mean((_X @ w - _Y) ** 2)
+
+  def step(carry, _):
+    w, state = carry
+    loss, grad = jax.value_and_grad(loss_fn)(w)
+    updates, state = tx.update(grad, state, w)
+    return (jopt.apply_updates(w, updates), state), loss
+
+  (w, _), curve = jax.lax.scan(step, (w, tx.init(w)), length=_STEPS)
+  return {"loss": loss_fn(w), "curve": curve}
+
+
+SPACE = {
+    "lr": sweep.log_uniform(1e-3, 0.05),
+    "momentum": sweep.uniform(0.0, 0.9),
+    "opt": sweep.choice(["sgd", "momentum"]),
+}
+_direct = jax.jit(train_fn)
+
+
+def _assert_same_trial(a, b):
+  # The same trial in chunks of another width: XLA may use other kernels
+  # (vector widths) for another per-device batch, so the last bit may move
+  # (1 ulp seen after 8 steps); anything more would be a real difference.
+  np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
+
+
+@pytest.fixture(scope="module")
+def result():
+  """11 trials on the 8 fake devices, in one chunk (padded to 16)."""
+  return sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False)
+
+
+# ----------------------------------------------------------------- spaces
+
+
+def test_sample_is_reproducible_and_in_bounds():
+  a = sweep.sample(SPACE, 64, KEY)
+  b = sweep.sample(SPACE, 64, KEY)
+  c = sweep.sample(SPACE, 64, jax.random.key(1))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  assert not np.array_equal(a["lr"], c["lr"])
+  assert a["lr"].dtype == np.float32 and a["opt"].dtype == np.int32
+  assert ((a["lr"] >= 1e-3) & (a["lr"] <= 0.05)).all()
+  assert set(a["opt"]) == {0, 1}
+
+
+def test_quasirandom_covers_each_dimension_evenly():
+  space = {"x": sweep.uniform(0.0, 1.0), "n": sweep.int_uniform(1, 4)}
+  t = sweep.sample(space, 64, KEY, "quasirandom")
+  # Scrambled Sobol: each quarter of [0, 1) holds exactly 16 of 64 points.
+  np.testing.assert_array_equal(
+      np.bincount((t["x"] * 4).astype(int), minlength=4), [16] * 4)
+  np.testing.assert_array_equal(np.bincount(t["n"])[1:], [16] * 4)
+
+
+def test_grid_is_the_cartesian_product():
+  space = {"lr": sweep.log_uniform(1e-3, 1e-1), "act": sweep.choice(
+      ["relu", "tanh"]), "width": sweep.int_uniform(1, 3)}
+  t = sweep.sample(space, None, KEY, "grid", grid_points={"lr": 3,
+                                                          "width": 3})
+  assert len(t["lr"]) == 3 * 2 * 3
+  np.testing.assert_allclose(np.unique(t["lr"]), [1e-3, 1e-2, 1e-1],
+                             rtol=1e-6)  # float32 rounding of geomspace
+  pairs = set(zip(t["lr"].tolist(), t["act"].tolist(), t["width"].tolist(), strict=True))
+  assert len(pairs) == 18
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sweep.log_uniform(0.0, 1.0),
+    lambda: sweep.log_uniform(-1.0, 1.0),
+    lambda: sweep.log_uniform(1.0, 1.0),
+    lambda: sweep.log_uniform(1.0, 0.1),
+    lambda: sweep.uniform(2.0, 1.0),
+    lambda: sweep.uniform(0.0, float("inf")),
+    lambda: sweep.int_uniform(3, 1),
+    lambda: sweep.int_uniform(0.5, 2),
+    lambda: sweep.choice([]),
+    lambda: sweep.choice("abc"),
+])
+def test_bad_distribution_raises(make):
+  with pytest.raises(ValueError):
+    make()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(space={}, num_trials=2), "empty"),
+    (dict(space={"lr": 0.1}, num_trials=2), "distribution"),
+    (dict(space=SPACE, num_trials=0), "num_trials"),
+    (dict(space=SPACE, num_trials=-3), "num_trials"),
+    (dict(space=SPACE, num_trials=None), "num_trials"),
+    (dict(space=SPACE, strategy="grid"), "grid_points"),
+    (dict(space=SPACE, num_trials=2, strategy="bayes"), "strategy"),
+    (dict(space={"a": sweep.choice([1, 2])}, num_trials=3, strategy="grid"),
+     "2 points"),
+    (dict(space=SPACE, num_trials=2, max_parallel=0), "max_parallel"),
+    (dict(space=SPACE, num_trials=2, folds=0), "folds"),
+])
+def test_bad_run_arguments_raise(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    sweep.run(train_fn, key=KEY, progress=False, **kwargs)
+
+
+def test_train_fn_must_return_a_dict():
+  with pytest.raises(ValueError, match="dict"):
+    sweep.run(lambda h, k: h["x"], {"x": sweep.uniform(0.0, 1.0)},
+              num_trials=2, key=KEY, progress=False)
+
+
+# ----------------------------------------------------------------- engine
+
+
+def test_each_trial_equals_a_direct_call(result):
+  trials = sweep.sample(SPACE, 11, KEY)
+  assert result.num_compiles == 1
+  assert list(result.hparams["opt"][:3]) == [
+      ["sgd", "momentum"][i] for i in trials["opt"][:3]]
+  for i in range(11):
+    hp = {k: jnp.asarray(v[i]) for k, v in trials.items()}
+    direct = _direct(hp, jax.random.fold_in(KEY, i))
+    # The vmapped program may fuse differently from the unbatched one: a few
+    # float32 ulps, nothing more.
+    np.testing.assert_allclose(result.metrics["curve"][i], direct["curve"],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.metrics["loss"][i], direct["loss"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_equals_unchunked_and_compiles_once(result):
+  chunked = sweep.run(train_fn, SPACE, num_trials=11, key=KEY,
+                      max_parallel=4, progress=False)
+  assert chunked.num_compiles == 1  # three chunks of 4, one executable
+  for k in result.metrics:
+    _assert_same_trial(chunked.metrics[k], result.metrics[k])
+
+
+def test_sharded_equals_one_device(result):
+  assert len(jax.devices()) == 8
+  single = sweep.run(train_fn, SPACE, num_trials=11, key=KEY,
+                     devices=jax.devices()[:1], progress=False)
+  for k in result.metrics:
+    _assert_same_trial(single.metrics[k], result.metrics[k])
+  for k in result.hparams:
+    np.testing.assert_array_equal(single.hparams[k], result.hparams[k])
+
+
+def test_auto_chunking_fits_the_memory_budget(result, monkeypatch):
+  # On one device all 11 trials fit one chunk; a budget halfway between its
+  # footprint and the two-lane chunk's forces smaller chunks, compiled until
+  # one fits; same numbers.
+  one = [jax.devices()[0]]
+  full = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False,
+                   devices=one)
+  two = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False,
+                  devices=one, max_parallel=2)
+  assert full.num_compiles == 1 and full.memory_bytes > two.memory_bytes
+  budget = (full.memory_bytes + two.memory_bytes) // 2
+  monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", str(budget))
+  small = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False,
+                    devices=one)
+  assert small.num_compiles >= 2
+  assert small.memory_bytes <= budget
+  for k in result.metrics:
+    _assert_same_trial(small.metrics[k], result.metrics[k])
+
+
+def _quadratic(hparams, key):
+  del key
+  w = jnp.float32(3.0)
+  curve = []
+  for _ in range(5):
+    w = w - hparams["lr"] * 2.0 * w * w  # blows up for a huge lr
+    curve.append(w * w)
+  return {"loss": w * w, "curve": jnp.stack(curve)}
+
+
+def test_divergence_is_flagged_and_isolated():
+  ok = sweep.run(_quadratic, {"lr": sweep.choice([0.01, 0.02, 0.03, 0.04])},
+                 key=KEY, strategy="grid", progress=False)
+  bad = sweep.run(_quadratic, {"lr": sweep.choice([0.01, 1e30, 0.03, 0.04])},
+                  key=KEY, strategy="grid", progress=False)
+  np.testing.assert_array_equal(bad.diverged, [False, True, False, False])
+  assert not ok.diverged.any()
+  for k in ok.metrics:  # bit-for-bit: the other lanes never see the NaN
+    np.testing.assert_array_equal(bad.metrics[k][[0, 2, 3]],
+                                  ok.metrics[k][[0, 2, 3]])
+  # Larger (finite) steps descend faster; the diverged trial is never ranked.
+  assert bad.best("loss").index == 3
+  assert bad.best("loss", mode="max").index == 0
+  assert [t.index for t in bad.top_k("curve", 5)] == [3, 2, 0]
+
+
+def test_static_choice_compiles_once_per_value():
+  seen = []
+
+  def fn(hparams, key):
+    seen.append(hparams["width"])
+    w = jax.random.normal(key, (hparams["width"],))
+    return {"norm": jnp.sum(w * w) * hparams["scale"]}
+
+  space = {"width": sweep.choice([2, 5], static=True),
+           "scale": sweep.uniform(1.0, 2.0)}
+  res = sweep.run(fn, space, num_trials=10, key=KEY, progress=False)
+  assert res.num_compiles == 2
+  assert sorted(seen) == [2, 5] and all(type(s) is int for s in seen)
+  trials = sweep.sample(space, 10, KEY)
+  for i in range(10):
+    hp = {"width": int(trials["width"][i]),
+          "scale": jnp.float32(trials["scale"][i])}
+    # Eager reference call: float32 rounding may differ by an ulp or so.
+    np.testing.assert_allclose(
+        res.metrics["norm"][i], fn(hp, jax.random.fold_in(KEY, i))["norm"],
+        rtol=1e-6)
+
+
+def test_cross_validation_vmaps_folds_inside_trials():
+  def fn(hparams, key, fold):
+    del key
+    x = jax.lax.dynamic_slice_in_dim(jnp.asarray(_X), fold * 4, 4)
+    return {"err": jnp.mean(x) * hparams["c"]}
+
+  space = {"c": sweep.choice([1.0, 2.0, 3.0])}
+  res = sweep.run(fn, space, key=KEY, strategy="grid", folds=4,
+                  progress=False)
+  assert res.num_compiles == 1
+  assert res.metrics["err_per_fold"].shape == (3, 4)
+  expected = np.array([[_X[f * 4:(f + 1) * 4].mean() * c for f in range(4)]
+                       for c in (1.0, 2.0, 3.0)])
+  # float32 sums of 16 numbers: a few ulps.
+  np.testing.assert_allclose(res.metrics["err_per_fold"], expected, rtol=1e-5)
+  np.testing.assert_allclose(res.metrics["err"], expected.mean(1), rtol=1e-5)
+
+
+def test_progress_bar_advances_per_chunk(monkeypatch, capsys):
+  monkeypatch.setenv("JOPT_PROGRESS", "1")
+  space = {"lr": sweep.choice([0.01, 0.02, 0.03, 0.04])}
+  sweep.run(_quadratic, space, key=KEY, strategy="grid", max_parallel=2)
+  assert "4/4" in capsys.readouterr().err
+  monkeypatch.setenv("JOPT_PROGRESS", "0")
+  sweep.run(_quadratic, space, key=KEY, strategy="grid")
+  assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------- results
+
+
+def test_result_table_and_save_load(result, tmp_path):
+  df = result.to_pandas()
+  assert len(df) == 11
+  assert {"lr", "momentum", "opt", "loss", "curve", "diverged"} <= set(df)
+  np.testing.assert_array_equal(df["curve"], result.metrics["curve"][:, -1])
+  path = tmp_path / "sweep.npz"
+  result.save(path)
+  loaded = sweep.SweepResult.load(path)
+  for k in result.metrics:
+    np.testing.assert_array_equal(loaded.metrics[k], result.metrics[k])
+  for k in result.hparams:
+    np.testing.assert_array_equal(loaded.hparams[k], result.hparams[k])
+  assert loaded.best("loss") .index == result.best("loss").index
+  assert repr(loaded.space) == repr(result.space)
+  best = result.best("loss")
+  assert best.hparams["opt"] in ("sgd", "momentum")
+  assert isinstance(best.hparams["lr"], float)
+
+
+def test_plots_write_pngs(result, tmp_path):
+  fig = result.plot("loss", path=tmp_path / "u.png")
+  lr_axis = fig.axes[list(result.hparams).index("lr")]
+  assert lr_axis.get_xscale() == "log"
+  assert fig.axes[list(result.hparams).index("momentum")].get_xscale() == \
+      "linear"
+  result.plot_curves("curve", by="lr", path=tmp_path / "curves.png")
+  result.plot_parallel("loss", path=tmp_path / "par.png")
+  for name in ("u.png", "curves.png", "par.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+  with pytest.raises(ValueError, match="N, T"):
+    result.plot_curves("loss")

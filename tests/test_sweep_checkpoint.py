@@ -1,0 +1,124 @@
+"""jopt.sweep checkpoints: resume gives the uninterrupted result; no mixing."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jopt import sweep
+
+KEY = jax.random.key(3)
+SPACE = {"lr": sweep.log_uniform(1e-3, 0.3), "c": sweep.uniform(0.0, 1.0)}
+
+
+def train_fn(hparams, key):
+  w = jax.random.normal(key, (3,))
+  def step(w, _):
+    w = w - hparams["lr"] * (2 * w + hparams["c"])
+    return w, jnp.sum(w * w)
+  w, curve = jax.lax.scan(step, w, length=6)
+  return {"loss": jnp.sum(w * w), "curve": curve}
+
+
+def other_fn(hparams, key):
+  return {"loss": hparams["lr"] + 0 * jax.random.uniform(key)}
+
+
+def _run(tmp_path, fn=train_fn, space=SPACE, key=KEY, **kw):
+  kw.setdefault("max_parallel", 4)
+  return sweep.run(fn, space, num_trials=10, key=key, progress=False,
+                   checkpoint_dir=str(tmp_path / "ckpt"), **kw)
+
+
+def _assert_same(a, b):
+  for k in a.metrics:
+    np.testing.assert_array_equal(a.metrics[k], b.metrics[k])
+  for k in a.hparams:
+    np.testing.assert_array_equal(a.hparams[k], b.hparams[k])
+  np.testing.assert_array_equal(a.diverged, b.diverged)
+
+
+def test_rerun_loads_every_chunk_and_recomputes_missing_ones(tmp_path):
+  first = _run(tmp_path)
+  chunks = sorted(glob.glob(str(tmp_path / "ckpt" / "chunk-*.npz")))
+  assert len(chunks) == 3  # 10 trials in chunks of 4
+  again = _run(tmp_path)
+  assert again.num_compiles == 0  # everything came from disk
+  _assert_same(first, again)
+  os.remove(chunks[1])
+  partial = _run(tmp_path, max_parallel=None)  # resumes with the stored size
+  assert partial.num_compiles == 1
+  _assert_same(first, partial)
+  _assert_same(first, sweep.run(train_fn, SPACE, num_trials=10, key=KEY,
+                                max_parallel=4, progress=False))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(key=jax.random.key(4)), "key"),
+    (dict(space={**SPACE, "lr": sweep.log_uniform(1e-3, 0.2)}), "space"),
+    (dict(fn=other_fn), "train_fn"),
+    (dict(max_parallel=2), "max_parallel=4"),
+])
+def test_checkpoint_of_another_call_is_refused(tmp_path, change, match):
+  _run(tmp_path)
+  with pytest.raises(ValueError, match=match):
+    _run(tmp_path, **change)
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import jax, jax.numpy as jnp
+    from jopt import sweep
+
+    def train_fn(hparams, key):
+      # Slow enough (0.3 s a chunk) to be killed between two chunks.
+      jax.debug.callback(lambda: time.sleep(0.15))
+      w = jax.random.normal(key, (3,))
+      for _ in range(4):
+        w = w - hparams["lr"] * 2 * w
+      return {"loss": jnp.sum(w * w)}
+
+    result = sweep.run(train_fn, {"lr": sweep.log_uniform(1e-3, 0.3)},
+                       num_trials=16, key=jax.random.key(0), max_parallel=2,
+                       devices=jax.devices()[:1], progress=False,
+                       checkpoint_dir=sys.argv[1])
+    result.save(sys.argv[2])
+""")
+
+
+def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
+  script = tmp_path / "sweep_script.py"
+  script.write_text(_SCRIPT)
+  env = {**os.environ,
+         "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+  ckpt = tmp_path / "ckpt"
+
+  proc = subprocess.Popen(
+      [sys.executable, str(script), str(ckpt), str(tmp_path / "killed.npz")],
+      env=env)
+  deadline = time.time() + 120
+  while not glob.glob(str(ckpt / "chunk-*.npz")):
+    assert proc.poll() is None, "the sweep ended before its first chunk"
+    assert time.time() < deadline
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done = len(glob.glob(str(ckpt / "chunk-*.npz")))
+  assert 1 <= done < 8  # killed mid-sweep: the rerun has work to do
+  assert not (tmp_path / "killed.npz").exists()
+
+  for out, folder in (("resumed.npz", ckpt), ("fresh.npz", tmp_path / "new")):
+    subprocess.run([sys.executable, str(script), str(folder),
+                    str(tmp_path / out)], env=env, check=True, timeout=300)
+  resumed = sweep.SweepResult.load(tmp_path / "resumed.npz")
+  fresh = sweep.SweepResult.load(tmp_path / "fresh.npz")
+  _assert_same(resumed, fresh)
+  assert resumed.num_compiles == 1 and len(resumed) == 16
