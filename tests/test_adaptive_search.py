@@ -1,0 +1,341 @@
+"""Adaptive search: successive halving, Hyperband, PBT, Optuna, lr_find.
+
+The "model" is gradient descent on a quadratic, whose loss after k steps has
+a closed form, so references are exact and everything compiles in seconds.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jopt
+from jopt import sweep
+
+CURVATURE = np.array([1.0, 0.5, 0.1], np.float32)
+TARGET = np.array([1.0, -2.0, 0.5], np.float32)
+STEPS = 3  # gradient steps per segment
+
+
+def quad_init(hp, key):
+  del hp
+  return {"w": jax.random.normal(key, (3,), jnp.float32),
+          "t": jnp.zeros((), jnp.int32)}
+
+
+def quad_segment(state, hp):
+  c, target = jnp.asarray(CURVATURE), jnp.asarray(TARGET)
+
+  def step(w, _):
+    return w - hp["lr"] * c * (w - target), None
+
+  w, _ = jax.lax.scan(step, state["w"], None, length=STEPS)
+  loss = 0.5 * jnp.sum(c * (w - target) ** 2)
+  return {"w": w, "t": state["t"] + STEPS}, {"loss": loss}
+
+
+def reference_loss(lr, w0, segments):
+  """Closed-form loss of GD on the quadratic after ``segments`` segments."""
+  k = segments * STEPS
+  w = TARGET + (1 - np.float64(lr) * CURVATURE) ** k * (w0 - TARGET)
+  return 0.5 * np.sum(CURVATURE * (w - TARGET) ** 2)
+
+
+def initial_w(key, trial):
+  return np.asarray(quad_init(None, jax.random.fold_in(key, trial))["w"],
+                    np.float64)
+
+
+SPACE = {"lr": sweep.uniform(0.05, 1.9)}
+
+
+# --- Successive halving / Hyperband ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def halving():
+  key = jax.random.key(3)
+  res = sweep.successive_halving(
+      quad_init, quad_segment, SPACE, num_trials=18, key=key, eta=3,
+      min_segments=1, max_segments=9, metric="loss", steps_per_segment=STEPS)
+  return key, res
+
+
+def test_halving_keeps_exactly_the_top_trials(halving):
+  key, res = halving
+  rungs = res.history["rungs"]
+  assert [r["segments"] for r in rungs] == [1, 3, 9]
+  assert [len(r["trials"]) for r in rungs] == [18, 6, 2]
+  lrs = res.hparams["lr"]
+  for rung, nxt in zip(rungs[:-1], rungs[1:], strict=True):
+    ref = np.array([reference_loss(lrs[i], initial_w(key, i), rung["segments"])
+                    for i in rung["trials"]])
+    # float32 training vs float64 closed form: rtol 1e-4 covers the rounding
+    # of a few dozen float32 steps.
+    np.testing.assert_allclose(rung["values"], ref, rtol=1e-4, atol=1e-7)
+    expected = np.sort(rung["trials"][np.argsort(ref)[:len(rung["trials"]) // 3]])
+    np.testing.assert_array_equal(nxt["trials"], expected)
+    np.testing.assert_array_equal(rung["promoted"], expected)
+  # Member-steps: every trial ran up to its last rung, never retrained.
+  assert res.member_segments == 18 * 1 + 6 * 2 + 2 * 6
+  assert res.member_steps == res.member_segments * STEPS
+  assert sorted(res.final_trials) == sorted(rungs[-1]["trials"])
+
+
+def test_halving_survivor_continues_as_uninterrupted_training(halving):
+  key, res = halving
+  trial = int(res.final_trials[0])
+  # The trial alone, never interrupted (two copies: like the engine, runs
+  # use >= 2 lanes, since a one-lane vmap compiles to different kernels).
+  hp = {"lr": jnp.full((2,), res.hparams["lr"][trial], jnp.float32)}
+  state = jax.vmap(quad_init)(
+      hp, jnp.stack([jax.random.fold_in(key, trial)] * 2))
+  seg = jax.jit(jax.vmap(quad_segment))
+  for _ in range(9):
+    state, _ = seg(state, hp)
+  state = jax.tree.map(lambda x: x[:1], state)
+  survivor = jax.tree.map(lambda x: x[:1], res.final_state)
+  # Each lane computes the same float32 operations whatever the batch, and
+  # the rung gathers copy values, so equality is exact (no tolerance).
+  chex.assert_trees_all_equal(survivor, state)
+  assert int(survivor["t"][0]) == 9 * STEPS
+
+
+def test_halving_compiles_once_per_population_size(halving):
+  _, res = halving
+  sizes = res.history["population_sizes"]
+  # At most one segment compile per distinct (device-padded) size, plus one
+  # init (fewer when an earlier search on the same functions compiled some:
+  # programs are shared).
+  assert res.num_compiles <= len(sizes) + 1
+  again = sweep.successive_halving(
+      quad_init, quad_segment, SPACE, num_trials=18, key=jax.random.key(4),
+      eta=3, max_segments=9, metric="loss")
+  assert again.num_compiles == 0
+
+
+def test_hyperband_brackets_and_budget():
+  brackets = sweep._halving.hyperband_brackets(3, 1, 9)
+  assert brackets == [(9, [1, 3, 9]), (5, [3, 9]), (3, [9])]
+  res = sweep.hyperband(quad_init, quad_segment, SPACE, key=jax.random.key(0),
+                        eta=3, max_segments=9, metric="loss")
+  assert len(res) == 17
+  assert res.member_segments == (9 + 3 * 2 + 1 * 6) + (5 * 3 + 1 * 6) + 3 * 9
+  best = res.best()
+  assert best.index in res.final_trials
+  assert res.segments_run[best.index] == 9
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"eta": 1}, {"max_segments": 0}, {"min_segments": 0},
+    {"num_trials": 0}, {"min_segments": 5, "max_segments": 3}])
+def test_halving_rejects_bad_configuration(kwargs):
+  args = {"num_trials": 4, "key": jax.random.key(0), "max_segments": 3,
+          "metric": "loss", **kwargs}
+  with pytest.raises(ValueError):
+    sweep.successive_halving(quad_init, quad_segment, SPACE, **args)
+
+
+# --- Population-based training ------------------------------------------------
+
+
+def count_init(hp, key):
+  del hp, key
+  return {"x": jnp.zeros((), jnp.float32)}
+
+
+def count_segment(state, hp):
+  x = state["x"] + hp["lr"]
+  return {"x": x}, {"score": x}
+
+
+def test_pbt_exploit_copies_state_and_hparams():
+  space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0])}
+  res = sweep.pbt(count_init, count_segment, space, population=4,
+                  key=jax.random.key(0), num_rounds=2, quantile=0.25,
+                  perturb=(1.0,), resample_prob=0.0, metric="score",
+                  mode="max", strategy="grid")
+  # Round 0: x = lr, so member 3 (lr 4) is best and member 0 (lr 1) worst.
+  np.testing.assert_array_equal(res.parents, [[0, 1, 2, 3], [3, 1, 2, 3]])
+  # A choice moved by a factor of 1.0 goes one value down: lr 4 -> 3.
+  np.testing.assert_array_equal(res.hparam_history["lr"],
+                                [[1, 2, 3, 4], [3, 2, 3, 4]])
+  # Member 0 took member 3's state (x = 4) and trained with lr 3.
+  np.testing.assert_array_equal(res.final_state["x"], [7.0, 4.0, 6.0, 8.0])
+  np.testing.assert_array_equal(res.lineage(0), [3, 0])
+  np.testing.assert_array_equal(res.schedule(0)["lr"], [4.0, 3.0])
+
+
+def test_pbt_perturbs_continuous_values_and_clips():
+  space = {"lr": sweep.uniform(0.5, 5.0)}
+  res = sweep.pbt(count_init, count_segment, space, population=8,
+                  key=jax.random.key(1), num_rounds=2, quantile=0.25,
+                  perturb=(2.0,), resample_prob=0.0, metric="score",
+                  mode="max")
+  first, second = res.hparam_history["lr"]
+  replaced = res.parents[1] != np.arange(8)
+  assert replaced.sum() == 2
+  order = np.argsort(-first)
+  assert set(np.flatnonzero(replaced)) == set(order[-2:])
+  assert set(res.parents[1][replaced]) <= set(order[:2])
+  expected = np.minimum(2.0 * first[res.parents[1]], 5.0)
+  np.testing.assert_allclose(second[replaced], expected[replaced], rtol=1e-6)
+  np.testing.assert_array_equal(second[~replaced], first[~replaced])
+  fig = res.plot_schedules("lr")
+  assert fig.axes[0].get_ylabel() == "lr"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"population": 3, "quantile": 0.25}, {"quantile": 0.75},
+    {"num_rounds": 0}, {"perturb": ()}, {"resample_prob": 2.0}])
+def test_pbt_rejects_bad_configuration(kwargs):
+  args = {"population": 8, "key": jax.random.key(0), "num_rounds": 2,
+          "metric": "score", **kwargs}
+  with pytest.raises(ValueError):
+    sweep.pbt(count_init, count_segment, SPACE, **args)
+
+
+# --- Early stopping inside a sweep --------------------------------------------------
+
+
+def test_early_stopped_trials_freeze_and_stop_costing_compute():
+  calls = []
+
+  def segment(state, hp):
+    calls.append(1)  # one trace: counts compiles, not calls
+    return quad_segment(state, hp)
+
+  # lr = 0 never improves: it stops after `patience` segments. lr = 1 and
+  # 1.5 converge, then stop once they improve by less than min_delta.
+  space = {"lr": sweep.choice([0.0, 1.0, 1.5])}
+  res = sweep.run_stepwise(
+      quad_init, segment, space, num_segments=40, key=jax.random.key(0),
+      metric="loss", strategy="grid",
+      early_stopping=jopt.early_stopping(2, min_delta=1e-4))
+  run = res.segments_run
+  assert run[0] == 3  # the first segment sets the best, two more without
+  assert 3 < run.max() < 40
+  # The host loop ends when every trial has stopped.
+  assert res.history["segment_calls"] == run.max()
+  assert len(calls) == 1
+  # A stopped trial's metric is held, its state frozen.
+  curve = res.metrics["loss"][0]
+  np.testing.assert_array_equal(curve, np.full(40, curve[0]))
+
+
+def test_early_stopping_with_jopt_rule_and_chunks():
+  space = {"lr": sweep.choice([0.0, 0.0, 1.0, 1.0])}
+  res = sweep.run_stepwise(quad_init, quad_segment, space, num_segments=30,
+                           key=jax.random.key(0), metric="loss",
+                           strategy="grid", max_parallel=2,
+                           early_stopping=jopt.early_stopping(3))
+  # The first chunk (lr = 0) stops after 4 segments; only 4 calls for it.
+  np.testing.assert_array_equal(res.segments_run[:2], [4, 4])
+  assert res.history["segment_calls"] == 4 + res.segments_run[2:].max()
+
+
+# --- lr_find ----------------------------------------------------------------------
+
+
+def test_lr_find_lands_near_the_known_best_learning_rate():
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(256, 8)) * np.linspace(0.3, 2.0, 8)).astype(np.float32)
+  y = (x @ rng.normal(size=8) + 0.1 * rng.normal(size=256)).astype(np.float32)
+  lipschitz = np.linalg.eigvalsh(x.T @ x / 256).max()
+
+  def init(key):
+    del key
+    return jnp.zeros(8, jnp.float32)
+
+  def step(w, lr, key):
+    del key
+    loss, g = jax.value_and_grad(
+        lambda w: 0.5 * jnp.mean((jnp.asarray(x) @ w - y) ** 2))(w)
+    return w - lr * g, loss
+
+  res = sweep.lr_find(init, step, key=jax.random.key(0), min_lr=1e-4,
+                      max_lr=10.0, num_steps=100, num_seeds=2)
+  # Gradient descent on least squares: 1/L is the classic safe step (2/L
+  # diverges). The "minimum" suggestion must land within a factor of 3.
+  assert 1 / 3 < res.suggestions["minimum"] * lipschitz < 3
+  # Every suggestion stays below the divergence threshold 2/L.
+  assert all(v * lipschitz < 2 for v in res.suggestions.values())
+  # The run diverged past 2/L: the tail is masked with NaN.
+  assert np.isnan(res.curve[-1]) and np.isnan(res.losses[:, -1]).all()
+  first_nan = np.flatnonzero(np.isnan(res.curve))[0]
+  assert res.learning_rates[first_nan] * lipschitz > 2
+  fig = res.plot()
+  assert fig.axes[0].get_xscale() == "log"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"min_lr": 0.0}, {"min_lr": 1.0, "max_lr": 0.5}, {"num_steps": 2},
+    {"smoothing": 1.0}, {"diverge_threshold": 1.0}])
+def test_lr_find_rejects_bad_configuration(kwargs):
+  with pytest.raises(ValueError):
+    sweep.lr_find(lambda k: jnp.zeros(()), lambda s, lr, k: (s, s),
+                  key=jax.random.key(0), **kwargs)
+
+
+# --- Batched Bayesian optimization through Optuna -------------------------------
+
+
+def bowl_train_fn(hp, key):
+  # The loss is smallest at lr = 1e-2 and for the "b" branch.
+  del key
+  offset = jax.lax.switch(hp["kind"], [lambda: 1.0, lambda: 0.0])
+  loss = (jnp.log10(hp["lr"]) + 2.0) ** 2 + offset + 0.1 * hp["depth"].astype(jnp.float32)
+  return {"loss": loss, "curve": jnp.stack([loss + 1.0, loss])}
+
+
+BOWL_SPACE = {"lr": sweep.log_uniform(1e-4, 1.0),
+              "kind": sweep.choice(["a", "b"]),
+              "depth": sweep.int_uniform(1, 4)}
+
+
+def test_optuna_search_with_an_in_memory_study():
+  optuna = pytest.importorskip("optuna")
+  res = sweep.optuna_search(bowl_train_fn, BOWL_SPACE, num_rounds=4,
+                            batch_size=8, key=jax.random.key(0),
+                            metric="curve", sampler="tpe")
+  assert len(res) == 32 and res.num_compiles == 1  # one batch shape
+  assert len(res.study.trials) == 32
+  assert all(t.state == optuna.trial.TrialState.COMPLETE
+             for t in res.study.trials)
+  # The study was told exactly the metric the batch computed (the curve's
+  # last value), trial by trial, with the values train_fn received.
+  told = np.array([t.value for t in res.study.trials])
+  np.testing.assert_allclose(told, res.metrics["curve"][:, -1], rtol=1e-6)
+  lrs = np.array([t.params["lr"] for t in res.study.trials], np.float32)
+  np.testing.assert_array_equal(lrs, res.hparams["lr"])
+  assert set(res.hparams["kind"]) <= {"a", "b"}
+  np.testing.assert_array_equal(res.rounds, np.repeat(np.arange(4), 8))
+  best = res.best()
+  assert best.hparams["kind"] == "b"
+  assert res.study.best_value == pytest.approx(float(best.metrics["loss"]))
+
+
+def test_optuna_search_accepts_a_sampler_and_reports_failures():
+  optuna = pytest.importorskip("optuna")
+
+  def train_fn(hp, key):
+    del key
+    return {"loss": jnp.where(hp["lr"] > 0.1, jnp.nan, hp["lr"])}
+
+  res = sweep.optuna_search(train_fn, {"lr": sweep.uniform(0.0, 1.0)},
+                            num_rounds=2, batch_size=4,
+                            key=jax.random.key(1), metric="loss",
+                            sampler=optuna.samplers.RandomSampler(seed=0))
+  failed = [t.state == optuna.trial.TrialState.FAIL for t in res.study.trials]
+  np.testing.assert_array_equal(failed, res.hparams["lr"] > 0.1)
+  np.testing.assert_array_equal(res.diverged, res.hparams["lr"] > 0.1)
+
+
+def test_optuna_search_without_optuna_says_what_to_install(monkeypatch):
+  import sys
+
+  monkeypatch.setitem(sys.modules, "optuna", None)
+  with pytest.raises(ImportError, match=r'pip install "jopt\[optuna\]"'):
+    sweep.optuna_search(bowl_train_fn, BOWL_SPACE, num_rounds=1,
+                        batch_size=2, key=jax.random.key(0), metric="loss")
