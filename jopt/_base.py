@@ -70,12 +70,21 @@ class EmptyState(NamedTuple):
 def identity() -> GradientTransformation:
   """Leaves updates unchanged and keeps no state.
 
+  .. math:: u \\leftarrow u
+
+  Returns:
+    A `GradientTransformation` with state `EmptyState`.
+
   Example:
     >>> import jax.numpy as jnp
     >>> import jopt
     >>> tx = jopt.identity()
     >>> tx.update(jnp.ones(2), tx.init(jnp.ones(2)))[0]
     Array([1., 1.], dtype=float32)
+
+  References:
+    Optax's `identity
+    <https://optax.readthedocs.io/en/latest/api/transformations.html#optax.identity>`_.
   """
 
   def init_fn(params):
@@ -92,13 +101,26 @@ def identity() -> GradientTransformation:
 def apply_updates(params: Params, updates: Updates) -> Params:
   """Returns ``params + updates``, keeping each parameter's dtype.
 
+  .. math:: \\theta_t = \\theta_{t-1} + u_t
+
   Leaves that are ``None`` in ``updates`` leave the parameter unchanged.
+
+  Args:
+    params: the current parameters (a pytree of arrays).
+    updates: the updates from a transformation, with the params' structure.
+
+  Returns:
+    The new parameters, each leaf in its original dtype.
 
   Example:
     >>> import jax.numpy as jnp
     >>> import jopt
     >>> jopt.apply_updates({"w": jnp.ones(2)}, {"w": -jnp.ones(2)})["w"]
     Array([0., 0.], dtype=float32)
+
+  References:
+    Optax's `apply_updates
+    <https://optax.readthedocs.io/en/latest/api/utilities.html#optax.apply_updates>`_.
   """
 
   def apply(p, u):

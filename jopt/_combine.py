@@ -37,6 +37,8 @@ def check_tree_match(name: str, reference: Any, other: Any) -> None:
 def chain(*transforms: Any) -> _base.GradientTransformation:
   """Applies transformations one after the other.
 
+  .. math:: (u, s) = f_n(\\dots f_2(f_1(g)) \\dots)
+
   The state is the tuple of the parts' states. Extra keyword arguments given
   to ``update`` reach every part that accepts them. Parts may be jopt or Optax
   transformations.
@@ -57,6 +59,10 @@ def chain(*transforms: Any) -> _base.GradientTransformation:
     >>> tx = jopt.chain(jopt.clip(1.0), jopt.scale(-0.5))
     >>> tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))[0]
     Array([-0.5 ,  0.25], dtype=float32)
+
+  References:
+    Optax's `chain
+    <https://optax.readthedocs.io/en/latest/api/combining_optimizers.html#optax.chain>`_.
   """
   for i, tx in enumerate(transforms):
     if not (hasattr(tx, "init") and hasattr(tx, "update")):

@@ -169,12 +169,23 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
   Names shared by several parts of the state are qualified by the path to
   their part (see the module docstring); unique names are bare.
 
+  Args:
+    state: an optimizer state (jopt's, or Optax's `inject_hyperparams`),
+      possibly nested in chains and wrappers.
+
+  Returns:
+    A dict name -> value (float32 arrays; batched if the state is).
+
   Example:
     >>> import jax.numpy as jnp
     >>> import jopt
     >>> state = jopt.adam(1e-3).init(jnp.zeros(3))
     >>> sorted(jopt.get_hyperparams(state))
     ['b1', 'b2', 'eps', 'eps_root', 'learning_rate']
+
+  References:
+    The drift this design avoids: `optax #1532
+    <https://github.com/google-deepmind/optax/issues/1532>`_.
   """
   found = list(_occurrences(state))
   counts: dict[str, int] = {}
@@ -220,6 +231,18 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
   otherwise), so a jitted step that takes the state does not recompile.
   A scalar is broadcast over a batched (vmapped) hyperparameter.
 
+  Args:
+    state: an optimizer state, as returned by ``init`` or ``update``.
+    **values: new values by name, bare or qualified as `get_hyperparams`
+      gives them.
+
+  Returns:
+    A new state (``state`` itself is not modified).
+
+  Raises:
+    ValueError: a name that is not in the state, or a bare name that several
+      parts share.
+
   Example:
     >>> import jax.numpy as jnp
     >>> import jopt
@@ -227,6 +250,10 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     >>> state = jopt.set_hyperparams(state, learning_rate=0.01)
     >>> float(jopt.get_hyperparams(state)["learning_rate"])
     0.009999999776482582
+
+  References:
+    The drift this design avoids: `optax #1532
+    <https://github.com/google-deepmind/optax/issues/1532>`_.
   """
   targets = {v: k for k, v in _resolve(state, values).items()}
 

@@ -57,6 +57,8 @@ def scale_by_schedule(
 ) -> _base.GradientTransformation:
   """Multiplies updates by ``step_size_fn(count)``, count = updates so far.
 
+  .. math:: u_t \\leftarrow \\alpha(t)\\, u_t,\\qquad t = 0, 1, \\dots
+
   Args:
     step_size_fn: a schedule, a function of the step count (0-based).
 
@@ -71,6 +73,10 @@ def scale_by_schedule(
     >>> _, state = tx.update(jnp.ones(1), state)
     >>> tx.update(jnp.ones(1), state)[0]
     Array([0.5], dtype=float32)
+
+  References:
+    Optax's `scale_by_schedule
+    <https://optax.readthedocs.io/en/latest/api/transformations.html#optax.scale_by_schedule>`_.
   """
   if not callable(step_size_fn):
     raise TypeError("`step_size_fn` must be a callable schedule: step -> value.")
@@ -90,14 +96,15 @@ def scale_by_schedule(
 
 @_hyperparams.sweepable("learning_rate")
 def scale_by_learning_rate(
-    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
+    learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True
 ) -> _base.GradientTransformation:
   """Multiplies updates by the learning rate, negated by default.
 
   .. math:: u \\leftarrow -\\eta_t\\, u
 
   Args:
-    learning_rate: a non-negative number or a schedule ``step -> value``.
+    learning_rate: a non-negative number or a schedule ``step -> value``;
+      None leaves the updates unscaled (`identity`), as in Optax.
     flip_sign: negate (the default, for gradient descent).
 
   Returns:
@@ -109,8 +116,14 @@ def scale_by_learning_rate(
     >>> tx = jopt.scale_by_learning_rate(0.1)
     >>> tx.update(jnp.ones(2), tx.init(jnp.ones(2)))[0]
     Array([-0.1, -0.1], dtype=float32)
+
+  References:
+    Robbins and Monro, 1951, `A stochastic approximation method
+    <https://doi.org/10.1214/aoms/1177729586>`_.
   """
   _base.check_range("learning_rate", learning_rate, low=0.0)
+  if learning_rate is None:
+    return _base.identity()
   sign = -1.0 if flip_sign else 1.0
   if callable(learning_rate):
     return scale_by_schedule(lambda count: sign * learning_rate(count))

@@ -58,6 +58,8 @@ def _check_less(
 def constant_schedule(value: ArrayLike) -> Schedule:
   """A schedule that always returns ``value``.
 
+  .. math:: v(t) = v
+
   Args:
     value: the value held constant.
 
@@ -288,6 +290,9 @@ def join_schedules(
 
   Schedule ``k`` is evaluated at ``t - boundaries[k-1]``: each one starts
   counting from 0 at its boundary.
+
+  .. math:: v(t) = s_k(t - b_{k-1}) \\quad\\text{for } b_{k-1} \\le t < b_k,
+     \\qquad b_{-1} = 0,\\; b_K = \\infty
 
   Args:
     schedules: the schedules, in order.

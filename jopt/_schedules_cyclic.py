@@ -191,7 +191,10 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, ArrayLike]]) -> Schedule:
 
   Cycle ``k`` is ``warmup_cosine_decay_schedule(**cosine_kwargs[k])`` and
   lasts its ``decay_steps``; the next cycle restarts from its own
-  ``init_value``.
+  ``init_value``:
+
+  .. math:: v(t) = c_k(t - T_k),\\qquad T_k = \\sum_{j<k} \\text{decay\\_steps}_j
+     \\le t < T_{k+1}
 
   Args:
     cosine_kwargs: one dict of `warmup_cosine_decay_schedule` arguments per

@@ -57,3 +57,11 @@ def test_chain_passes_extra_args_to_parts_that_take_them():
   tx = jopt.chain(jopt.scale(1.0), probe)
   tx.update(jnp.ones(1), tx.init(jnp.ones(1)), value=3.0)
   assert seen == {"value": 3.0}
+
+
+def test_scale_by_learning_rate_none_is_identity_as_in_optax():
+  # Optax 0.2.8: `scale_by_learning_rate(learning_rate=None)` scales nothing.
+  tx = jopt.scale_by_learning_rate()
+  updates, state = tx.update(jnp.array([2.0, -3.0]), tx.init(jnp.zeros(2)))
+  chex.assert_trees_all_equal(updates, jnp.array([2.0, -3.0]))
+  assert jopt.get_hyperparams(state) == {}
