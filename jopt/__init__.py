@@ -89,6 +89,10 @@ from jopt._schedules_cyclic import cosine_onecycle_schedule as cosine_onecycle_s
 from jopt._schedules_cyclic import linear_onecycle_schedule as linear_onecycle_schedule
 from jopt._schedules_cyclic import sgdr_schedule as sgdr_schedule
 
+# Sweeps: a subpackage, imported here so that `jopt.sweep.run` works after a
+# plain `import jopt` (it imports nothing heavy until a plot is asked for).
+from jopt import sweep as sweep
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -157,6 +161,7 @@ __all__ = [
     "scale_by_schedule",
     "set_hyperparams",
     "sgd",
+    "sweep",
     "sgdr_schedule",
     "skip_not_finite",
     "trace",
