@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jopt.sweep import _result, _space, _stepwise
+from jopt.sweep import _engine, _result, _space, _stepwise
 
 _INSTALL = 'optuna_search needs Optuna: pip install "jopt[optuna]"'
 
@@ -200,7 +200,9 @@ def optuna_search(
     traces.append(1)
     return jax.vmap(train_fn)(hparams, keys)
 
-  batch = jax.jit(batch)
+  batch = jax.jit(
+      batch, compiler_options=_engine.default_compiler_options(
+          jax.local_devices()))
   rows = _stepwise.pad_rows(batch_size)
   passed = {n: [] for n in space}
   metrics: dict[str, list[np.ndarray]] = {}

@@ -62,6 +62,13 @@ def compiled_bytes(compiled: Any) -> int | None:
              + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
 
 
+def default_compiler_options(devices: Sequence[jax.Device]) -> dict | None:
+  """Faster-compiling LLVM settings on CPU (see `run`); XLA's elsewhere."""
+  if devices and devices[0].platform == "cpu":
+    return {"xla_backend_optimization_level": 1}
+  return None
+
+
 def to_numpy(x: jax.Array) -> np.ndarray:
   """A global array on the host; all-gathered across processes if needed."""
   if getattr(x, "is_fully_addressable", True):
@@ -86,8 +93,9 @@ class _Group:
   """The trials sharing one set of static values, and their executable."""
 
   def __init__(self, train_fn, space, static_values, folds, devices, key,
-               counter):
+               counter, compiler_options=None):
     self.static_values = static_values
+    self.compiler_options = compiler_options
     self.dyn_names = [n for n, d in space.items() if not d.static]
     names = list(space)
     self.devices = devices
@@ -123,7 +131,8 @@ class _Group:
     jitted = jax.jit(self.chunk_fn, out_shardings=self.sharding)
     start = time.perf_counter()
     args = self._put({n: v[:chunk] for n, v in hp_dyn.items()}, index[:chunk])
-    self.compiled = jitted.lower(*args, self.key_on_device).compile()
+    self.compiled = jitted.lower(*args, self.key_on_device).compile(
+        compiler_options=self.compiler_options)
     self.compile_time += time.perf_counter() - start
     self.chunk = chunk
     self.footprint = compiled_bytes(self.compiled)
@@ -195,6 +204,7 @@ def run(
     folds: int | None = None,
     grid_points: int | Mapping[str, int] | None = None,
     devices: Sequence[jax.Device] | None = None,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> SweepResult:
   """Trains every trial of a hyperparameter search as one compiled program.
 
@@ -251,6 +261,14 @@ def run(
       shape [N, k, ...]).
     grid_points: points per continuous dimension for ``strategy="grid"``.
     devices: the devices to shard trials over; default ``jax.devices()``.
+    compiler_options: XLA options for compiling the sweep. None chooses:
+      on CPU ``{"xla_backend_optimization_level": 1}``, XLA's defaults
+      elsewhere. On CPU, LLVM's full optimisation dominates the compile of a
+      vmapped training loop; at level 1 the MLP sweep of
+      ``benchmarks/sweep.py`` compiled 2.5x faster (1.5 s instead of 3.7 s)
+      and ran 5-8% slower, with bit-identical results, which pays off for
+      any sweep that runs for less than about half a minute per compile.
+      Pass ``{}`` for XLA's defaults (long CPU sweeps).
 
   Returns:
     A `SweepResult` with ``hparams``, ``metrics``, ``diverged``,
@@ -297,6 +315,8 @@ def run(
     ckpt = _checkpoint.Checkpoint(checkpoint_dir, fields,
                                   writer=jax.process_index() == 0)
 
+  options = (default_compiler_options(devices) if compiler_options is None
+             else dict(compiler_options))
   bar = None
   if progress_enabled(progress):
     from tqdm.auto import tqdm
@@ -312,7 +332,7 @@ def run(
           name: space[name].python_value(v)
           for name, v in zip(static_names, static_key, strict=True)}
       group = _Group(train_fn, space, static_values, folds, devices, key,
-                     counter)
+                     counter, options)
       per_trial[g] = _run_group(group, g, members, passed, max_parallel,
                                 ckpt, bar)
       compile_time += group.compile_time

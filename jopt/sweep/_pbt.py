@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _space, _stepwise
+from jopt.sweep import _engine, _space, _stepwise
 
 
 @dataclasses.dataclass(repr=False)
@@ -163,7 +163,8 @@ def _make_round(segment, space, *, population, num_quantile,
     score = jnp.where(jnp.isfinite(value), sign * value, jnp.inf)
     return state, hparams, metrics, score, parent, used
 
-  return jax.jit(round_fn), traces
+  options = _engine.default_compiler_options(jax.local_devices())
+  return jax.jit(round_fn, compiler_options=options), traces
 
 
 def pbt(

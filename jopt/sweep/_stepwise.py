@@ -162,9 +162,10 @@ class Population:
 
       return jax.tree.map(keep, new_state, state), metrics
 
-    self._init = jax.jit(init_batch)
-    self._segment = jax.jit(segment_batch)
-    self._masked = jax.jit(masked_batch)
+    options = _engine.default_compiler_options(jax.local_devices())
+    self._init = jax.jit(init_batch, compiler_options=options)
+    self._segment = jax.jit(segment_batch, compiler_options=options)
+    self._masked = jax.jit(masked_batch, compiler_options=options)
 
   @property
   def num_compiles(self) -> int:
