@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 import pandas as pd
 from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning
@@ -83,12 +84,11 @@ def make_fit(x: np.ndarray, y: np.ndarray, steps: int):
   same shapes. The penalties apply to the weight matrix only.
   """
   x, y = jnp.asarray(x), jnp.asarray(y)
-  onehot = jax.nn.one_hot(y, NUM_CLASSES, dtype=jnp.float32)
   only_w = {"w": True, "b": False}
 
   def loss_fn(params, weights):
-    log_probs = jax.nn.log_softmax(_logits(params, x))
-    per_example = -jnp.sum(onehot * log_probs, axis=-1)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        _logits(params, x), y)
     return jnp.sum(weights * per_example) / jnp.sum(weights)
 
   def fit(learning_rate, l1, l2, weights):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -89,9 +90,7 @@ def make_train_fn(data: dict[str, jax.Array], *, steps: int, hidden: int = 64):
   max_batch = max(BATCH_SIZES)
   x_train, y_train = data["x_train"], data["y_train"]
 
-  def cross_entropy(logits, labels):
-    onehot = jax.nn.one_hot(labels, NUM_CLASSES, dtype=logits.dtype)
-    return -jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1)
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels
 
   def evaluate(params, activation, x, y):
     logits = model.apply(params, x, activation)

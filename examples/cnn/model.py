@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 
 class Conv(nn.Module):
@@ -65,10 +66,8 @@ class CNN(nn.Module):
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy for integer labels."""
-  log_probs = jax.nn.log_softmax(logits)
-  picked = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)
-  return -jnp.mean(picked)
+  """Mean softmax cross-entropy for integer labels (Optax's loss)."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
