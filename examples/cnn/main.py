@@ -73,8 +73,8 @@ def main(argv=None) -> dict:
     f"\nBest (lowest validation loss): trial {summary['best_trial']}: {hparams}"
   )
   print(
-    f"  validation accuracy {summary['val_accuracy']:.2%}, "
-    f"test accuracy {summary['test_accuracy']:.2%}"
+    f"  validation accuracy {summary['val_accuracy']:.2%}; retrained on "
+    f"train + validation: test accuracy {summary['test_accuracy']:.2%}"
   )
   print(
     f"Sweep: {summary['sweep_seconds']:.1f} s; total: "
