@@ -9,7 +9,8 @@ steps followed by the validation loss; a trial's full budget is
 * grid: ``--grid`` log-spaced learning rates, each trained to the full
   budget (``jopt.sweep.run_stepwise``);
 * successive halving over the same grid (eta 3);
-* Hyperband (eta 3, random learning rates);
+* Hyperband (eta 3, per-bracket quasirandom learning rates, the smallest
+  budget ``--hb-min-segments``, ``--hb-iterations`` runs of its brackets);
 * PBT: ``--population`` members trained to the full budget, exploiting and
   exploring every ``--pbt-every`` segments.
 
@@ -146,8 +147,10 @@ def main(argv=None):
   p.add_argument("--batch-size", type=int, default=64)
   p.add_argument("--sh-min-segments", type=int, default=3,
                  help="segments before the first halving rung")
-  p.add_argument("--hb-min-segments", type=int, default=1,
+  p.add_argument("--hb-min-segments", type=int, default=3,
                  help="Hyperband's smallest budget, in segments")
+  p.add_argument("--hb-iterations", type=int, default=2,
+                 help="Hyperband iterations (each runs every bracket)")
   p.add_argument("--population", type=int, default=16)
   p.add_argument("--pbt-every", type=int, default=3,
                  help="segments per PBT round")
@@ -158,7 +161,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.quick:
     args.grid, args.max_segments, args.segment_steps = 16, 9, 5
-    args.population, args.sh_min_segments = 8, 1
+    args.population, args.sh_min_segments, args.hb_min_segments = 8, 1, 1
   steps = args.segment_steps
   init, make_segment, what = load_task(args.batch_size, args.model)
   segment = make_segment(steps)
@@ -198,7 +201,7 @@ def main(argv=None):
   hb = sweep.hyperband(
       init, segment, space, key=jax.random.fold_in(key, 1), eta=3,
       min_segments=args.hb_min_segments, max_segments=args.max_segments,
-      metric="val_loss",
+      iterations=args.hb_iterations, metric="val_loss",
       steps_per_segment=steps)
   rows.append(("hyperband", float(hb.best().metrics["val_loss"]),
                hb.member_steps, hb.wall_time, hb.num_compiles,
@@ -225,20 +228,25 @@ def main(argv=None):
     print(f"{name:<20}{best:>14.4f}{spent:>14d}"
           f"{spent / grid.member_steps:>10.3f}{wall:>9.1f}{compiles:>10d}")
 
-  # PBT against fixed learning rates at equal member-steps: a grid of as
-  # many log-spaced rates as PBT has members (every k-th rate of the grid),
-  # each trained for the same steps as a PBT member.
+  # PBT against fixed learning rates at EQUAL member-steps: as many
+  # log-spaced rates over the same range as PBT has members, each trained
+  # for as many steps as a PBT member, with the same per-member keys
+  # (initializations and data order) as PBT's members.
   sched = pb.schedule(pb.best().index)["lr"]
   print()
   print(f"PBT best member's lr schedule (per round of {args.pbt_every} "
         f"segments): " + ", ".join(f"{v:.2g}" for v in sched))
-  stride = max(1, args.grid // args.population)
-  sub_final = curves[::stride, -1][: args.population]
+  fixed = sweep.run_stepwise(
+      init, segment, space, num_segments=rounds * args.pbt_every,
+      key=jax.random.fold_in(key, 2), metric="val_loss", strategy="grid",
+      grid_points=args.population, steps_per_segment=steps)
+  sub_final = fixed.metrics["val_loss"][:, -1]
   sub_best = float(np.nanmin(sub_final))
-  sub_lr = grid.hparams["lr"][::stride][int(np.nanargmin(sub_final))]
+  sub_lr = fixed.hparams["lr"][int(np.nanargmin(sub_final))]
+  assert fixed.member_steps == pb.member_steps
   for label, ref, steps_ref in (
-      (f"the best of {len(sub_final)} fixed rates", sub_best,
-       len(sub_final) * full),
+      (f"the best of {len(sub_final)} fixed rates (EQUAL member-steps)",
+       sub_best, fixed.member_steps),
       (f"the best of all {args.grid} fixed rates", grid_best,
        grid.member_steps)):
     verdict = "matches/beats" if pbt_best <= ref * 1.01 else "is behind"

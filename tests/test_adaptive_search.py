@@ -127,6 +127,31 @@ def test_hyperband_brackets_and_budget():
   assert res.segments_run[best.index] == 9
 
 
+def test_hyperband_samples_each_bracket_evenly_and_repeats_iterations():
+  space = {"lr": sweep.uniform(0.05, 1.9)}
+  res = sweep.hyperband(quad_init, quad_segment, space, key=jax.random.key(0),
+                        eta=3, max_segments=9, metric="loss", iterations=2)
+  sizes = [b["num_trials"] for b in res.history["brackets"]]
+  assert sizes == [9, 5, 3] * 2
+  assert res.member_segments == 2 * ((9 + 3 * 2 + 1 * 6) + (5 * 3 + 1 * 6)
+                                     + 3 * 9)
+  # Per-bracket scrambled Sobol: the 9-trial bracket has one trial in each
+  # ninth of the range up to Sobol's balance for a non-power-of-two count,
+  # so at least 7 of the 9 ninths are hit (a uniform draw hits ~5.8).
+  lr = res.hparams["lr"][:9]
+  ninths = np.floor((lr - 0.05) / (1.9 - 0.05) * 9).astype(int)
+  assert len(set(ninths.tolist())) >= 7
+  # Every bracket spans the range: none sits in one half only.
+  lo = 0
+  for n in sizes:
+    bracket = res.hparams["lr"][lo:lo + n]
+    assert bracket.min() < 0.975 < bracket.max()
+    lo += n
+  with pytest.raises(ValueError, match="iterations"):
+    sweep.hyperband(quad_init, quad_segment, space, key=jax.random.key(0),
+                    max_segments=9, metric="loss", iterations=0)
+
+
 @pytest.mark.parametrize("kwargs", [
     {"eta": 1}, {"max_segments": 0}, {"min_segments": 0},
     {"num_trials": 0}, {"min_segments": 5, "max_segments": 3}])
@@ -186,8 +211,40 @@ def test_pbt_perturbs_continuous_values_and_clips():
   assert fig.axes[0].get_ylabel() == "lr"
 
 
+def noisy_segment(state, hp):
+  # The score is x (which grows by lr), but every second segment reads
+  # 2.5 lr too low: a noisy last value that ranks the members upside down.
+  x = state["x"] + hp["lr"]
+  t = state["t"] + 1
+  noise = jnp.where(t % 2 == 0, -2.5 * hp["lr"], 0.0)
+  return {"x": x, "t": t}, {"score": x + noise}
+
+
+def noisy_init(hp, key):
+  del hp, key
+  return {"x": jnp.zeros((), jnp.float32), "t": jnp.zeros((), jnp.int32)}
+
+
+@pytest.mark.parametrize("rank_window, winner, loser", [(2, 3, 0), (1, 0, 3)])
+def test_pbt_ranks_on_the_mean_of_the_last_segments(rank_window, winner,
+                                                     loser):
+  space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0])}
+  res = sweep.pbt(noisy_init, noisy_segment, space, population=4,
+                  key=jax.random.key(0), num_rounds=2, segments_per_round=2,
+                  rank_window=rank_window, quantile=0.25, perturb=(1.0,),
+                  resample_prob=0.0, metric="score", mode="max",
+                  strategy="grid")
+  # Round 0, member i has lr = i + 1: segment 1 scores lr, segment 2
+  # scores 2 lr - 2.5 lr = -0.5 lr. The last value (window 1) makes lr 1
+  # best and lr 4 worst; the mean of both (0.25 lr) ranks by lr.
+  expected = list(range(4))
+  expected[loser] = winner
+  np.testing.assert_array_equal(res.parents[1], expected)
+
+
 @pytest.mark.parametrize("kwargs", [
     {"population": 3, "quantile": 0.25}, {"quantile": 0.75},
+    {"segments_per_round": 2, "rank_window": 3}, {"rank_window": 0},
     {"num_rounds": 0}, {"perturb": ()}, {"resample_prob": 2.0}])
 def test_pbt_rejects_bad_configuration(kwargs):
   args = {"population": 8, "key": jax.random.key(0), "num_rounds": 2,

@@ -84,11 +84,21 @@ def _run_bracket(pop, hparams, trial_ids, key, budgets, *, eta, metric, mode,
 
 
 def _search(init, segment, space, key, brackets, *, eta, metric, mode,
-            strategy, grid_points, steps_per_segment, name):
+            strategy, grid_points, steps_per_segment, name,
+            per_bracket=False):
   start = time.perf_counter()
   space = _stepwise.check_space(space, name)
   total = sum(n for n, _ in brackets)
-  hparams = _space.sample(space, total, key, strategy, grid_points=grid_points)
+  if per_bracket and strategy != "grid":
+    # Each bracket draws its own trials, so that every bracket (with a
+    # quasirandom strategy: a scrambled Sobol set each) spans the space
+    # evenly instead of one bracket getting a lopsided slice of one draw.
+    draws = [_space.sample(space, n, jax.random.fold_in(key, b), strategy)
+             for b, (n, _) in enumerate(brackets)]
+    hparams = {k: np.concatenate([d[k] for d in draws]) for k in space}
+  else:
+    hparams = _space.sample(space, total, key, strategy,
+                            grid_points=grid_points)
   pop = _stepwise.population_for(init, segment)
   compiles_before = pop.num_compiles
   segments_run = np.zeros(total, np.int64)
@@ -218,7 +228,8 @@ def hyperband(
     mode: str = "min",
     eta: int = 3,
     min_segments: int = 1,
-    strategy: str = "random",
+    iterations: int = 1,
+    strategy: str = "quasirandom",
     steps_per_segment: int = 1,
 ) -> _stepwise.AdaptiveResult:
   """Hyperband: successive halving brackets from bold to conservative.
@@ -228,7 +239,19 @@ def hyperband(
   trials at ``max_segments * eta**-s`` segments and runs successive halving
   up to ``max_segments``: the first bracket explores widely with little
   training, the last trains a few trials fully. Brackets share the compiled
-  population functions (one compile per distinct population size).
+  population functions (one compile per distinct population size). The
+  whole set of brackets is run ``iterations`` times with fresh trials (the
+  outer loop of the paper).
+
+  Each bracket samples its own trials, by default from a scrambled Sobol
+  sequence, so every bracket covers the space evenly: with one random draw
+  shared by all brackets, a bracket of three or four trials often misses
+  the good region altogether. ``min_segments`` is the smallest budget a
+  trial is ranked at, and so the least training a configuration gets before
+  it can be dropped: set it to the point where the metric starts to rank
+  configurations as they rank at the end (on a short horizon, large
+  learning rates look best and the ones best at ``max_segments`` are
+  dropped).
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.
@@ -241,7 +264,9 @@ def hyperband(
     mode: ``"min"`` or ``"max"``.
     eta: the reduction factor (an int >= 2).
     min_segments: the smallest budget, in segments (>= 1).
-    strategy: ``"random"`` or ``"quasirandom"`` sampling.
+    iterations: how many times the whole set of brackets runs (>= 1).
+    strategy: ``"quasirandom"`` (per-bracket scrambled Sobol) or
+      ``"random"`` sampling.
     steps_per_segment: steps in one segment, for ``member_steps``.
 
   Returns:
@@ -264,7 +289,12 @@ def hyperband(
     Li et al., `Hyperband: a novel bandit-based approach to hyperparameter
     optimization <https://arxiv.org/abs/1603.06560>`_, JMLR 2018.
   """
-  brackets = hyperband_brackets(eta, min_segments, max_segments)
+  iterations = _check_int("iterations", iterations, 1)
+  if strategy == "grid":
+    raise ValueError("hyperband samples each bracket: strategy must be "
+                     "'random' or 'quasirandom', got 'grid'.")
+  brackets = hyperband_brackets(eta, min_segments, max_segments) * iterations
   return _search(init, segment, space, key, brackets, eta=eta, metric=metric,
                  mode=mode, strategy=strategy, grid_points=None,
-                 steps_per_segment=steps_per_segment, name="hyperband")
+                 steps_per_segment=steps_per_segment, name="hyperband",
+                 per_bracket=True)

@@ -35,7 +35,7 @@ class PBTResult(_stepwise.AdaptiveResult):
       hyperparameters member ``i`` took at the start of round ``r`` (itself
       when it was not replaced; round 0 is the identity).
     hparam_history: name -> [R, P] values used in each round (decoded).
-    metric_history: [R, P] the ranking metric after each round.
+    metric_history: [R, P] the metric's last value after each round.
     segments_per_round: segments between two exploit steps.
 
   Example: see `pbt`; ``res.schedule(res.best().index)`` is the best final
@@ -130,7 +130,8 @@ def _explore_one(dist, value, replaced, key, pool_value, perturb,
 
 
 def _make_round(segment, space, *, population, num_quantile,
-                segments_per_round, metric, mode, perturb, resample_prob):
+                segments_per_round, metric, mode, perturb, resample_prob,
+                rank_window):
   sign = 1.0 if mode == "min" else -1.0
   traces = []
 
@@ -157,9 +158,14 @@ def _make_round(segment, space, *, population, num_quantile,
         for (name, dist), k in zip(space.items(), keys, strict=True)
     }
     used = hparams
+    values = []
     for _ in range(segments_per_round):
       state, metrics = jax.vmap(segment)(state, hparams)
-    value = metrics[metric].reshape(size, -1)[:, -1].astype(jnp.float32)
+      values.append(
+          metrics[metric].reshape(size, -1)[:, -1].astype(jnp.float32))
+    # Rank on the mean of the last `rank_window` segments: one validation
+    # value is noisy, and a greedy exploit on noise copies lucky members.
+    value = jnp.mean(jnp.stack(values[-rank_window:]), axis=0)
     score = jnp.where(jnp.isfinite(value), sign * value, jnp.inf)
     return state, hparams, metrics, score, parent, used
 
@@ -178,10 +184,11 @@ def pbt(
     metric: str,
     mode: str = "min",
     segments_per_round: int = 1,
+    rank_window: int | None = None,
     quantile: float = 0.25,
     perturb: Sequence[float] = (0.8, 1.25),
     resample_prob: float = 0.25,
-    strategy: str = "random",
+    strategy: str = "quasirandom",
     grid_points: Any = None,
     steps_per_segment: int = 1,
 ) -> PBTResult:
@@ -189,7 +196,9 @@ def pbt(
 
   Every round trains all members for ``segments_per_round`` segments. From
   the second round on, the round first ranks the members by ``metric``
-  (non-finite values last); each of the ``floor(quantile * population)``
+  averaged over the last ``rank_window`` segments of the previous round
+  (non-finite values last; one validation value is noisy, and ranking on it
+  copies members that were merely lucky); each of the ``floor(quantile * population)``
   worst copies the state and hyperparameters of a member drawn uniformly
   from as many best ones, then explores: with probability ``resample_prob``
   a hyperparameter is redrawn from its distribution, otherwise it is
@@ -205,11 +214,16 @@ def pbt(
     num_rounds: rounds (>= 1).
     metric: the metric to rank by (a curve's last value).
     mode: ``"min"`` or ``"max"``.
-    segments_per_round: segments between two exploit steps (>= 1).
+    segments_per_round: segments between two exploit steps (>= 1); every
+      member trains this long between two exploits (the "ready" interval).
+    rank_window: segments at the end of a round whose ``metric`` (a curve's
+      last value each) is averaged for ranking, in ``[1,
+      segments_per_round]``; default all of the round's segments.
     quantile: the fraction replaced each round, in ``(0, 0.5]``.
     perturb: multiplicative factors to draw from (> 0).
     resample_prob: probability of redrawing instead of perturbing.
-    strategy: how the initial population is sampled.
+    strategy: how the initial population is sampled (by default a
+      scrambled Sobol set, spread evenly over the space).
     grid_points: points per continuous dimension for the grid.
     steps_per_segment: steps in one segment, for ``member_steps``.
 
@@ -240,6 +254,13 @@ def pbt(
     if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
         or value < low):
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+  if rank_window is None:
+    rank_window = segments_per_round
+  if (not isinstance(rank_window, numbers.Integral)
+      or isinstance(rank_window, bool)
+      or not 1 <= rank_window <= segments_per_round):
+    raise ValueError(f"rank_window must be an int in [1, segments_per_round="
+                     f"{segments_per_round}], got {rank_window!r}.")
   if not 0.0 < quantile <= 0.5:
     raise ValueError(f"quantile must be in (0, 0.5], got {quantile!r}.")
   num_quantile = int(np.floor(quantile * population + 1e-9))
@@ -265,7 +286,8 @@ def pbt(
   round_fn, traces = _make_round(
       segment, space, population=population, num_quantile=num_quantile,
       segments_per_round=segments_per_round, metric=metric, mode=mode,
-      perturb=perturb, resample_prob=resample_prob)
+      perturb=perturb, resample_prob=resample_prob,
+      rank_window=int(rank_window))
   score = _stepwise.shard_trials(jnp.zeros(len(rows), jnp.float32))
   parents, history, scores = [], {n: [] for n in space}, []
   for r in range(num_rounds):
