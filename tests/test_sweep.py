@@ -259,6 +259,8 @@ def test_cross_validation_vmaps_folds_inside_trials():
   # float32 sums of 16 numbers: a few ulps.
   np.testing.assert_allclose(res.metrics["err_per_fold"], expected, rtol=1e-5)
   np.testing.assert_allclose(res.metrics["err"], expected.mean(1), rtol=1e-5)
+  # The table shows the fold mean, not a per-fold column read as one value.
+  assert "err_per_fold" not in res.to_pandas().columns
 
 
 def test_progress_bar_advances_per_chunk(monkeypatch, capsys):

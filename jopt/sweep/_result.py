@@ -149,12 +149,15 @@ class SweepResult:
     """A DataFrame, one row per trial.
 
     Columns: the hyperparameters, each scalar metric, the last value of each
-    curve metric, and ``diverged``.
+    curve metric, and ``diverged``. Per-fold metrics of a cross-validated
+    sweep (``name_per_fold``) are left out: their fold mean is ``name``.
     """
     import pandas as pd
 
     cols: dict[str, Any] = dict(self.hparams)
     for name in self.metrics:
+      if name.endswith("_per_fold") and name[: -len("_per_fold")] in self.metrics:
+        continue
       cols[name] = self.scalar(name)
     cols["diverged"] = self.diverged
     return pd.DataFrame(cols)
