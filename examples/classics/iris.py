@@ -246,9 +246,8 @@ def run(
   )
   theirs = run_sklearn(data, strengths=strengths)
   table = ours["result"].to_pandas()
-  shown = table[[c for c in table.columns if not c.endswith("_per_fold")]]
   print(
-    shown.sort_values("val_accuracy", ascending=False)
+    table.sort_values("val_accuracy", ascending=False)
     .head(10)
     .to_string(float_format="{:.4g}".format)
   )
