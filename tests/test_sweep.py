@@ -302,7 +302,10 @@ def test_plots_write_pngs(result, tmp_path):
   assert fig.axes[list(result.hparams).index("momentum")].get_xscale() == \
       "linear"
   result.plot_curves("curve", by="lr", path=tmp_path / "curves.png")
-  result.plot_parallel("loss", path=tmp_path / "par.png")
+  parallel = result.plot_parallel("loss", path=tmp_path / "par.png")
+  # A categorical axis names its categories, not indices 0, 1, 2.
+  texts = {t.get_text() for t in parallel.axes[0].texts}
+  assert set(result.hparams["opt"]) <= texts
   for name in ("u.png", "curves.png", "par.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
   with pytest.raises(ValueError, match="N, T"):

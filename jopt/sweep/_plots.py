@@ -179,6 +179,13 @@ def plot_parallel(result, metric: str, path: str | os.PathLike | None = None,
   for j in xs:
     ax.axvline(j, color="k", lw=0.5)
   for j, (lo_j, hi_j) in enumerate(zip(lo, hi, strict=True)):
+    labels = ticks[j][0] if j < len(names) else None
+    if labels is not None:  # a categorical axis: name each category
+      for k, label in enumerate(labels):
+        pos = (k - lo_j) / (hi_j - lo_j) if hi_j > lo_j else 0.0
+        ax.annotate(label, (j, pos), textcoords="offset points",
+                    xytext=(3, 0), fontsize="x-small", va="center")
+      continue
     ax.annotate(f"{hi_j:.3g}", (j, 1.0), textcoords="offset points",
                 xytext=(2, 2), fontsize="x-small")
     ax.annotate(f"{lo_j:.3g}", (j, 0.0), textcoords="offset points",
