@@ -216,6 +216,9 @@ class AdaptiveResult(_result.SweepResult):
     final_state: their states, stacked along the leading axis (None when
       not kept).
 
+  `save` and `load` keep the `SweepResult` part (hyperparameters, metrics,
+  divergence, space); the search record above is not written.
+
   Example:
     >>> import jax, jax.numpy as jnp, jopt
     >>> init = lambda hp, key: jnp.ones(())
