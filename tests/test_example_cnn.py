@@ -6,7 +6,6 @@ examples do, so it is not imported into the test process), under the same
 strict dtype and rank promotion as the rest of the tests.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -19,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pandas as pd
+from _example_loader import load_example_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,20 +71,8 @@ def test_cnn_main_quick_writes_finite_metrics_and_plots(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _load_cnn_model():
-  # Loaded from its file under a unique name: other examples may also have a
-  # module called ``model``.
-  spec = importlib.util.spec_from_file_location(
-    "_jopt_example_cnn_model", ROOT / "examples/cnn/model.py"
-  )
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # Flax's dataclasses look it up there.
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_patch_conv_matches_flax_conv():
-  model = _load_cnn_model()
+  model = load_example_module("cnn", "model")
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   conv = model.Conv(features=5)
   variables = conv.init(jax.random.key(1), x)
@@ -94,7 +82,7 @@ def test_patch_conv_matches_flax_conv():
 
 
 def test_init_params_has_flax_structure_and_lecun_scale():
-  model = _load_cnn_model()
+  model = load_example_module("cnn", "model")
   net = model.CNN()
   x = jnp.zeros((1, 8, 8, 1))
   params = model.init_params(net, jax.random.key(0), x)

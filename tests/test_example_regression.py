@@ -1,27 +1,14 @@
 """Smoke test of examples/regression on its --quick configuration."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
-
-EXAMPLE = pathlib.Path(__file__).parents[1] / "examples" / "regression"
-
-
-def _load_main():
-  spec = importlib.util.spec_from_file_location(
-    "regression_main", EXAMPLE / "main.py"
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from _example_loader import load_example_module
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("regression")
-  summary = _load_main().main(["--quick", "--no-progress", "--out", str(out)])
+  summary = load_example_module("regression").main(["--quick", "--no-progress", "--out", str(out)])
   return out, summary
 
 
