@@ -25,9 +25,14 @@ from jopt._schedules import (
 )
 
 
-def _check_fractions(**fractions: ArrayLike) -> None:
+def _check_onecycle(transition_steps, div_factor, final_div_factor,
+                    **fractions: ArrayLike) -> None:
+  """The argument checks the one-cycle schedules share."""
+  _base.check_range("transition_steps", transition_steps, low=0, low_open=True)
   for name, value in fractions.items():
     _base.check_range(name, value, low=0.0, high=1.0)
+  _base.check_range("div_factor", div_factor, low=0, low_open=True)
+  _base.check_range("final_div_factor", final_div_factor, low=0, low_open=True)
 
 
 def _piecewise_interpolate(
@@ -100,10 +105,8 @@ def linear_onecycle_schedule(
     Smith & Topin, 2017, `Super-Convergence: Very Fast Training of Neural
     Networks Using Large Learning Rates <https://arxiv.org/abs/1708.07120>`_.
   """
-  _base.check_range("transition_steps", transition_steps, low=0, low_open=True)
-  _check_fractions(pct_start=pct_start, pct_final=pct_final)
-  _base.check_range("div_factor", div_factor, low=0, low_open=True)
-  _base.check_range("final_div_factor", final_div_factor, low=0, low_open=True)
+  _check_onecycle(transition_steps, div_factor, final_div_factor,
+                  pct_start=pct_start, pct_final=pct_final)
   if _base.is_concrete(pct_start) and _base.is_concrete(pct_final):
     if float(pct_start) > float(pct_final):
       raise ValueError(
@@ -165,10 +168,8 @@ def cosine_onecycle_schedule(
     Smith & Topin, 2017, `Super-Convergence: Very Fast Training of Neural
     Networks Using Large Learning Rates <https://arxiv.org/abs/1708.07120>`_.
   """
-  _base.check_range("transition_steps", transition_steps, low=0, low_open=True)
-  _check_fractions(pct_start=pct_start)
-  _base.check_range("div_factor", div_factor, low=0, low_open=True)
-  _base.check_range("final_div_factor", final_div_factor, low=0, low_open=True)
+  _check_onecycle(transition_steps, div_factor, final_div_factor,
+                  pct_start=pct_start)
 
   def schedule(count):
     steps = as_float(transition_steps)
