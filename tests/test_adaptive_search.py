@@ -115,6 +115,24 @@ def test_halving_compiles_once_per_population_size(halving):
   assert again.num_compiles == 0
 
 
+def test_halving_result_saves_its_search_record(halving, tmp_path):
+  _, res = halving
+  res.save(tmp_path / "sh.npz")
+  back = sweep.AdaptiveResult.load(tmp_path / "sh.npz")
+  assert (back.metric, back.mode) == (res.metric, res.mode)
+  assert back.member_steps == res.member_steps
+  assert back.best().index == res.best().index
+  np.testing.assert_array_equal(back.segments_run, res.segments_run)
+  np.testing.assert_array_equal(back.final_trials, res.final_trials)
+  assert back.final_state is None  # a training state is not a result
+  assert len(back.history["rungs"]) == len(res.history["rungs"])
+  for a, b in zip(back.history["rungs"], res.history["rungs"], strict=True):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  assert back.history["brackets"] == res.history["brackets"]
+
+
 def test_hyperband_brackets_and_budget():
   brackets = sweep._halving.hyperband_brackets(3, 1, 9)
   assert brackets == [(9, [1, 3, 9]), (5, [3, 9]), (3, [9])]
@@ -190,6 +208,24 @@ def test_pbt_exploit_copies_state_and_hparams():
   np.testing.assert_array_equal(res.final_state["x"], [7.0, 4.0, 6.0, 8.0])
   np.testing.assert_array_equal(res.lineage(0), [3, 0])
   np.testing.assert_array_equal(res.schedule(0)["lr"], [4.0, 3.0])
+
+
+def test_pbt_result_saves_its_lineage(tmp_path):
+  space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0]),
+           "kind": sweep.choice(["a", "b"])}
+  res = sweep.pbt(count_init, count_segment, space, population=4,
+                  key=jax.random.key(1), num_rounds=3, quantile=0.25,
+                  metric="score", mode="max")
+  res.save(tmp_path / "pbt.npz")
+  back = sweep.PBTResult.load(tmp_path / "pbt.npz")
+  np.testing.assert_array_equal(back.parents, res.parents)
+  np.testing.assert_array_equal(back.metric_history, res.metric_history)
+  for m in range(4):
+    for name in space:
+      np.testing.assert_array_equal(back.schedule(m)[name],
+                                    res.schedule(m)[name])
+  assert back.best().hparams == res.best().hparams
+  assert back.segments_per_round == res.segments_per_round
 
 
 def test_pbt_perturbs_continuous_values_and_clips():
@@ -371,6 +407,19 @@ def test_optuna_search_with_an_in_memory_study():
   best = res.best()
   assert best.hparams["kind"] == "b"
   assert res.study.best_value == pytest.approx(float(best.metrics["loss"]))
+
+
+def test_optuna_result_saves_all_but_the_study(tmp_path):
+  pytest.importorskip("optuna")
+  res = sweep.optuna_search(bowl_train_fn, BOWL_SPACE, num_rounds=2,
+                            batch_size=8, key=jax.random.key(1),
+                            metric="curve")
+  res.save(tmp_path / "optuna.npz")
+  back = sweep.OptunaResult.load(tmp_path / "optuna.npz")
+  assert back.study is None
+  np.testing.assert_array_equal(back.rounds, res.rounds)
+  assert back.best().index == res.best().index
+  assert back.best().hparams == res.best().hparams
 
 
 def test_optuna_search_accepts_a_sampler_and_reports_failures():

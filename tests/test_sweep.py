@@ -290,6 +290,9 @@ def test_result_table_and_save_load(result, tmp_path):
     np.testing.assert_array_equal(loaded.hparams[k], result.hparams[k])
   assert loaded.best("loss") .index == result.best("loss").index
   assert repr(loaded.space) == repr(result.space)
+  np.testing.assert_array_equal(loaded.diverged, result.diverged)
+  assert (loaded.num_compiles, loaded.compile_time, loaded.memory_bytes) == (
+      result.num_compiles, result.compile_time, result.memory_bytes)
   best = result.best("loss")
   assert best.hparams["opt"] in ("sgd", "momentum")
   assert isinstance(best.hparams["lr"], float)

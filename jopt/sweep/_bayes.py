@@ -40,6 +40,9 @@ class OptunaResult(_result.SweepResult):
     rounds: [N] int: the round in which each trial was asked.
     metric, mode: what the search optimized.
 
+  `save` writes everything but the study (load gives ``study=None``); keep
+  a study across sessions with Optuna's own storage (``storage=...``).
+
   Example: see `optuna_search`; ``res.study.best_params`` and
   ``res.best()`` agree, ``res.to_pandas()`` lists every trial.
   """
@@ -48,6 +51,8 @@ class OptunaResult(_result.SweepResult):
   rounds: np.ndarray | None = None
   metric: str = ""
   mode: str = "min"
+
+  _not_saved = ("study",)  # a live study: Optuna's storage persists it
 
   def __repr__(self) -> str:
     return (f"OptunaResult(num_trials={len(self)}, metric={self.metric!r}, "

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -48,6 +48,40 @@ def _space_from_json(spec: Mapping[str, Any]) -> dict[str, _space.Distribution]:
     else:
       out[name] = getattr(_space, d["kind"])(d["low"], d["high"])
   return out
+
+
+def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+  """JSON for ``value``; its numpy arrays go to ``arrays`` ("x<n>" keys)."""
+  if isinstance(value, np.ndarray):
+    if value.dtype == object:
+      raise TypeError("an object array cannot be saved without pickle")
+    name = f"x{sum(k.startswith('x') for k in arrays)}"
+    arrays[name] = value
+    return {"a": name}
+  if isinstance(value, np.generic):
+    value = value.item()
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return {"v": value}
+  if isinstance(value, Mapping):
+    if not all(isinstance(k, str) for k in value):
+      raise TypeError("only dicts with string keys can be saved")
+    return {"d": {k: _encode(v, arrays) for k, v in value.items()}}
+  if isinstance(value, (list, tuple)):
+    return {"l": [_encode(v, arrays) for v in value]}
+  raise TypeError(f"cannot save a {type(value).__name__} (arrays, numbers, "
+                  "strings, lists and dicts of them can be saved)")
+
+
+def _decode(spec: Mapping[str, Any], data: Any) -> Any:
+  """The value `_encode` described by ``spec`` (lists come back as lists)."""
+  (kind, value), = spec.items()
+  if kind == "a":
+    return data[value]
+  if kind == "d":
+    return {k: _decode(v, data) for k, v in value.items()}
+  if kind == "l":
+    return [_decode(v, data) for v in value]
+  return value
 
 
 @dataclasses.dataclass
@@ -162,35 +196,56 @@ class SweepResult:
     cols["diverged"] = self.diverged
     return pd.DataFrame(cols)
 
+  # Fields `save` leaves out: live objects rather than data (set by
+  # subclasses, e.g. a training state or an Optuna study).
+  _not_saved: ClassVar[tuple[str, ...]] = ()
+
   def save(self, path: str | os.PathLike) -> None:
-    """Writes the result to ``path`` (a numpy ``.npz`` archive)."""
-    arrays: dict[str, np.ndarray] = {"diverged": self.diverged}
+    """Writes the result to ``path`` (a numpy ``.npz`` archive, no pickle).
+
+    Every field is written (for the results of adaptive searches, their
+    search record too) except the live objects a subclass names in
+    ``_not_saved``, which `load` sets to None.
+    """
+    arrays: dict[str, np.ndarray] = {}
     hp_names, m_names = list(self.hparams), list(self.metrics)
     for i, n in enumerate(hp_names):
       v = self.hparams[n]
       arrays[f"h{i}"] = v.astype(str) if v.dtype == object else v
     for i, n in enumerate(m_names):
       arrays[f"m{i}"] = self.metrics[n]
+    fields = {}
+    for f in dataclasses.fields(self):
+      if f.name in ("hparams", "metrics", "space") + self._not_saved:
+        continue
+      try:
+        fields[f.name] = _encode(getattr(self, f.name), arrays)
+      except TypeError as e:
+        raise TypeError(f"{type(self).__name__}.save: field {f.name!r}: "
+                        f"{e}") from None
     meta = {"hparams": hp_names, "metrics": m_names,
-            "space": _space_to_json(self.space),
-            "num_compiles": self.num_compiles,
-            "compile_time": self.compile_time}
+            "space": _space_to_json(self.space), "fields": fields}
     arrays["__meta__"] = np.asarray(json.dumps(meta))
     with open(path, "wb") as f:
       np.savez(f, **arrays)
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> SweepResult:
-    """Reads a result written by `save`."""
+    """Reads a result written by `save` (call it on the class that saved)."""
     with np.load(path, allow_pickle=False) as data:
       meta = json.loads(str(data["__meta__"]))
       hparams = {n: data[f"h{i}"] for i, n in enumerate(meta["hparams"])}
       metrics = {n: data[f"m{i}"] for i, n in enumerate(meta["metrics"])}
-      diverged = data["diverged"]
-    return cls(hparams=hparams, metrics=metrics, diverged=diverged,
+      if "fields" in meta:
+        stored = {k: _decode(v, data) for k, v in meta["fields"].items()}
+      else:  # written before fields were stored generically
+        stored = {"diverged": data["diverged"],
+                  "num_compiles": meta["num_compiles"],
+                  "compile_time": meta["compile_time"]}
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(hparams=hparams, metrics=metrics,
                space=_space_from_json(meta["space"]),
-               num_compiles=meta["num_compiles"],
-               compile_time=meta["compile_time"])
+               **{k: v for k, v in stored.items() if k in names})
 
   # Plots live in _plots.py; these are thin entry points.
   def plot(self, metric: str, path: str | os.PathLike | None = None):

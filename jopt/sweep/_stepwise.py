@@ -216,8 +216,8 @@ class AdaptiveResult(_result.SweepResult):
     final_state: their states, stacked along the leading axis (None when
       not kept).
 
-  `save` and `load` keep the `SweepResult` part (hyperparameters, metrics,
-  divergence, space); the search record above is not written.
+  `save` and `load` keep everything above but ``final_state`` (a training
+  state: save it with your checkpointing library); it loads as None.
 
   Example:
     >>> import jax, jax.numpy as jnp, jopt
@@ -241,6 +241,8 @@ class AdaptiveResult(_result.SweepResult):
   history: dict[str, Any] = dataclasses.field(default_factory=dict)
   final_trials: np.ndarray | None = None
   final_state: Any = None
+
+  _not_saved = ("final_state",)
 
   def __repr__(self) -> str:
     return (f"{type(self).__name__}(num_trials={len(self)}, "
