@@ -137,6 +137,41 @@ def first_within(points, target):
   return None
 
 
+def seed_spread(init, segment, space, args, finals, lrs) -> str:
+  """The grid rerun with other keys: how much of "the best" is the seed.
+
+  Every trial draws its initialization and batch order from its key, so a
+  grid's best validation loss is the luckiest of its trials. The same grid
+  with other keys shows the spread that a "within 1%" target sits inside.
+  """
+  if args.noise_seeds <= 0:
+    return ""
+  rows = [finals]
+  for s in range(1, args.noise_seeds + 1):
+    g = sweep.run_stepwise(
+        init, segment, space, num_segments=args.max_segments,
+        key=jax.random.key(args.seed + s), metric="val_loss",
+        strategy="grid", grid_points=args.grid,
+        steps_per_segment=args.segment_steps)
+    rows.append(g.metrics["val_loss"][:, -1])
+  finals = np.stack(rows)  # [seeds, grid]
+  bests = np.nanmin(finals, axis=1)
+  mean = np.nanmean(finals, axis=0)
+  i = int(np.nanargmin(mean))
+  at_best = finals[:, i]
+  return "\n".join([
+      f"Seed-to-seed spread: the same {args.grid}-rate grid with keys "
+      f"{args.seed}..{args.seed + args.noise_seeds}:",
+      "  best final val loss per key: "
+      + ", ".join(f"{b:.4f}" for b in bests)
+      + f" (the largest is {bests.max() / bests.min() - 1:.0%} above the "
+        "smallest)",
+      f"  at lr {lrs[i]:.3g} (best mean over keys): mean {mean[i]:.4f}, "
+      f"sd {at_best.std():.4f} ({at_best.std() / mean[i]:.0%} of the mean), "
+      f"range {at_best.min():.4f}-{at_best.max():.4f}",
+  ])
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true",
@@ -156,6 +191,9 @@ def main(argv=None):
                  help="segments per PBT round")
   p.add_argument("--lr-range", type=float, nargs=2, default=(1e-4, 1.0))
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--noise-seeds", type=int, default=3,
+                 help="grids rerun with keys seed+1..seed+N to measure the "
+                      "seed-to-seed spread (0 skips)")
   p.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
                  help="the examples/cnn CNN (8-16 channels) or an MLP")
   args = p.parse_args(argv)
@@ -188,6 +226,8 @@ def main(argv=None):
                grid.num_compiles, grid_trace))
   print(f"grid: best final val loss {grid_best:.4f} at lr "
         f"{best_fixed.hparams['lr']:.3g}")
+  noise = seed_spread(init, segment, space, args, curves[:, -1],
+                      grid.hparams["lr"])
 
   sh = sweep.successive_halving(
       init, segment, space, num_trials=args.grid, key=key, eta=3,
@@ -254,6 +294,9 @@ def main(argv=None):
           f"({steps_ref} member-steps): {pbt_best:.4f} vs {ref:.4f}")
   print(f"(best of the {len(sub_final)} fixed rates: lr {sub_lr:.3g})")
 
+  if noise:
+    print()
+    print(noise)
   print()
   print(f"Fraction of the grid's member-steps ({grid.member_steps}) needed to "
         f"come within 1% of the grid's best validation loss "

@@ -11,7 +11,9 @@ the same model from the same per-trial key on the same batches:
   (c) vmap: ``jax.jit(jax.vmap(train))`` written by hand, for reference;
   jopt.sweep.run: the same ``train`` as (b) and (c), one trial per lane.
 
-Then the scaling table: time and memory for K = 1, 8, 32, 128, 512.
+Then the achieved FLOP/s of the sweep against one large matmul on the same
+machine, and the scaling table: time and memory for K = 1 ... 1024, the
+largest K once more in four chunks (``max_parallel``).
 
 On CPU the script exposes one XLA device per core (``--cpu-devices``,
 default: all cores) *before* JAX starts, so the sweep can shard its trial
@@ -37,7 +39,7 @@ def _args():
   p.add_argument("--k", type=int, default=32, help="learning rates compared")
   p.add_argument("--steps", type=int, default=300)
   p.add_argument("--batch", type=int, default=128)
-  p.add_argument("--ks", default="1,8,32,128,512",
+  p.add_argument("--ks", default="1,8,32,128,512,1024",
                  help="comma-separated K for the scaling table ('' skips)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--cpu-devices", type=int, default=os.cpu_count() or 1)
@@ -131,6 +133,30 @@ def naive(x, y, idx, lrs, keys):
   return jax.block_until_ready(jnp.stack(out))
 
 
+def matmul_flops(k: int, steps: int, batch: int) -> float:
+  """Matmul FLOPs of K trials (forward, weight and input gradients).
+
+  Per step: ``x @ w1`` and ``h @ w2`` forward, their weight gradients, and
+  the gradient into ``h`` (none into the data). Elementwise work (ReLU,
+  softmax, Adam) is left out, so this is a floor on the work done.
+  """
+  fwd = 2 * batch * (64 * 256 + 256 * 10)
+  return k * steps * (2 * fwd + 2 * batch * 256 * 10)
+
+
+def large_matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
+  """FLOP/s of one large float32 matmul, the machine's practical peak."""
+  a = jnp.ones((n, n), jnp.float32)
+  mm = jax.jit(lambda a, b: a @ b)
+  jax.block_until_ready(mm(a, a))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(mm(a, a))
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / min(times)
+
+
 def best_of(fn, repeats):
   times, out = [], None
   for _ in range(repeats):
@@ -156,10 +182,10 @@ def main(args):
   keys = [jax.random.fold_in(root, i) for i in range(args.k)]
   space = {"lr": sweep.choice(lrs.tolist())}
 
-  def run_sweep(space=space, devices=None):
+  def run_sweep(space=space, devices=None, max_parallel=args.max_parallel):
     return sweep.run(lambda h, k: {"loss": train(h["lr"], k)}, space,
                      key=root, strategy="grid", progress=False,
-                     max_parallel=args.max_parallel, devices=devices)
+                     max_parallel=max_parallel, devices=devices)
 
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
         f"{len(jax.devices())} devices, {os.cpu_count()} cores; "
@@ -242,24 +268,40 @@ def main(args):
     print(f"sweep on 1 device vs (b) scan, running:  "
           f"{t_scan / best['sweep1_run']:6.2f}x")
 
+  # DESIGN.md "Performance 3": achieved FLOP/s against one large matmul.
+  flops = matmul_flops(args.k, args.steps, args.batch)
+  peak = large_matmul_flops_per_s()
+  print(f"\nhardware efficiency: {flops / 1e9:.0f} GFLOP of matmuls; sweep "
+        f"running {flops / t_run / 1e9:.1f} GFLOP/s, (b) scan "
+        f"{flops / t_scan / 1e9:.1f}, one 2048x2048 matmul "
+        f"{peak / 1e9:.1f} GFLOP/s: the sweep runs at "
+        f"{flops / t_run / peak:.0%} of it")
+  if not args.skip_naive:
+    floor = flops / peak
+    print(f"(a) / (matmul time at that rate + the sweep's compile), the most "
+          f"this machine allows: {t_naive / (floor + result.compile_time):.1f}x")
+
   if not args.ks:
     return
   per_lr = best["scan"] / args.k
-  print("\n    K   total s   compile s   run s   vs scan   memory/device"
+  print("\n    K  chunk   total s   compile s   run s   vs scan   memory/device"
         "   peak (host RSS or device)")
-  for k in [int(v) for v in args.ks.split(",")]:
+  ks = [int(v) for v in args.ks.split(",")]
+  # The largest K once more in four chunks: what max_parallel costs.
+  rows = [(k, args.max_parallel) for k in ks] + [(ks[-1], max(1, ks[-1] // 4))]
+  for k, max_parallel in rows:
     lrs_k = np.geomspace(1e-4, 1e-1, k).astype(np.float32)
     space_k = {"lr": sweep.choice(lrs_k.tolist())}
     start = time.perf_counter()
-    res = run_sweep(space_k)
+    res = run_sweep(space_k, max_parallel=max_parallel)
     total = time.perf_counter() - start
     run_s = total - res.compile_time
     mem = res.memory_bytes or 0
     peak, what = peak_bytes()
-    print(f"{k:5d} {total:9.2f} {res.compile_time:11.2f} {run_s:7.2f} "
+    chunk = "auto" if max_parallel is None else str(max_parallel)
+    print(f"{k:5d} {chunk:>6} {total:9.2f} {res.compile_time:11.2f} {run_s:7.2f} "
           f"{per_lr * k / run_s:8.2f}x {mem / 2**20:11.1f} MiB"
           f" {peak / 2**20:9.0f} MiB ({what})")
-
 
 if __name__ == "__main__":
   main(ARGS)

@@ -4,6 +4,8 @@ The training function is a 4-parameter linear regression trained for a few
 steps, so every sweep compiles in well under a second on CPU.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -293,6 +295,18 @@ def test_result_table_and_save_load(result, tmp_path):
   np.testing.assert_array_equal(loaded.diverged, result.diverged)
   assert (loaded.num_compiles, loaded.compile_time, loaded.memory_bytes) == (
       result.num_compiles, result.compile_time, result.memory_bytes)
+  # A file from before every field was stored still loads.
+  with np.load(path, allow_pickle=False) as data:
+    arrays = {k: data[k] for k in data.files if not k.startswith("x")}
+  meta = json.loads(str(arrays["__meta__"]))
+  meta.update(num_compiles=3, compile_time=1.5)
+  del meta["fields"]
+  arrays.update(__meta__=np.asarray(json.dumps(meta)),
+                diverged=result.diverged)
+  np.savez(tmp_path / "old.npz", **arrays)
+  old = sweep.SweepResult.load(tmp_path / "old.npz")
+  assert (old.num_compiles, old.compile_time) == (3, 1.5)
+  np.testing.assert_array_equal(old.diverged, result.diverged)
   best = result.best("loss")
   assert best.hparams["opt"] in ("sgd", "momentum")
   assert isinstance(best.hparams["lr"], float)
