@@ -180,6 +180,79 @@ def test_halving_rejects_bad_configuration(kwargs):
     sweep.successive_halving(quad_init, quad_segment, SPACE, **args)
 
 
+def _typo_mode(fn):
+  return {
+      "run_stepwise": lambda: sweep.run_stepwise(
+          quad_init, fn, SPACE, num_segments=2, num_trials=2,
+          key=jax.random.key(0), metric="loss", mode="minimize"),
+      "successive_halving": lambda: sweep.successive_halving(
+          quad_init, fn, SPACE, num_trials=3, key=jax.random.key(0),
+          max_segments=3, metric="loss", mode="minimize"),
+      "hyperband": lambda: sweep.hyperband(
+          quad_init, fn, SPACE, key=jax.random.key(0), max_segments=3,
+          metric="loss", mode="minimize"),
+      "pbt": lambda: sweep.pbt(
+          quad_init, fn, SPACE, population=4, key=jax.random.key(0),
+          num_rounds=1, metric="loss", mode="minimize"),
+  }
+
+
+@pytest.mark.parametrize("search", ["run_stepwise", "successive_halving",
+                                    "hyperband", "pbt"])
+def test_searches_refuse_a_bad_mode_before_training(search):
+  calls = []
+
+  def segment(state, hp):
+    calls.append(1)
+    return quad_segment(state, hp)
+
+  with pytest.raises(ValueError, match="mode must be 'min' or 'max'"):
+    _typo_mode(segment)[search]()
+  assert not calls  # nothing was traced, let alone trained
+
+
+@pytest.mark.parametrize("search", ["run_stepwise", "successive_halving",
+                                    "pbt"])
+def test_searches_name_an_unknown_metric_after_one_segment(search):
+  def segment(state, hp):
+    state, metrics = quad_segment(state, hp)
+    return state, {"lose": metrics["loss"]}
+
+  call = {
+      "run_stepwise": lambda: sweep.run_stepwise(
+          quad_init, segment, SPACE, num_segments=5, num_trials=2,
+          key=jax.random.key(0), metric="loss"),
+      "successive_halving": lambda: sweep.successive_halving(
+          quad_init, segment, SPACE, num_trials=3, key=jax.random.key(0),
+          min_segments=5, max_segments=9, metric="loss"),
+      "pbt": lambda: sweep.pbt(
+          quad_init, segment, SPACE, population=4, key=jax.random.key(0),
+          num_rounds=1, metric="loss"),
+  }[search]
+  with pytest.raises(ValueError, match=r"metric 'loss'.*\['lose'\]"):
+    call()
+
+
+def test_run_stepwise_keeps_a_diverged_trial_diverged():
+  # Trial lr = 2 reports NaN from its second segment on: it must stay NaN,
+  # be flagged, and never be picked as the best (its first value, 0.01,
+  # would otherwise win).
+  def segment(t, hp):
+    t = t + 1
+    loss = jnp.where(hp["lr"] > 1.0, jnp.where(t > 1, jnp.nan, 0.01), 1.0 / t)
+    return t, {"loss": loss, "step": t.astype(jnp.int32)}
+
+  res = sweep.run_stepwise(
+      lambda hp, key: jnp.zeros(()), segment,
+      {"lr": sweep.choice([0.5, 2.0])}, num_segments=4,
+      key=jax.random.key(0), metric="loss", strategy="grid")
+  np.testing.assert_array_equal(res.metrics["loss"][1],
+                                np.float32([0.01, np.nan, np.nan, np.nan]))
+  np.testing.assert_array_equal(res.diverged, [False, True])
+  assert res.best().index == 0
+  np.testing.assert_array_equal(res.metrics["step"], [[1, 2, 3, 4]] * 2)
+
+
 # --- Population-based training ------------------------------------------------
 
 
@@ -226,6 +299,19 @@ def test_pbt_result_saves_its_lineage(tmp_path):
                                     res.schedule(m)[name])
   assert back.best().hparams == res.best().hparams
   assert back.segments_per_round == res.segments_per_round
+
+
+def test_pbt_moves_integers_at_least_one_step():
+  from jopt.sweep import _pbt
+
+  dist = sweep.int_uniform(1, 8)
+  value = jnp.array([1, 2, 3, 8], jnp.int32)
+  replaced = jnp.array([True, True, True, False])
+  for factor, expected in ((0.8, [1, 1, 2, 8]), (1.25, [2, 3, 4, 8])):
+    moved = _pbt._explore_one(dist, value, replaced, jax.random.key(0),
+                              value, (factor,), 0.0)
+    # 1 * 0.8 clips at the lower bound; the last member was not replaced.
+    np.testing.assert_array_equal(moved, expected)
 
 
 def test_pbt_perturbs_continuous_values_and_clips():

@@ -55,6 +55,7 @@ def _run_bracket(pop, hparams, trial_ids, key, budgets, *, eta, metric, mode,
   for rung, budget in enumerate(budgets):
     for _ in range(budget - done):
       state, metrics = pop.segment(state, hp)
+      _stepwise.check_metric(metrics, metric)  # before more is spent
     segments_run[alive] += budget - done
     done = budget
     metrics = {k: np.asarray(v)[:len(alive)] for k, v in metrics.items()}
@@ -87,6 +88,7 @@ def _search(init, segment, space, key, brackets, *, eta, metric, mode,
             strategy, grid_points, steps_per_segment, name,
             per_bracket=False):
   start = time.perf_counter()
+  _stepwise.check_mode(mode)
   space = _stepwise.check_space(space, name)
   total = sum(n for n, _ in brackets)
   if per_bracket and strategy != "grid":

@@ -120,7 +120,14 @@ def _explore_one(dist, value, replaced, key, pool_value, perturb,
     index = jnp.clip(index + jnp.where(factor > 1, 1, -1), 0, count - 1)
     moved = table[index] if dist.numeric else index.astype(value.dtype)
   elif isinstance(dist, _space.IntUniform):
-    moved = jnp.round(value.astype(jnp.float32) * factor)
+    # Scaled and rounded, but at least one step in the factor's direction:
+    # rounding alone would leave small values (1 * 1.25, 2 * 0.8) in place.
+    step = jnp.where(factor > 1, 1.0, jnp.where(factor < 1, -1.0, 0.0))
+    current = value.astype(jnp.float32)
+    scaled = jnp.round(current * factor)
+    moved = jnp.where(step > 0, jnp.maximum(scaled, current + step),
+                      jnp.minimum(scaled, current + step))
+    moved = jnp.where(step == 0, current, moved)
     moved = jnp.clip(moved, dist.low, dist.high).astype(value.dtype)
   else:
     moved = jnp.clip(value * factor, dist.low, dist.high).astype(value.dtype)
@@ -161,6 +168,7 @@ def _make_round(segment, space, *, population, num_quantile,
     values = []
     for _ in range(segments_per_round):
       state, metrics = jax.vmap(segment)(state, hparams)
+      _stepwise.check_metric(metrics, metric)
       values.append(
           metrics[metric].reshape(size, -1)[:, -1].astype(jnp.float32))
     # Rank on the mean of the last `rank_window` segments: one validation
@@ -247,6 +255,7 @@ def pbt(
     <https://arxiv.org/abs/1711.09846>`_, 2017.
   """
   start = time.perf_counter()
+  _stepwise.check_mode(mode)
   space = _stepwise.check_space(space, "pbt")
   for name, value, low in (("population", population, 2),
                            ("num_rounds", num_rounds, 1),

@@ -95,15 +95,25 @@ def ranking_values(metrics: Mapping[str, Any], metric: str,
 
   A curve metric ([N, T]) is ranked by its last value.
   """
-  if mode not in ("min", "max"):
-    raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
-  if metric not in metrics:
-    raise KeyError(f"metric {metric!r} is not among the metrics returned: "
-                   f"{sorted(metrics)}.")
+  check_mode(mode)
+  check_metric(metrics, metric)
   values = np.asarray(metrics[metric], np.float64)
   values = values.reshape(values.shape[0], -1)[:, -1]
   values = values if mode == "min" else -values
   return np.where(np.isfinite(values), values, np.inf)
+
+
+def check_mode(mode: Any) -> None:
+  """Raises unless ``mode`` is ``"min"`` or ``"max"`` (before any training)."""
+  if mode not in ("min", "max"):
+    raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+
+
+def check_metric(metrics: Mapping[str, Any], metric: str) -> None:
+  """Raises unless ``metric`` is one of the metrics a segment returned."""
+  if metric not in metrics:
+    raise ValueError(f"metric {metric!r} is not among the metrics the "
+                     f"segment function returns: {sorted(metrics)}.")
 
 
 def check_space(space: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -377,6 +387,7 @@ def run_stepwise(
   import time
 
   start = time.perf_counter()
+  check_mode(mode)
   space = check_space(space, "run_stepwise")
   if not isinstance(num_segments, int) or num_segments < 1:
     raise ValueError(f"num_segments must be an int >= 1, got {num_segments!r}.")
@@ -411,18 +422,22 @@ def run_stepwise(
           lambda x, size=size: jnp.broadcast_to(x, (size,) + jnp.shape(x)),
           stopper.init()))
       stopped = stop_state.stopped
+    done = 0  # segments this chunk ran
     for s in range(num_segments):
       stopped_host = (np.zeros(len(idx), bool) if stopped is None
                       else np.asarray(stopped)[:len(idx)])
       if stopped_host.all():
         break  # the whole chunk has stopped: spend nothing more on it
       state, metrics = pop.segment(state, hp, stopped)
+      if not calls:
+        check_metric(metrics, metric)
       calls += 1
+      done = s + 1
       segments_run[idx] += ~stopped_host
       for k, v in metrics.items():
         v = np.asarray(v)[:len(idx)]
         last = v.reshape(len(idx), -1)[:, -1]
-        c = curves.setdefault(k, np.full((n, num_segments), np.nan, last.dtype))
+        c = curves.setdefault(k, np.zeros((n, num_segments), last.dtype))
         prev = c[idx, s - 1] if s else last
         c[idx, s] = np.where(stopped_host, prev, last)
       if stopper is not None:
@@ -430,8 +445,7 @@ def run_stepwise(
         stop_state = stop_update(stop_state, value, stopped)
         stopped = stop_state.stopped
     for c in curves.values():  # a chunk that stopped early holds its values
-      for s in range(1, num_segments):
-        c[idx, s] = np.where(np.isnan(c[idx, s]), c[idx, s - 1], c[idx, s])
+      c[idx[:, None], np.arange(done, num_segments)] = c[idx, done - 1][:, None]
   return make_result(
       AdaptiveResult, space, hparams, curves, metric=metric, mode=mode,
       segments_run=segments_run, steps_per_segment=steps_per_segment,
