@@ -327,3 +327,20 @@ def test_plots_write_pngs(result, tmp_path):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
   with pytest.raises(ValueError, match="N, T"):
     result.plot_curves("loss")
+
+
+def test_a_choice_of_functions_saves_their_names(tmp_path):
+  acts = [jax.nn.relu, jnp.tanh]
+
+  def fn(hparams, key):
+    del key
+    return {"loss": jnp.sum(jax.lax.switch(hparams["act"], acts,
+                                           jnp.array([-1.0, 2.0])))}
+
+  res = sweep.run(fn, {"act": sweep.choice(acts)}, key=KEY,
+                  strategy="grid", progress=False)
+  np.testing.assert_allclose(res.metrics["loss"], [2.0, np.tanh(-1) + np.tanh(2)],
+                             rtol=1e-6)
+  res.save(tmp_path / "acts.npz")
+  names = sweep.SweepResult.load(tmp_path / "acts.npz").hparams["act"]
+  assert [n.rsplit(".", 1)[-1] for n in names] == ["relu", "tanh"]

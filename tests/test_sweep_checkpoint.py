@@ -1,5 +1,6 @@
 """jopt.sweep checkpoints: resume gives the uninterrupted result; no mixing."""
 
+import functools
 import glob
 import os
 import signal
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from jopt import sweep
+from jopt.sweep import _checkpoint
 
 KEY = jax.random.key(3)
 SPACE = {"lr": sweep.log_uniform(1e-3, 0.3), "c": sweep.uniform(0.0, 1.0)}
@@ -71,6 +73,50 @@ def test_checkpoint_of_another_call_is_refused(tmp_path, change, match):
   _run(tmp_path)
   with pytest.raises(ValueError, match=match):
     _run(tmp_path, **change)
+
+
+def _scaled_fn(hparams, key, scale):
+  return {"loss": scale * train_fn(hparams, key)["loss"]}
+
+
+class _Scaled:
+  def __init__(self, scale):
+    self.scale = scale
+
+  def __call__(self, hparams, key):
+    return _scaled_fn(hparams, key, self.scale)
+
+
+def _closure(scale):
+  data = jnp.full((3,), scale)
+  return lambda hparams, key: {"loss": jnp.sum(data) * hparams["lr"]}
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: functools.partial(_scaled_fn, scale=s),
+    _Scaled,
+    _closure,
+])
+def test_checkpoint_of_the_same_function_with_other_data_is_refused(
+    tmp_path, make):
+  # Same name, same source: only a partial argument, an attribute or a
+  # closed-over array differs. The lowered program tells them apart.
+  _run(tmp_path, fn=make(1.0))
+  _assert_same(_run(tmp_path, fn=make(1.0)), _run(tmp_path / "b", fn=make(1.0)))
+  with pytest.raises(ValueError, match="program"):
+    _run(tmp_path, fn=make(5.0))
+
+
+def test_space_identity_has_no_memory_addresses():
+  # A choice of functions must fingerprint alike in every process, so that
+  # a killed sweep over activations can resume.
+  space = {"act": sweep.choice([jax.nn.relu, jnp.tanh, lambda x: x,
+                                functools.partial(jnp.clip, min=0.0)]),
+           "lr": sweep.choice([0.1, 0.3])}
+  text = _checkpoint.space_identity(space)
+  assert "0x" not in text, text
+  assert "jax.nn.relu" in text or "relu" in text
+  assert "0.1" in text
 
 
 _SCRIPT = textwrap.dedent("""

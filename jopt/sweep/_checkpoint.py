@@ -4,7 +4,9 @@ Every write is atomic (a temporary file in the same folder, then
 `os.replace`), so a process killed at any instant leaves either a complete
 chunk file or none. The manifest holds a fingerprint of everything that
 decides the trials' numbers (the space, the key, the strategy, the number of
-trials, the folds, the training function's name and source) and the chunk
+trials, the folds, the training function's name, and a hash of the lowered
+program of one trial, which covers its code, closed-over arrays, partial
+arguments and static values) and the chunk
 size of each group: a rerun with the same call reuses the recorded chunk
 sizes, so resumed results are bit-identical to an uninterrupted run, and a
 checkpoint made for anything else is refused.
@@ -12,10 +14,10 @@ checkpoint made for anything else is refused.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,23 +25,45 @@ from typing import Any
 import numpy as np
 
 _MANIFEST = "manifest.json"
-_VERSION = 1
+_VERSION = 2  # 2: the lowered program is part of the fingerprint
 
 
 def function_identity(fn: Callable[..., Any]) -> str:
-  """The qualified name of ``fn`` and a hash of its source, where readable."""
+  """The qualified name of ``fn`` (for messages; the program is hashed too)."""
   base = fn
   while hasattr(base, "func"):  # functools.partial
     base = base.func
   base = inspect.unwrap(base)
-  name = f"{getattr(base, '__module__', '?')}." \
-      f"{getattr(base, '__qualname__', type(base).__name__)}"
-  try:
-    source = inspect.getsource(base)
-  except (OSError, TypeError):
-    return name
-  digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-  return f"{name}@{digest}"
+  return (f"{getattr(base, '__module__', '?')}."
+          f"{getattr(base, '__qualname__', type(base).__qualname__)}")
+
+
+def _value_identity(value: Any) -> str:
+  """A description of a choice's value that is the same in every process."""
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return repr(value)
+  if isinstance(value, np.generic):
+    return repr(value.item())
+  base = inspect.unwrap(value) if callable(value) else value
+  name = getattr(base, "__qualname__", None) or getattr(base, "__name__", None)
+  if name is not None:
+    return f"{getattr(base, '__module__', '?')}.{name}"
+  # Anything else: its repr without memory addresses.
+  return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def space_identity(space: Mapping[str, Any]) -> str:
+  """The space as a string with no memory addresses (reprs of functions)."""
+  from jopt.sweep import _space
+
+  parts = []
+  for name, dist in space.items():
+    if isinstance(dist, _space.Choice):
+      values = ", ".join(_value_identity(v) for v in dist.values)
+      parts.append(f"{name!r}: choice([{values}], static={dist.static})")
+    else:
+      parts.append(f"{name!r}: {dist!r}")
+  return "{" + ", ".join(parts) + "}"
 
 
 def fingerprint(**fields: Any) -> dict[str, str]:

@@ -9,6 +9,7 @@ come back to the host as numpy, padding removed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -119,7 +120,19 @@ class _Group:
       counter[0] += 1  # runs once per trace, hence once per compile
       return jax.vmap(one_trial, in_axes=(0, 0, None))(hp_dyn, index, key)
 
+    self.one_trial = one_trial
     self.chunk_fn = chunk_fn
+
+  def program_text(self, passed: dict[str, np.ndarray]) -> str:
+    """The lowered program of one trial (StableHLO, no source locations).
+
+    It holds everything that decides a trial's numbers apart from its
+    hyperparameters and key: the code, closed-over arrays (as constants),
+    ``functools.partial`` arguments, static values.
+    """
+    hp = {n: jax.ShapeDtypeStruct((), passed[n].dtype) for n in self.dyn_names}
+    index = jax.ShapeDtypeStruct((), np.int32)
+    return jax.jit(self.one_trial).lower(hp, index, self.key).as_text()
 
   def build(self, chunk: int, ndev: int, hp_dyn: dict[str, np.ndarray],
             index: np.ndarray):
@@ -254,7 +267,10 @@ def run(
       same call skips the finished chunks and returns the same result as an
       uninterrupted run. A folder made by a different call (space, key,
       strategy, number of trials, folds or training function) is refused
-      with a ValueError.
+      with a ValueError. The function is compared by its lowered program
+      (one trial's StableHLO), so a change to its code, to arrays it closes
+      over or to ``functools.partial`` arguments is caught; lowering it
+      costs one trace, even when every chunk is already done.
     folds: k-fold cross-validation: the folds are one more vmapped axis
       inside the trials. Every fold gets the trial's key. Each metric comes
       back averaged over folds (``name``) and per fold (``name_per_fold``,
@@ -306,33 +322,42 @@ def run(
     groups.setdefault(tuple(passed[k][i].item() for k in static_names),
                       []).append(i)
 
+  options = (default_compiler_options(devices) if compiler_options is None
+             else dict(compiler_options))
+  counter = [0]
+  group_objs = []
+  for static_key in groups:
+    static_values = {
+        name: space[name].python_value(v)
+        for name, v in zip(static_names, static_key, strict=True)}
+    group_objs.append(_Group(train_fn, space, static_values, folds, devices,
+                             key, counter, options))
+
   ckpt = None
   if checkpoint_dir is not None:
+    program = hashlib.sha256()
+    for group in group_objs:
+      program.update(group.program_text(passed).encode())
     fields = _checkpoint.fingerprint(
-        space=space, key=_space.key_seed(key).tolist(), strategy=strategy,
+        space=_checkpoint.space_identity(space),
+        key=_space.key_seed(key).tolist(), strategy=strategy,
         num_trials=n, folds=folds, grid_points=grid_points,
-        train_fn=_checkpoint.function_identity(train_fn))
+        train_fn=_checkpoint.function_identity(train_fn),
+        program=program.hexdigest()[:16])
     ckpt = _checkpoint.Checkpoint(checkpoint_dir, fields,
                                   writer=jax.process_index() == 0)
 
-  options = (default_compiler_options(devices) if compiler_options is None
-             else dict(compiler_options))
   bar = None
   if progress_enabled(progress):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n, unit="trial", desc="jopt.sweep")
-  counter = [0]
   compile_time = 0.0
   memory = None
   per_trial: list[dict[str, np.ndarray] | None] = [None] * len(groups)
   try:
-    for g, (static_key, members) in enumerate(groups.items()):
-      static_values = {
-          name: space[name].python_value(v)
-          for name, v in zip(static_names, static_key, strict=True)}
-      group = _Group(train_fn, space, static_values, folds, devices, key,
-                     counter, options)
+    for g, (group, members) in enumerate(
+        zip(group_objs, groups.values(), strict=True)):
       per_trial[g] = _run_group(group, g, members, passed, max_parallel,
                                 ckpt, bar)
       compile_time += group.compile_time

@@ -50,6 +50,17 @@ def _space_from_json(spec: Mapping[str, Any]) -> dict[str, _space.Distribution]:
   return out
 
 
+def _saved_name(value: Any) -> str:
+  """How a non-numeric choice value is written: functions by their name."""
+  if isinstance(value, str):
+    return value
+  name = getattr(value, "__qualname__", None) or getattr(value, "__name__",
+                                                          None)
+  if name is not None:
+    return f"{getattr(value, '__module__', None) or '?'}.{name}"
+  return str(value)
+
+
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
   """JSON for ``value``; its numpy arrays go to ``arrays`` ("x<n>" keys)."""
   if isinstance(value, np.ndarray):
@@ -211,7 +222,9 @@ class SweepResult:
     hp_names, m_names = list(self.hparams), list(self.metrics)
     for i, n in enumerate(hp_names):
       v = self.hparams[n]
-      arrays[f"h{i}"] = v.astype(str) if v.dtype == object else v
+      arrays[f"h{i}"] = (np.asarray([_saved_name(x) for x in v.ravel()]
+                                    ).reshape(v.shape)
+                         if v.dtype == object else v)
     for i, n in enumerate(m_names):
       arrays[f"m{i}"] = self.metrics[n]
     fields = {}
