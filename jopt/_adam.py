@@ -8,6 +8,7 @@ gradient's dtype.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -50,6 +51,21 @@ def _normalise(m, v, g, eps, eps_root):
   return (m.astype(dtype) / denominator.astype(dtype)).astype(g.dtype)
 
 
+def _warn_if_frozen(dtype_name: str, dtype: Any, decay_name: str,
+                    decay: Any) -> None:
+  """Warns when a moment stored in ``dtype`` cannot move at ``decay``."""
+  if dtype is None or not isinstance(decay, (int, float)):
+    return  # default dtype, or a traced / swept decay: nothing to check
+  eps = float(jnp.finfo(dtype).eps)
+  if 0 < 1 - decay < eps / 2:
+    warnings.warn(
+        f"{dtype_name}={jnp.dtype(dtype).name} with {decay_name}={decay}: a "
+        f"step changes the moment by about {1 - decay:.1e} relative, under "
+        f"half of {jnp.dtype(dtype).name}'s epsilon ({eps:.1e}), so the "
+        f"stored moment stops moving. Use a wider {dtype_name} or "
+        f"{decay_name} <= {1 - eps / 2:.4g}.", stacklevel=3)
+
+
 @_hyperparams.sweepable("b1", "b2", "eps", "eps_root")
 def scale_by_adam(
     b1: ArrayLike = 0.9,
@@ -84,6 +100,10 @@ def scale_by_adam(
     mu_dtype: dtype of the first moment; defaults to the params' dtype.
     nesterov: use Nesterov momentum (NAdam).
     nu_dtype: NEW: dtype of the second moment; defaults to the params' dtype.
+      A step moves ``nu`` by about ``1 - b2`` relative, so a low-precision
+      ``nu`` needs ``1 - b2`` above half its epsilon (bfloat16: ``b2 <=
+      0.996``): with bfloat16 and ``b2=0.999``, ``nu`` would stop moving, and
+      a warning says so.
 
   Returns:
     A `GradientTransformation` with state `ScaleByAdamState`.
@@ -106,6 +126,8 @@ def scale_by_adam(
   _base.check_range("eps_root", eps_root, low=0.0)
   mu_dtype = state_dtype(mu_dtype)
   nu_dtype = state_dtype(nu_dtype)
+  _warn_if_frozen("nu_dtype", nu_dtype, "b2", b2)
+  _warn_if_frozen("mu_dtype", mu_dtype, "b1", b1)
 
   def init_fn(params):
     return ScaleByAdamState(

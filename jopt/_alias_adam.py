@@ -54,7 +54,8 @@ def adam(
     mu_dtype: dtype of the first moment; defaults to the params' dtype.
     nesterov: use Nesterov momentum (NAdam).
     nu_dtype: NEW: dtype of the second moment; defaults to the params'
-      dtype.
+      dtype. Low precision needs ``1 - b2`` above half its epsilon
+      (bfloat16: ``b2 <= 0.996``); see `scale_by_adam`.
 
   Returns:
     A `GradientTransformation`: `scale_by_adam` then the learning rate. The
@@ -131,7 +132,8 @@ def adamw(
       tree shaped like the params (it is called on the updates). Biases and
       norm scales are often left out.
     nesterov: use Nesterov momentum (NAdamW).
-    nu_dtype: NEW: dtype of the second moment.
+    nu_dtype: NEW: dtype of the second moment (see `scale_by_adam` on low
+      precision).
 
   Returns:
     A `GradientTransformation`: `scale_by_adam`, `add_decayed_weights`,
@@ -204,7 +206,8 @@ def nadam(
     eps_root: added inside the root (>= 0).
     mu_dtype: dtype of the first moment; defaults to the params' dtype.
     nesterov: kept for Optax's signature; False gives plain Adam.
-    nu_dtype: NEW: dtype of the second moment.
+    nu_dtype: NEW: dtype of the second moment (see `scale_by_adam` on low
+      precision).
 
   Returns:
     A `GradientTransformation`: `scale_by_adam` (Nesterov) then the

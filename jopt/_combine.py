@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import jax
@@ -10,10 +12,35 @@ from jopt import _base
 
 
 def accepts_extra_args(tx: Any) -> bool:
-  """Whether ``tx.update`` takes ``**extra_args`` (jopt's and Optax's do)."""
+  """Whether ``tx.update`` takes ``**extra_args`` (jopt's and Optax's do).
+
+  Besides jopt's and Optax's transformation types, any object whose
+  ``update`` has a ``**kwargs`` parameter (``jopt.MultiSteps``, say).
+  """
   if isinstance(tx, _base.GradientTransformation):
     return True
-  return type(tx).__name__ == "GradientTransformationExtraArgs"
+  if type(tx).__name__ == "GradientTransformationExtraArgs":
+    return True
+  return _has_var_keyword(getattr(tx, "update", None))
+
+
+@functools.lru_cache(maxsize=256)
+def _var_keyword_of(fn: Any) -> bool:
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _has_var_keyword(update: Any) -> bool:
+  if update is None:
+    return False
+  fn = getattr(update, "__func__", update)  # a bound method: its function
+  try:
+    return _var_keyword_of(fn)
+  except TypeError:  # unhashable callable
+    return False
 
 
 def call_update(tx, updates, state, params=None, **extra_args):

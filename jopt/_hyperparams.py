@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -86,6 +87,12 @@ def inject(
   return _base.GradientTransformation(init_fn, update_fn)
 
 
+def _called_by_optax_inject(frame: Any) -> bool:
+  """Whether ``frame`` is Optax's ``inject_(stateful_)hyperparams`` code."""
+  module = frame.f_globals.get("__name__", "") if frame is not None else ""
+  return module.startswith("optax.") and module.endswith("_inject")
+
+
 def sweepable(*names: str):
   """Decorates a constructor so that its numeric ``names`` live in the state.
 
@@ -95,6 +102,11 @@ def sweepable(*names: str):
   (an alias's building blocks), it returns the plain transformation, so an
   alias holds one set of hyperparameters, under the alias's argument names.
   Arguments given as callables (schedules), ``None`` or bools stay static.
+
+  Called by Optax's ``inject_hyperparams`` (a jopt constructor given as its
+  factory), it also returns the plain transformation: Optax's state then
+  holds the hyperparameters, as it does for Optax's own optimizers, and the
+  values Optax passes (a schedule's, or ones written into its state) apply.
   """
 
   def decorator(raw: Callable[..., _base.GradientTransformation]):
@@ -104,6 +116,9 @@ def sweepable(*names: str):
     def constructor(*args, **kwargs):
       if _base.is_nested():
         return raw(*args, **kwargs)
+      if _called_by_optax_inject(sys._getframe(1)):
+        with _base.constructor_mode("construct"):
+          return raw(*args, **kwargs)
       bound = signature.bind(*args, **kwargs)
       bound.apply_defaults()
       arguments = dict(bound.arguments)
@@ -229,7 +244,10 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
 
   The new values keep the stored dtype (float32 unless the state was built
   otherwise), so a jitted step that takes the state does not recompile.
-  A scalar is broadcast over a batched (vmapped) hyperparameter.
+  A scalar is broadcast over a batched (vmapped) hyperparameter. Values
+  are not range-checked here (they may be traced): the constructor's checks
+  (``0 <= b1 < 1``...) are the caller's to respect. The state's values are
+  the ones ``update`` uses, whatever the transformation was built with.
 
   Args:
     state: an optimizer state, as returned by ``init`` or ``update``.

@@ -179,19 +179,29 @@ def trace(
     del params, extra_args
     _combine.check_tree_match("updates", state.trace, updates)
 
+    # The sum is taken in the wider of the gradient's and the trace's dtype
+    # (a bf16 trace must not round each step's float32 update); only the
+    # stored trace is cast to the accumulator dtype.
+    def wide(g, t):
+      with jax.numpy_dtype_promotion("standard"):
+        return jnp.promote_types(g.dtype, t.dtype)
+
     def step(g, t):
-      d = _base.cast_like(decay, t)
-      return g.astype(t.dtype) + d * t
+      g, t = g.astype(wide(g, t)), t.astype(wide(g, t))
+      return g + _base.cast_like(decay, t) * t
+
+    def out(g, t, new):
+      if nesterov:
+        g = g.astype(new.dtype)
+        new = g + _base.cast_like(decay, new) * new
+      return new.astype(g.dtype)
 
     new_trace = jax.tree.map(step, updates, state.trace)
-    if nesterov:
-      updates = jax.tree.map(
-          lambda g, t: (g + _base.cast_like(decay, g) * t.astype(g.dtype)),
-          updates,
-          new_trace,
-      )
-    else:
-      updates = jax.tree.map(lambda g, t: t.astype(g.dtype), updates, new_trace)
+    updates = jax.tree.map(
+        lambda g, t, n: out(g, t, n).astype(g.dtype), updates, state.trace,
+        new_trace)
+    new_trace = jax.tree.map(lambda n, t: n.astype(t.dtype), new_trace,
+                             state.trace)
     return updates, TraceState(trace=new_trace)
 
   return _base.GradientTransformation(init_fn, update_fn)

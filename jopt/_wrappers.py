@@ -8,6 +8,7 @@ runs; the decision is a `jax.lax.cond` on traced values (a select under
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -94,13 +95,14 @@ def apply_if_finite(
   """
   _masking.check_transform("`inner`", inner)
   if isinstance(max_consecutive_errors, bool) or not isinstance(
-      max_consecutive_errors, int
+      max_consecutive_errors, numbers.Integral
   ):
     raise TypeError(
-        "`max_consecutive_errors` must be a Python int; got "
+        "`max_consecutive_errors` must be an int; got "
         f"{type(max_consecutive_errors).__name__}."
     )
   _base.check_range("max_consecutive_errors", max_consecutive_errors, low=0)
+  max_consecutive_errors = int(max_consecutive_errors)  # numpy ints too
 
   def init_fn(params):
     return ApplyIfFiniteState(
@@ -263,13 +265,14 @@ class MultiSteps:
       self._every_k_schedule = every_k_schedule
     else:
       if isinstance(every_k_schedule, bool) or not isinstance(
-          every_k_schedule, int
+          every_k_schedule, numbers.Integral
       ):
         raise TypeError(
             "`every_k_schedule` must be an int or a function of the step; "
             f"got {type(every_k_schedule).__name__}."
         )
       _base.check_range("every_k_schedule", every_k_schedule, low=1)
+      every_k_schedule = int(every_k_schedule)  # numpy ints too
       self._every_k_schedule = lambda step: every_k_schedule
     self._opt = opt
     self._use_grad_mean = use_grad_mean

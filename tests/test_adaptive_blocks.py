@@ -142,7 +142,9 @@ def test_adam_state_fields_match_optax():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"mu_dtype": jnp.bfloat16}, {"nu_dtype": jnp.bfloat16}]
+    # A bf16 nu needs 1 - b2 above half bf16's epsilon: b2 = 0.99, not 0.999.
+    "kwargs", [{"mu_dtype": jnp.bfloat16},
+               {"nu_dtype": jnp.bfloat16, "b2": 0.99}]
 )
 def test_adam_moment_dtypes(kwargs):
   grads = _grads(5)
@@ -160,10 +162,20 @@ def test_adam_moment_dtypes(kwargs):
   # is Optax's, which also stores mu in bf16 (it multiplies the bf16 mu by
   # b1 in bf16 where jopt upcasts it first); Optax has no nu_dtype, so
   # there the reference keeps float32 moments.
-  reference = optax.adam(0.1, mu_dtype=kwargs.get("mu_dtype"))
+  reference = optax.adam(0.1, b2=kwargs.get("b2", 0.999),
+                         mu_dtype=kwargs.get("mu_dtype"))
   tol = {"rtol": 2e-2, "atol": 1e-3}
   theirs, _ = _run(reference, grads, standard=True)
   chex.assert_trees_all_close(ours, theirs, **tol)
+
+
+def test_adam_warns_when_a_low_precision_moment_cannot_move():
+  # With b2 = 0.999 a step moves nu by 0.1%, under half a bf16 ulp (0.4%):
+  # stored in bf16, nu would keep its first value forever.
+  with pytest.warns(UserWarning, match="nu_dtype=bfloat16 with b2=0.999"):
+    jopt.adam(0.1, nu_dtype=jnp.bfloat16)
+  with pytest.warns(UserWarning, match="mu_dtype=bfloat16 with b1=0.999"):
+    jopt.scale_by_adam(b1=0.999, mu_dtype=jnp.bfloat16)
 
 
 def test_adam_bfloat16_params_stay_bfloat16():

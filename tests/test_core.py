@@ -65,3 +65,21 @@ def test_scale_by_learning_rate_none_is_identity_as_in_optax():
   updates, state = tx.update(jnp.array([2.0, -3.0]), tx.init(jnp.zeros(2)))
   chex.assert_trees_all_equal(updates, jnp.array([2.0, -3.0]))
   assert jopt.get_hyperparams(state) == {}
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_low_precision_momentum_sums_in_the_wider_dtype(nesterov):
+  # A bf16 trace stores the momentum in bf16, but the step's own update is
+  # summed in float32, as Optax does: 1.001 must not come out as 1.0.
+  import optax
+
+  params, grads = jnp.zeros(1), jnp.array([1.001])
+  out = {}
+  for lib in (jopt, optax):
+    tx = lib.sgd(1.0, momentum=0.9, nesterov=nesterov,
+                 accumulator_dtype=jnp.bfloat16)
+    with jax.numpy_dtype_promotion("standard"):
+      out[lib.__name__], state = tx.update(grads, tx.init(params), params)
+    assert any(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state))
+  chex.assert_trees_all_close(out["jopt"], out["optax"], rtol=1e-6)
+  assert out["jopt"].dtype == jnp.float32

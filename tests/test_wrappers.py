@@ -423,3 +423,22 @@ def test_clip_zero_max_delta_is_allowed():
   tx = jopt.clip(0.0)
   out, _ = tx.update(GRADS[0], tx.init(PARAMS))
   chex.assert_trees_all_equal(out, jax.tree.map(jnp.zeros_like, PARAMS))
+
+
+def test_multi_steps_object_inside_chain_gets_extra_args():
+  # `MultiSteps` is a class, not a GradientTransformation; chain must still
+  # hand it `value=` for the reduce_on_plateau inside.
+  params = jnp.ones(2)
+  inner = jopt.chain(jopt.sgd(0.1), jopt.reduce_on_plateau(patience=1))
+  tx = jopt.chain(jopt.MultiSteps(inner, 1), jopt.identity())
+  updates, _ = tx.update(jnp.ones(2), tx.init(params), params, value=1.0)
+  chex.assert_trees_all_close(updates, jnp.full(2, -0.1))
+
+
+def test_numpy_integer_counts_are_accepted():
+  # Counts read from a numpy or pandas table are numpy ints.
+  params = jnp.ones(2)
+  for tx in (jopt.MultiSteps(jopt.sgd(0.1), np.int64(2)),
+             jopt.apply_if_finite(jopt.sgd(0.1), np.int64(2))):
+    updates, _ = tx.update(jnp.ones(2), tx.init(params), params)
+    chex.assert_shape(updates, (2,))
