@@ -417,7 +417,10 @@ def test_early_stopping_with_jopt_rule_and_chunks():
 # --- lr_find ----------------------------------------------------------------------
 
 
-def test_lr_find_lands_near_the_known_best_learning_rate():
+@pytest.mark.parametrize("offset", [0.0, -5.0])
+def test_lr_find_lands_near_the_known_best_learning_rate(offset):
+  # offset -5: the same problem with a loss below zero throughout (a
+  # log-likelihood, say), where "4 times the best" would mean nothing.
   rng = np.random.default_rng(0)
   x = (rng.normal(size=(256, 8)) * np.linspace(0.3, 2.0, 8)).astype(np.float32)
   y = (x @ rng.normal(size=8) + 0.1 * rng.normal(size=256)).astype(np.float32)
@@ -430,7 +433,7 @@ def test_lr_find_lands_near_the_known_best_learning_rate():
   def step(w, lr, key):
     del key
     loss, g = jax.value_and_grad(
-        lambda w: 0.5 * jnp.mean((jnp.asarray(x) @ w - y) ** 2))(w)
+        lambda w: 0.5 * jnp.mean((jnp.asarray(x) @ w - y) ** 2) + offset)(w)
     return w - lr * g, loss
 
   res = sweep.lr_find(init, step, key=jax.random.key(0), min_lr=1e-4,
@@ -450,6 +453,7 @@ def test_lr_find_lands_near_the_known_best_learning_rate():
 
 @pytest.mark.parametrize("kwargs", [
     {"min_lr": 0.0}, {"min_lr": 1.0, "max_lr": 0.5}, {"num_steps": 2},
+    {"max_lr": float("inf")},
     {"smoothing": 1.0}, {"diverge_threshold": 1.0}])
 def test_lr_find_rejects_bad_configuration(kwargs):
   with pytest.raises(ValueError):
@@ -493,6 +497,36 @@ def test_optuna_search_with_an_in_memory_study():
   best = res.best()
   assert best.hparams["kind"] == "b"
   assert res.study.best_value == pytest.approx(float(best.metrics["loss"]))
+
+
+def test_optuna_search_continues_a_study_with_new_keys_and_its_direction():
+  optuna = pytest.importorskip("optuna")
+  study = optuna.create_study(direction="maximize",
+                              sampler=optuna.samplers.RandomSampler(seed=0))
+  with pytest.raises(ValueError, match="direction"):
+    sweep.optuna_search(bowl_train_fn, BOWL_SPACE, num_rounds=1,
+                        batch_size=4, key=jax.random.key(0), metric="curve",
+                        study=study)
+  with pytest.raises(ValueError, match="sampler"):
+    sweep.optuna_search(bowl_train_fn, BOWL_SPACE, num_rounds=1,
+                        batch_size=4, key=jax.random.key(0), metric="curve",
+                        mode="max", study=study, sampler="tpe")
+  def record(hp, key):
+    out = bowl_train_fn(hp, key)
+    return {**out, "noise": jax.random.uniform(key)}
+
+  first = sweep.optuna_search(record, BOWL_SPACE, num_rounds=1, batch_size=4,
+                              key=jax.random.key(0), metric="curve",
+                              mode="max", study=study)
+  again = sweep.optuna_search(record, BOWL_SPACE, num_rounds=1, batch_size=4,
+                              key=jax.random.key(0), metric="curve",
+                              mode="max", study=study)
+  assert len(study.trials) == 8
+  # Trials 4-7 got keys 4-7, not the keys 0-3 of the first call again.
+  assert not np.intersect1d(first.metrics["noise"], again.metrics["noise"]).size
+  assert study.best_value == pytest.approx(
+      max(float(first.best().metrics["curve"][-1]),
+          float(again.best().metrics["curve"][-1])))
 
 
 def test_optuna_result_saves_all_but_the_study(tmp_path):

@@ -4,6 +4,7 @@ The training function is a 4-parameter linear regression trained for a few
 steps, so every sweep compiles in well under a second on CPU.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -109,6 +110,10 @@ def test_grid_is_the_cartesian_product():
     lambda: sweep.int_uniform(0.5, 2),
     lambda: sweep.choice([]),
     lambda: sweep.choice("abc"),
+    # Integers reach train_fn as int32, floats as float32: they must fit.
+    lambda: sweep.int_uniform(0, 2**32 - 1),
+    lambda: sweep.choice([10, 2**33]),
+    lambda: sweep.choice([1.0, float("nan")]),
 ])
 def test_bad_distribution_raises(make):
   with pytest.raises(ValueError):
@@ -245,6 +250,41 @@ def test_static_choice_compiles_once_per_value():
         rtol=1e-6)
 
 
+def test_static_float_choice_passes_the_value_as_written():
+  seen = []
+
+  def fn(hparams, key):
+    del key
+    seen.append(hparams["drop"])
+    return {"loss": jnp.float32(hparams["drop"])}
+
+  sweep.run(fn, {"drop": sweep.choice([0.1, 0.3], static=True)}, key=KEY,
+            strategy="grid", progress=False)
+  assert sorted(seen) == [0.1, 0.3]  # not 0.10000000149011612
+
+
+def test_bool_choice_passes_booleans():
+  # An index would give 0 for True in choice([True, False]): a flag used
+  # as `jnp.where(flag, ...)` would do the opposite of what the table says.
+  def fn(hparams, key):
+    del key
+    assert hparams["flag"].dtype == jnp.bool_
+    return {"loss": jnp.where(hparams["flag"], 1.0, 2.0)}
+
+  res = sweep.run(fn, {"flag": sweep.choice([True, False])}, key=KEY,
+                  strategy="grid", progress=False)
+  np.testing.assert_array_equal(res.hparams["flag"], [True, False])
+  np.testing.assert_array_equal(res.metrics["loss"], [1.0, 2.0])
+  assert res.best("loss").hparams == {"flag": True}
+
+
+def test_top_k_needs_a_positive_k(result):
+  with pytest.raises(ValueError, match="k must be an int >= 1"):
+    result.top_k("loss", 0)
+  with pytest.raises(ValueError, match="k must be an int >= 1"):
+    result.top_k("loss", -1)
+
+
 def test_cross_validation_vmaps_folds_inside_trials():
   def fn(hparams, key, fold):
     del key
@@ -327,6 +367,10 @@ def test_plots_write_pngs(result, tmp_path):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
   with pytest.raises(ValueError, match="N, T"):
     result.plot_curves("loss")
+  all_diverged = dataclasses.replace(
+      result, diverged=np.ones(len(result), bool))
+  with pytest.raises(ValueError, match="all 11 diverged"):
+    all_diverged.plot_parallel("loss")
 
 
 def test_a_choice_of_functions_saves_their_names(tmp_path):

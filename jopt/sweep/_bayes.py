@@ -137,7 +137,7 @@ def optuna_search(
     key: jax.Array,
     metric: str,
     mode: str = "min",
-    sampler: Any = "tpe",
+    sampler: Any = None,
     study: Any = None,
 ) -> OptunaResult:
   """Bayesian optimization with Optuna, ``batch_size`` trials per program.
@@ -146,8 +146,9 @@ def optuna_search(
   trains them together as one vmapped (and device-sharded) call of
   ``train_fn``, and tells the study each trial's ``metric`` (a curve's last
   value; a non-finite value is told as a failed trial). The batch size is
-  fixed, so ``train_fn`` compiles once. Trial ``i`` (numbered across rounds)
-  gets the key ``fold_in(key, i)``.
+  fixed, so ``train_fn`` compiles once. Each trial gets the key
+  ``fold_in(key, number)``, ``number`` being its Optuna trial number, so a
+  continued study never repeats a key.
 
   Args:
     train_fn: ``train_fn(hparams, key) -> metrics`` for one trial, as for
@@ -158,16 +159,20 @@ def optuna_search(
     key: a JAX PRNG key (also seeds the sampler).
     metric: the metric to optimize.
     mode: ``"min"`` or ``"max"``.
-    sampler: ``"tpe"`` (with the constant liar, for batches), ``"gp"``,
-      ``"cmaes"``, ``"random"``, or an ``optuna.samplers`` instance.
-      ``"cmaes"`` needs the ``cmaes`` package.
-    study: an existing study to continue (default: a new in-memory one).
+    sampler: for a new study: ``"tpe"`` (the default; with the constant
+      liar, for batches), ``"gp"``, ``"cmaes"``, ``"random"``, or an
+      ``optuna.samplers`` instance. ``"cmaes"`` needs the ``cmaes`` package.
+    study: an existing single-objective study to continue (default: a new
+      in-memory one). It keeps its own sampler, and its direction must
+      agree with ``mode``.
 
   Returns:
     An `OptunaResult` with every trial, in the order they were asked.
 
   Raises:
     ImportError: Optuna is not installed.
+    ValueError: a bad count or mode, a study whose direction disagrees
+      with ``mode``, or both ``sampler`` and ``study``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jopt
@@ -192,11 +197,25 @@ def optuna_search(
   if mode not in ("min", "max"):
     raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
   seed = int(_space.key_seed(key)[-1])
+  direction = "minimize" if mode == "min" else "maximize"
   if study is None:
     with _quiet(optuna):
       study = optuna.create_study(
-          direction="minimize" if mode == "min" else "maximize",
-          sampler=_make_sampler(optuna, sampler, seed))
+          direction=direction,
+          sampler=_make_sampler(optuna, "tpe" if sampler is None else sampler,
+                                seed))
+  else:
+    if sampler is not None:
+      raise ValueError("sampler= is for a new study; the study passed keeps "
+                       "its own sampler (set it when creating the study).")
+    if len(study.directions) != 1:
+      raise ValueError("study must be single-objective; got "
+                       f"{len(study.directions)} directions.")
+    if study.direction.name.lower() != direction:
+      raise ValueError(
+          f"mode={mode!r} disagrees with the study's direction "
+          f"({study.direction.name.lower()}): pass mode="
+          f"{'min' if study.direction.name == 'MINIMIZE' else 'max'!r}.")
   distributions = {n: _distribution(optuna, d) for n, d in space.items()}
 
   traces = []
@@ -217,7 +236,7 @@ def optuna_search(
       trials = [study.ask(distributions) for _ in range(batch_size)]
       hp = {n: np.array([_passed(d, t.params[n]) for t in trials])
             for n, d in space.items()}
-      ids = np.arange(r * batch_size, (r + 1) * batch_size)
+      ids = np.array([t.number for t in trials])
       out = batch(
           _stepwise.shard_trials(_stepwise.to_device(
               {n: v[rows] for n, v in hp.items()})),

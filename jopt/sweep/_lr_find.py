@@ -131,7 +131,11 @@ def lr_find(
   loss is :math:`\bar\ell_t / (1 - \beta^{t+1})`, where :math:`\bar\ell_t =
   \beta \bar\ell_{t-1} + (1 - \beta) \ell_t`; a seed stops at the first step
   where it exceeds ``diverge_threshold`` times its lowest value so far, or is
-  not finite. ``init`` and ``step`` see one seed; seeds are vmapped.
+  not finite. For a loss that reaches zero or below (a log-likelihood, an
+  ELBO), "times the lowest" means nothing; there a seed stops when the loss
+  rises above its lowest by ``diverge_threshold - 1`` times the larger of
+  ``|lowest|`` and the fall from the first value to the lowest. ``init`` and
+  ``step`` see one seed; seeds are vmapped.
 
   Args:
     init: ``init(key) -> state``: the model and optimizer state.
@@ -145,7 +149,8 @@ def lr_find(
     num_steps: steps of the ramp (>= 3).
     num_seeds: independent runs, vmapped (>= 1).
     smoothing: the smoothing factor :math:`\beta`, in ``[0, 1)``.
-    diverge_threshold: stop when the loss exceeds this times its best (> 1).
+    diverge_threshold: stop when the loss exceeds this times its best (> 1;
+      see above for losses that reach zero or below).
 
   Returns:
     An `LRFindResult` with the curves, the suggestions and ``plot()``.
@@ -164,8 +169,8 @@ def lr_find(
     Smith, `Cyclical learning rates for training neural networks
     <https://arxiv.org/abs/1506.01186>`_, WACV 2017.
   """
-  if not (0 < min_lr < max_lr):
-    raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr}, "
+  if not (0 < min_lr < max_lr < np.inf):
+    raise ValueError(f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr}, "
                      f"max_lr={max_lr}.")
   for name, value, low in (("num_steps", num_steps, 3),
                            ("num_seeds", num_seeds, 1)):
@@ -188,23 +193,31 @@ def lr_find(
       return (t < num_steps) & ~diverged
 
     def body(carry):
-      t, state, avg, best, raw, smooth, diverged = carry
+      t, state, avg, best, first, raw, smooth, diverged = carry
       new_state, loss = step(state, jnp.asarray(lrs)[t],
                              jax.random.fold_in(k_steps, t))
       loss = jnp.asarray(loss, jnp.float32)
       avg = smoothing * avg + (1 - smoothing) * loss
       value = avg / (1 - smoothing ** (t + 1).astype(jnp.float32))
-      diverged = ~jnp.isfinite(value) | (value > diverge_threshold * best)
+      first = jnp.where(t == 0, value, first)
+      # best > 0: value > threshold * best. Otherwise a rise measured
+      # against |best| or the fall so far, whichever is larger.
+      scale = jnp.where(best > 0, best,
+                        jnp.maximum(jnp.abs(best), first - best))
+      rise = jnp.where(jnp.isfinite(best), value - best, -jnp.inf)
+      diverged = ~jnp.isfinite(value) | (
+          rise > (diverge_threshold - 1) * scale)
       state = jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new_state,
                            state)
       raw = raw.at[t].set(jnp.where(diverged, jnp.nan, loss))
       smooth = smooth.at[t].set(jnp.where(diverged, jnp.nan, value))
       best = jnp.where(diverged, best, jnp.minimum(best, value))
-      return t + 1, state, avg, best, raw, smooth, diverged
+      return t + 1, state, avg, best, first, raw, smooth, diverged
 
     carry = (jnp.asarray(0), state, jnp.zeros((), jnp.float32),
-             jnp.asarray(jnp.inf, jnp.float32), nan, nan, jnp.asarray(False))
-    _, _, _, _, raw, smooth, _ = jax.lax.while_loop(cond, body, carry)
+             jnp.asarray(jnp.inf, jnp.float32), jnp.zeros((), jnp.float32),
+             nan, nan, jnp.asarray(False))
+    _, _, _, _, _, raw, smooth, _ = jax.lax.while_loop(cond, body, carry)
     return raw, smooth
 
   keys = jax.random.split(key, num_seeds)

@@ -114,11 +114,15 @@ def _explore_one(dist, value, replaced, key, pool_value, perturb,
     if dist.numeric:
       table = jnp.asarray(np.asarray(dist.values, np.float64), value.dtype)
       index = jnp.argmin(jnp.abs(table[None, :] - value[:, None]), axis=1)
+    elif dist.boolean:
+      table = jnp.asarray(np.asarray(dist.values, bool))
+      index = jnp.argmax(table[None, :] == value[:, None], axis=1)
     else:
       index = value
     # An ordered move: up when the factor grows the value, down otherwise.
     index = jnp.clip(index + jnp.where(factor > 1, 1, -1), 0, count - 1)
-    moved = table[index] if dist.numeric else index.astype(value.dtype)
+    moved = (table[index] if dist.numeric or dist.boolean
+             else index.astype(value.dtype))
   elif isinstance(dist, _space.IntUniform):
     # Scaled and rounded, but at least one step in the factor's direction:
     # rounding alone would leave small values (1 * 1.25, 2 * 0.8) in place.

@@ -163,6 +163,9 @@ def plot_parallel(result, metric: str, path: str | os.PathLike | None = None,
     cols.append(x)
     ticks.append((labels, _is_log(result, name)))
   cols.append(y)
+  if not ok.any():
+    raise ValueError(f"plot_parallel: no trial has a finite {metric!r} (all "
+                     f"{len(y)} diverged); there is nothing to draw.")
   data = np.stack(cols, 1)[ok]
   lo, hi = data.min(0), data.max(0)
   scaled = (data - lo) / np.where(hi > lo, hi - lo, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -176,6 +177,8 @@ class SweepResult:
     """
     if mode not in ("min", "max"):
       raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+      raise ValueError(f"k must be an int >= 1, got {k!r}.")
     values = self.scalar(metric).astype(np.float64)
     ok = ~self.diverged & np.isfinite(values)
     idx = np.flatnonzero(ok)

@@ -84,6 +84,10 @@ class Choice(Distribution):
     return all(_is_int(v) for v in self.values)
 
   @property
+  def boolean(self) -> bool:
+    return all(isinstance(v, (bool, np.bool_)) for v in self.values)
+
+  @property
   def log(self) -> bool:  # type: ignore[override]
     if not self.numeric or len(self.values) < 3:
       return False
@@ -92,6 +96,8 @@ class Choice(Distribution):
 
   def _encode_indices(self, idx: np.ndarray) -> np.ndarray:
     idx = idx.astype(np.int32)
+    if self.boolean:
+      return np.asarray(self.values, bool)[idx]
     if not self.numeric:
       return idx
     dtype = np.int32 if self.integer else np.float32
@@ -109,6 +115,8 @@ class Choice(Distribution):
     passed = np.asarray(passed)
     if self.numeric:
       return passed
+    if self.boolean:
+      return passed.astype(bool)
     out = np.empty(passed.shape, dtype=object)
     for i, v in np.ndenumerate(passed):
       out[i] = self.values[int(v)]
@@ -119,7 +127,13 @@ class Choice(Distribution):
   def python_value(self, passed: Any) -> Any:
     """The user's value (a Python object) for one passed value."""
     if self.numeric:
+      dtype = np.int32 if self.integer else np.float32
+      for value in self.values:  # the value as written: 0.1, not 0.10000000149
+        if np.asarray(value, dtype) == passed:
+          return value
       return int(passed) if self.integer else float(passed)
+    if self.boolean:
+      return bool(passed)
     return self.values[int(passed)]
 
 
@@ -178,6 +192,18 @@ class IntUniform(Distribution):
     return np.unique(pts).astype(np.int32)
 
 
+_INT32 = np.iinfo(np.int32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_int32(kind: str, what: str, values: Sequence[int]) -> None:
+  """Integers reach the training function as int32: they must fit."""
+  big = [v for v in values if not _INT32.min <= v <= _INT32.max]
+  if big:
+    raise ValueError(f"{kind}: {what} must fit in int32 "
+                     f"[{_INT32.min}, {_INT32.max}], got {big}.")
+
+
 def _check_bounds(kind: str, low: Any, high: Any) -> None:
   for name, v in (("low", low), ("high", high)):
     if not _is_number(v) or not math.isfinite(v):
@@ -188,12 +214,12 @@ def choice(values: Sequence[Any], *, static: bool = False) -> Choice:
   """A finite set of values: numbers, or names picked through an index.
 
   Numeric values reach the training function as scalar arrays (int32 when
-  every value is an int, float32 otherwise). Any other values (strings such
-  as ``"adam"``) reach it as an int32 index into ``values``, to be used with
-  `jax.lax.switch`; results keep the original values. With ``static=True``
-  the value changes shapes or structure (a width, a batch size): trials are
-  grouped by value, each group is compiled once, and the training function
-  receives the plain Python value.
+  every value is an int, float32 otherwise), booleans as bool scalars. Any
+  other values (strings such as ``"adam"``) reach it as an int32 index into
+  ``values``, to be used with `jax.lax.switch`; results keep the original
+  values. With ``static=True`` the value changes shapes or structure (a
+  width, a batch size): trials are grouped by value, each group is compiled
+  once, and the training function receives the plain Python value.
 
   Args:
     values: a non-empty sequence.
@@ -214,7 +240,15 @@ def choice(values: Sequence[Any], *, static: bool = False) -> Choice:
   values = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
   if not values:
     raise ValueError("choice: values must not be empty.")
-  return Choice(values, bool(static))
+  dist = Choice(values, bool(static))
+  if dist.numeric and dist.integer:
+    _check_int32("choice", "values", values)
+  elif dist.numeric:
+    big = [v for v in values if not abs(v) <= _FLOAT32_MAX]
+    if big:
+      raise ValueError(f"choice: values must be finite float32 numbers, got "
+                       f"{big}.")
+  return dist
 
 
 def uniform(low: float, high: float) -> Uniform:
@@ -287,6 +321,7 @@ def int_uniform(low: int, high: int) -> IntUniform:
   if low > high:
     raise ValueError(
         f"int_uniform: need low <= high, got low={low}, high={high}.")
+  _check_int32("int_uniform", "low and high", (low, high))
   return IntUniform(int(low), int(high))
 
 
