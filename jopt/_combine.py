@@ -24,7 +24,6 @@ def accepts_extra_args(tx: Any) -> bool:
   return _has_var_keyword(getattr(tx, "update", None))
 
 
-@functools.lru_cache(maxsize=256)
 def _var_keyword_of(fn: Any) -> bool:
   try:
     params = inspect.signature(fn).parameters.values()
@@ -33,14 +32,18 @@ def _var_keyword_of(fn: Any) -> bool:
   return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+# Cached per class method only: a class's function holds no user data,
+# whereas caching closures would keep what they capture alive.
+_cached_var_keyword_of = functools.lru_cache(maxsize=256)(_var_keyword_of)
+
+
 def _has_var_keyword(update: Any) -> bool:
   if update is None:
     return False
-  fn = getattr(update, "__func__", update)  # a bound method: its function
-  try:
-    return _var_keyword_of(fn)
-  except TypeError:  # unhashable callable
-    return False
+  method = getattr(update, "__func__", None)  # a bound method's function
+  if method is not None:
+    return _cached_var_keyword_of(method)
+  return _var_keyword_of(update)
 
 
 def call_update(tx, updates, state, params=None, **extra_args):

@@ -87,10 +87,19 @@ def inject(
   return _base.GradientTransformation(init_fn, update_fn)
 
 
-def _called_by_optax_inject(frame: Any) -> bool:
-  """Whether ``frame`` is Optax's ``inject_(stateful_)hyperparams`` code."""
-  module = frame.f_globals.get("__name__", "") if frame is not None else ""
-  return module.startswith("optax.") and module.endswith("_inject")
+def _called_by_optax_inject(frame: Any, depth: int = 16) -> bool:
+  """Whether Optax's ``inject_(stateful_)hyperparams`` code is on the stack.
+
+  Looked for in the ``depth`` innermost frames from ``frame`` out, so that a
+  factory of the user's (a lambda, a function building a chain) that calls
+  the jopt constructor is seen through.
+  """
+  while frame is not None and depth > 0:
+    module = frame.f_globals.get("__name__", "")
+    if module.startswith("optax.") and module.endswith("_inject"):
+      return True
+    frame, depth = frame.f_back, depth - 1
+  return False
 
 
 def sweepable(*names: str):

@@ -180,15 +180,16 @@ def trace(
     _combine.check_tree_match("updates", state.trace, updates)
 
     # The sum is taken in the wider of the gradient's and the trace's dtype
-    # (a bf16 trace must not round each step's float32 update); only the
+    # (a bf16 trace must not round each step's float32 gradient); only the
     # stored trace is cast to the accumulator dtype.
     def wide(g, t):
       with jax.numpy_dtype_promotion("standard"):
         return jnp.promote_types(g.dtype, t.dtype)
 
     def step(g, t):
-      g, t = g.astype(wide(g, t)), t.astype(wide(g, t))
-      return g + _base.cast_like(decay, t) * t
+      # decay * t in the trace's dtype, as Optax computes it.
+      return g.astype(wide(g, t)) + (_base.cast_like(decay, t) * t).astype(
+          wide(g, t))
 
     def out(g, t, new):
       if nesterov:

@@ -285,7 +285,8 @@ def test_pbt_exploit_copies_state_and_hparams():
 
 def test_pbt_result_saves_its_lineage(tmp_path):
   space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0]),
-           "kind": sweep.choice(["a", "b"])}
+           "kind": sweep.choice(["a", "b"]),
+           "act": sweep.choice([jax.nn.relu, jnp.tanh])}
   res = sweep.pbt(count_init, count_segment, space, population=4,
                   key=jax.random.key(1), num_rounds=3, quantile=0.25,
                   metric="score", mode="max")
@@ -294,10 +295,13 @@ def test_pbt_result_saves_its_lineage(tmp_path):
   np.testing.assert_array_equal(back.parents, res.parents)
   np.testing.assert_array_equal(back.metric_history, res.metric_history)
   for m in range(4):
-    for name in space:
+    for name in ("lr", "kind"):
       np.testing.assert_array_equal(back.schedule(m)[name],
                                     res.schedule(m)[name])
-  assert back.best().hparams == res.best().hparams
+    # Functions are saved by name.
+    assert [a.rsplit(".", 1)[-1] for a in back.schedule(m)["act"]] == [
+        f.__name__ for f in res.schedule(m)["act"]]
+  assert back.best().hparams["lr"] == res.best().hparams["lr"]
   assert back.segments_per_round == res.segments_per_round
 
 
@@ -311,6 +315,13 @@ def test_pbt_moves_integers_at_least_one_step():
     moved = _pbt._explore_one(dist, value, replaced, jax.random.key(0),
                               value, (factor,), 0.0)
     # 1 * 0.8 clips at the lower bound; the last member was not replaced.
+    np.testing.assert_array_equal(moved, expected)
+  # Negative values: a factor > 1 grows the magnitude, so moves down.
+  dist = sweep.int_uniform(-8, 8)
+  value = jnp.array([-4, -1, 1, 4], jnp.int32)
+  for factor, expected in ((0.8, [-3, 0, 0, 3]), (1.25, [-5, -2, 2, 5])):
+    moved = _pbt._explore_one(dist, value, jnp.ones(4, bool),
+                              jax.random.key(0), value, (factor,), 0.0)
     np.testing.assert_array_equal(moved, expected)
 
 

@@ -65,7 +65,13 @@ def test_optax_inside_jopt_chain():
   chex.assert_trees_all_close(mixed, reference, **TOL)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam"])
+def _factory(lib, name):
+  if name == "clipped_sgd":  # the jopt constructor called by the user's code
+    return lambda learning_rate: lib.chain(lib.clip(10.0), lib.sgd(learning_rate))
+  return getattr(lib, name)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "clipped_sgd"])
 def test_optax_inject_hyperparams_drives_a_jopt_constructor(name):
   # Optax's inject_hyperparams keeps the values in its own state: a schedule
   # it evaluates, or a value written into that state, must apply to the
@@ -76,7 +82,8 @@ def test_optax_inject_hyperparams_drives_a_jopt_constructor(name):
   outputs = {}
   with standard_promotion:
     for lib in (optax, jopt):
-      tx = optax.inject_hyperparams(getattr(lib, name))(learning_rate=schedule)
+      factory = _factory(lib, name)
+      tx = optax.inject_hyperparams(factory)(learning_rate=schedule)
       state = tx.init(PARAMS)
       step = jax.jit(tx.update)
       out = []
@@ -84,14 +91,14 @@ def test_optax_inject_hyperparams_drives_a_jopt_constructor(name):
         updates, state = step(grads, state, PARAMS)
         out.append(updates)
       state.hyperparams["learning_rate"] = jnp.asarray(0.5)  # a fixed value
-      fixed = optax.inject_hyperparams(getattr(lib, name))(learning_rate=0.1)
+      fixed = optax.inject_hyperparams(factory)(learning_rate=0.1)
       fixed_state = fixed.init(PARAMS)
       fixed_state.hyperparams["learning_rate"] = jnp.asarray(0.5)
       out.append(jax.jit(fixed.update)(grads, fixed_state, PARAMS)[0])
       outputs[lib.__name__] = out
   chex.assert_trees_all_close(outputs["jopt"], outputs["optax"], rtol=1e-6,
                               atol=1e-7)
-  if name == "sgd":  # the rates used: the schedule's 0.3, 0.2, 0.1, then 0.5
+  if name != "adam":  # the rates used: the schedule's 0.3, 0.2, 0.1, then 0.5
     for out, lr in zip(outputs["jopt"], (0.3, 0.2, 0.1, 0.5), strict=True):
       chex.assert_trees_all_close(
           out, jax.tree.map(lambda g, lr=lr: -lr * g, grads), rtol=1e-6)

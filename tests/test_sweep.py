@@ -335,6 +335,11 @@ def test_result_table_and_save_load(result, tmp_path):
   np.testing.assert_array_equal(loaded.diverged, result.diverged)
   assert (loaded.num_compiles, loaded.compile_time, loaded.memory_bytes) == (
       result.num_compiles, result.compile_time, result.memory_bytes)
+  # A field holding a jax array is written as its numpy value.
+  dataclasses.replace(result, diverged=jnp.asarray(result.diverged)).save(
+      tmp_path / "jax.npz")
+  np.testing.assert_array_equal(
+      sweep.SweepResult.load(tmp_path / "jax.npz").diverged, result.diverged)
   # A file from before every field was stored still loads.
   with np.load(path, allow_pickle=False) as data:
     arrays = {k: data[k] for k in data.files if not k.startswith("x")}

@@ -126,8 +126,11 @@ def _explore_one(dist, value, replaced, key, pool_value, perturb,
   elif isinstance(dist, _space.IntUniform):
     # Scaled and rounded, but at least one step in the factor's direction:
     # rounding alone would leave small values (1 * 1.25, 2 * 0.8) in place.
-    step = jnp.where(factor > 1, 1.0, jnp.where(factor < 1, -1.0, 0.0))
     current = value.astype(jnp.float32)
+    # factor > 1 grows the magnitude: up for positive values, down for
+    # negative ones (and up from zero); factor < 1 shrinks it.
+    grow = jnp.where(factor > 1, 1.0, jnp.where(factor < 1, -1.0, 0.0))
+    step = grow * jnp.where(current < 0, -1.0, 1.0)
     scaled = jnp.round(current * factor)
     moved = jnp.where(step > 0, jnp.maximum(scaled, current + step),
                       jnp.minimum(scaled, current + step))

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
+import jax
 import numpy as np
 
 from jopt.sweep import _space
@@ -32,7 +33,7 @@ def _space_to_json(space: Mapping[str, _space.Distribution]) -> dict:
     if isinstance(d, _space.Choice):
       values = [_python(v) for v in d.values]
       if not all(isinstance(v, (str, int, float, bool)) for v in values):
-        values = [repr(v) for v in values]
+        values = [_saved_name(v) for v in values]
       out[name] = {"kind": "choice", "values": values, "static": d.static}
     else:
       kind = {_space.Uniform: "uniform", _space.LogUniform: "log_uniform",
@@ -64,9 +65,12 @@ def _saved_name(value: Any) -> str:
 
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
   """JSON for ``value``; its numpy arrays go to ``arrays`` ("x<n>" keys)."""
+  if isinstance(value, jax.Array):
+    value = np.asarray(value)
   if isinstance(value, np.ndarray):
-    if value.dtype == object:
-      raise TypeError("an object array cannot be saved without pickle")
+    if value.dtype == object:  # choice values: functions by their names
+      value = np.asarray([_saved_name(v) for v in value.ravel()]).reshape(
+          value.shape)
     name = f"x{sum(k.startswith('x') for k in arrays)}"
     arrays[name] = value
     return {"a": name}
