@@ -428,10 +428,12 @@ def test_early_stopping_with_jopt_rule_and_chunks():
 # --- lr_find ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("offset", [0.0, -5.0])
-def test_lr_find_lands_near_the_known_best_learning_rate(offset):
+@pytest.mark.parametrize("offset, num_rates", [(0.0, None), (-5.0, None),
+                                               (0.0, 24)])
+def test_lr_find_lands_near_the_known_best_learning_rate(offset, num_rates):
   # offset -5: the same problem with a loss below zero throughout (a
   # log-likelihood, say), where "4 times the best" would mean nothing.
+  # num_rates: 24 short runs at fixed rates instead of one ramp.
   rng = np.random.default_rng(0)
   x = (rng.normal(size=(256, 8)) * np.linspace(0.3, 2.0, 8)).astype(np.float32)
   y = (x @ rng.normal(size=8) + 0.1 * rng.normal(size=256)).astype(np.float32)
@@ -448,7 +450,8 @@ def test_lr_find_lands_near_the_known_best_learning_rate(offset):
     return w - lr * g, loss
 
   res = sweep.lr_find(init, step, key=jax.random.key(0), min_lr=1e-4,
-                      max_lr=10.0, num_steps=100, num_seeds=2)
+                      max_lr=10.0, num_steps=100, num_seeds=2,
+                      num_rates=num_rates)
   # Gradient descent on least squares: 1/L is the classic safe step (2/L
   # diverges). The "minimum" suggestion must land within a factor of 3.
   assert 1 / 3 < res.suggestions["minimum"] * lipschitz < 3
@@ -464,7 +467,7 @@ def test_lr_find_lands_near_the_known_best_learning_rate(offset):
 
 @pytest.mark.parametrize("kwargs", [
     {"min_lr": 0.0}, {"min_lr": 1.0, "max_lr": 0.5}, {"num_steps": 2},
-    {"max_lr": float("inf")},
+    {"max_lr": float("inf")}, {"num_rates": 2}, {"num_rates": 4.0},
     {"smoothing": 1.0}, {"diverge_threshold": 1.0}])
 def test_lr_find_rejects_bad_configuration(kwargs):
   with pytest.raises(ValueError):

@@ -6,6 +6,10 @@ bias-corrected) loss is recorded; a run stops once its smoothed loss exceeds
 ``diverge_threshold`` times the best seen. Seeds run as one vmapped
 ``lax.while_loop``: a diverged seed's state is frozen by a select, and the
 loop ends when every seed has diverged, so the remaining steps cost nothing.
+
+With ``num_rates``, the test is instead many short runs at fixed rates,
+vmapped over rates and seeds: slower, but each point of the curve is the
+loss a rate reaches on its own rather than just after the rates before it.
 """
 
 from __future__ import annotations
@@ -25,15 +29,20 @@ class LRFindResult:
   """The curves of a learning-rate range test and the suggested rates.
 
   Attributes:
-    learning_rates: [T] the learning rate of each step.
-    losses: [S, T] each seed's raw loss (NaN once it diverged).
+    learning_rates: [T] the learning rate of each step (with ``num_rates``:
+      [R], the fixed rates).
+    losses: [S, T] each seed's raw loss (NaN once it diverged); with
+      ``num_rates``, [S, R] the last step's loss of each run.
     smoothed: [S, T] each seed's smoothed, bias-corrected loss (NaN once it
-      diverged).
-    curve: [T] the seed-mean smoothed loss, NaN from the first step where
-      any seed diverged.
+      diverged); with ``num_rates``, [S, R] each run's final smoothed loss
+      (NaN if it diverged).
+    curve: [T] (or [R]) the seed-mean smoothed loss, NaN from the first
+      point where any seed diverged.
     suggestions: ``"steep"`` (steepest descent of the curve against
       log-LR), ``"valley"`` (two thirds into the longest descent) and
-      ``"minimum"`` (the LR of the lowest loss, divided by 10).
+      ``"minimum"`` (the LR of the lowest loss, divided by 10 for the ramp,
+      whose lowest point comes just before the rates overshoot; as it is
+      for fixed-rate runs).
 
   Example: see `lr_find`; ``res.plot("lr_find.png")`` draws the curve on a
   log axis with the suggestions marked.
@@ -97,7 +106,8 @@ def _valley(curve: np.ndarray) -> int:
   return start + (end - start) * 2 // 3
 
 
-def _suggest(lrs: np.ndarray, curve: np.ndarray) -> dict[str, float]:
+def _suggest(lrs: np.ndarray, curve: np.ndarray,
+             divide_minimum: float = 10.0) -> dict[str, float]:
   valid = np.flatnonzero(np.isfinite(curve))
   if valid.size < 3:
     raise ValueError(
@@ -108,8 +118,56 @@ def _suggest(lrs: np.ndarray, curve: np.ndarray) -> dict[str, float]:
   return {
       "steep": float(lrs[skip + int(np.argmin(slope[skip:]))]),
       "valley": float(lrs[_valley(curve)]),
-      "minimum": float(lrs[int(np.argmin(curve))] / 10),
+      "minimum": float(lrs[int(np.argmin(curve))] / divide_minimum),
   }
+
+
+def _rose(value, best, first, threshold):
+  """Whether ``value`` rose too far above ``best`` (see `lr_find`).
+
+  best > 0: value > threshold * best. Otherwise the rise is measured
+  against |best| or the fall from ``first``, whichever is larger.
+  """
+  scale = jnp.where(best > 0, best, jnp.maximum(jnp.abs(best), first - best))
+  rise = jnp.where(jnp.isfinite(best), value - best, -jnp.inf)
+  return rise > (threshold - 1) * scale
+
+
+def _fixed_rates(init, step, key, min_lr, max_lr, num_rates, num_steps,
+                 num_seeds, smoothing, diverge_threshold) -> LRFindResult:
+  """`lr_find` with ``num_rates``: short runs at fixed rates, all at once."""
+  lrs = np.geomspace(min_lr, max_lr, num_rates).astype(np.float32)
+  steps = jnp.arange(num_steps)
+
+  def one_run(seed_key, lr):
+    k_init, k_steps = jax.random.split(seed_key)
+
+    def body(carry, t):
+      state, avg = carry
+      state, loss = step(state, lr, jax.random.fold_in(k_steps, t))
+      loss = jnp.asarray(loss, jnp.float32)
+      avg = smoothing * avg + (1 - smoothing) * loss
+      value = avg / (1 - smoothing ** (t + 1).astype(jnp.float32))
+      return (state, avg), (loss, value)
+
+    carry = (init(k_init), jnp.zeros((), jnp.float32))
+    _, (raw, smooth) = jax.lax.scan(body, carry, steps)
+    finite = jnp.all(jnp.isfinite(smooth))
+    best = jnp.min(jnp.where(jnp.isfinite(smooth), smooth, jnp.inf))
+    diverged = ~finite | _rose(smooth[-1], best, smooth[0], diverge_threshold)
+    return (jnp.where(diverged, jnp.nan, raw[-1]),
+            jnp.where(diverged, jnp.nan, smooth[-1]))
+
+  runs = jax.vmap(jax.vmap(one_run, in_axes=(None, 0)), in_axes=(0, None))
+  raw, smooth = jax.jit(runs)(jax.random.split(key, num_seeds),
+                              jnp.asarray(lrs))
+  raw, smooth = np.asarray(raw), np.asarray(smooth)
+  all_valid = np.isfinite(smooth).all(axis=0)
+  stop = num_rates if all_valid.all() else int(np.argmin(all_valid))
+  curve = np.full(num_rates, np.nan, np.float32)
+  curve[:stop] = smooth[:, :stop].mean(axis=0)
+  return LRFindResult(lrs, raw, smooth, curve,
+                      _suggest(lrs, curve, divide_minimum=1.0))
 
 
 def lr_find(
@@ -123,6 +181,7 @@ def lr_find(
     num_seeds: int = 1,
     smoothing: float = 0.98,
     diverge_threshold: float = 4.0,
+    num_rates: int | None = None,
 ) -> LRFindResult:
   r"""The learning-rate range test: loss against an exponential LR ramp.
 
@@ -151,6 +210,12 @@ def lr_find(
     smoothing: the smoothing factor :math:`\beta`, in ``[0, 1)``.
     diverge_threshold: stop when the loss exceeds this times its best (> 1;
       see above for losses that reach zero or below).
+    num_rates: None for the range test above. An int (>= 3): instead,
+      ``num_rates`` log-spaced fixed rates from ``min_lr`` to ``max_lr``,
+      each trained for ``num_steps`` steps from the seed's ``init``, all
+      rates and seeds in one vmapped program. A run counts as diverged when
+      its smoothed loss is ever non-finite or ends above the rule above
+      (its best so far being the lowest point of its own run).
 
   Returns:
     An `LRFindResult` with the curves, the suggestions and ``plot()``.
@@ -181,6 +246,13 @@ def lr_find(
   if not diverge_threshold > 1.0:
     raise ValueError(
         f"diverge_threshold must be > 1, got {diverge_threshold!r}.")
+  if num_rates is not None:
+    if (not isinstance(num_rates, numbers.Integral)
+        or isinstance(num_rates, bool) or num_rates < 3):
+      raise ValueError(f"num_rates must be None or an int >= 3, got "
+                       f"{num_rates!r}.")
+    return _fixed_rates(init, step, key, min_lr, max_lr, int(num_rates),
+                        num_steps, num_seeds, smoothing, diverge_threshold)
   lrs = np.geomspace(min_lr, max_lr, num_steps).astype(np.float32)
 
   def one_seed(seed_key):
@@ -200,13 +272,8 @@ def lr_find(
       avg = smoothing * avg + (1 - smoothing) * loss
       value = avg / (1 - smoothing ** (t + 1).astype(jnp.float32))
       first = jnp.where(t == 0, value, first)
-      # best > 0: value > threshold * best. Otherwise a rise measured
-      # against |best| or the fall so far, whichever is larger.
-      scale = jnp.where(best > 0, best,
-                        jnp.maximum(jnp.abs(best), first - best))
-      rise = jnp.where(jnp.isfinite(best), value - best, -jnp.inf)
-      diverged = ~jnp.isfinite(value) | (
-          rise > (diverge_threshold - 1) * scale)
+      diverged = ~jnp.isfinite(value) | _rose(value, best, first,
+                                              diverge_threshold)
       state = jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new_state,
                            state)
       raw = raw.at[t].set(jnp.where(diverged, jnp.nan, loss))
