@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _combine, _hyperparams
+from jopt import _adaptive, _base, _combine, _hyperparams
 from jopt._base import ArrayLike, ScalarOrSchedule
 
 
@@ -180,27 +180,20 @@ def trace(
     _combine.check_tree_match("updates", state.trace, updates)
 
     # The sum is taken in the wider of the gradient's and the trace's dtype
-    # (a bf16 trace must not round each step's float32 gradient); only the
-    # stored trace is cast to the accumulator dtype.
-    def wide(g, t):
-      with jax.numpy_dtype_promotion("standard"):
-        return jnp.promote_types(g.dtype, t.dtype)
-
+    # (a bf16 trace must not round each step's float32 gradient), decay * t
+    # in the trace's dtype as Optax computes it; only the stored trace is
+    # cast to the accumulator dtype.
     def step(g, t):
-      # decay * t in the trace's dtype, as Optax computes it.
-      return g.astype(wide(g, t)) + (_base.cast_like(decay, t) * t).astype(
-          wide(g, t))
+      wide = _adaptive.promote(g.dtype, t.dtype)
+      return g.astype(wide) + (_base.cast_like(decay, t) * t).astype(wide)
 
-    def out(g, t, new):
+    def out(g, new):
       if nesterov:
-        g = g.astype(new.dtype)
-        new = g + _base.cast_like(decay, new) * new
+        new = g.astype(new.dtype) + _base.cast_like(decay, new) * new
       return new.astype(g.dtype)
 
     new_trace = jax.tree.map(step, updates, state.trace)
-    updates = jax.tree.map(
-        lambda g, t, n: out(g, t, n).astype(g.dtype), updates, state.trace,
-        new_trace)
+    updates = jax.tree.map(out, updates, new_trace)
     new_trace = jax.tree.map(lambda n, t: n.astype(t.dtype), new_trace,
                              state.trace)
     return updates, TraceState(trace=new_trace)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,12 +43,9 @@ def _value_identity(value: Any) -> str:
     return repr(value)
   if isinstance(value, np.generic):
     return repr(value.item())
-  base = inspect.unwrap(value) if callable(value) else value
-  name = getattr(base, "__qualname__", None) or getattr(base, "__name__", None)
-  if name is not None:
-    return f"{getattr(base, '__module__', '?')}.{name}"
-  # Anything else: its repr without memory addresses.
-  return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+  from jopt.sweep import _result
+
+  return _result.value_name(value)
 
 
 def space_identity(space: Mapping[str, Any]) -> str:

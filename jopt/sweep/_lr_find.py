@@ -122,6 +122,21 @@ def _suggest(lrs: np.ndarray, curve: np.ndarray,
   }
 
 
+def _smooth(avg, loss, t, smoothing):
+  """The EMA of the loss and its bias-corrected value after step ``t``."""
+  avg = smoothing * avg + (1 - smoothing) * jnp.asarray(loss, jnp.float32)
+  return avg, avg / (1 - smoothing ** (t + 1).astype(jnp.float32))
+
+
+def _mean_curve(smooth: np.ndarray) -> np.ndarray:
+  """[S, T] -> [T]: the seed mean, NaN from the first point any seed lost."""
+  all_valid = np.isfinite(smooth).all(axis=0)
+  stop = len(all_valid) if all_valid.all() else int(np.argmin(all_valid))
+  curve = np.full(len(all_valid), np.nan, np.float32)
+  curve[:stop] = smooth[:, :stop].mean(axis=0)
+  return curve
+
+
 def _rose(value, best, first, threshold):
   """Whether ``value`` rose too far above ``best`` (see `lr_find`).
 
@@ -145,10 +160,8 @@ def _fixed_rates(init, step, key, min_lr, max_lr, num_rates, num_steps,
     def body(carry, t):
       state, avg = carry
       state, loss = step(state, lr, jax.random.fold_in(k_steps, t))
-      loss = jnp.asarray(loss, jnp.float32)
-      avg = smoothing * avg + (1 - smoothing) * loss
-      value = avg / (1 - smoothing ** (t + 1).astype(jnp.float32))
-      return (state, avg), (loss, value)
+      avg, value = _smooth(avg, loss, t, smoothing)
+      return (state, avg), (jnp.asarray(loss, jnp.float32), value)
 
     carry = (init(k_init), jnp.zeros((), jnp.float32))
     _, (raw, smooth) = jax.lax.scan(body, carry, steps)
@@ -162,10 +175,7 @@ def _fixed_rates(init, step, key, min_lr, max_lr, num_rates, num_steps,
   raw, smooth = jax.jit(runs)(jax.random.split(key, num_seeds),
                               jnp.asarray(lrs))
   raw, smooth = np.asarray(raw), np.asarray(smooth)
-  all_valid = np.isfinite(smooth).all(axis=0)
-  stop = num_rates if all_valid.all() else int(np.argmin(all_valid))
-  curve = np.full(num_rates, np.nan, np.float32)
-  curve[:stop] = smooth[:, :stop].mean(axis=0)
+  curve = _mean_curve(smooth)
   return LRFindResult(lrs, raw, smooth, curve,
                       _suggest(lrs, curve, divide_minimum=1.0))
 
@@ -269,8 +279,7 @@ def lr_find(
       new_state, loss = step(state, jnp.asarray(lrs)[t],
                              jax.random.fold_in(k_steps, t))
       loss = jnp.asarray(loss, jnp.float32)
-      avg = smoothing * avg + (1 - smoothing) * loss
-      value = avg / (1 - smoothing ** (t + 1).astype(jnp.float32))
+      avg, value = _smooth(avg, loss, t, smoothing)
       first = jnp.where(t == 0, value, first)
       diverged = ~jnp.isfinite(value) | _rose(value, best, first,
                                               diverge_threshold)
@@ -290,8 +299,5 @@ def lr_find(
   keys = jax.random.split(key, num_seeds)
   raw, smooth = jax.jit(jax.vmap(one_seed))(keys)
   raw, smooth = np.asarray(raw), np.asarray(smooth)
-  all_valid = np.isfinite(smooth).all(axis=0)
-  stop = num_steps if all_valid.all() else int(np.argmin(all_valid))
-  curve = np.full(num_steps, np.nan, np.float32)
-  curve[:stop] = smooth[:, :stop].mean(axis=0)
+  curve = _mean_curve(smooth)
   return LRFindResult(lrs, raw, smooth, curve, _suggest(lrs, curve))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import numbers
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -33,7 +35,7 @@ def _space_to_json(space: Mapping[str, _space.Distribution]) -> dict:
     if isinstance(d, _space.Choice):
       values = [_python(v) for v in d.values]
       if not all(isinstance(v, (str, int, float, bool)) for v in values):
-        values = [_saved_name(v) for v in values]
+        values = [value_name(v) for v in values]
       out[name] = {"kind": "choice", "values": values, "static": d.static}
     else:
       kind = {_space.Uniform: "uniform", _space.LogUniform: "log_uniform",
@@ -52,15 +54,19 @@ def _space_from_json(spec: Mapping[str, Any]) -> dict[str, _space.Distribution]:
   return out
 
 
-def _saved_name(value: Any) -> str:
-  """How a non-numeric choice value is written: functions by their name."""
+def value_name(value: Any) -> str:
+  """A non-numeric choice value as text that is the same in every process.
+
+  Strings as they are, functions by module and qualified name, anything
+  else by its ``str`` without memory addresses.
+  """
   if isinstance(value, str):
     return value
-  name = getattr(value, "__qualname__", None) or getattr(value, "__name__",
-                                                          None)
+  base = inspect.unwrap(value) if callable(value) else value
+  name = getattr(base, "__qualname__", None) or getattr(base, "__name__", None)
   if name is not None:
-    return f"{getattr(value, '__module__', None) or '?'}.{name}"
-  return str(value)
+    return f"{getattr(base, '__module__', None) or '?'}.{name}"
+  return re.sub(r" at 0x[0-9a-fA-F]+", "", str(value))
 
 
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -69,7 +75,7 @@ def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     value = np.asarray(value)
   if isinstance(value, np.ndarray):
     if value.dtype == object:  # choice values: functions by their names
-      value = np.asarray([_saved_name(v) for v in value.ravel()]).reshape(
+      value = np.asarray([value_name(v) for v in value.ravel()]).reshape(
           value.shape)
     name = f"x{sum(k.startswith('x') for k in arrays)}"
     arrays[name] = value
@@ -229,7 +235,7 @@ class SweepResult:
     hp_names, m_names = list(self.hparams), list(self.metrics)
     for i, n in enumerate(hp_names):
       v = self.hparams[n]
-      arrays[f"h{i}"] = (np.asarray([_saved_name(x) for x in v.ravel()]
+      arrays[f"h{i}"] = (np.asarray([value_name(x) for x in v.ravel()]
                                     ).reshape(v.shape)
                          if v.dtype == object else v)
     for i, n in enumerate(m_names):
