@@ -439,17 +439,16 @@ def test_lr_find_lands_near_the_known_best_learning_rate(offset, num_rates):
   y = (x @ rng.normal(size=8) + 0.1 * rng.normal(size=256)).astype(np.float32)
   lipschitz = np.linalg.eigvalsh(x.T @ x / 256).max()
 
-  def init(key):
-    del key
+  def init(hp, key):
+    del hp, key
     return jnp.zeros(8, jnp.float32)
 
-  def step(w, lr, key):
-    del key
+  def segment(w, hp):
     loss, g = jax.value_and_grad(
         lambda w: 0.5 * jnp.mean((jnp.asarray(x) @ w - y) ** 2) + offset)(w)
-    return w - lr * g, loss
+    return w - hp["learning_rate"] * g, {"loss": loss}
 
-  res = sweep.lr_find(init, step, key=jax.random.key(0), min_lr=1e-4,
+  res = sweep.lr_find(init, segment, key=jax.random.key(0), min_lr=1e-4,
                       max_lr=10.0, num_steps=100, num_seeds=2,
                       num_rates=num_rates)
   # Gradient descent on least squares: 1/L is the classic safe step (2/L
@@ -471,8 +470,29 @@ def test_lr_find_lands_near_the_known_best_learning_rate(offset, num_rates):
     {"smoothing": 1.0}, {"diverge_threshold": 1.0}])
 def test_lr_find_rejects_bad_configuration(kwargs):
   with pytest.raises(ValueError):
-    sweep.lr_find(lambda k: jnp.zeros(()), lambda s, lr, k: (s, s),
+    sweep.lr_find(lambda hp, k: jnp.zeros(()), lambda s, hp: (s, {"loss": s}),
                   key=jax.random.key(0), **kwargs)
+
+
+def test_lr_find_old_signature_still_works_and_warns():
+  def init(key):
+    del key
+    return jnp.ones(())
+
+  def step(w, lr, key):
+    del key
+    return w - lr * w, 0.5 * w * w
+
+  with pytest.warns(DeprecationWarning, match="segment"):
+    old = sweep.lr_find(init, step, key=jax.random.key(0), min_lr=1e-3,
+                        max_lr=10.0, num_steps=50)
+  new = sweep.lr_find(lambda hp, key: jnp.ones(()),
+                      lambda w, hp: (w - hp["learning_rate"] * w,
+                                     {"loss": 0.5 * w * w}),
+                      key=jax.random.key(0), min_lr=1e-3, max_lr=10.0,
+                      num_steps=50)
+  np.testing.assert_array_equal(old.losses, new.losses)
+  assert old.suggestions == new.suggestions
 
 
 # --- Batched Bayesian optimization through Optuna -------------------------------

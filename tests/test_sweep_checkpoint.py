@@ -36,6 +36,7 @@ def other_fn(hparams, key):
 
 def _run(tmp_path, fn=train_fn, space=SPACE, key=KEY, **kw):
   kw.setdefault("max_parallel", 4)
+  kw.setdefault("lanes", 2)
   return sweep.run(fn, space, num_trials=10, key=key, progress=False,
                    checkpoint_dir=str(tmp_path / "ckpt"), **kw)
 
@@ -50,24 +51,25 @@ def _assert_same(a, b):
 
 def test_rerun_loads_every_chunk_and_recomputes_missing_ones(tmp_path):
   first = _run(tmp_path)
-  chunks = sorted(glob.glob(str(tmp_path / "ckpt" / "chunk-*.npz")))
-  assert len(chunks) == 3  # 10 trials in chunks of 4
+  chunks = sorted(glob.glob(str(tmp_path / "ckpt" / "trials-*.npz")))
+  assert len(chunks) == 3  # 10 trials in calls of 4 (2 devices x 2 lanes)
   again = _run(tmp_path)
   assert again.num_compiles == 0  # everything came from disk
   _assert_same(first, again)
   os.remove(chunks[1])
-  partial = _run(tmp_path, max_parallel=None)  # resumes with the stored size
+  # Any chunking resumes: the missing trials run in calls of another size.
+  partial = _run(tmp_path, max_parallel=None)
   assert partial.num_compiles == 1
   _assert_same(first, partial)
   _assert_same(first, sweep.run(train_fn, SPACE, num_trials=10, key=KEY,
-                                max_parallel=4, progress=False))
+                                max_parallel=4, lanes=2, progress=False))
 
 
 @pytest.mark.parametrize("change, match", [
     (dict(key=jax.random.key(4)), "key"),
     (dict(space={**SPACE, "lr": sweep.log_uniform(1e-3, 0.2)}), "space"),
     (dict(fn=other_fn), "train_fn"),
-    (dict(max_parallel=2), "max_parallel=4"),
+    (dict(lanes=4), "lanes"),
 ])
 def test_checkpoint_of_another_call_is_refused(tmp_path, change, match):
   _run(tmp_path)
@@ -134,7 +136,7 @@ _SCRIPT = textwrap.dedent("""
 
     result = sweep.run(train_fn, {"lr": sweep.log_uniform(1e-3, 0.3)},
                        num_trials=16, key=jax.random.key(0), max_parallel=2,
-                       devices=jax.devices()[:1], progress=False,
+                       lanes=2, devices=jax.devices()[:1], progress=False,
                        checkpoint_dir=sys.argv[1])
     result.save(sys.argv[2])
 """)
@@ -151,13 +153,13 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
       [sys.executable, str(script), str(ckpt), str(tmp_path / "killed.npz")],
       env=env)
   deadline = time.time() + 120
-  while not glob.glob(str(ckpt / "chunk-*.npz")):
+  while not glob.glob(str(ckpt / "trials-*.npz")):
     assert proc.poll() is None, "the sweep ended before its first chunk"
     assert time.time() < deadline
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  done = len(glob.glob(str(ckpt / "chunk-*.npz")))
+  done = len(glob.glob(str(ckpt / "trials-*.npz")))
   assert 1 <= done < 8  # killed mid-sweep: the rerun has work to do
   assert not (tmp_path / "killed.npz").exists()
 

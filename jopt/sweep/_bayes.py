@@ -12,13 +12,13 @@ import contextlib
 import dataclasses
 import numbers
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from jopt.sweep import _engine, _result, _space, _stepwise
+from jopt.sweep import _executor, _loop, _result, _space, _stepwise
 
 _INSTALL = 'optuna_search needs Optuna: pip install "jopt[optuna]"'
 
@@ -139,6 +139,10 @@ def optuna_search(
     mode: str = "min",
     sampler: Any = None,
     study: Any = None,
+    checkpoint_dir: str | None = None,
+    progress: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    lanes: int | None = None,
 ) -> OptunaResult:
   """Bayesian optimization with Optuna, ``batch_size`` trials per program.
 
@@ -165,6 +169,12 @@ def optuna_search(
     study: an existing single-objective study to continue (default: a new
       in-memory one). It keeps its own sampler, and its direction must
       agree with ``mode``.
+    checkpoint_dir: a folder where the study and every trial so far are
+      saved after each round; the same call resumes from it to the same
+      result, bit for bit (the study is pickled, so it must be in-memory).
+    progress: show a progress bar (trials).
+    devices: devices to shard a batch over; default ``jax.devices()``.
+    lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
     An `OptunaResult` with every trial, in the order they were asked.
@@ -217,47 +227,136 @@ def optuna_search(
           f"({study.direction.name.lower()}): pass mode="
           f"{'min' if study.direction.name == 'MINIMIZE' else 'max'!r}.")
   distributions = {n: _distribution(optuna, d) for n, d in space.items()}
-
-  traces = []
-
-  def batch(hparams, keys):
-    traces.append(1)
-    return jax.vmap(train_fn)(hparams, keys)
-
-  batch = jax.jit(
-      batch, compiler_options=_engine.default_compiler_options(
-          jax.local_devices()))
-  rows = _stepwise.pad_rows(batch_size)
-  passed = {n: [] for n in space}
-  metrics: dict[str, list[np.ndarray]] = {}
-  rounds = []
+  ex = _stepwise.executor_for(batch_size, devices, lanes)
+  search = _Optuna(optuna, ex, _executor.KeySpec(key), space, train_fn,
+                   study, distributions, num_rounds=num_rounds,
+                   batch_size=batch_size, metric=metric, mode=mode)
+  ckpt = None
+  if checkpoint_dir is not None:
+    ckpt = _stepwise.checkpoint_for(
+        checkpoint_dir, "optuna_search", space=space, key=key,
+        functions=[train_fn], ex=ex, program=search.program_digest(),
+        num_rounds=num_rounds, batch_size=batch_size, metric=metric,
+        mode=mode, sampler=repr(type(study.sampler).__name__))
   with _quiet(optuna):
-    for r in range(num_rounds):
-      trials = [study.ask(distributions) for _ in range(batch_size)]
-      hp = {n: np.array([_passed(d, t.params[n]) for t in trials])
-            for n, d in space.items()}
-      ids = np.array([t.number for t in trials])
-      out = batch(
-          _stepwise.shard_trials(_stepwise.to_device(
-              {n: v[rows] for n, v in hp.items()})),
-          _stepwise.shard_trials(_stepwise.trial_keys(key, ids[rows])))
-      out = {k: np.asarray(v)[:batch_size] for k, v in out.items()}
-      values = _stepwise.ranking_values(out, metric, "min")  # raw, inf = bad
-      raw = np.asarray(out[metric], np.float64).reshape(batch_size, -1)[:, -1]
-      for t, v, ok in zip(trials, raw, np.isfinite(values), strict=True):
-        if ok:
-          study.tell(t, float(v))
-        else:
-          study.tell(t, state=optuna.trial.TrialState.FAIL)
-      for n in space:
-        passed[n].append(hp[n])
-      for k, v in out.items():
-        metrics.setdefault(k, []).append(v)
-      rounds.append(np.full(batch_size, r))
-  hparams = {n: np.concatenate(v) for n, v in passed.items()}
-  result = _stepwise.make_result(
-      OptunaResult, space, hparams,
-      {k: np.concatenate(v) for k, v in metrics.items()},
-      study=study, rounds=np.concatenate(rounds), metric=metric, mode=mode,
-      num_compiles=len(traces))
+    result, _ = _loop.iterate(search, ex, checkpoint=ckpt, progress=progress,
+                              total=num_rounds * batch_size,
+                              desc="jopt.sweep.optuna_search")
   return result
+
+
+class _Optuna:
+  """Batched ask/train/tell as a strategy: one step is one round.
+
+  The study (with its sampler's random state) is part of the saved state,
+  so a resumed search asks exactly what the uninterrupted one asked.
+  """
+
+  def __init__(self, optuna, ex, key, space, train_fn, study, distributions,
+               *, num_rounds, batch_size, metric, mode):
+    self.optuna, self.ex, self.key, self.space = optuna, ex, key, space
+    self.train_fn = train_fn
+    self.study = study
+    self.distributions = distributions
+    self.num_rounds, self.batch_size = num_rounds, batch_size
+    self.metric, self.mode = metric, mode
+    self.size, self.ndev = ex.padded(batch_size), ex.num_devices_for(
+        batch_size)
+    self._program = None
+
+  def _one(self, hp, index, kd):
+    return self.train_fn(hp, _executor.trial_key(self.key.wrap(kd), index))
+
+  def program_digest(self) -> str:
+    import hashlib
+
+    hp = {n: jax.ShapeDtypeStruct((), np.asarray(_passed(
+        d, _first_value(self.distributions[n]))).dtype)
+          for n, d in self.space.items()}
+    kd = jax.ShapeDtypeStruct(self.key.data.shape, self.key.data.dtype)
+    text = jax.jit(self._one).lower(
+        hp, jax.ShapeDtypeStruct((), np.int32), kd).as_text(debug_info=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+  def init(self):
+    return _loop.SearchState(0, {"passed": {n: [] for n in self.space},
+                                 "metrics": {}, "rounds": []})
+
+  def work(self, state):
+    return state.step * self.batch_size
+
+  def terminate(self, state):
+    return state.step >= self.num_rounds
+
+  def device_template(self, state):
+    return None
+
+  def step(self, state):
+    ex, optuna = self.ex, self.optuna
+    study = self.study
+    trials = [study.ask(self.distributions) for _ in range(self.batch_size)]
+    hp = {n: np.array([_passed(d, t.params[n]) for t in trials])
+          for n, d in self.space.items()}
+    ids = np.array([t.number for t in trials], np.int32)
+    rows = _executor.pad_rows(self.batch_size, self.size)
+    args = (ex.put({n: v[rows] for n, v in hp.items()}, self.ndev),
+            ex.put(ids[rows], self.ndev),
+            ex.put_replicated(self.key.data, self.ndev))
+    if self._program is None:
+      self._program = ex.compile(
+          ex.per_trial(self._one, self.ndev, (0, 0, None)), args)
+    ex.note_used(self._program)
+    out = ex.gather(dict(self._program(*args)))
+    out = {k: v[:self.batch_size] for k, v in out.items()}
+    _stepwise.check_metric(out, self.metric)
+    values = _stepwise.ranking_values(out, self.metric, "min")  # inf = bad
+    raw = np.asarray(out[self.metric], np.float64).reshape(
+        self.batch_size, -1)[:, -1]
+    for t, v, ok in zip(trials, raw, np.isfinite(values), strict=True):
+      if ok:
+        study.tell(t, float(v))
+      else:
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+    h = state.host
+    metrics = {k: [*h["metrics"].get(k, []), v] for k, v in out.items()}
+    host = {"passed": {n: [*h["passed"][n], hp[n]] for n in self.space},
+            "metrics": metrics,
+            "rounds": [*h["rounds"], np.full(self.batch_size, state.step)],
+            "study": np.frombuffer(_pickle_study(study), np.uint8)}
+    return _loop.SearchState(state.step + 1, host)
+
+  def restore(self, state):
+    """Adopts the study saved with a resumed state."""
+    if "study" in state.host:
+      import pickle
+
+      self.study = pickle.loads(state.host["study"].tobytes())
+
+  def postprocess(self, state):
+    h = state.host
+    hparams = {n: np.concatenate(v) for n, v in h["passed"].items()}
+    return _stepwise.make_result(
+        OptunaResult, self.space, hparams,
+        {k: np.concatenate(v) for k, v in h["metrics"].items()},
+        study=self.study, rounds=np.concatenate(h["rounds"]),
+        metric=self.metric, mode=self.mode,
+        num_compiles=self.ex.num_compiles)
+
+
+def _pickle_study(study) -> bytes:
+  import pickle
+
+  try:
+    return pickle.dumps(study)
+  except Exception as e:  # noqa: BLE001  (storages that hold connections)
+    raise ValueError(
+        "checkpoint_dir needs a study that can be pickled (an in-memory "
+        "one); a study with a database storage= persists itself: resume it "
+        "by passing it again, without checkpoint_dir.") from e
+
+
+def _first_value(dist):
+  """A value of an Optuna distribution (for the dtype of what is passed)."""
+  if hasattr(dist, "choices"):
+    return dist.choices[0]
+  return dist.low

@@ -1,19 +1,20 @@
-"""Checkpoints of a sweep: one file per finished chunk plus a manifest.
+"""Checkpoints of a search: a manifest, then one file per finished piece.
 
 Every write is atomic (a temporary file in the same folder, then
 `os.replace`), so a process killed at any instant leaves either a complete
-chunk file or none. The manifest holds a fingerprint of everything that
-decides the trials' numbers (the space, the key, the strategy, the number of
-trials, the folds, the training function's name, and a hash of the lowered
-program of one trial, which covers its code, closed-over arrays, partial
-arguments and static values) and the chunk
-size of each group: a rerun with the same call reuses the recorded chunk
-sizes, so resumed results are bit-identical to an uninterrupted run, and a
-checkpoint made for anything else is refused.
+file or none. The manifest holds a fingerprint of everything that decides
+the trials' numbers (the space, the key, the strategy and its settings, the
+training function's name, and a hash of the lowered program of one trial,
+which covers its code, closed-over arrays, partial arguments and static
+values). Every other file carries the fingerprint's digest and says what it
+holds (`run`: the indices of its trials; stepwise searches: the step after
+which the state was saved), and is checked when read. Results do not depend
+on how trials are chunked, so a resumed search may use any chunk size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -21,10 +22,11 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 _MANIFEST = "manifest.json"
-_VERSION = 2  # 2: the lowered program is part of the fingerprint
+_VERSION = 3  # 3: files carry the digest and their trial indices
 
 
 def function_identity(fn: Callable[..., Any]) -> str:
@@ -67,8 +69,14 @@ def fingerprint(**fields: Any) -> dict[str, str]:
   return {k: (v if isinstance(v, str) else repr(v)) for k, v in fields.items()}
 
 
-def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
-  folder = os.path.dirname(path) or "."
+def atomic_write(path: str, write: Callable[[Any], None]) -> None:
+  """Writes ``path`` through a temporary file in its folder and a rename.
+
+  A process killed at any instant leaves the old file or the new one,
+  never a truncated one.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
   try:
     with os.fdopen(fd, "wb") as f:
@@ -82,17 +90,85 @@ def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
     raise
 
 
+# --- Arrays of any dtype in .npz files, without pickle -------------------------
+
+
+def encode_arrays(arrays: Mapping[str, Any]) -> tuple[dict, dict[str, str]]:
+  """Arrays numpy cannot store itself (bfloat16...) as raw unsigned ints."""
+  out, dtypes = {}, {}
+  for name, value in arrays.items():
+    value = np.asarray(value)
+    if value.dtype.kind == "V" or value.dtype.name in _EXTENDED:
+      dtypes[name] = value.dtype.name
+      value = value.view(f"u{value.dtype.itemsize}")
+    out[name] = value
+  return out, dtypes
+
+
+def decode_arrays(arrays: Mapping[str, np.ndarray],
+                  dtypes: Mapping[str, str]) -> dict[str, np.ndarray]:
+  out = {}
+  for name, value in arrays.items():
+    if name in dtypes:
+      value = value.view(np.dtype(getattr(ml_dtypes, dtypes[name])))
+    out[name] = value
+  return out
+
+
+_EXTENDED = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3b11fnuz",
+             "float8_e4m3fnuz", "float8_e5m2fnuz", "int4", "uint4"}
+
+
+def write_npz(path: str, meta: Mapping[str, Any],
+              arrays: Mapping[str, Any]) -> None:
+  """Atomically writes ``arrays`` and JSON ``meta`` to ``path``."""
+  names = list(arrays)
+  encoded, dtypes = encode_arrays(
+      {f"a{i}": arrays[n] for i, n in enumerate(names)})
+  header = json.dumps({"meta": meta, "names": names, "dtypes": dtypes})
+  encoded["__header__"] = np.asarray(header)
+  atomic_write(path, lambda f: np.savez(f, **encoded))
+
+
+def read_npz(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """``(meta, arrays)`` of a `write_npz` file; ValueError naming a bad file."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      header = json.loads(str(data["__header__"]))
+      raw = {n: data[f"a{i}"] for i, n in enumerate(header["names"])}
+      dtypes = {header["names"][int(k[1:])]: v
+                for k, v in header["dtypes"].items()}
+  except Exception as e:  # noqa: BLE001  (zip, JSON, missing entries...)
+    raise ValueError(
+        f"{path} is not a readable jopt checkpoint file ({type(e).__name__}: "
+        f"{e}); delete it to recompute what it held.") from e
+  return header["meta"], decode_arrays(raw, dtypes)
+
+
 class Checkpoint:
-  """A sweep's checkpoint folder: manifest, chunk sizes and chunk files."""
+  """A search's checkpoint folder: a manifest, then chunk or state files.
+
+  The manifest holds the fingerprint of the call; every other file carries
+  the fingerprint's digest and is refused when it does not match, so files
+  of another search are never adopted, even with the manifest deleted.
+  Only the writer (process 0) writes; every process reads.
+  """
 
   def __init__(self, directory: str, fields: Mapping[str, str], writer: bool):
     self.directory = directory
     self.writer = writer
+    self.fields = dict(fields)
+    self.digest = hashlib.sha256(json.dumps(
+        [_VERSION, self.fields], sort_keys=True).encode()).hexdigest()[:24]
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, _MANIFEST)
     if os.path.exists(path):
-      with open(path) as f:
-        manifest = json.load(f)
+      try:
+        with open(path) as f:
+          manifest = json.load(f)
+      except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable manifest ({e}); delete "
+                         f"the folder or use a new checkpoint_dir.") from e
       stored = manifest.get("fingerprint", {})
       diff = sorted(k for k in set(stored) | set(fields)
                     if stored.get(k) != fields.get(k))
@@ -101,44 +177,91 @@ class Checkpoint:
             f"{k}: checkpoint has {stored.get(k)!r}, this call has "
             f"{fields.get(k)!r}" for k in diff)
         raise ValueError(
-            f"checkpoint_dir {directory!r} holds a sweep made for a different "
-            f"call ({details or 'format version'}). Use a new checkpoint_dir "
-            f"or delete this one.")
-      self.chunk_sizes = {int(k): v for k, v in manifest["chunk_sizes"].items()}
-    else:
-      self.chunk_sizes = {}
-    self._fields = dict(fields)
-    self._write_manifest()
+            f"checkpoint_dir {directory!r} holds a search made for a "
+            f"different call ({details or 'format version'}). Use a new "
+            f"checkpoint_dir or delete this one.")
+    elif self.writer:
+      data = json.dumps({"version": _VERSION, "fingerprint": self.fields,
+                         "digest": self.digest}, indent=1,
+                        sort_keys=True).encode()
+      atomic_write(path, lambda f: f.write(data))
 
-  def _write_manifest(self) -> None:
+  def _check(self, path: str, meta: Mapping[str, Any]) -> None:
+    if meta.get("digest") != self.digest:
+      raise ValueError(
+          f"{path} belongs to a different search than checkpoint_dir "
+          f"{self.directory!r} now holds (its fingerprint does not match); "
+          f"use a new checkpoint_dir or delete the file.")
+
+  # Trials of `run`: one file per finished call ---------------------------
+
+  def save_trials(self, group: int, indices: np.ndarray,
+                  metrics: Mapping[str, np.ndarray]) -> None:
     if not self.writer:
       return
-    manifest = {"version": _VERSION, "fingerprint": self._fields,
-                "chunk_sizes": {str(k): v for k, v in self.chunk_sizes.items()}}
-    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    _atomic_write(os.path.join(self.directory, _MANIFEST),
-                  lambda f: f.write(data))
+    indices = np.asarray(indices, np.int64)
+    name = f"trials-{group:04d}-{int(indices[0]):07d}-{len(indices):06d}.npz"
+    meta = {"digest": self.digest, "group": group,
+            "metrics": list(metrics)}
+    write_npz(os.path.join(self.directory, name), meta,
+              {"__indices__": indices, **metrics})
 
-  def set_chunk_size(self, group: int, size: int) -> None:
-    self.chunk_sizes[group] = int(size)
-    self._write_manifest()
+  def load_trials(self, group: int, members: np.ndarray
+                  ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Every finished call of ``group``: ``(trial indices, metrics)``.
 
-  def _path(self, group: int, chunk: int) -> str:
-    return os.path.join(self.directory, f"chunk-{group:04d}-{chunk:06d}.npz")
+    Each file is checked: it belongs to this search, its trials are members
+    of the group not seen in another file, and every metric has one row per
+    trial.
+    """
+    allowed = set(np.asarray(members).tolist())
+    seen: set[int] = set()
+    out = []
+    for name in sorted(os.listdir(self.directory)):
+      if not (name.startswith(f"trials-{group:04d}-")
+              and name.endswith(".npz")):
+        continue
+      path = os.path.join(self.directory, name)
+      meta, arrays = read_npz(path)
+      self._check(path, meta)
+      indices = arrays.pop("__indices__", None)
+      if (meta.get("group") != group or indices is None
+          or sorted(arrays) != sorted(meta.get("metrics", []))
+          or any(len(v) != len(indices) for v in arrays.values())):
+        raise ValueError(f"{path} is inconsistent (group, trial indices or "
+                         f"metrics do not match); delete it to recompute.")
+      ids = indices.tolist()
+      if not set(ids) <= allowed or seen & set(ids) or len(set(ids)) != len(
+          ids):
+        raise ValueError(f"{path} holds trials that are not this group's or "
+                         f"that another file holds; delete it to recompute.")
+      seen |= set(ids)
+      out.append((indices, arrays))
+    return out
 
-  def load(self, group: int, chunk: int) -> dict[str, np.ndarray] | None:
-    """A finished chunk's metrics, or None when it is not on disk."""
-    path = self._path(group, chunk)
-    if not os.path.exists(path):
+  # States of stepwise searches: one file per boundary --------------------
+
+  def save_state(self, step: int, meta: Mapping[str, Any],
+                 arrays: Mapping[str, Any]) -> None:
+    """Saves the search state after ``step`` and drops the older ones."""
+    if not self.writer:
+      return
+    path = os.path.join(self.directory, f"state-{step:06d}.npz")
+    write_npz(path, {"digest": self.digest, "step": step, **meta}, arrays)
+    for name in os.listdir(self.directory):
+      if name.startswith("state-") and name != os.path.basename(path):
+        try:
+          os.remove(os.path.join(self.directory, name))
+        except FileNotFoundError:
+          pass
+
+  def load_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """The latest saved state ``(meta, arrays)``, or None."""
+    names = sorted(n for n in os.listdir(self.directory)
+                   if n.startswith("state-") and n.endswith(".npz"))
+    if not names:
       return None
-    with np.load(path, allow_pickle=False) as data:
-      names = json.loads(str(data["__names__"]))
-      return {n: data[f"m{i}"] for i, n in enumerate(names)}
-
-  def save(self, group: int, chunk: int, metrics: Mapping[str, np.ndarray]):
-    if not self.writer:
-      return
-    names = list(metrics)
-    arrays = {f"m{i}": np.asarray(metrics[n]) for i, n in enumerate(names)}
-    arrays["__names__"] = np.asarray(json.dumps(names))
-    _atomic_write(self._path(group, chunk), lambda f: np.savez(f, **arrays))
+    path = os.path.join(self.directory, names[-1])
+    meta, arrays = read_npz(path)
+    self._check(path, meta)
+    return meta, arrays

@@ -11,72 +11,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jopt.sweep import _checkpoint, _space
+from jopt.sweep import _checkpoint, _executor, _progress, _space
 from jopt.sweep._result import SweepResult
 
-# Per-device budget when the device reports no memory limit (CPU): trials of
-# one chunk share the host's RAM, and 2 GiB leaves room for the rest.
-CPU_MEMORY_BUDGET = 2 << 30
-# Share of an accelerator's free memory a chunk may take.
-ACCELERATOR_MEMORY_FRACTION = 0.8
-TRIALS_AXIS = "trials"
+TRIALS_AXIS = _executor.TRIALS_AXIS
+# Kept importable under their old names.
+memory_budget = _executor.memory_budget
+compiled_bytes = _executor.compiled_bytes
+default_compiler_options = _executor.default_compiler_options
 
 
 def progress_enabled(progress: bool) -> bool:
   """``progress`` unless the environment sets ``JOPT_PROGRESS=0``."""
   return bool(progress) and os.environ.get("JOPT_PROGRESS", "1") != "0"
-
-
-def memory_budget(device: jax.Device) -> int:
-  """Bytes a chunk may use on ``device`` (see `run` for the rule)."""
-  env = os.environ.get("JOPT_SWEEP_MEMORY_BYTES")
-  if env:
-    return int(env)
-  try:
-    stats = device.memory_stats()
-  except Exception:  # noqa: BLE001  (backends without memory stats)
-    stats = None
-  if stats and stats.get("bytes_limit"):
-    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-    return int(ACCELERATOR_MEMORY_FRACTION * free)
-  return CPU_MEMORY_BUDGET
-
-
-def compiled_bytes(compiled: Any) -> int | None:
-  """Per-device bytes of a compiled program (arguments, outputs, temps)."""
-  try:
-    ma = compiled.memory_analysis()
-  except Exception:  # noqa: BLE001  (not every backend implements it)
-    return None
-  if ma is None:
-    return None
-  return int(ma.argument_size_in_bytes + ma.output_size_in_bytes
-             + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
-
-
-def default_compiler_options(devices: Sequence[jax.Device]) -> dict | None:
-  """Faster-compiling LLVM settings on CPU (see `run`); XLA's elsewhere."""
-  if devices and devices[0].platform == "cpu":
-    return {"xla_backend_optimization_level": 1}
-  return None
-
-
-def to_numpy(x: jax.Array) -> np.ndarray:
-  """A global array on the host; all-gathered across processes if needed."""
-  if getattr(x, "is_fully_addressable", True):
-    return np.asarray(x)
-  from jax.experimental import multihost_utils
-
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _check_metrics(metrics: Any) -> dict[str, jax.Array]:
@@ -93,35 +48,24 @@ def _check_metrics(metrics: Any) -> dict[str, jax.Array]:
 class _Group:
   """The trials sharing one set of static values, and their executable."""
 
-  def __init__(self, train_fn, space, static_values, folds, devices, key,
-               counter, compiler_options=None):
+  def __init__(self, train_fn, space, static_values, folds, key_spec):
     self.static_values = static_values
-    self.compiler_options = compiler_options
     self.dyn_names = [n for n, d in space.items() if not d.static]
     names = list(space)
-    self.devices = devices
-    self.key = key
-    self.compiled = None
-    self.chunk = 0
-    self.compile_time = 0.0
-    self.footprint = None
+    self.key_spec = key_spec
+    self.compiled: dict[tuple[int, int], Any] = {}
 
     def one_trial(hp_dyn, index, key):
       hp = {**static_values, **hp_dyn}
       hp = {n: hp[n] for n in names}
-      trial_key = jax.random.fold_in(key, index)
+      trial_key = _executor.trial_key(key, index)
       if folds is None:
         return _check_metrics(train_fn(hp, trial_key))
       fold_ids = jnp.arange(folds, dtype=jnp.int32)
       return jax.vmap(
           lambda f: _check_metrics(train_fn(hp, trial_key, f)))(fold_ids)
 
-    def chunk_fn(hp_dyn, index, key):
-      counter[0] += 1  # runs once per trace, hence once per compile
-      return jax.vmap(one_trial, in_axes=(0, 0, None))(hp_dyn, index, key)
-
     self.one_trial = one_trial
-    self.chunk_fn = chunk_fn
 
   def program_text(self, passed: dict[str, np.ndarray]) -> str:
     """The lowered program of one trial (StableHLO, no source locations).
@@ -132,66 +76,53 @@ class _Group:
     """
     hp = {n: jax.ShapeDtypeStruct((), passed[n].dtype) for n in self.dyn_names}
     index = jax.ShapeDtypeStruct((), np.int32)
-    return jax.jit(self.one_trial).lower(hp, index, self.key).as_text()
+    key = self.key_spec.wrap(jnp.asarray(self.key_spec.data))
+    return jax.jit(self.one_trial).lower(hp, index, key).as_text(
+        debug_info=False)
 
-  def build(self, chunk: int, ndev: int, hp_dyn: dict[str, np.ndarray],
-            index: np.ndarray):
-    """Compiles for ``chunk`` trials per call, sharded over ``ndev``."""
-    mesh = Mesh(np.array(self.devices[:ndev]), (TRIALS_AXIS,))
-    self.sharding = NamedSharding(mesh, PartitionSpec(TRIALS_AXIS))
-    self.replicated = NamedSharding(mesh, PartitionSpec())
-    self.key_on_device = jax.device_put(self.key, self.replicated)
-    jitted = jax.jit(self.chunk_fn, out_shardings=self.sharding)
-    start = time.perf_counter()
-    args = self._put({n: v[:chunk] for n, v in hp_dyn.items()}, index[:chunk])
-    self.compiled = jitted.lower(*args, self.key_on_device).compile(
-        compiler_options=self.compiler_options)
-    self.compile_time += time.perf_counter() - start
-    self.chunk = chunk
-    self.footprint = compiled_bytes(self.compiled)
-    return self.footprint
+  def executable(self, ex: _executor.Executor, size: int, ndev: int,
+                 hp_dyn: dict[str, np.ndarray]):
+    """The compiled program for calls of ``size`` trials over ``ndev``."""
+    if (size, ndev) not in self.compiled:
+      spec = self.key_spec
+      per_trial = ex.per_trial(
+          lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd)), ndev,
+          (0, 0, None))
+      hp = {n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=ex.sharding(
+          ndev)) for n, v in hp_dyn.items()}
+      index = jax.ShapeDtypeStruct((size,), np.int32,
+                                   sharding=ex.sharding(ndev))
+      kd = jax.ShapeDtypeStruct(spec.data.shape, spec.data.dtype,
+                                sharding=ex.sharding(ndev, replicated=True))
+      self.compiled[(size, ndev)] = ex.compile(per_trial, (hp, index, kd))
+    return self.compiled[(size, ndev)]
 
-  def _put(self, hp_dyn, index):
-    hp = {n: jax.device_put(v, self.sharding) for n, v in hp_dyn.items()}
-    return hp, jax.device_put(index, self.sharding)
-
-  def __call__(self, hp_dyn, index) -> dict[str, np.ndarray]:
-    out = self.compiled(*self._put(hp_dyn, index), self.key_on_device)
-    return {k: to_numpy(v) for k, v in out.items()}
-
-
-# A device always runs at least this many trials at once: XLA compiles a
-# one-lane vmap into matrix-vector kernels whose float32 rounding differs
-# from the matrix-matrix kernels of wider chunks, the most common source of
-# chunk-dependent last bits.
-MIN_LANES = 2
+  def __call__(self, ex, size, ndev, hp_dyn, index) -> dict[str, np.ndarray]:
+    compiled = self.executable(ex, size, ndev, hp_dyn)
+    ex.note_used(compiled)
+    out = compiled(ex.put(hp_dyn, ndev), ex.put(index, ndev),
+                   ex.put_replicated(self.key_spec.data, ndev))
+    return ex.gather(dict(out))
 
 
-def _plan_chunk(n, num_devices, max_parallel):
-  """The chunk size for ``n`` trials (a multiple of the devices used)."""
-  cap = max_parallel or MIN_LANES * num_devices
-  ndev = max(1, min(num_devices, -(-n // MIN_LANES), cap // MIN_LANES))
-  full = max(MIN_LANES * ndev, -(-n // ndev) * ndev)
+def _plan_call(ex: _executor.Executor, n: int, max_parallel: int | None):
+  """``(size, ndev)`` of each call for ``n`` trials: whole groups of lanes.
+
+  ``max_parallel`` caps the trials of one call, rounded up to one group of
+  lanes; below a group per device it uses fewer devices (not in a cluster,
+  where every process takes part).
+  """
+  ndev = ex.num_devices_for(n)
+  if max_parallel is not None and not ex.multiprocess:
+    ndev = max(1, min(ndev, max_parallel // ex.lanes))
+  full = ex.padded(n, ndev)
   if max_parallel is None:
-    return full
-  return min(full, max(MIN_LANES * ndev, max_parallel // ndev * ndev))
+    return full, ndev
+  unit = ex.lanes * ndev
+  return min(full, max(unit, max_parallel // unit * unit)), ndev
 
 
-def _devices_for(chunk, num_devices):
-  """The most devices (up to ``num_devices``) that split ``chunk`` evenly."""
-  return max(d for d in range(1, min(chunk, num_devices) + 1)
-             if chunk % d == 0 and chunk // d >= MIN_LANES)
-
-
-def _pad(values: np.ndarray, size: int) -> np.ndarray:
-  if len(values) == size:
-    return values
-  # Padding repeats the first trial: real values, so nothing can fail in the
-  # padded lanes; their results are dropped.
-  return np.concatenate([values, np.repeat(values[:1], size - len(values))])
-
-
-def _validate(train_fn, key, max_parallel, folds, devices):
+def _validate(train_fn, key, max_parallel, folds, devices, lanes):
   if not callable(train_fn):
     raise ValueError(f"train_fn must be callable, got {train_fn!r}.")
   if key is None:
@@ -202,6 +133,7 @@ def _validate(train_fn, key, max_parallel, folds, devices):
       raise ValueError(f"{name} must be None or an int >= 1, got {v!r}.")
   if devices is not None and not devices:
     raise ValueError("devices must be None or a non-empty list of devices.")
+  _executor.check_lanes(lanes)
 
 
 def run(
@@ -218,6 +150,7 @@ def run(
     grid_points: int | Mapping[str, int] | None = None,
     devices: Sequence[jax.Device] | None = None,
     compiler_options: Mapping[str, Any] | None = None,
+    lanes: int | None = None,
 ) -> SweepResult:
   """Trains every trial of a hyperparameter search as one compiled program.
 
@@ -311,28 +244,27 @@ def run(
     raise ValueError(
         f"strategy must be one of {_space.STRATEGIES}, got {strategy!r}.")
   _space.check_num_trials(num_trials, strategy)
-  _validate(train_fn, key, max_parallel, folds, devices)
-  devices = list(devices) if devices is not None else jax.devices()
+  _validate(train_fn, key, max_parallel, folds, devices, lanes)
   passed = _space.sample(space, num_trials, key, strategy,
                          grid_points=grid_points)
   n = len(next(iter(passed.values())))
+  devices = list(devices) if devices is not None else jax.devices()
+  ex = _executor.Executor(
+      devices, _executor.lanes_for(n, devices[0].platform, lanes),
+      None if compiler_options is None else dict(compiler_options))
 
   static_names = [k for k, d in space.items() if d.static]
   groups: dict[tuple, list[int]] = {}
   for i in range(n):
     groups.setdefault(tuple(passed[k][i].item() for k in static_names),
                       []).append(i)
-
-  options = (default_compiler_options(devices) if compiler_options is None
-             else dict(compiler_options))
-  counter = [0]
+  key_spec = _executor.KeySpec(key)
   group_objs = []
   for static_key in groups:
     static_values = {
         name: space[name].python_value(v)
         for name, v in zip(static_names, static_key, strict=True)}
-    group_objs.append(_Group(train_fn, space, static_values, folds, devices,
-                             key, counter, options))
+    group_objs.append(_Group(train_fn, space, static_values, folds, key_spec))
 
   ckpt = None
   if checkpoint_dir is not None:
@@ -340,121 +272,140 @@ def run(
     for group in group_objs:
       program.update(group.program_text(passed).encode())
     fields = _checkpoint.fingerprint(
-        space=_checkpoint.space_identity(space),
+        search="run", space=_checkpoint.space_identity(space),
         key=_space.key_seed(key).tolist(), strategy=strategy,
         num_trials=n, folds=folds, grid_points=grid_points,
-        train_fn=_checkpoint.function_identity(train_fn),
+        lanes=ex.lanes, train_fn=_checkpoint.function_identity(train_fn),
         program=program.hexdigest()[:16])
     ckpt = _checkpoint.Checkpoint(checkpoint_dir, fields,
                                   writer=jax.process_index() == 0)
 
-  bar = None
-  if progress_enabled(progress):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n, unit="trial", desc="jopt.sweep")
-  compile_time = 0.0
-  memory = None
-  per_trial: list[dict[str, np.ndarray] | None] = [None] * len(groups)
+  bar = _progress.bar(progress_enabled(progress), total=n, unit="trial",
+                      desc="jopt.sweep")
+  per_trial: list[dict[str, np.ndarray]] = []
   try:
     for g, (group, members) in enumerate(
         zip(group_objs, groups.values(), strict=True)):
-      per_trial[g] = _run_group(group, g, members, passed, max_parallel,
-                                ckpt, bar)
-      compile_time += group.compile_time
-      if group.footprint is not None:
-        memory = max(memory or 0, group.footprint)
+      per_trial.append(_run_group(ex, group, g, np.asarray(members, np.int32),
+                                  passed, max_parallel, ckpt, bar))
   finally:
-    if bar is not None:
-      bar.close()
+    bar.close()
 
-  metrics = _assemble(per_trial, list(groups.values()), n)
-  diverged = np.zeros(n, bool)
-  for v in metrics.values():
-    if np.issubdtype(v.dtype, np.inexact):
-      diverged |= ~np.isfinite(v.reshape(n, -1)).all(axis=1)
+  metrics = _assemble(per_trial, list(groups.values()), n,
+                      [g.static_values for g in group_objs])
+  diverged = _executor.diverged_mask(metrics, n)
   if folds is not None:
     metrics = _fold_means(metrics)
   hparams = {k: space[k].decode(v) for k, v in passed.items()}
   return SweepResult(hparams=hparams, metrics=metrics, diverged=diverged,
-                     space=space, num_compiles=counter[0],
-                     compile_time=compile_time, memory_bytes=memory)
+                     space=space, num_compiles=ex.num_compiles,
+                     compile_time=ex.compile_time,
+                     memory_bytes=ex.memory_bytes)
 
 
-def _run_group(group, g, members, passed, max_parallel, ckpt, bar):
-  """Runs (or loads) every chunk of one group; results in member order."""
+def _fit_memory(ex, group, n, size, ndev, hp_dyn):
+  """Shrinks the call until its compiled footprint fits the memory budget.
+
+  The footprint of one call is its arguments and outputs (all its trials)
+  plus temporaries (one group of lanes per device); it shrinks in
+  proportion, then along the line through the last two footprints, one
+  compile each, down to one group per device.
+  """
+  unit = ex.lanes * ndev
+  footprint = _executor.compiled_bytes(group.executable(ex, size, ndev, hp_dyn))
+  if footprint is None:
+    return size
+  budget = _executor.memory_budget(ex.devices[0])
+  points = [(size // unit, footprint)]
+  while footprint > budget and size > unit:
+    groups_now, used = points[-1]
+    if len(points) == 1:
+      new = int(groups_now * budget / used)
+    else:
+      (g0, f0), (g1, f1) = points[-2:]
+      slope = max((f0 - f1) / max(g0 - g1, 1), 1.0)
+      new = int(g1 + (budget - f1) / slope)
+    new = max(1, min(new, groups_now - 1))
+    size = new * unit
+    footprint = _executor.compiled_bytes(
+        group.executable(ex, size, ndev, hp_dyn))
+    points.append((new, footprint))
+  if footprint > budget:
+    warnings.warn(
+        f"one group of {ex.lanes} lanes per device needs {footprint} bytes, "
+        f"more than the memory budget of {budget} bytes; running it anyway. "
+        f"Pass a smaller lanes= (or raise JOPT_SWEEP_MEMORY_BYTES).",
+        ResourceWarning, stacklevel=3)
+  return size
+
+
+def _run_group(ex, group, g, members, passed, max_parallel, ckpt, bar):
+  """Runs (or loads) every trial of one group; results in member order."""
   n = len(members)
-  index = np.asarray(members, np.int32)
-  hp_dyn = {k: passed[k][index] for k in group.dyn_names}
-  stored = ckpt.chunk_sizes.get(g) if ckpt is not None else None
-  if stored is not None:
-    if max_parallel is not None and stored != _plan_chunk(
-        n, len(group.devices), max_parallel):
-      raise ValueError(
-          f"checkpoint_dir was written with chunks of {stored} trials; pass "
-          f"max_parallel={stored} (or None) to resume it.")
-    chunk = stored
-  else:
-    chunk = _plan_chunk(n, len(group.devices), max_parallel)
-  num_chunks = -(-n // chunk)
-  loaded = [ckpt.load(g, c) if ckpt is not None else None
-            for c in range(num_chunks)]
-  if any(x is None for x in loaded):
-    size = num_chunks * chunk
-    hp_pad = {k: _pad(v, size) for k, v in hp_dyn.items()}
-    idx_pad = _pad(index, size)
-    ndev = _devices_for(chunk, len(group.devices))
-    footprint = group.build(chunk, ndev, hp_pad, idx_pad)
-    if stored is None and max_parallel is None and footprint:
-      budget = memory_budget(group.devices[0])
-      points = [(chunk // ndev, footprint)]
-      while footprint > budget and chunk // ndev > MIN_LANES:
-        lanes, used = points[-1]
-        if len(points) == 1:  # proportional: memory ~ lanes
-          new_lanes = int(lanes * budget / used)
-        else:  # a line through the last two footprints: fixed + per-lane
-          (l0, f0), (l1, f1) = points[-2:]
-          slope = max((f0 - f1) / max(l0 - l1, 1), 1.0)
-          new_lanes = int(l1 + (budget - f1) / slope)
-        new_lanes = max(MIN_LANES, min(new_lanes, lanes - 1))
-        chunk = new_lanes * ndev
-        num_chunks = -(-n // chunk)
-        loaded = [None] * num_chunks  # no chunk size stored: none on disk
-        size = num_chunks * chunk
-        hp_pad = {k: _pad(v, size) for k, v in hp_dyn.items()}
-        idx_pad = _pad(index, size)
-        footprint = group.build(chunk, ndev, hp_pad, idx_pad)
-        points.append((new_lanes, footprint))
-  if ckpt is not None and stored is None:
-    ckpt.set_chunk_size(g, chunk)
-  outs = []
-  for c in range(num_chunks):
-    out = loaded[c]
-    real = min(chunk, n - c * chunk)
-    if out is None:
-      sl = slice(c * chunk, (c + 1) * chunk)
-      out = group({k: v[sl] for k, v in hp_pad.items()}, idx_pad[sl])
-      out = {k: v[:real] for k, v in out.items()}
+  hp_dyn = {k: passed[k][members] for k in group.dyn_names}
+  rows: dict[int, int] = {int(t): r for r, t in enumerate(members)}
+  done_rows: list[np.ndarray] = []
+  done_out: list[dict[str, np.ndarray]] = []
+  if ckpt is not None:
+    for indices, out in ckpt.load_trials(g, members):
+      done_rows.append(np.array([rows[int(t)] for t in indices]))
+      done_out.append(out)
+      bar.update(len(indices))
+  todo = np.setdiff1d(np.arange(n), np.concatenate(done_rows)
+                      if done_rows else np.zeros(0, int))
+  if len(todo):
+    size, ndev = _plan_call(ex, len(todo), max_parallel)
+    if max_parallel is None:
+      size = _fit_memory(ex, group, len(todo), size, ndev, hp_dyn)
+    for lo in range(0, len(todo), size):
+      part = todo[lo:lo + size]
+      pad = _executor.pad_rows(len(part), size)
+      out = group(ex, size, ndev, {k: v[part][pad] for k, v in hp_dyn.items()},
+                  members[part][pad])
+      out = {k: v[:len(part)] for k, v in out.items()}
       if ckpt is not None:
-        ckpt.save(g, c, out)
-    outs.append(out)
-    if bar is not None:
-      bar.update(real)
-  return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        ckpt.save_trials(g, members[part], out)
+      done_rows.append(part)
+      done_out.append(out)
+      bar.update(len(part))
+  order = np.concatenate(done_rows)
+  names = list(done_out[0])
+  for out in done_out:
+    if sorted(out) != sorted(names):
+      raise ValueError(f"train_fn returned metrics {sorted(out)} for some "
+                       f"trials and {sorted(names)} for others.")
+  result = {}
+  for name in names:
+    values = np.concatenate([o[name] for o in done_out])
+    sorted_values = np.empty_like(values)
+    sorted_values[order] = values
+    result[name] = sorted_values
+  return result
 
 
-def _assemble(per_group, members, n):
-  """Scatters each group's results back to trial order."""
-  first = per_group[0]
+def _assemble(per_group, members, n, static_values):
+  """Scatters each group's results back to trial order.
+
+  Groups may return different dtypes for a metric (an int in one, a float
+  in another): the result holds their common type, so no value is cut.
+  Every group must return the same metric names and shapes.
+  """
+  names = list(per_group[0])
+  for res, values in zip(per_group, static_values, strict=True):
+    if sorted(res) != sorted(names):
+      raise ValueError(
+          f"every static choice must return the same metrics: {values} "
+          f"returned {sorted(res)}, another returned {sorted(names)}.")
   metrics = {}
-  for name, v in first.items():
-    out = np.empty((n, *v.shape[1:]), v.dtype)
+  for name in names:
+    v = per_group[0][name]
+    dtype = np.result_type(*[res[name].dtype for res in per_group])
+    out = np.empty((n, *v.shape[1:]), dtype)
     for res, idx in zip(per_group, members, strict=True):
-      if name not in res or res[name].shape[1:] != v.shape[1:]:
+      if res[name].shape[1:] != v.shape[1:]:
         raise ValueError(
             f"metric {name!r} must have the same shape for every static "
-            f"choice; got {v.shape[1:]} and "
-            f"{res[name].shape[1:] if name in res else 'missing'}.")
+            f"choice; got {v.shape[1:]} and {res[name].shape[1:]}.")
       out[np.asarray(idx)] = res[name]
     metrics[name] = out
   return metrics

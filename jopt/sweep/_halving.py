@@ -9,29 +9,19 @@ retrained. The program compiles once per distinct population size.
 from __future__ import annotations
 
 import math
-import numbers
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _space, _stepwise
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-      or value < low):
-    raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-  return int(value)
+from jopt.sweep import _executor, _loop, _space, _stepwise
 
 
 def _check_budget(eta, min_segments, max_segments) -> None:
-  _check_int("eta", eta, 2)
-  _check_int("min_segments", min_segments, 1)
-  _check_int("max_segments", max_segments, 1)
+  _stepwise.check_int("eta", eta, 2)
+  _stepwise.check_int("min_segments", min_segments, 1)
+  _stepwise.check_int("max_segments", max_segments, 1)
   if min_segments > max_segments:
     raise ValueError(f"min_segments ({min_segments}) must be <= max_segments "
                      f"({max_segments}).")
@@ -46,50 +36,125 @@ def rung_budgets(eta: int, min_segments: int, max_segments: int) -> list[int]:
   return budgets
 
 
-def _run_bracket(pop, hparams, trial_ids, key, budgets, *, eta, metric, mode,
-                 bracket, segments_run, last_metrics, rungs):
-  """Trains trials ``trial_ids``, keeping the best 1/eta at each rung."""
-  state, hp = pop.init(hparams, key, trial_ids)
-  alive = np.asarray(trial_ids)
-  done = 0
-  for rung, budget in enumerate(budgets):
-    for _ in range(budget - done):
-      state, metrics = pop.segment(state, hp)
-      _stepwise.check_metric(metrics, metric)  # before more is spent
-    segments_run[alive] += budget - done
-    done = budget
-    metrics = {k: np.asarray(v)[:len(alive)] for k, v in metrics.items()}
+class _Halving:
+  """Brackets of successive halving as a strategy: one step is one rung."""
+
+  def __init__(self, pop, ex, key, space, hparams, brackets, *, eta, metric,
+               mode, steps_per_segment):
+    self.pop, self.ex, self.key, self.space = pop, ex, key, space
+    self.hparams = hparams
+    self.brackets = brackets
+    self.starts = np.cumsum([0] + [n for n, _ in brackets])
+    self.total = int(self.starts[-1])
+    self.eta, self.metric, self.mode = eta, metric, mode
+    self.steps_per_segment = steps_per_segment
+
+  def init(self):
+    return _loop.SearchState(0, {
+        "bracket": 0, "rung": 0, "done": 0,
+        "alive": np.arange(self.brackets[0][0]),
+        "segments_run": np.zeros(self.total, np.int64),
+        "last_metrics": {}, "rungs": [], "final_trials": [],
+        "final_states": []})
+
+  def work(self, state):
+    return int(np.sum(state.host["segments_run"]))
+
+  def terminate(self, state):
+    return state.host["bracket"] >= len(self.brackets)
+
+  def device_template(self, state):
+    if state.device is None:
+      return None
+    return {"state": self.pop.state_template(self.hparams, self.key),
+            "hp": dict.fromkeys(self.hparams, 0)}
+
+  def step(self, state):
+    h = dict(state.host)
+    b, rung = h["bracket"], h["rung"]
+    budgets = self.brackets[b][1]
+    alive = np.asarray(h["alive"])
+    device, ndev = state.device, state.ndev
+    if device is None:
+      pstate, hp, ndev = self.pop.init(
+          self.ex, {k: v[alive] for k, v in self.hparams.items()}, self.key,
+          alive)
+      device = {"state": pstate, "hp": hp}
+    pstate = device["state"]
+    budget = budgets[rung]
+    for _ in range(budget - h["done"]):
+      pstate, metrics = self.pop.segment(self.ex, pstate, device["hp"], ndev)
+      metrics = self.ex.gather(dict(metrics))
+      _stepwise.check_metric(metrics, self.metric)  # before more is spent
+    segments_run = h["segments_run"].copy()
+    segments_run[alive] += budget - h["done"]
+    metrics = {k: v[:len(alive)] for k, v in metrics.items()}
+    last_metrics = {k: v.copy() for k, v in h["last_metrics"].items()}
     for k, v in metrics.items():
       if k not in last_metrics:
-        last_metrics[k] = np.full((len(segments_run),) + v.shape[1:], np.nan,
+        last_metrics[k] = np.full((self.total,) + v.shape[1:], np.nan,
                                   np.result_type(v.dtype, np.float32))
       last_metrics[k][alive] = v
-    scores = _stepwise.ranking_values(metrics, metric, mode)
-    order = np.argsort(scores, kind="stable")
-    keep = order[:max(1, len(alive) // eta)]
+    scores = _stepwise.ranking_values(metrics, self.metric, self.mode)
+    keep = np.sort(np.argsort(scores, kind="stable")[
+        :max(1, len(alive) // self.eta)])  # survivors keep their order
     last = rung == len(budgets) - 1
-    rungs.append({
-        "bracket": bracket, "rung": rung, "segments": budget,
+    record = {
+        "bracket": b, "rung": rung, "segments": budget,
         "trials": alive.copy(),
-        "values": np.asarray(metrics[metric], np.float64).reshape(
+        "values": np.asarray(metrics[self.metric], np.float64).reshape(
             len(alive), -1)[:, -1],
-        "promoted": np.array([], np.int64) if last else alive[np.sort(keep)],
-    })
+        "promoted": np.array([], np.int64) if last else alive[keep],
+    }
+    h.update(segments_run=segments_run, last_metrics=last_metrics,
+             rungs=[*h["rungs"], record], done=budget)
     if last:
-      return alive, _stepwise.take_trials(state, np.arange(len(alive)))
-    keep = np.sort(keep)  # survivors keep their relative order
-    alive = alive[keep]
-    rows = keep[_stepwise.pad_rows(len(keep))]
-    state = _stepwise.take_trials(state, rows)
-    hp = _stepwise.take_trials(hp, rows)
+      final = self.ex.gather(
+          jax.tree.map(lambda x: x, pstate))
+      final = jax.tree.map(lambda x: x[:len(alive)], final)
+      h["final_trials"] = [*h["final_trials"], alive]
+      h["final_states"] = [*h["final_states"], jax.tree.leaves(final)]
+      nxt = b + 1
+      h.update(bracket=nxt, rung=0, done=0,
+               alive=(np.arange(self.starts[nxt], self.starts[nxt + 1])
+                      if nxt < len(self.brackets) else np.zeros(0, np.int64)))
+      return _loop.SearchState(state.step + 1, h, None, ndev)
+    size, new_ndev = self.pop.layout(self.ex, len(keep))
+    rows = keep[_executor.pad_rows(len(keep), size)]
+    device = {"state": self.pop.take(self.ex, pstate, rows, new_ndev),
+              "hp": self.pop.take(self.ex, device["hp"], rows, new_ndev)}
+    h.update(rung=rung + 1, alive=alive[keep])
+    return _loop.SearchState(state.step + 1, h, device, new_ndev)
+
+  def postprocess(self, state):
+    h = state.host
+    result = _stepwise.make_result(
+        _stepwise.AdaptiveResult, self.space, self.hparams, h["last_metrics"],
+        metric=self.metric, mode=self.mode, segments_run=h["segments_run"],
+        steps_per_segment=self.steps_per_segment,
+        num_compiles=self.ex.num_compiles,
+        history={"rungs": h["rungs"],
+                 "brackets": [{"num_trials": n, "segments": list(bud)}
+                              for n, bud in self.brackets],
+                 "population_sizes": sorted(
+                     {self.pop.layout(self.ex, len(r["trials"]))[0]
+                      for r in h["rungs"]})})
+    result.final_trials = np.concatenate(h["final_trials"])
+    treedef = jax.tree.structure(self.pop.state_template(self.hparams,
+                                                         self.key))
+    states = [jax.tree.unflatten(treedef, leaves)
+              for leaves in h["final_states"]]
+    result.final_state = jax.tree.map(lambda *xs: np.concatenate(xs), *states)
+    return result
 
 
 def _search(init, segment, space, key, brackets, *, eta, metric, mode,
-            strategy, grid_points, steps_per_segment, name,
-            per_bracket=False):
-  start = time.perf_counter()
+            strategy, grid_points, steps_per_segment, name, checkpoint_dir,
+            progress, devices, lanes, per_bracket=False):
   _stepwise.check_mode(mode)
   space = _stepwise.check_space(space, name)
+  steps_per_segment = _stepwise.check_int("steps_per_segment",
+                                          steps_per_segment, 1)
   total = sum(n for n, _ in brackets)
   if per_bracket and strategy != "grid":
     # Each bracket draws its own trials, so that every bracket (with a
@@ -101,32 +166,23 @@ def _search(init, segment, space, key, brackets, *, eta, metric, mode,
   else:
     hparams = _space.sample(space, total, key, strategy,
                             grid_points=grid_points)
+  ex = _stepwise.executor_for(max(n for n, _ in brackets), devices, lanes)
   pop = _stepwise.population_for(init, segment)
-  compiles_before = pop.num_compiles
-  segments_run = np.zeros(total, np.int64)
-  last_metrics: dict[str, np.ndarray] = {}
-  rungs: list[dict[str, Any]] = []
-  lo = 0
-  finals = []
-  for b, (n, budgets) in enumerate(brackets):
-    ids = np.arange(lo, lo + n)
-    finals.append(_run_bracket(
-        pop, {k: v[ids] for k, v in hparams.items()}, ids, key, budgets,
-        eta=eta, metric=metric, mode=mode, bracket=b,
-        segments_run=segments_run, last_metrics=last_metrics, rungs=rungs))
-    lo += n
-  result = _stepwise.make_result(
-      _stepwise.AdaptiveResult, space, hparams, last_metrics, metric=metric, mode=mode,
-      segments_run=segments_run, steps_per_segment=steps_per_segment,
-      num_compiles=pop.num_compiles - compiles_before, wall_time=time.perf_counter() - start,
-      history={"rungs": rungs,
-               "brackets": [{"num_trials": n, "segments": list(bud)}
-                            for n, bud in brackets],
-               "population_sizes": sorted(
-                   {_stepwise.padded_size(len(r["trials"])) for r in rungs})})
-  result.final_trials = np.concatenate([t for t, _ in finals])
-  result.final_state = jax.tree.map(lambda *xs: jnp.concatenate(xs),
-                                    *[st for _, st in finals])
+  key_spec = _executor.KeySpec(key)
+  search = _Halving(pop, ex, key_spec, space, hparams, brackets, eta=eta,
+                    metric=metric, mode=mode,
+                    steps_per_segment=steps_per_segment)
+  ckpt = _stepwise.checkpoint_for(
+      checkpoint_dir, name, space=space, key=key, functions=[init, segment],
+      ex=ex, program=_stepwise.program_digest(pop, hparams, key_spec)
+      if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
+      brackets=brackets, eta=eta, metric=metric, mode=mode)
+  work = sum(n_r * (b - a) for n, budgets in brackets for n_r, a, b in zip(
+      [max(1, n // eta ** i) for i in range(len(budgets))], [0, *budgets],
+      budgets, strict=False))
+  result, wall = _loop.iterate(search, ex, checkpoint=ckpt, progress=progress,
+                               total=work, desc=f"jopt.sweep.{name}")
+  result.wall_time = wall
   return result
 
 
@@ -145,6 +201,10 @@ def successive_halving(
     strategy: str = "random",
     grid_points: Any = None,
     steps_per_segment: int = 1,
+    checkpoint_dir: str | None = None,
+    progress: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    lanes: int | None = None,
 ) -> _stepwise.AdaptiveResult:
   """Successive halving: train many trials briefly, promote the best 1/eta.
 
@@ -172,6 +232,12 @@ def successive_halving(
       ``"grid"``.
     grid_points: points per continuous dimension for the grid.
     steps_per_segment: steps in one segment, for ``member_steps``.
+    checkpoint_dir: a folder where the search state (population, rung,
+      history) is saved after every rung; the same call resumes from it to
+      the same result, bit for bit; a folder of another search is refused.
+    progress: show a progress bar (member-segments).
+    devices: devices to shard trials over; default ``jax.devices()``.
+    lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
     An `AdaptiveResult`; ``history["rungs"]`` lists, per rung, the trials,
@@ -197,12 +263,13 @@ def successive_halving(
     hyperparameter optimization <https://arxiv.org/abs/1502.07943>`_, 2016.
   """
   _check_budget(eta, min_segments, max_segments)
-  num_trials = _check_int("num_trials", num_trials, 1)
+  num_trials = _stepwise.check_int("num_trials", num_trials, 1)
   budgets = rung_budgets(eta, min_segments, max_segments)
   return _search(init, segment, space, key, [(num_trials, budgets)], eta=eta,
                  metric=metric, mode=mode, strategy=strategy,
                  grid_points=grid_points, steps_per_segment=steps_per_segment,
-                 name="successive_halving")
+                 name="successive_halving", checkpoint_dir=checkpoint_dir,
+                 progress=progress, devices=devices, lanes=lanes)
 
 
 def hyperband_brackets(eta: int, min_segments: int,
@@ -233,6 +300,10 @@ def hyperband(
     iterations: int = 1,
     strategy: str = "quasirandom",
     steps_per_segment: int = 1,
+    checkpoint_dir: str | None = None,
+    progress: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    lanes: int | None = None,
 ) -> _stepwise.AdaptiveResult:
   """Hyperband: successive halving brackets from bold to conservative.
 
@@ -270,6 +341,12 @@ def hyperband(
     strategy: ``"quasirandom"`` (per-bracket scrambled Sobol) or
       ``"random"`` sampling.
     steps_per_segment: steps in one segment, for ``member_steps``.
+    checkpoint_dir: a folder where the search state (population, rung,
+      history) is saved after every rung; the same call resumes from it to
+      the same result, bit for bit; a folder of another search is refused.
+    progress: show a progress bar (member-segments).
+    devices: devices to shard trials over; default ``jax.devices()``.
+    lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
     An `AdaptiveResult` over the trials of every bracket;
@@ -291,7 +368,7 @@ def hyperband(
     Li et al., `Hyperband: a novel bandit-based approach to hyperparameter
     optimization <https://arxiv.org/abs/1603.06560>`_, JMLR 2018.
   """
-  iterations = _check_int("iterations", iterations, 1)
+  iterations = _stepwise.check_int("iterations", iterations, 1)
   if strategy == "grid":
     raise ValueError("hyperband samples each bracket: strategy must be "
                      "'random' or 'quasirandom', got 'grid'.")
@@ -299,4 +376,5 @@ def hyperband(
   return _search(init, segment, space, key, brackets, eta=eta, metric=metric,
                  mode=mode, strategy=strategy, grid_points=None,
                  steps_per_segment=steps_per_segment, name="hyperband",
-                 per_bracket=True)
+                 checkpoint_dir=checkpoint_dir, progress=progress,
+                 devices=devices, lanes=lanes, per_bracket=True)

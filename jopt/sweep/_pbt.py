@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _engine, _space, _stepwise
+from jopt.sweep import _executor, _loop, _space, _stepwise
 
 
 @dataclasses.dataclass(repr=False)
@@ -106,8 +105,12 @@ def _explore_one(dist, value, replaced, key, pool_value, perturb,
   """New value of one hyperparameter for every member (replaced ones move)."""
   k_factor, k_resample = jax.random.split(key)
   n = value.shape[0]
+  # One draw per member from its own key: a member's draw does not depend on
+  # how far the population was padded for the devices.
+  members = jnp.arange(n)
   factors = jnp.asarray(perturb, jnp.float32)
-  pick = jax.random.randint(k_factor, (n,), 0, len(perturb))
+  pick = jax.vmap(lambda i: jax.random.randint(
+      jax.random.fold_in(k_factor, i), (), 0, len(perturb)))(members)
   factor = factors[pick]
   if isinstance(dist, _space.Choice):
     count = len(dist.values)
@@ -138,19 +141,23 @@ def _explore_one(dist, value, replaced, key, pool_value, perturb,
     moved = jnp.clip(moved, dist.low, dist.high).astype(value.dtype)
   else:
     moved = jnp.clip(value * factor, dist.low, dist.high).astype(value.dtype)
-  resample = jax.random.uniform(k_resample, (n,)) < resample_prob
+  resample = jax.vmap(lambda i: jax.random.uniform(
+      jax.random.fold_in(k_resample, i)))(members) < resample_prob
   moved = jnp.where(resample, pool_value, moved)
   return jnp.where(replaced, moved, value)
 
 
-def _make_round(segment, space, *, population, num_quantile,
+def _make_round(segment_all, space, *, population, num_quantile,
                 segments_per_round, metric, mode, perturb, resample_prob,
                 rank_window):
+  """One round: exploit and explore (from the second round on), then train.
+
+  ``segment_all`` runs the segment over the whole trial axis; ranking and
+  copying act across members and are left to XLA's partitioner.
+  """
   sign = 1.0 if mode == "min" else -1.0
-  traces = []
 
   def round_fn(state, hparams, prev_score, key, exploit, pool):
-    traces.append(1)
     size = prev_score.shape[0]
     members = jnp.arange(size)
     k_parent, k_explore = jax.random.split(key)
@@ -159,8 +166,10 @@ def _make_round(segment, space, *, population, num_quantile,
                         stable=True)
     top = order[:num_quantile]
     bottom = order[population - num_quantile:population]
-    chosen = top[jax.random.randint(k_parent, (num_quantile,), 0,
-                                    num_quantile)]
+    draws = jax.vmap(lambda j: jax.random.randint(
+        jax.random.fold_in(k_parent, j), (), 0, num_quantile))(
+            jnp.arange(num_quantile))
+    chosen = top[draws]
     parent = jnp.where(exploit, members.at[bottom].set(chosen), members)
     state = jax.tree.map(lambda x: jnp.take(x, parent, axis=0), state)
     hparams = {k: jnp.take(v, parent, axis=0) for k, v in hparams.items()}
@@ -171,10 +180,9 @@ def _make_round(segment, space, *, population, num_quantile,
                            perturb, resample_prob)
         for (name, dist), k in zip(space.items(), keys, strict=True)
     }
-    used = hparams
     values = []
     for _ in range(segments_per_round):
-      state, metrics = jax.vmap(segment)(state, hparams)
+      state, metrics = segment_all(state, hparams)
       _stepwise.check_metric(metrics, metric)
       values.append(
           metrics[metric].reshape(size, -1)[:, -1].astype(jnp.float32))
@@ -182,10 +190,99 @@ def _make_round(segment, space, *, population, num_quantile,
     # value is noisy, and a greedy exploit on noise copies lucky members.
     value = jnp.mean(jnp.stack(values[-rank_window:]), axis=0)
     score = jnp.where(jnp.isfinite(value), sign * value, jnp.inf)
-    return state, hparams, metrics, score, parent, used
+    return state, hparams, metrics, score, parent
 
-  options = _engine.default_compiler_options(jax.local_devices())
-  return jax.jit(round_fn, compiler_options=options), traces
+  return round_fn
+
+
+class _PBT:
+  """Population-based training as a strategy: one step is one round."""
+
+  def __init__(self, pop, ex, key, space, hparams, pool, *, population,
+               num_rounds, round_key, settings, metric, mode,
+               segments_per_round, steps_per_segment):
+    self.pop, self.ex, self.key, self.space = pop, ex, key, space
+    self.hparams, self.pool = hparams, pool
+    self.population, self.num_rounds = population, num_rounds
+    self.round_key = _executor.KeySpec(round_key)
+    self.settings = settings
+    self.metric, self.mode = metric, mode
+    self.segments_per_round = segments_per_round
+    self.steps_per_segment = steps_per_segment
+    self._round = None
+
+  def init(self):
+    state, hp, ndev = self.pop.init(self.ex, self.hparams, self.key,
+                                    np.arange(self.population))
+    size = len(jax.tree.leaves(hp)[0])
+    score = self.ex.put(np.zeros(size, np.float32), ndev)
+    return _loop.SearchState(0, {"parents": [], "history": {
+        n: [] for n in self.space}, "scores": [], "final": {}},
+                             {"state": state, "hp": hp, "score": score}, ndev)
+
+  def work(self, state):
+    return state.step * self.population * self.segments_per_round
+
+  def terminate(self, state):
+    return state.step >= self.num_rounds
+
+  def device_template(self, state):
+    return {"state": self.pop.state_template(self.hparams, self.key),
+            "hp": dict.fromkeys(self.hparams, 0), "score": 0}
+
+  def step(self, state):
+    r, ndev, ex = state.step, state.ndev, self.ex
+    d = state.device
+    size = len(d["score"])
+    rows = _executor.pad_rows(self.population, size)
+    pool_r = ex.put({n: v.reshape(self.num_rounds, self.population)[r][rows]
+                     for n, v in self.pool.items()}, ndev)
+    segment_all = ex.per_trial(self.pop.segment_fn, ndev, (0, 0))
+    round_fn = _make_round(segment_all, self.space, population=self.population,
+                           **self.settings)
+    spec = self.round_key
+
+    def program(st, hp, score, kd, r, exploit, pool):
+      return round_fn(st, hp, score, jax.random.fold_in(spec.wrap(kd), r),
+                      exploit, pool)
+
+    args = (d["state"], d["hp"], d["score"],
+            ex.put_replicated(spec.data, ndev),
+            ex.put_replicated(np.int32(r), ndev),
+            ex.put_replicated(np.bool_(r > 0), ndev), pool_r)
+    # The round closes over this search's settings: its program is the
+    # search's own (an identical one from an earlier search is reused by
+    # the executor's cache).
+    if self._round is None or self._round[0] != (size, ndev):
+      self._round = ((size, ndev), ex.compile(program, args))
+    ex.note_used(self._round[1])
+    pstate, hp, metrics, score, parent = self._round[1](*args)
+    hp_used, parent, metrics = ex.gather((hp, parent, dict(metrics)))
+    p = self.population
+    h = dict(state.host)
+    h["parents"] = [*h["parents"], parent[:p]]
+    h["history"] = {n: [*v, hp_used[n][:p]] for n, v in h["history"].items()}
+    h["scores"] = [*h["scores"], np.asarray(metrics[self.metric]).reshape(
+        size, -1)[:p, -1]]
+    h["final"] = {k: v[:p] for k, v in metrics.items()}
+    return _loop.SearchState(r + 1, h, {"state": pstate, "hp": hp,
+                                        "score": score}, ndev)
+
+  def postprocess(self, state):
+    h, p = state.host, self.population
+    final_state = jax.tree.map(lambda x: x[:p],
+                               self.ex.gather(state.device["state"]))
+    return _stepwise.make_result(
+        PBTResult, self.space, {n: v[-1] for n, v in h["history"].items()},
+        h["final"], metric=self.metric, mode=self.mode,
+        segments_run=np.full(p, self.num_rounds * self.segments_per_round),
+        steps_per_segment=self.steps_per_segment,
+        num_compiles=self.ex.num_compiles, final_trials=np.arange(p),
+        final_state=final_state, parents=np.stack(h["parents"]),
+        hparam_history={n: self.space[n].decode(np.stack(v))
+                        for n, v in h["history"].items()},
+        metric_history=np.stack(h["scores"]),
+        segments_per_round=self.segments_per_round)
 
 
 def pbt(
@@ -206,6 +303,10 @@ def pbt(
     strategy: str = "quasirandom",
     grid_points: Any = None,
     steps_per_segment: int = 1,
+    checkpoint_dir: str | None = None,
+    progress: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    lanes: int | None = None,
 ) -> PBTResult:
   """Population-based training: exploit and explore inside one program.
 
@@ -241,6 +342,13 @@ def pbt(
       scrambled Sobol set, spread evenly over the space).
     grid_points: points per continuous dimension for the grid.
     steps_per_segment: steps in one segment, for ``member_steps``.
+    checkpoint_dir: a folder where the population, its hyperparameters and
+      the lineage are saved after every round; the same call resumes from
+      it to the same result, bit for bit; a folder of another search is
+      refused.
+    progress: show a progress bar (member-segments).
+    devices: devices to shard members over; default ``jax.devices()``.
+    lanes: members computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
     A `PBTResult`.
@@ -261,7 +369,6 @@ def pbt(
     Jaderberg et al., `Population based training of neural networks
     <https://arxiv.org/abs/1711.09846>`_, 2017.
   """
-  start = time.perf_counter()
   _stepwise.check_mode(mode)
   space = _stepwise.check_space(space, "pbt")
   for name, value, low in (("population", population, 2),
@@ -295,40 +402,25 @@ def pbt(
   hparams = _space.sample(space, population, k_sample, strategy,
                           grid_points=grid_points)
   pool = _space.sample(space, num_rounds * population, k_pool, "random")
-  rows = _stepwise.pad_rows(population)
+  ex = _stepwise.executor_for(population, devices, lanes)
   pop = _stepwise.population_for(init, segment)
-  compiles_before = pop.num_compiles
-  state, hp = pop.init(hparams, key, np.arange(population))
-  round_fn, traces = _make_round(
-      segment, space, population=population, num_quantile=num_quantile,
-      segments_per_round=segments_per_round, metric=metric, mode=mode,
-      perturb=perturb, resample_prob=resample_prob,
-      rank_window=int(rank_window))
-  score = _stepwise.shard_trials(jnp.zeros(len(rows), jnp.float32))
-  parents, history, scores = [], {n: [] for n in space}, []
-  for r in range(num_rounds):
-    pool_r = _stepwise.shard_trials(_stepwise.to_device(
-        {n: v.reshape(num_rounds, population)[r][rows]
-         for n, v in pool.items()}))
-    state, hp, metrics, score, parent, used = round_fn(
-        state, hp, score, jax.random.fold_in(k_rounds, r),
-        jnp.asarray(r > 0), pool_r)
-    parents.append(np.asarray(parent)[:population])
-    for n in space:
-      history[n].append(np.asarray(used[n])[:population])
-    scores.append(np.asarray(metrics[metric]).reshape(len(rows), -1)[
-        :population, -1])
-  final = {k: np.asarray(v)[:population] for k, v in metrics.items()}
-  return _stepwise.make_result(
-      PBTResult, space, {n: h[-1] for n, h in history.items()}, final,
-      metric=metric, mode=mode,
-      segments_run=np.full(population, num_rounds * segments_per_round),
-      steps_per_segment=steps_per_segment,
-      num_compiles=pop.num_compiles - compiles_before + len(traces),
-      wall_time=time.perf_counter() - start,
-      final_trials=np.arange(population),
-      final_state=jax.tree.map(lambda x: x[:population], state),
-      parents=np.stack(parents),
-      hparam_history={n: space[n].decode(np.stack(h))
-                      for n, h in history.items()},
-      metric_history=np.stack(scores), segments_per_round=segments_per_round)
+  key_spec = _executor.KeySpec(key)
+  settings = dict(num_quantile=num_quantile,
+                  segments_per_round=segments_per_round, metric=metric,
+                  mode=mode, perturb=perturb, resample_prob=resample_prob,
+                  rank_window=int(rank_window))
+  search = _PBT(pop, ex, key_spec, space, hparams, pool,
+                population=population, num_rounds=num_rounds,
+                round_key=k_rounds, settings=settings, metric=metric,
+                mode=mode, segments_per_round=segments_per_round,
+                steps_per_segment=steps_per_segment)
+  ckpt = _stepwise.checkpoint_for(
+      checkpoint_dir, "pbt", space=space, key=key, functions=[init, segment],
+      ex=ex, program=_stepwise.program_digest(pop, hparams, key_spec)
+      if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
+      population=population, num_rounds=num_rounds, **settings)
+  result, wall = _loop.iterate(
+      search, ex, checkpoint=ckpt, progress=progress,
+      total=num_rounds * population * segments_per_round, desc="jopt.sweep.pbt")
+  result.wall_time = wall
+  return result

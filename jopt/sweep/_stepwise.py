@@ -10,83 +10,47 @@ two pieces:
   fixed number of steps (a ``lax.scan``) and reports metrics (scalars, or
   curves whose last value is used for ranking).
 
-`Population` compiles ``jit(vmap(init))`` and ``jit(vmap(segment))`` once per
-population size and shards the trial axis over the local devices.
-`run_stepwise` runs a population for a number of segments with per-trial
-early stopping: a stopped trial's state is frozen by a select, and since a
-vmapped ``cond`` is a select too (it still costs compute), the host stops
-calling the segment function as soon as every trial of a chunk has stopped.
+`Population` runs both over many trials with the shared executor (fixed
+lanes per device, sharded over the devices of every process, one compile
+per population shape). `run_stepwise` is the simplest strategy over it: a
+population trained for a number of segments with per-trial early stopping;
+a stopped trial's state is frozen by a select, and since a vmapped ``cond``
+is a select too (it still costs compute), the host stops calling the
+segment function as soon as every trial of a chunk has stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import numbers
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jopt import _plateau
-from jopt.sweep import _engine, _result, _space
+from jopt.sweep import _checkpoint, _executor, _loop, _result, _space
 
 InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
 SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
 
 
-# --- Trial keys, padding and sharding ----------------------------------------
+# --- Validation shared by the stepwise searches --------------------------------
 
 
-def trial_keys(key: jax.Array, indices: Any) -> jax.Array:
-  """Per-trial keys ``fold_in(key, index)``: independent of chunking."""
-  indices = jnp.asarray(np.asarray(indices, np.int32))
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+def check_int(name: str, value: Any, low: int) -> int:
+  """``value`` as an int, or a ValueError unless it is an int >= ``low``."""
+  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+      or value < low):
+    raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+  return int(value)
 
 
-def padded_size(n: int) -> int:
-  """``n`` rounded up to a multiple of the local devices, two lanes each.
-
-  As in the engine, a device always runs at least `_engine.MIN_LANES`
-  trials: a one-lane vmap compiles to different kernels whose rounding
-  differs, so a lone survivor would not continue bit-for-bit.
-  """
-  ndev = jax.local_device_count()
-  return int(max(_engine.MIN_LANES, math.ceil(n / ndev)) * ndev)
-
-
-def shard_trials(tree: Any) -> Any:
-  """Places ``tree`` with its leading (trial) axis split over local devices.
-
-  A no-op on one device, or when the axis does not divide evenly (callers
-  pad with `pad_rows` first).
-  """
-  devices = jax.local_devices()
-  if len(devices) == 1:
-    return tree
-  sharding = NamedSharding(Mesh(np.array(devices), (_engine.TRIALS_AXIS,)),
-                           PartitionSpec(_engine.TRIALS_AXIS))
-
-  def put(x):
-    if not hasattr(x, "shape") or not x.shape or x.shape[0] % len(devices):
-      return x
-    return jax.device_put(x, sharding)
-
-  return jax.tree.map(put, tree)
-
-
-def pad_rows(n: int) -> np.ndarray:
-  """Rows ``0..n-1`` padded to `padded_size` by repeating the last one."""
-  return np.minimum(np.arange(padded_size(n)), n - 1)
-
-
-def take_trials(tree: Any, indices: Any) -> Any:
-  """Gathers trials ``indices`` along the leading axis (``jnp.take``)."""
-  idx = jnp.asarray(np.asarray(indices, np.int32))
-  return shard_trials(jax.tree.map(lambda x: jnp.take(x, idx, axis=0), tree))
+def check_optional_int(name: str, value: Any, low: int) -> int | None:
+  return None if value is None else check_int(name, value, low)
 
 
 def ranking_values(metrics: Mapping[str, Any], metric: str,
@@ -127,20 +91,15 @@ def check_space(space: Mapping[str, Any], what: str) -> dict[str, Any]:
   return space
 
 
-def to_device(hparams: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-  return {k: jnp.asarray(v) for k, v in hparams.items()}
-
-
 # --- The population -------------------------------------------------------------
 
 
 class Population:
-  """``init`` and ``segment`` compiled as ``jit(vmap(...))`` over trials.
+  """``init`` and ``segment`` of one trial, run over many by an executor.
 
-  Each function compiles once per population size; `traces` counts the
-  compiles, keyed by ``(function name, size)``. Searches get theirs from
-  `population_for`, so programs are shared between searches. Inputs are padded to a
-  multiple of the local device count and sharded over the devices.
+  Programs are kept per executor layout and population shape, so searches
+  on the same functions share them (`population_for`): a grid, then
+  successive halving, then Hyperband compile each shape once.
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.
@@ -148,60 +107,147 @@ class Population:
   """
 
   def __init__(self, init: InitFn, segment: SegmentFn):
-    self.traces: dict[tuple[str, int], int] = {}
+    self.init_fn = init
+    self.segment_fn = segment
+    self._programs: dict[Any, Any] = {}
 
-    def count(name, tree):
-      size = jax.tree.leaves(tree)[0].shape[0]
-      self.traces[(name, size)] = self.traces.get((name, size), 0) + 1
+  def _run(self, ex: _executor.Executor, name: str, build, args):
+    # Every argument is trial-sharded (or replicated) over the first devices
+    # of ``ex``: the leaves' shapes and the devices used decide the program.
+    leaves = jax.tree.leaves(args)
+    shapes = tuple((x.shape, str(x.dtype)) for x in leaves)
+    key = (name, ex.lanes, tuple(d.id for d in ex.devices),
+           leaves[0].sharding.mesh.devices.size,
+           repr(ex.compiler_options), jax.tree.structure(args), shapes)
+    if key not in self._programs:
+      self._programs[key] = ex.compile(build(), args)
+    program = self._programs[key]
+    ex.note_used(program)
+    return program(*args)
 
-    def init_batch(hparams, keys):
-      count("init", keys)
-      return jax.vmap(init)(hparams, keys)
+  def layout(self, ex: _executor.Executor, n: int) -> tuple[int, int]:
+    """``(padded size, devices)`` of a population of ``n`` trials."""
+    ndev = ex.num_devices_for(n)
+    return ex.padded(n, ndev), ndev
 
-    def segment_batch(state, hparams):
-      count("segment", hparams)
-      return jax.vmap(segment)(state, hparams)
-
-    def masked_batch(state, hparams, stopped):
-      count("masked_segment", hparams)
-      new_state, metrics = jax.vmap(segment)(state, hparams)
-
-      def keep(new, old):
-        mask = stopped.reshape(stopped.shape + (1,) * (new.ndim - 1))
-        return jnp.where(mask, old, new)
-
-      return jax.tree.map(keep, new_state, state), metrics
-
-    options = _engine.default_compiler_options(jax.local_devices())
-    self._init = jax.jit(init_batch, compiler_options=options)
-    self._segment = jax.jit(segment_batch, compiler_options=options)
-    self._masked = jax.jit(masked_batch, compiler_options=options)
-
-  @property
-  def num_compiles(self) -> int:
-    """Compiles so far, all functions and population sizes together."""
-    return sum(self.traces.values())
-
-  def init(self, hparams: Mapping[str, Any], key: jax.Array,
-           indices: Any) -> tuple[Any, dict[str, jax.Array]]:
-    """Initial state and device hyperparameters of trials ``indices``.
+  def init(self, ex: _executor.Executor, hparams: Mapping[str, Any],
+           key: _executor.KeySpec, indices: Any):
+    """``(state, device hparams, ndev)`` of trials ``indices``.
 
     ``hparams`` holds one row per trial of ``indices``; both are padded to
-    the device count by repeating the last trial.
+    whole groups of lanes by repeating the first trial.
     """
-    rows = pad_rows(len(np.asarray(indices)))
-    hp = shard_trials(to_device({k: np.asarray(v)[rows]
-                                 for k, v in hparams.items()}))
-    keys = shard_trials(trial_keys(key, np.asarray(indices)[rows]))
-    return self._init(hp, keys), hp
+    indices = np.asarray(indices, np.int32)
+    size, ndev = self.layout(ex, len(indices))
+    rows = _executor.pad_rows(len(indices), size)
+    hp = ex.put({k: np.asarray(v)[rows] for k, v in hparams.items()}, ndev)
+    idx = ex.put(indices[rows], ndev)
+    kd = ex.put_replicated(key.data, ndev)
+    init = self.init_fn
 
-  def segment(self, state: Any, hparams: Mapping[str, jax.Array],
+    def build():
+      return ex.per_trial(
+          lambda h, i, k: init(h, _executor.trial_key(key.wrap(k), i)),
+          ndev, (0, 0, None))
+
+    return self._run(ex, "init", build, (hp, idx, kd)), hp, ndev
+
+  def state_template(self, hparams: Mapping[str, Any],
+                     key: _executor.KeySpec) -> Any:
+    """The structure of one trial's state (for restoring a checkpoint)."""
+    hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
+          for k, v in hparams.items()}
+    kd = jax.ShapeDtypeStruct(key.data.shape, key.data.dtype)
+    return jax.eval_shape(
+        lambda h, k: self.init_fn(h, _executor.trial_key(key.wrap(k), 0)),
+        hp, kd)
+
+  def segment(self, ex: _executor.Executor, state: Any,
+              hparams: Mapping[str, jax.Array], ndev: int,
               stopped: jax.Array | None = None):
     """Runs one segment; trials with ``stopped`` set keep their state."""
+    segment = self.segment_fn
     if stopped is None:
-      return self._segment(state, hparams)
-    return self._masked(state, hparams, stopped)
+      return self._run(
+          ex, "segment", lambda: ex.per_trial(segment, ndev, (0, 0)),
+          (state, hparams))
 
+    def masked(s, h, stop):
+      new, metrics = segment(s, h)
+      return jax.tree.map(lambda a, b: jnp.where(stop, b, a), new, s), metrics
+
+    return self._run(ex, "masked_segment",
+                     lambda: ex.per_trial(masked, ndev, (0, 0, 0)),
+                     (state, hparams, stopped))
+
+  def take(self, ex: _executor.Executor, tree: Any, rows: np.ndarray,
+           ndev: int) -> Any:
+    """Rows ``rows`` of every leaf, placed over ``ndev`` devices.
+
+    Through the host: a rung boundary is rare, the rows are few, and no
+    program is compiled per pair of population sizes.
+    """
+    rows = np.asarray(rows)
+    return ex.put(jax.tree.map(lambda x: x[rows], ex.gather(tree)), ndev)
+
+
+_POPULATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def population_for(init: InitFn, segment: SegmentFn) -> Population:
+  """The `Population` of ``(init, segment)``, shared by every search."""
+  by_init = _POPULATIONS.setdefault(segment, weakref.WeakKeyDictionary())
+  if init not in by_init:
+    by_init[init] = Population(init, segment)
+  return by_init[init]
+
+
+def executor_for(n: int, devices: Sequence[jax.Device] | None,
+                 lanes: int | None, compiler_options: Any = None
+                 ) -> _executor.Executor:
+  """The executor of a search whose largest population is ``n`` trials."""
+  if devices is not None and not devices:
+    raise ValueError("devices must be None or a non-empty list of devices.")
+  _executor.check_lanes(lanes)
+  devices = list(devices) if devices is not None else jax.devices()
+  return _executor.Executor(
+      devices, _executor.lanes_for(n, devices[0].platform, lanes),
+      compiler_options)
+
+
+def checkpoint_for(checkpoint_dir: str | None, search: str, *,
+                   space: Mapping[str, Any], key: jax.Array,
+                   functions: Sequence[Callable[..., Any]],
+                   ex: _executor.Executor, program: str,
+                   **settings: Any) -> _checkpoint.Checkpoint | None:
+  """The checkpoint folder of a stepwise search (None without a folder)."""
+  if checkpoint_dir is None:
+    return None
+  fields = _checkpoint.fingerprint(
+      search=search, space=_checkpoint.space_identity(space),
+      key=_space.key_seed(key).tolist(), lanes=ex.lanes,
+      functions=[_checkpoint.function_identity(f) for f in functions],
+      program=program, **settings)
+  return _checkpoint.Checkpoint(checkpoint_dir, fields,
+                                writer=jax.process_index() == 0)
+
+
+def program_digest(population: Population, hparams: Mapping[str, Any],
+                   key: _executor.KeySpec) -> str:
+  """A hash of one trial's lowered init and segment programs."""
+  import hashlib
+
+  hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
+        for k, v in hparams.items()}
+  kd = jax.ShapeDtypeStruct(key.data.shape, key.data.dtype)
+  init = population.init_fn
+  text = jax.jit(
+      lambda h, k: init(h, _executor.trial_key(key.wrap(k), 0))).lower(
+          hp, kd).as_text(debug_info=False)
+  state = population.state_template(hparams, key)
+  text += jax.jit(population.segment_fn).lower(state, hp).as_text(
+      debug_info=False)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --- Results ------------------------------------------------------------------
@@ -291,36 +337,135 @@ def make_result(cls, space, hparams, metrics, **fields):
   hparams = {n: space[n].decode(np.asarray(v)) for n, v in hparams.items()}
   metrics = {k: np.asarray(v) for k, v in metrics.items()}
   n = len(next(iter(hparams.values())))
-  diverged = np.zeros(n, bool)
-  for v in metrics.values():
-    if np.issubdtype(v.dtype, np.floating):
-      diverged |= ~np.isfinite(v.reshape(n, -1)).all(axis=1)
-  return cls(hparams=hparams, metrics=metrics, diverged=diverged,
+  return cls(hparams=hparams, metrics=metrics,
+             diverged=_executor.diverged_mask(metrics, n),
              space=dict(space), **fields)
 
 
+def last_values(metrics: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+  """Each metric's last value per trial (a curve's last point), ``n`` rows."""
+  out = {}
+  for k, v in metrics.items():
+    v = np.asarray(v)[:n]
+    out[k] = v.reshape(n, -1)[:, -1] if v.ndim > 1 else v
+  return out
+
+
 # --- A population run with per-trial early stopping ------------------------------
-
-
-_POPULATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def population_for(init: InitFn, segment: SegmentFn) -> Population:
-  """The `Population` of ``(init, segment)``, shared by every search.
-
-  Sharing it shares the compiled programs: a grid, then successive halving,
-  then Hyperband on the same functions compile each population size once.
-  """
-  by_init = _POPULATIONS.setdefault(segment, weakref.WeakKeyDictionary())
-  if init not in by_init:
-    by_init[init] = Population(init, segment)
-  return by_init[init]
 
 
 def _make_stopper(early_stopping, mode):
   if early_stopping is None or hasattr(early_stopping, "update"):
     return early_stopping
   return _plateau.early_stopping(early_stopping, mode=mode)
+
+
+class _RunStepwise:
+  """`run_stepwise` as a strategy: one step is one segment of one chunk."""
+
+  def __init__(self, pop, ex, key, space, hparams, *, chunk, num_segments,
+               metric, mode, stopper, steps_per_segment):
+    self.pop, self.ex, self.key, self.space = pop, ex, key, space
+    self.hparams = hparams
+    self.n = len(next(iter(hparams.values())))
+    self.chunk = chunk
+    self.num_chunks = -(-self.n // chunk)
+    self.num_segments = num_segments
+    self.metric, self.mode = metric, mode
+    self.stopper = stopper
+    self.steps_per_segment = steps_per_segment
+
+  def _indices(self, c):
+    return np.arange(c * self.chunk, min((c + 1) * self.chunk, self.n))
+
+  def init(self):
+    return _loop.SearchState(0, {
+        "chunk": 0, "segment": 0, "calls": 0, "curves": {},
+        "segments_run": np.zeros(self.n, np.int64)})
+
+  def work(self, state):
+    return int(np.sum(state.host["segments_run"]))
+
+  def terminate(self, state):
+    return state.host["chunk"] >= self.num_chunks
+
+  def device_template(self, state):
+    if state.device is None:
+      return None
+    template = {"state": self.pop.state_template(self.hparams, self.key),
+                "hp": dict.fromkeys(self.hparams, 0)}
+    if self.stopper is not None:
+      template["stop"] = self.stopper.init()
+    return template
+
+  def _stop_program(self):
+    stopper, metric = self.stopper, self.metric
+
+    def update(st, metrics):
+      value = jnp.ravel(metrics[metric])[-1]
+      new = stopper.update(st, value)
+      return jax.tree.map(lambda a, b: jnp.where(st.stopped, b, a), new, st)
+
+    return update
+
+  def step(self, state):
+    h = dict(state.host)
+    idx = self._indices(h["chunk"])
+    device, ndev = state.device, state.ndev
+    if device is None:
+      pstate, hp, ndev = self.pop.init(
+          self.ex, {k: v[idx] for k, v in self.hparams.items()}, self.key, idx)
+      device = {"state": pstate, "hp": hp}
+      if self.stopper is not None:
+        size = len(jax.tree.leaves(hp)[0])
+        device["stop"] = self.ex.put(jax.tree.map(
+            lambda x: np.broadcast_to(np.asarray(x), (size,) + np.shape(x)),
+            self.stopper.init()), ndev)
+    stop = device.get("stop")
+    stopped_host = (np.zeros(len(idx), bool) if stop is None else
+                    self.ex.gather(stop.stopped)[:len(idx)])
+    pstate, metrics = self.pop.segment(
+        self.ex, device["state"], device["hp"], ndev,
+        None if stop is None else stop.stopped)
+    host_metrics = self.ex.gather(dict(metrics))
+    if not h["calls"]:
+      check_metric(host_metrics, self.metric)
+    h["calls"] += 1
+    s = h["segment"]
+    segments_run = h["segments_run"].copy()
+    segments_run[idx] += ~stopped_host
+    curves = {k: v.copy() for k, v in h["curves"].items()}
+    for k, last in last_values(host_metrics, len(idx)).items():
+      c = curves.setdefault(k, np.zeros((self.n, self.num_segments),
+                                        last.dtype))
+      prev = c[idx, s - 1] if s else last
+      c[idx, s] = np.where(stopped_host, prev, last)
+    device = {**device, "state": pstate}
+    all_stopped = False
+    if stop is not None:
+      device["stop"] = self.pop._run(
+          self.ex, "stop_update",
+          lambda: self.ex.per_trial(self._stop_program(), ndev, (0, 0)),
+          (stop, metrics))
+      all_stopped = bool(self.ex.gather(device["stop"].stopped)[
+          :len(idx)].all())
+    h.update(segment=s + 1, segments_run=segments_run, curves=curves)
+    if s + 1 == self.num_segments or all_stopped:
+      for c in curves.values():  # a chunk that stopped early holds its values
+        c[idx[:, None], np.arange(s + 1, self.num_segments)] = c[idx, s][
+            :, None]
+      h.update(chunk=h["chunk"] + 1, segment=0)
+      device = None
+    return _loop.SearchState(state.step + 1, h, device, ndev)
+
+  def postprocess(self, state):
+    h = state.host
+    return make_result(
+        AdaptiveResult, self.space, self.hparams, h["curves"],
+        metric=self.metric, mode=self.mode, segments_run=h["segments_run"],
+        steps_per_segment=self.steps_per_segment,
+        num_compiles=self.ex.num_compiles,
+        history={"segment_calls": h["calls"]})
 
 
 def run_stepwise(
@@ -338,18 +483,22 @@ def run_stepwise(
     early_stopping: Any = None,
     max_parallel: int | None = None,
     steps_per_segment: int = 1,
+    checkpoint_dir: str | None = None,
+    progress: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    lanes: int | None = None,
 ) -> AdaptiveResult:
   """Trains sampled trials segment by segment, each stopping on its own.
 
-  Every segment runs ``jit(vmap(segment))`` over a chunk of trials. With
-  ``early_stopping`` (a patience, or an object with ``init()``,
-  ``update(state, value)`` and ``state.stopped`` such as
-  `jopt.early_stopping`) each trial's ``metric`` feeds its own stopping rule;
-  a stopped trial keeps its state (a select inside the program), and once
-  every trial of the chunk has stopped the host stops calling the segment
-  function, so finished chunks cost nothing. Reduce-on-plateau needs no
-  support here: `jopt.reduce_on_plateau` in the optimizer is per-trial
-  under ``vmap`` already.
+  Every segment runs ``segment`` over a chunk of trials (vmapped at a fixed
+  lane width, sharded over ``devices``). With ``early_stopping`` (a
+  patience, or an object with ``init()``, ``update(state, value)`` and
+  ``state.stopped`` such as `jopt.early_stopping`) each trial's ``metric``
+  feeds its own stopping rule; a stopped trial keeps its state (a select
+  inside the program), and once every trial of the chunk has stopped the
+  host stops calling the segment function, so finished chunks cost
+  nothing. Reduce-on-plateau needs no support here: `jopt.reduce_on_plateau`
+  in the optimizer is per-trial under ``vmap`` already.
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.
@@ -363,8 +512,15 @@ def run_stepwise(
     strategy: ``"grid"``, ``"random"`` or ``"quasirandom"``.
     grid_points: points per continuous dimension for the grid.
     early_stopping: a patience in segments, a stopping rule, or None.
-    max_parallel: most trials trained at once (chunks run one after another).
+    max_parallel: most trials trained at once (chunks run one after
+      another); an int >= 1 or None (all at once).
     steps_per_segment: steps in a segment, for the member-step count.
+    checkpoint_dir: a folder where the search state is saved after every
+      segment; the same call resumes from it to the same result, bit for
+      bit, and a folder of another search is refused.
+    progress: show a progress bar (member-segments).
+    devices: devices to shard trials over; default ``jax.devices()``.
+    lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
     An `AdaptiveResult` whose ``metrics`` hold, per metric, a [N,
@@ -384,71 +540,32 @@ def run_stepwise(
     >>> res.segments_run.tolist()
     [3, 10]
   """
-  import time
-
-  start = time.perf_counter()
   check_mode(mode)
   space = check_space(space, "run_stepwise")
-  if not isinstance(num_segments, int) or num_segments < 1:
-    raise ValueError(f"num_segments must be an int >= 1, got {num_segments!r}.")
+  num_segments = check_int("num_segments", num_segments, 1)
+  max_parallel = check_optional_int("max_parallel", max_parallel, 1)
+  steps_per_segment = check_int("steps_per_segment", steps_per_segment, 1)
   hparams = _space.sample(space, num_trials, key, strategy,
                           grid_points=grid_points)
   n = len(next(iter(hparams.values())))
-  chunk = n if max_parallel is None else int(max_parallel)
-  if chunk < 1:
-    raise ValueError(f"max_parallel must be >= 1, got {max_parallel!r}.")
-  stopper = _make_stopper(early_stopping, mode)
+  chunk = n if max_parallel is None else min(n, max_parallel)
+  ex = executor_for(chunk, devices, lanes)
   pop = population_for(init, segment)
-  compiles_before = pop.num_compiles
-  stop_update = None
-  if stopper is not None:
-    def stop_update(st, value, stopped):
-      new = jax.vmap(stopper.update)(st, value)
-      return jax.tree.map(
-          lambda a, b: jnp.where(stopped.reshape(stopped.shape + (1,) *
-                                                 (a.ndim - 1)), b, a), new, st)
-    stop_update = jax.jit(stop_update)
-
-  curves: dict[str, np.ndarray] = {}
-  segments_run = np.zeros(n, np.int64)
-  calls = 0
-  for lo in range(0, n, chunk):
-    idx = np.arange(lo, min(lo + chunk, n))
-    state, hp = pop.init({k: v[idx] for k, v in hparams.items()}, key, idx)
-    size = len(pad_rows(len(idx)))
-    stopped = None
-    if stopper is not None:
-      stop_state = shard_trials(jax.tree.map(
-          lambda x, size=size: jnp.broadcast_to(x, (size,) + jnp.shape(x)),
-          stopper.init()))
-      stopped = stop_state.stopped
-    done = 0  # segments this chunk ran
-    for s in range(num_segments):
-      stopped_host = (np.zeros(len(idx), bool) if stopped is None
-                      else np.asarray(stopped)[:len(idx)])
-      if stopped_host.all():
-        break  # the whole chunk has stopped: spend nothing more on it
-      state, metrics = pop.segment(state, hp, stopped)
-      if not calls:
-        check_metric(metrics, metric)
-      calls += 1
-      done = s + 1
-      segments_run[idx] += ~stopped_host
-      for k, v in metrics.items():
-        v = np.asarray(v)[:len(idx)]
-        last = v.reshape(len(idx), -1)[:, -1]
-        c = curves.setdefault(k, np.zeros((n, num_segments), last.dtype))
-        prev = c[idx, s - 1] if s else last
-        c[idx, s] = np.where(stopped_host, prev, last)
-      if stopper is not None:
-        value = jnp.asarray(metrics[metric]).reshape(size, -1)[:, -1]
-        stop_state = stop_update(stop_state, value, stopped)
-        stopped = stop_state.stopped
-    for c in curves.values():  # a chunk that stopped early holds its values
-      c[idx[:, None], np.arange(done, num_segments)] = c[idx, done - 1][:, None]
-  return make_result(
-      AdaptiveResult, space, hparams, curves, metric=metric, mode=mode,
-      segments_run=segments_run, steps_per_segment=steps_per_segment,
-      num_compiles=pop.num_compiles - compiles_before,
-      wall_time=time.perf_counter() - start,
-      history={"segment_calls": calls})
+  key_spec = _executor.KeySpec(key)
+  stopper = _make_stopper(early_stopping, mode)
+  strategy_obj = _RunStepwise(
+      pop, ex, key_spec, space, hparams, chunk=chunk,
+      num_segments=num_segments, metric=metric, mode=mode, stopper=stopper,
+      steps_per_segment=steps_per_segment)
+  ckpt = checkpoint_for(
+      checkpoint_dir, "run_stepwise", space=space, key=key,
+      functions=[init, segment], ex=ex,
+      program=program_digest(pop, hparams, key_spec) if checkpoint_dir
+      else "", strategy=strategy, num_trials=n, grid_points=grid_points,
+      num_segments=num_segments, metric=metric, mode=mode,
+      early_stopping=repr(early_stopping), chunk=chunk)
+  result, wall = _loop.iterate(strategy_obj, ex, checkpoint=ckpt,
+                               progress=progress, total=n * num_segments,
+                               desc="jopt.sweep.run_stepwise")
+  result.wall_time = wall
+  return result

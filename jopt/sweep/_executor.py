@@ -1,0 +1,339 @@
+"""The one executor under every search: lanes, placement, compiles, gathers.
+
+Every strategy hands the executor a function of ONE trial and host arrays
+with a leading trial axis; the executor runs it over all trials as one
+compiled program whose trial axis is sharded over a one-axis mesh
+(``"trials"``) of the chosen devices, in every process of a JAX cluster.
+
+Results never depend on the hardware layout. Each device runs its trials in
+vmapped groups of a fixed width, the *lanes* (a ``lax.map`` over the groups
+of a ``vmap`` over the lanes, inside ``shard_map``), so a trial is always
+computed by the same kernels at the same width, whatever the number of
+devices, processes, chunks or trials per call: XLA picks kernels by width
+(a one-lane vmap becomes matrix-vector products, wider ones matrix-matrix
+products with other blockings), and training amplifies their different
+rounding. Padding lanes repeat a real trial, so they cannot fail, and are
+dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+TRIALS_AXIS = "trials"
+# Lanes per device by platform: the width every trial is computed at (see
+# the module docstring), measured with benchmarks/sweep.py. On CPU a vmap
+# wider than 8 gains nothing more on the MLP sweep; on accelerators, where
+# width is what fills the chip, 32.
+DEFAULT_LANES = {"cpu": 8}
+ACCELERATOR_LANES = 32
+# Per-device budget when the device reports no memory limit (CPU).
+CPU_MEMORY_BUDGET = 2 << 30
+# Share of an accelerator's free memory one call may take.
+ACCELERATOR_MEMORY_FRACTION = 0.8
+
+
+def check_lanes(lanes: Any) -> None:
+  if lanes is not None and (isinstance(lanes, bool) or not isinstance(
+      lanes, (int, np.integer)) or lanes < 1):
+    raise ValueError(f"lanes must be None or an int >= 1, got {lanes!r}.")
+
+
+def lanes_for(num_trials: int, platform: str, lanes: int | None = None) -> int:
+  """The lane width of a search of ``num_trials`` trials.
+
+  ``lanes`` when given; otherwise the platform's width, but no wider than
+  the search needs (a power of two >= ``num_trials``), so a single trial is
+  not padded to eight. It depends on the search alone, never on devices or
+  chunks, and a search keeps it to the end (a halving survivor included).
+  """
+  if lanes is not None:
+    return int(lanes)
+  width = DEFAULT_LANES.get(platform, ACCELERATOR_LANES)
+  return int(min(width, 1 << max(0, math.ceil(math.log2(max(num_trials, 1))))))
+
+
+def default_compiler_options(devices: Sequence[jax.Device]) -> dict | None:
+  """Faster-compiling LLVM settings on CPU (see `jopt.sweep.run`)."""
+  if devices and devices[0].platform == "cpu":
+    return {"xla_backend_optimization_level": 1}
+  return None
+
+
+def memory_budget(device: jax.Device) -> int:
+  """Bytes one call may use on ``device`` (see `jopt.sweep.run`)."""
+  env = os.environ.get("JOPT_SWEEP_MEMORY_BYTES")
+  if env:
+    return int(env)
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001  (backends without memory stats)
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    return int(ACCELERATOR_MEMORY_FRACTION * free)
+  return CPU_MEMORY_BUDGET
+
+
+def compiled_bytes(compiled: Any) -> int | None:
+  """Per-device bytes of a compiled program (arguments, outputs, temps)."""
+  try:
+    ma = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001  (not every backend implements it)
+    return None
+  if ma is None:
+    return None
+  return int(ma.argument_size_in_bytes + ma.output_size_in_bytes
+             + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
+
+
+def is_inexact(dtype: Any) -> bool:
+  """Floating or complex, bfloat16 and float16 included."""
+  return bool(jnp.issubdtype(dtype, jnp.inexact))
+
+
+def diverged_mask(metrics: dict[str, np.ndarray], n: int) -> np.ndarray:
+  """[n] True where any inexact metric of a trial is NaN or infinite."""
+  diverged = np.zeros(n, bool)
+  for v in metrics.values():
+    v = np.asarray(v)
+    if is_inexact(v.dtype):
+      diverged |= ~np.isfinite(v.astype(np.float32) if v.dtype.itemsize < 4
+                               else v).reshape(n, -1).all(axis=1)
+  return diverged
+
+
+# --- Keys ---------------------------------------------------------------------
+
+
+class KeySpec:
+  """A PRNG key passed into programs as raw data (placeable anywhere)."""
+
+  def __init__(self, key: jax.Array):
+    self.typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    self.impl = jax.random.key_impl(key) if self.typed else None
+    self.data = np.asarray(jax.random.key_data(key) if self.typed else key)
+
+  def wrap(self, data: jax.Array) -> jax.Array:
+    if self.typed:
+      return jax.random.wrap_key_data(data, impl=self.impl)
+    return data
+
+
+def trial_key(root: jax.Array, index: jax.Array) -> jax.Array:
+  """Trial ``index``'s key: ``fold_in(root, index)``, whatever runs it."""
+  return jax.random.fold_in(root, index)
+
+
+# --- Executable cache -----------------------------------------------------------
+
+# Rerunning a search in one process (a notebook cell run twice) lowers the
+# same program again; the executable is reused when the lowered text, the
+# compile options and the devices are the same. Keyed by content, so a
+# different function never hits.
+_EXECUTABLES: dict[str, Any] = {}
+_EXECUTABLES_LOCK = threading.Lock()
+_MAX_EXECUTABLES = 32
+# Compiles done by XLA in this process (cache hits excluded), for tests.
+COMPILES = [0]
+
+
+def _cache_key(lowered: Any, options: dict | None, devices) -> str:
+  h = hashlib.sha256(lowered.as_text(debug_info=False).encode())
+  # jit drops unused arguments from the program text; the pytrees it is
+  # called with are part of what the executable accepts.
+  h.update(repr((lowered.in_tree, lowered.out_tree)).encode())
+  h.update(repr(sorted((options or {}).items())).encode())
+  h.update(repr([d.id for d in devices]).encode())
+  return h.hexdigest()
+
+
+class Executor:
+  """Runs functions of one trial over many, sharded, at a fixed lane width.
+
+  Args:
+    devices: the devices to shard over (global across processes); default
+      ``jax.devices()``.
+    lanes: trials computed side by side per device (see `lanes_for`).
+    compiler_options: XLA options; None chooses `default_compiler_options`.
+  """
+
+  def __init__(self, devices: Sequence[jax.Device] | None = None,
+               lanes: int = 1,
+               compiler_options: dict | None = None):
+    self.devices = list(devices) if devices is not None else jax.devices()
+    if not self.devices:
+      raise ValueError("devices must be None or a non-empty list of devices.")
+    self.lanes = int(lanes)
+    self.compiler_options = (default_compiler_options(self.devices)
+                             if compiler_options is None
+                             else dict(compiler_options))
+    self.multiprocess = len({d.process_index for d in self.devices}) > 1 or (
+        jax.process_count() > 1)
+    self.num_compiles = 0
+    self.compile_time = 0.0
+    self.memory_bytes: int | None = None
+    self._meshes: dict[int, Mesh] = {}
+
+  # Layout ----------------------------------------------------------------
+
+  @property
+  def platform(self) -> str:
+    return self.devices[0].platform
+
+  def num_devices_for(self, n: int) -> int:
+    """Devices used for ``n`` trials: no more than have a group to run.
+
+    In a cluster every device is used, so every process takes part.
+    """
+    if self.multiprocess:
+      return len(self.devices)
+    return max(1, min(len(self.devices), -(-n // self.lanes)))
+
+  def padded(self, n: int, ndev: int | None = None) -> int:
+    """``n`` rounded up to whole groups of lanes on every device used."""
+    ndev = ndev or self.num_devices_for(n)
+    unit = self.lanes * ndev
+    return max(unit, -(-n // unit) * unit)
+
+  def mesh(self, ndev: int) -> Mesh:
+    if ndev not in self._meshes:
+      self._meshes[ndev] = Mesh(np.array(self.devices[:ndev]), (TRIALS_AXIS,))
+    return self._meshes[ndev]
+
+  def sharding(self, ndev: int, replicated: bool = False) -> NamedSharding:
+    return NamedSharding(self.mesh(ndev), PartitionSpec(
+        None if replicated else TRIALS_AXIS))
+
+  def ndev_of(self, size: int) -> int:
+    """The devices a padded trial axis of ``size`` is spread over."""
+    for ndev in range(min(len(self.devices), size // self.lanes), 0, -1):
+      if size % (ndev * self.lanes) == 0 and (
+          not self.multiprocess or ndev == len(self.devices)):
+        return ndev
+    raise ValueError(f"{size} trials do not fill whole groups of "
+                     f"{self.lanes} lanes.")
+
+  # Placement ---------------------------------------------------------------
+
+  def put(self, tree: Any, ndev: int) -> Any:
+    """Host arrays with a leading trial axis -> global arrays, trial-sharded.
+
+    Every process holds the whole host array (searches sample
+    deterministically from the key), and each places its own shards.
+    """
+    sharding = self.sharding(ndev)
+
+    def place(x):
+      x = np.asarray(x)
+      return jax.make_array_from_callback(x.shape, sharding,
+                                          lambda index: x[index])
+
+    return jax.tree.map(place, tree)
+
+  def put_replicated(self, tree: Any, ndev: int) -> Any:
+    sharding = self.sharding(ndev, replicated=True)
+
+    def place(x):
+      x = np.asarray(x)
+      return jax.make_array_from_callback(x.shape, sharding,
+                                          lambda index: x[index])
+
+    return jax.tree.map(place, tree)
+
+  def gather(self, tree: Any) -> Any:
+    """Global arrays -> numpy on every process (all-gathered if needed)."""
+
+    def get(x):
+      if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+      from jax.experimental import multihost_utils
+
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+  # Programs -------------------------------------------------------------------
+
+  def per_trial(self, fn: Callable[..., Any], ndev: int,
+                in_axes: Sequence[int | None]) -> Callable[..., Any]:
+    """``fn`` of one trial -> a function of the whole (sharded) trial axis.
+
+    Arguments with ``in_axes`` 0 carry the trial axis, None ones are shared.
+    On each device the local trials run as a ``lax.map`` over groups of
+    ``lanes`` vmapped trials; call the result inside a jitted program.
+    """
+    lanes = self.lanes
+    specs = tuple(PartitionSpec(TRIALS_AXIS) if a == 0 else PartitionSpec()
+                  for a in in_axes)
+
+    def local(*args):
+      batched = [a for a, ax in zip(args, in_axes, strict=True) if ax == 0]
+      size = jax.tree.leaves(batched)[0].shape[0]
+      groups = size // lanes
+
+      def split(x):
+        return x.reshape((groups, lanes) + x.shape[1:])
+
+      def merge(x):
+        return x.reshape((groups * lanes,) + x.shape[2:])
+
+      grouped = [jax.tree.map(split, a) if ax == 0 else None
+                 for a, ax in zip(args, in_axes, strict=True)]
+
+      def one_group(batch):
+        full = [b if ax == 0 else a for a, b, ax in
+                zip(args, batch, in_axes, strict=True)]
+        return jax.vmap(fn, in_axes=tuple(in_axes))(*full)
+
+      out = jax.lax.map(one_group, grouped)
+      return jax.tree.map(merge, out)
+
+    def call(*args):
+      return jax.shard_map(local, mesh=self.mesh(ndev), in_specs=specs,
+                           out_specs=PartitionSpec(TRIALS_AXIS),
+                           check_vma=False)(*args)
+
+    return call
+
+  def compile(self, fn: Callable[..., Any], args: Sequence[Any], *,
+              donate: Sequence[int] = ()) -> Any:
+    """Compiles ``jit(fn)`` for ``args`` (reusing an identical executable)."""
+    start = time.perf_counter()
+    lowered = jax.jit(fn, donate_argnums=tuple(donate)).lower(*args)
+    key = _cache_key(lowered, self.compiler_options, self.devices)
+    with _EXECUTABLES_LOCK:
+      compiled = _EXECUTABLES.get(key)
+    self.num_compiles += 1  # programs this search needed, cached or not
+    if compiled is None:
+      compiled = lowered.compile(compiler_options=self.compiler_options)
+      COMPILES[0] += 1
+      with _EXECUTABLES_LOCK:
+        if len(_EXECUTABLES) >= _MAX_EXECUTABLES:
+          _EXECUTABLES.pop(next(iter(_EXECUTABLES)))
+        _EXECUTABLES[key] = compiled
+    self.compile_time += time.perf_counter() - start
+    return compiled
+
+  def note_used(self, compiled: Any) -> None:
+    """Records the footprint of a program that ran (for ``memory_bytes``)."""
+    footprint = compiled_bytes(compiled)
+    if footprint is not None:
+      self.memory_bytes = max(self.memory_bytes or 0, footprint)
+
+
+def pad_rows(n: int, size: int) -> np.ndarray:
+  """Rows ``0..n-1`` padded to ``size`` by repeating the first one."""
+  rows = np.arange(size)
+  return np.where(rows < n, rows, 0)

@@ -1,0 +1,156 @@
+"""One loop under every adaptive search: init, step, terminate, postprocess.
+
+A strategy (`run_stepwise`, successive halving, Hyperband, PBT, Optuna)
+says only how it chooses what to train next; `iterate` drives it and owns
+what every search needs alike: checkpoints at each step boundary (atomic,
+fingerprinted, resumed bit for bit), progress, and the wall clock. A
+strategy's state is a `SearchState`: host values (numpy arrays, numbers,
+strings, lists and dicts of them) and a device part (the population's
+training state, trial-sharded global arrays), which is gathered for saving
+and placed back on the devices when resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from jopt.sweep import _checkpoint, _executor, _progress
+
+
+@dataclasses.dataclass
+class SearchState:
+  """What a search needs to continue: host values and device arrays.
+
+  Attributes:
+    step: steps completed (rungs, rounds, segments...).
+    host: plain values; numpy arrays anywhere inside lists and dicts.
+    device: a pytree of trial-sharded arrays (or None).
+    ndev: the devices ``device`` is spread over.
+  """
+
+  step: int
+  host: dict[str, Any]
+  device: Any = None
+  ndev: int = 1
+
+
+class Strategy(Protocol):
+  """How one search chooses what to train next."""
+
+  def init(self) -> SearchState: ...
+
+  def step(self, state: SearchState) -> SearchState: ...
+
+  def terminate(self, state: SearchState) -> bool: ...
+
+  def postprocess(self, state: SearchState) -> Any: ...
+
+  def device_template(self, state: SearchState) -> Any:
+    """The pytree structure of ``state.device`` (leaves may be anything)."""
+    ...
+
+  def work(self, state: SearchState) -> int:
+    """Units of progress done by ``state`` (member-segments)."""
+    ...
+
+
+# --- Plain values <-> JSON + arrays -----------------------------------------------
+
+
+def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+  if isinstance(obj, (np.ndarray, np.generic)) and not isinstance(
+      obj, (np.bool_,)) or isinstance(obj, np.ndarray):
+    name = f"h{len(arrays)}"
+    arrays[name] = np.asarray(obj)
+    return {"__array__": name}
+  if isinstance(obj, np.bool_):
+    return bool(obj)
+  if isinstance(obj, Mapping):
+    return {"__dict__": [[k, _encode(v, arrays)] for k, v in obj.items()]}
+  if isinstance(obj, (list, tuple)):
+    return [_encode(v, arrays) for v in obj]
+  if obj is None or isinstance(obj, (bool, int, float, str)):
+    return obj
+  raise TypeError(f"cannot checkpoint a {type(obj).__name__}")
+
+
+def _decode(obj: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+  if isinstance(obj, dict):
+    if "__array__" in obj:
+      return arrays[obj["__array__"]]
+    return {k: _decode(v, arrays) for k, v in obj["__dict__"]}
+  if isinstance(obj, list):
+    return [_decode(v, arrays) for v in obj]
+  return obj
+
+
+def save(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
+         state: SearchState) -> None:
+  arrays: dict[str, np.ndarray] = {}
+  host = _encode(state.host, arrays)
+  leaves = jax.tree.leaves(ex.gather(state.device))
+  for i, leaf in enumerate(leaves):
+    arrays[f"d{i}"] = leaf
+  ckpt.save_state(state.step, {"host": host, "num_leaves": len(leaves),
+                               "ndev": state.ndev}, arrays)
+
+
+def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
+         strategy: Strategy) -> SearchState | None:
+  saved = ckpt.load_state()
+  if saved is None:
+    return None
+  meta, arrays = saved
+  host = _decode(meta["host"], arrays)
+  state = SearchState(int(meta["step"]), host, None, int(meta["ndev"]))
+  template = strategy.device_template(state)
+  if template is not None:
+    treedef = jax.tree.structure(template)
+    leaves = [arrays[f"d{i}"] for i in range(int(meta["num_leaves"]))]
+    if treedef.num_leaves != len(leaves):
+      raise ValueError(f"the state in {ckpt.directory!r} does not fit this "
+                       f"search's training state; use a new checkpoint_dir.")
+    state.device = ex.put(jax.tree.unflatten(treedef, leaves), state.ndev)
+  restore = getattr(strategy, "restore", None)
+  if restore is not None:  # host objects a strategy keeps itself (a study)
+    restore(state)
+  return state
+
+
+# --- The loop -------------------------------------------------------------------
+
+
+def iterate(strategy: Strategy, ex: _executor.Executor, *,
+            checkpoint: _checkpoint.Checkpoint | None = None,
+            progress: bool = False, total: int | None = None,
+            desc: str = "jopt.sweep") -> tuple[Any, float]:
+  """Runs ``strategy`` to the end; returns ``(result, wall seconds)``.
+
+  With ``checkpoint`` the state is saved after every step and a saved
+  state is resumed from; a resumed search returns the same result, bit for
+  bit, as one never interrupted.
+  """
+  start = time.perf_counter()
+  state = load(checkpoint, ex, strategy) if checkpoint is not None else None
+  if state is None:
+    state = strategy.init()
+  bar = _progress.bar(progress, total=total, unit="segment", desc=desc)
+  try:
+    done = strategy.work(state)
+    bar.update(done)
+    while not strategy.terminate(state):
+      state = strategy.step(state)
+      if checkpoint is not None:
+        save(checkpoint, ex, state)
+      now = strategy.work(state)
+      bar.update(now - done)
+      done = now
+  finally:
+    bar.close()
+  return strategy.postprocess(state), time.perf_counter() - start
