@@ -199,6 +199,7 @@ def optuna_search(
     framework <https://arxiv.org/abs/1907.10902>`_, KDD 2019.
   """
   optuna = _import_optuna()
+  _stepwise.check_common(key, devices, lanes)
   space = _stepwise.check_space(space, "optuna_search")
   for name, value in (("num_rounds", num_rounds), ("batch_size", batch_size)):
     if (not isinstance(value, numbers.Integral) or isinstance(value, bool)

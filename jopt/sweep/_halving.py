@@ -64,8 +64,6 @@ class _Halving:
     return state.host["bracket"] >= len(self.brackets)
 
   def device_template(self, state):
-    if state.device is None:
-      return None
     return {"state": self.pop.state_template(self.hparams, self.key),
             "hp": dict.fromkeys(self.hparams, 0)}
 
@@ -152,6 +150,7 @@ def _search(init, segment, space, key, brackets, *, eta, metric, mode,
             strategy, grid_points, steps_per_segment, name, checkpoint_dir,
             progress, devices, lanes, per_bracket=False):
   _stepwise.check_mode(mode)
+  _stepwise.check_common(key, devices, lanes)
   space = _stepwise.check_space(space, name)
   steps_per_segment = _stepwise.check_int("steps_per_segment",
                                           steps_per_segment, 1)

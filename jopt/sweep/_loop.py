@@ -52,7 +52,10 @@ class Strategy(Protocol):
   def postprocess(self, state: SearchState) -> Any: ...
 
   def device_template(self, state: SearchState) -> Any:
-    """The pytree structure of ``state.device`` (leaves may be anything)."""
+    """The structure of a saved ``state.device`` (leaves may be anything).
+
+    Called only when the saved state had a device part.
+    """
     ...
 
   def work(self, state: SearchState) -> int:
@@ -98,6 +101,7 @@ def save(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
   for i, leaf in enumerate(leaves):
     arrays[f"d{i}"] = leaf
   ckpt.save_state(state.step, {"host": host, "num_leaves": len(leaves),
+                               "has_device": state.device is not None,
                                "ndev": state.ndev}, arrays)
 
 
@@ -109,8 +113,8 @@ def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
   meta, arrays = saved
   host = _decode(meta["host"], arrays)
   state = SearchState(int(meta["step"]), host, None, int(meta["ndev"]))
-  template = strategy.device_template(state)
-  if template is not None:
+  if meta.get("has_device"):
+    template = strategy.device_template(state)
     treedef = jax.tree.structure(template)
     leaves = [arrays[f"d{i}"] for i in range(int(meta["num_leaves"]))]
     if treedef.num_leaves != len(leaves):

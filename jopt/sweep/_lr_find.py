@@ -388,6 +388,7 @@ def lr_find(
     >>> 0.1 < res.suggestions["valley"] < 3.0
     True
   """
+  _stepwise.check_common(key, devices, lanes)
   if not (0 < min_lr < max_lr < np.inf):
     raise ValueError(f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr}, "
                      f"max_lr={max_lr}.")

@@ -370,6 +370,7 @@ def pbt(
     <https://arxiv.org/abs/1711.09846>`_, 2017.
   """
   _stepwise.check_mode(mode)
+  _stepwise.check_common(key, devices, lanes)
   space = _stepwise.check_space(space, "pbt")
   for name, value, low in (("population", population, 2),
                            ("num_rounds", num_rounds, 1),

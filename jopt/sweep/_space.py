@@ -344,7 +344,13 @@ def validate_space(space: Any) -> dict[str, Distribution]:
 
 def key_seed(key: Any) -> np.ndarray:
   """The raw uint32 data of a JAX PRNG key (typed or legacy)."""
-  key = jax.numpy.asarray(key) if not isinstance(key, jax.Array) else key
+  if key is None:
+    raise ValueError("key must be a JAX PRNG key (jax.random.key(seed)), "
+                     "got None.")
+  try:
+    key = jax.numpy.asarray(key) if not isinstance(key, jax.Array) else key
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"key must be a JAX PRNG key, got {key!r}.") from e
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   data = np.asarray(key)

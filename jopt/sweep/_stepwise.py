@@ -49,6 +49,14 @@ def check_int(name: str, value: Any, low: int) -> int:
   return int(value)
 
 
+def check_common(key: Any, devices: Any, lanes: Any) -> None:
+  """The arguments every search takes, checked alike before any work."""
+  _space.key_seed(key)
+  if devices is not None and not list(devices):
+    raise ValueError("devices must be None or a non-empty list of devices.")
+  _executor.check_lanes(lanes)
+
+
 def check_optional_int(name: str, value: Any, low: int) -> int | None:
   return None if value is None else check_int(name, value, low)
 
@@ -390,8 +398,6 @@ class _RunStepwise:
     return state.host["chunk"] >= self.num_chunks
 
   def device_template(self, state):
-    if state.device is None:
-      return None
     template = {"state": self.pop.state_template(self.hparams, self.key),
                 "hp": dict.fromkeys(self.hparams, 0)}
     if self.stopper is not None:
@@ -513,7 +519,8 @@ def run_stepwise(
     grid_points: points per continuous dimension for the grid.
     early_stopping: a patience in segments, a stopping rule, or None.
     max_parallel: most trials trained at once (chunks run one after
-      another); an int >= 1 or None (all at once).
+      another, rounded up to whole groups of ``lanes``); an int >= 1 or
+      None (all at once).
     steps_per_segment: steps in a segment, for the member-step count.
     checkpoint_dir: a folder where the search state is saved after every
       segment; the same call resumes from it to the same result, bit for
@@ -541,6 +548,7 @@ def run_stepwise(
     [3, 10]
   """
   check_mode(mode)
+  check_common(key, devices, lanes)
   space = check_space(space, "run_stepwise")
   num_segments = check_int("num_segments", num_segments, 1)
   max_parallel = check_optional_int("max_parallel", max_parallel, 1)
@@ -548,8 +556,11 @@ def run_stepwise(
   hparams = _space.sample(space, num_trials, key, strategy,
                           grid_points=grid_points)
   n = len(next(iter(hparams.values())))
-  chunk = n if max_parallel is None else min(n, max_parallel)
-  ex = executor_for(chunk, devices, lanes)
+  ex = executor_for(n, devices, lanes)
+  # A chunk is whole groups of lanes: the lane width is the search's, so
+  # results do not depend on max_parallel.
+  chunk = n if max_parallel is None else min(
+      n, -(-max_parallel // ex.lanes) * ex.lanes)
   pop = population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   stopper = _make_stopper(early_stopping, mode)

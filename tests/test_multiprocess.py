@@ -1,0 +1,99 @@
+"""Searches on a JAX cluster: 2 processes x 2 CPU devices over gloo.
+
+Each process runs tests/_cluster_worker.py (the README's recipe) unchanged;
+every process must return the same result, bit for bit, as one plain
+process, and only process 0 writes checkpoint files.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jopt import sweep
+
+WORKER = os.path.join(os.path.dirname(__file__), "_cluster_worker.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("cluster")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  port = str(_free_port())
+  commands = [[sys.executable, WORKER, "0", "1", "0", str(out)]] + [
+      [sys.executable, WORKER, port, "2", str(i), str(out)] for i in (0, 1)]
+  procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+           for c in commands]
+  logs = []
+  try:
+    for p in procs:
+      logs.append(p.communicate(timeout=600)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, log in zip(procs, logs, strict=True):
+    assert p.returncode == 0, log[-3000:]
+  return out
+
+
+@pytest.mark.parametrize("name, cls", [("run", sweep.SweepResult),
+                                       ("halving", sweep.AdaptiveResult),
+                                       ("pbt", sweep.PBTResult)])
+def test_every_process_gets_the_single_process_result(cluster_run, name, cls):
+  single = cls.load(cluster_run / f"{name}-1-0.npz")
+  for process in (0, 1):
+    got = cls.load(cluster_run / f"{name}-2-{process}.npz")
+    assert sorted(got.metrics) == sorted(single.metrics)
+    for k in single.metrics:
+      np.testing.assert_array_equal(got.metrics[k], single.metrics[k])
+    for k in single.hparams:
+      np.testing.assert_array_equal(got.hparams[k], single.hparams[k])
+    np.testing.assert_array_equal(got.diverged, single.diverged)
+    if name == "pbt":
+      np.testing.assert_array_equal(got.parents, single.parents)
+    if name == "halving":
+      np.testing.assert_array_equal(got.segments_run, single.segments_run)
+
+
+def test_the_shared_checkpoint_folder_is_complete(cluster_run):
+  # Both processes share the folder (one machine, as a shared filesystem
+  # would): one manifest, no temporary file left behind.
+  for search in ("run", "halving", "pbt"):
+    folder = cluster_run / "ckpt-2" / search
+    names = sorted(os.listdir(folder))
+    assert "manifest.json" in names
+    assert not [n for n in names if n.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("search", ["run", "pbt"])
+def test_processes_other_than_zero_write_nothing(search, tmp_path,
+                                                 monkeypatch):
+  import jax
+  import jax.numpy as jnp
+
+  monkeypatch.setattr(jax, "process_index", lambda *a, **k: 1)
+  folder = tmp_path / "ckpt"
+  space = {"lr": sweep.uniform(0.1, 0.5)}
+  key = jax.random.key(0)
+  if search == "run":
+    sweep.run(lambda hp, k: {"loss": hp["lr"] * jax.random.uniform(k)},
+              space, num_trials=4, key=key, checkpoint_dir=str(folder))
+  else:
+    sweep.pbt(lambda hp, k: jnp.zeros(()),
+              lambda s, hp: (s + hp["lr"], {"loss": s}), space,
+              population=4, num_rounds=2, key=key, metric="loss",
+              checkpoint_dir=str(folder))
+  assert os.listdir(folder) == []
