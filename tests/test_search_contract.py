@@ -14,11 +14,10 @@ and one test per guarantee:
 * bad input gets the same errors everywhere.
 """
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jopt
 from jopt import sweep
@@ -181,30 +180,37 @@ def test_interrupted_search_resumes_to_the_same_bits(reference, name,
   assert_same_bits(_reference(reference, name), resumed)
 
 
-@pytest.mark.parametrize("name", [n for n in SEARCHES if n != "lr_find"])
+# Each search over another space, for the refusal test.
+OTHER_SPACE = {"lr": sweep.log_uniform(1e-3, 0.2)}
+WITH_SPACE = {
+    "run": lambda space, **kw: sweep.run(
+        train_fn, space, num_trials=11, key=KEY, progress=False, **kw),
+    "run_stepwise": lambda space, **kw: sweep.run_stepwise(
+        init, segment, space, num_trials=11, key=KEY, num_segments=4,
+        metric="loss", **kw),
+    "successive_halving": lambda space, **kw: sweep.successive_halving(
+        init, segment, space, num_trials=10, key=KEY, max_segments=4, eta=2,
+        metric="loss", **kw),
+    "hyperband": lambda space, **kw: sweep.hyperband(
+        init, segment, space, key=KEY, max_segments=4, eta=2, metric="loss",
+        **kw),
+    "pbt": lambda space, **kw: sweep.pbt(
+        init, segment, space, population=10, key=KEY, num_rounds=3,
+        metric="loss", **kw),
+    "optuna_search": lambda space, **kw: sweep.optuna_search(
+        train_fn, space, num_rounds=3, batch_size=5, key=KEY, metric="loss",
+        **kw),
+}
+
+
+@pytest.mark.parametrize("name", WITH_SPACE)
 def test_a_checkpoint_of_another_search_is_refused(name, tmp_path):
+  if name == "optuna_search":
+    pytest.importorskip("optuna")
   folder = str(tmp_path / "ckpt")
-  _search(name, checkpoint_dir=folder)
-  other = {"lr": sweep.log_uniform(1e-3, 0.2)}
+  WITH_SPACE[name](SPACE, checkpoint_dir=folder)
   with pytest.raises(ValueError, match="different"):
-    fn = SEARCHES[name]
-    if name in ("run", "optuna_search"):
-      (sweep.run if name == "run" else sweep.optuna_search)(
-          train_fn, other, key=KEY, checkpoint_dir=folder,
-          **({"num_trials": 11, "progress": False} if name == "run" else
-             {"num_rounds": 3, "batch_size": 5, "metric": "loss"}))
-    else:
-      del fn
-      sweep.run_stepwise(init, segment, other, num_trials=11, key=KEY,
-                         num_segments=4, metric="loss",
-                         checkpoint_dir=folder) if name == "run_stepwise" \
-          else getattr(sweep, name)(
-              init, segment, other, key=KEY, metric="loss",
-              checkpoint_dir=folder, **{
-                  "successive_halving": dict(num_trials=10, max_segments=4,
-                                             eta=2),
-                  "hyperband": dict(max_segments=4, eta=2),
-                  "pbt": dict(population=10, num_rounds=3)}[name])
+    WITH_SPACE[name](OTHER_SPACE, checkpoint_dir=folder)
 
 
 def _poisoned(dtype):

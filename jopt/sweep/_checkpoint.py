@@ -133,7 +133,7 @@ def write_npz(path: str, meta: Mapping[str, Any],
 def read_npz(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """``(meta, arrays)`` of a `write_npz` file; ValueError naming a bad file."""
   try:
-    with np.load(path, allow_pickle=False) as data:
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
       header = json.loads(str(data["__header__"]))
       raw = {n: data[f"a{i}"] for i, n in enumerate(header["names"])}
       dtypes = {header["names"][int(k[1:])]: v

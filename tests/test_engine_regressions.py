@@ -1,0 +1,138 @@
+"""Regressions of the sweep engine: each test failed on the old engine."""
+
+import glob
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jopt import sweep
+
+KEY = jax.random.key(5)
+SPACE = {"lr": sweep.uniform(0.1, 0.9)}
+
+
+def quad(hp, key):
+  w = jax.random.normal(key, (3,))
+  for _ in range(3):
+    w = w - hp["lr"] * w
+  return {"loss": jnp.sum(w * w)}
+
+
+def other(hp, key):
+  return {"loss": hp["lr"] + jax.random.uniform(key)}
+
+
+def _run(folder, fn=quad, **kw):
+  kw.setdefault("max_parallel", 2)
+  return sweep.run(fn, SPACE, num_trials=6, key=KEY, lanes=2,
+                   checkpoint_dir=str(folder), progress=False, **kw)
+
+
+def test_trial_files_of_another_sweep_are_not_adopted(tmp_path):
+  # Old engine: with manifest.json deleted, another train_fn took the old
+  # chunks (no compile, old metrics paired with new hyperparameters).
+  _run(tmp_path / "ckpt")
+  os.remove(tmp_path / "ckpt" / "manifest.json")
+  with pytest.raises(ValueError, match=r"trials-.*different search"):
+    _run(tmp_path / "ckpt", fn=other)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "swap"])
+def test_a_damaged_trial_file_is_named(tmp_path, damage):
+  folder = tmp_path / "ckpt"
+  _run(folder)
+  files = sorted(glob.glob(str(folder / "trials-*.npz")))
+  if damage == "truncate":
+    with open(files[0], "rb") as f:
+      data = f.read()
+    with open(files[0], "wb") as f:
+      f.write(data[:len(data) // 2])
+    match = "not a readable"
+  elif damage == "garbage":
+    with open(files[0], "wb") as f:
+      f.write(b"not a zip file at all")
+    match = "not a readable"
+  else:  # a file of another sweep put in place of this one's
+    _run(tmp_path / "b", fn=other)
+    shutil.copy(sorted(glob.glob(str(tmp_path / "b" / "trials-*.npz")))[0],
+                files[0])
+    match = "different search"
+  with pytest.raises(ValueError, match=match) as info:
+    _run(folder)
+  assert os.path.basename(files[0]) in str(info.value)
+
+
+def test_resume_with_a_smaller_max_parallel_after_a_failure(tmp_path):
+  # Old engine: "written with chunks of 4 trials" refused the retry.
+  folder = tmp_path / "ckpt"
+  full = _run(folder, max_parallel=4)
+  os.remove(sorted(glob.glob(str(folder / "trials-*.npz")))[-1])
+  again = _run(folder, max_parallel=2)
+  np.testing.assert_array_equal(again.metrics["loss"], full.metrics["loss"])
+
+
+def test_static_groups_keep_every_metric_value():
+  # Old engine: every group was cast to the first group's dtype, so 0.75
+  # became 0 after an int32 group.
+  def fn(hp, key):
+    del key
+    value = (jnp.int32(3) if hp["kind"] == "int"
+             else jnp.float32(0.75) * hp["lr"] / hp["lr"])
+    return {"value": value}
+
+  space = {"kind": sweep.choice(["int", "float"], static=True),
+           "lr": sweep.choice([0.5])}
+  res = sweep.run(fn, space, key=KEY, strategy="grid", progress=False)
+  np.testing.assert_array_equal(res.metrics["value"], [3.0, 0.75])
+
+
+def test_a_metric_only_some_groups_return_is_an_error():
+  def fn(hp, key):
+    out = {"loss": hp["lr"] * jax.random.uniform(key)}
+    if hp["width"] == 2:
+      out["extra"] = hp["lr"]
+    return out
+
+  space = {"width": sweep.choice([1, 2], static=True),
+           "lr": sweep.choice([0.1, 0.2])}
+  with pytest.raises(ValueError, match="same metrics"):
+    sweep.run(fn, space, key=KEY, strategy="grid", progress=False)
+
+
+def test_one_group_over_the_memory_budget_says_so(monkeypatch):
+  monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
+  with pytest.warns(ResourceWarning, match="lanes"):
+    res = sweep.run(quad, SPACE, num_trials=4, key=KEY, progress=False,
+                    devices=jax.devices()[:1])
+  assert len(res) == 4
+
+
+def test_rerunning_the_same_sweep_reuses_its_executable():
+  from jopt.sweep import _executor
+
+  def fn(hp, key):
+    return {"loss": hp["lr"] * jnp.sum(jax.random.normal(key, (7,)))}
+
+  first = sweep.run(fn, SPACE, num_trials=5, key=KEY, progress=False)
+  before = _executor.COMPILES[0]
+  second = sweep.run(fn, SPACE, num_trials=5, key=KEY, progress=False)
+  assert _executor.COMPILES[0] == before  # the same program: no compile
+  np.testing.assert_array_equal(first.metrics["loss"], second.metrics["loss"])
+  # Another function with the same shapes is a different program.
+  sweep.run(lambda hp, key: {"loss": fn(hp, key)["loss"] + 1.0}, SPACE,
+            num_trials=5, key=KEY, progress=False)
+  assert _executor.COMPILES[0] == before + 1
+
+
+def test_a_single_trial_is_not_padded():
+  # K = 1 computes one lane, not two or eight.
+  res = sweep.run(quad, SPACE, num_trials=1, key=KEY, progress=False)
+  assert len(res) == 1
+  from jopt.sweep import _executor
+  assert _executor.lanes_for(1, "cpu") == 1
+  assert _executor.lanes_for(5, "cpu") == 8
+  assert _executor.lanes_for(1000, "gpu") == _executor.ACCELERATOR_LANES
