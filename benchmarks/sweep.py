@@ -45,6 +45,8 @@ def _args():
   p.add_argument("--cpu-devices", type=int, default=os.cpu_count() or 1)
   p.add_argument("--max-parallel", type=int, default=None)
   p.add_argument("--skip-naive", action="store_true")
+  p.add_argument("--lanes", type=int, default=None,
+                 help="sweep.run's lanes= (default: the platform's)")
   return p.parse_args()
 
 
@@ -62,6 +64,7 @@ import optax  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jopt  # noqa: E402
 from jopt import sweep  # noqa: E402
+from jopt.sweep import _executor  # noqa: E402
 
 
 def load_data(steps: int, batch: int):
@@ -183,9 +186,13 @@ def main(args):
   space = {"lr": sweep.choice(lrs.tolist())}
 
   def run_sweep(space=space, devices=None, max_parallel=args.max_parallel):
+    # Each run compiles afresh, as a new process would: the executor's
+    # cache of identical programs is emptied first.
+    _executor._EXECUTABLES.clear()
     return sweep.run(lambda h, k: {"loss": train(h["lr"], k)}, space,
                      key=root, strategy="grid", progress=False,
-                     max_parallel=max_parallel, devices=devices)
+                     max_parallel=max_parallel, devices=devices,
+                     lanes=args.lanes)
 
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
         f"{len(jax.devices())} devices, {os.cpu_count()} cores; "

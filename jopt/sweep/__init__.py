@@ -41,41 +41,52 @@ Which hyperparameters take which path
   divide by the batch size. One compile, at the cost of computing the
   largest batch for every trial.
 
-How ``max_parallel`` is chosen
-------------------------------
-With ``max_parallel=None`` the engine compiles a chunk holding all trials
-of a group and reads its per-device footprint from
-``compiled.memory_analysis()`` (arguments + outputs + temporaries). The
-budget is ``0.8 * (bytes_limit - bytes_in_use)`` from
-``device.memory_stats()`` on GPU/TPU, and 2 GiB per device on CPU, where no
-limit is reported (override with ``JOPT_SWEEP_MEMORY_BYTES``). If the chunk
-does not fit, it shrinks (in proportion, then along the line through the
-last two footprints) and compiles again until it fits. A chunk is a
-multiple of the number of devices used; the last one is padded with copies
-of a real trial and the padding is dropped from the results.
+One engine under every search
+-----------------------------
+`run`, `run_stepwise`, `successive_halving`, `hyperband`, `pbt`,
+`optuna_search` and `lr_find` differ only in how they choose what to train
+next. They share one executor (placement, lanes, compiles, gathering,
+divergence) and one loop (checkpoints, progress), so every guarantee below
+holds for each of them.
 
-Devices and hosts
------------------
-The trial axis is sharded over a one-dimensional `jax.sharding.Mesh` whose
-axis is named ``"trials"``, made from ``jax.devices()`` (or ``devices=``).
-Trial ``i`` always uses ``jax.random.fold_in(key, i)``, so its numbers do
-not depend on the chunk size or on the number of devices, up to float32
-rounding (XLA may choose other kernels for other per-device widths; equal
-chunk shapes are bit-identical). Multi-host: call
-``jax.distributed.initialize()`` in every process and run the same script;
-every process samples the same trials (sampling is deterministic in
-``key``), ``jax.devices()`` then spans all hosts, the inputs are placed with
-global shardings, results are all-gathered so every process gets the full
-`SweepResult`, and only process 0 writes checkpoints.
+Lanes, devices and hosts
+------------------------
+The trial axis is sharded over a one-dimensional `jax.sharding.Mesh` named
+``"trials"`` over ``jax.devices()`` (or ``devices=``). Each device computes
+its trials in vmapped groups of a fixed width, ``lanes`` (8 on CPU, 32 on
+accelerators, fewer for a search of fewer trials), one group after
+another. XLA picks kernels by width, and training amplifies their rounding,
+so a fixed width is what makes a trial's result the same, bit for bit,
+on 1 or 8 devices, in one process or several, in one call or in chunks
+(``max_parallel``). Trial ``i`` always uses ``jax.random.fold_in(key, i)``.
+
+Several hosts: call ``jax.distributed.initialize(...)`` in every process
+and run the same script (see the README). Every process samples the same
+trials (sampling is deterministic in ``key``), places its shards with
+``jax.make_array_from_callback``, and gets the whole result (gathered
+from every process); only process 0 writes checkpoint files.
+
+Memory
+------
+With ``max_parallel=None`` a call of `run` holds every trial of a static
+group; the engine reads the compiled call's per-device footprint from
+``compiled.memory_analysis()`` and shrinks the call (down to one group of
+lanes per device) until it fits ``0.8 * (bytes_limit - bytes_in_use)`` on
+GPU/TPU, or 2 GiB per device on CPU (override with
+``JOPT_SWEEP_MEMORY_BYTES``). Padding lanes repeat a real trial and are
+dropped from the results.
 
 Checkpoints
 -----------
-``checkpoint_dir=`` saves each finished chunk atomically (a temporary file
-then ``os.replace``) next to a manifest that fingerprints the call (space,
-key, strategy, trials, folds, the training function's name and source) and
-records the chunk sizes. Rerunning the same call after a crash, even a
-``kill -9``, skips the finished chunks and returns a result identical to an
-uninterrupted run; a folder made by another call raises ValueError.
+``checkpoint_dir=`` works for every search. Every file is written to a
+temporary name and renamed, so ``kill -9`` at any moment leaves complete
+files only; rerunning the same call resumes and returns the result an
+uninterrupted run would have, bit for bit. The folder's manifest
+fingerprints the call (space, key, settings, the lowered program of one
+trial); every other file carries the fingerprint and what it holds (the
+trial indices of a `run` call; the step of a stepwise search's state) and
+is checked when read, so files of another search are refused, with the
+file named.
 """
 
 from jopt.sweep._engine import run as run
@@ -93,7 +104,6 @@ from jopt.sweep._space import sample as sample
 from jopt.sweep._space import uniform as uniform
 
 # isort: split
-# [helper-adaptive-search] exports
 from jopt.sweep._bayes import OptunaResult as OptunaResult
 from jopt.sweep._bayes import optuna_search as optuna_search
 from jopt.sweep._halving import hyperband as hyperband

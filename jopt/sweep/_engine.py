@@ -157,32 +157,31 @@ def run(
   ``train_fn(hparams, key) -> metrics`` is a pure JAX function of one
   trial: ``hparams`` maps each name of ``space`` to a scalar array (a Python
   value for ``choice(..., static=True)``), ``metrics`` maps names to arrays
-  (scalars, or curves such as a loss per step). The engine vmaps it over
-  trials and runs the trials in chunks of ``max_parallel``, the trial axis
-  sharded over ``devices``. Trial ``i`` gets the key
-  ``jax.random.fold_in(key, i)``, so its result depends neither on chunking
-  nor on sharding, up to float32 rounding: XLA may pick different kernels
-  for different per-device widths (a vector unit's width, a matrix-vector
-  product for a single lane), which can change the last bits. Equal chunk
-  shapes give bit-identical results, and a resumed checkpoint reuses the
-  recorded chunk size, so resuming is bit-exact.
+  (scalars, or curves such as a loss per step). Trial ``i`` gets the key
+  ``jax.random.fold_in(key, i)``.
 
-  Memory: with ``max_parallel=None`` the engine compiles one chunk holding
-  every trial of a group, reads its per-device footprint from
+  Layout: the trial axis is sharded over ``devices`` (every process's, on
+  a JAX cluster), and each device computes its trials in vmapped groups of
+  ``lanes`` trials, one group after another. Every trial is thus computed
+  by the same program at the same width whatever the number of devices,
+  processes or trials per call, so its result is the same, bit for bit;
+  the width depends only on the search (see ``lanes``).
+
+  Memory: with ``max_parallel=None`` a call holds every trial of a static
+  group. The engine reads the compiled call's per-device footprint from
   ``compiled.memory_analysis()`` (arguments + outputs + temporaries) and
   compares it with the budget: ``0.8 * (bytes_limit - bytes_in_use)`` from
   ``device.memory_stats()`` on accelerators, 2 GiB per device on CPU (or
-  ``JOPT_SWEEP_MEMORY_BYTES`` when set). When it does not fit, the chunk
-  shrinks in proportion and is compiled again, then along the line through
-  the last two footprints (a fixed part plus a part per trial) until it
-  fits; usually one or two extra compiles. Chunks are multiples of the
-  devices used, with at least two trials per device (``max_parallel=1``
-  still runs two lanes, one of them padding), since a one-lane vmap
-  compiles to matrix-vector kernels that round differently.
+  ``JOPT_SWEEP_MEMORY_BYTES`` when set). When it does not fit, the call
+  shrinks (in proportion, then along the line through the last two
+  footprints) and is compiled again, down to one group of lanes per
+  device; if even that does not fit, a ResourceWarning says so (pass a
+  smaller ``lanes``).
 
-  Divergence: a trial whose metrics contain NaN or Inf is flagged in
-  ``result.diverged``; trials are independent lanes of a vmap, so it never
-  changes another trial's numbers, and `SweepResult.best` skips it.
+  Divergence: a trial whose metrics contain NaN or Inf (float16 and
+  bfloat16 included) is flagged in ``result.diverged``; trials are
+  independent lanes, so it never changes another trial's numbers, and
+  `SweepResult.best` skips it.
 
   Args:
     train_fn: ``train_fn(hparams, key) -> dict of metrics``; with ``folds``,
@@ -192,37 +191,49 @@ def run(
     num_trials: the number of trials (> 0); optional for the grid.
     key: a JAX PRNG key, the root of every trial's key and of sampling.
     strategy: ``"grid"``, ``"random"`` or ``"quasirandom"`` (see `sample`).
-    max_parallel: the most trials in flight at once, over all devices;
-      None chooses it from the devices' memory as above.
-    progress: show a tqdm bar advanced once per chunk (the environment
-      variable ``JOPT_PROGRESS=0`` turns it off).
-    checkpoint_dir: a folder to save each finished chunk in; rerunning the
-      same call skips the finished chunks and returns the same result as an
-      uninterrupted run. A folder made by a different call (space, key,
-      strategy, number of trials, folds or training function) is refused
-      with a ValueError. The function is compared by its lowered program
-      (one trial's StableHLO), so a change to its code, to arrays it closes
-      over or to ``functools.partial`` arguments is caught. That costs one
-      trace and lowering per call, even when every chunk is already done,
-      plus about 30 ms per MB of closed-over arrays (hashed as text).
+    max_parallel: the most trials of one call (rounded up to one group of
+      ``lanes``; below a group per device, fewer devices are used); None
+      chooses it from the devices' memory as above. Results do not depend
+      on it.
+    progress: show a tqdm bar when tqdm is installed (``jopt[progress]``;
+      the environment variable ``JOPT_PROGRESS=0`` turns it off). Without
+      tqdm the sweep runs silently.
+    checkpoint_dir: a folder to save the trials of each finished call in;
+      rerunning the same call, with any ``max_parallel``, runs only the
+      missing trials and returns the same result as an uninterrupted run,
+      bit for bit. A folder made by a different call (space, key, strategy,
+      number of trials, folds, lanes or training function) is refused with
+      a ValueError, and so is any file in it that does not carry this
+      call's fingerprint or cannot be read (its name is given). The
+      function is compared by its lowered program (one trial's StableHLO),
+      so a change to its code, to arrays it closes over or to
+      ``functools.partial`` arguments is caught. Only process 0 writes.
     folds: k-fold cross-validation: the folds are one more vmapped axis
       inside the trials. Every fold gets the trial's key. Each metric comes
       back averaged over folds (``name``) and per fold (``name_per_fold``,
       shape [N, k, ...]).
     grid_points: points per continuous dimension for ``strategy="grid"``.
-    devices: the devices to shard trials over; default ``jax.devices()``.
+    devices: the devices to shard trials over; default ``jax.devices()``
+      (on a JAX cluster, every process's).
     compiler_options: XLA options for compiling the sweep. None chooses:
       on CPU ``{"xla_backend_optimization_level": 1}``, XLA's defaults
       elsewhere. On CPU, LLVM's full optimisation dominates the compile of a
-      vmapped training loop; at level 1 the MLP sweep of
-      ``benchmarks/sweep.py`` compiled 2.5x faster (1.5 s instead of 3.7 s)
-      and ran 5-8% slower, with bit-identical results, which pays off for
-      any sweep that runs for less than about half a minute per compile.
+      vmapped training loop; level 1 compiles much faster and runs slightly
+      slower with the same results (benchmarks/sweep.py measures both),
+      which pays off for sweeps that run for less than about as long as
+      they compile.
       Pass ``{}`` for XLA's defaults (long CPU sweeps).
+    lanes: trials computed side by side on a device: the width of the
+      vmap inside each device's loop. None: 8 on CPU, 32 on accelerators,
+      but no more than the power of two at or above ``num_trials``. Results
+      depend on it (and on nothing else of the layout), so pass the same
+      value to compare runs bit for bit.
 
   Returns:
     A `SweepResult` with ``hparams``, ``metrics``, ``diverged``,
-    ``num_compiles`` and ``compile_time``.
+    ``num_compiles`` (programs the sweep ran: one per static group and call
+    shape; an identical program compiled earlier in the process is reused,
+    so ``compile_time`` is then near zero) and ``compile_time``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jopt
