@@ -93,7 +93,6 @@ from jopt.sweep._space import sample as sample
 from jopt.sweep._space import uniform as uniform
 
 # isort: split
-# [helper-adaptive-search] exports
 from jopt.sweep._bayes import OptunaResult as OptunaResult
 from jopt.sweep._bayes import optuna_search as optuna_search
 from jopt.sweep._halving import hyperband as hyperband
