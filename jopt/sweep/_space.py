@@ -226,10 +226,8 @@ def _check_bounds(kind: str, low: Any, high: Any, smallest: float) -> None:
     if not _is_number(v) or not math.isfinite(v):
       raise ValueError(f"{kind}: {name} must be a finite number, got {v!r}.")
     if not smallest <= v <= _FLOAT32_MAX:
-      allowed = (f"[{-_FLOAT32_MAX:.8g}, {_FLOAT32_MAX:.8g}]"
-                 if smallest < 0 else f"[{smallest:.8g}, {_FLOAT32_MAX:.8g}]")
       raise ValueError(f"{kind}: {name} must be in float32's range "
-                       f"{allowed}, got {v!r}.")
+                       f"[{smallest:.8g}, {_FLOAT32_MAX:.8g}], got {v!r}.")
   if low < high and np.float32(low) == np.float32(high):
     raise ValueError(f"{kind}: low={low!r} and high={high!r} are equal in "
                      "float32, which hyperparameters are passed in; widen "
