@@ -18,12 +18,12 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import ml_dtypes
 import numpy as np
+
+from jopt.sweep import _common
 
 _MANIFEST = "manifest.json"
 _VERSION = 3  # 3: files carry the digest and their trial indices
@@ -69,80 +69,26 @@ def fingerprint(**fields: Any) -> dict[str, str]:
   return {k: (v if isinstance(v, str) else repr(v)) for k, v in fields.items()}
 
 
-def atomic_write(path: str, write: Callable[[Any], None]) -> None:
-  """Writes ``path`` through a temporary file in its folder and a rename.
-
-  A process killed at any instant leaves the old file or the new one,
-  never a truncated one.
-  """
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-# --- Arrays of any dtype in .npz files, without pickle -------------------------
-
-
-def encode_arrays(arrays: Mapping[str, Any]) -> tuple[dict, dict[str, str]]:
-  """Arrays numpy cannot store itself (bfloat16...) as raw unsigned ints."""
-  out, dtypes = {}, {}
-  for name, value in arrays.items():
-    value = np.asarray(value)
-    if value.dtype.kind == "V" or value.dtype.name in _EXTENDED:
-      dtypes[name] = value.dtype.name
-      value = value.view(f"u{value.dtype.itemsize}")
-    out[name] = value
-  return out, dtypes
-
-
-def decode_arrays(arrays: Mapping[str, np.ndarray],
-                  dtypes: Mapping[str, str]) -> dict[str, np.ndarray]:
-  out = {}
-  for name, value in arrays.items():
-    if name in dtypes:
-      value = value.view(np.dtype(getattr(ml_dtypes, dtypes[name])))
-    out[name] = value
-  return out
-
-
-_EXTENDED = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3b11fnuz",
-             "float8_e4m3fnuz", "float8_e5m2fnuz", "int4", "uint4"}
-
-
 def write_npz(path: str, meta: Mapping[str, Any],
               arrays: Mapping[str, Any]) -> None:
-  """Atomically writes ``arrays`` and JSON ``meta`` to ``path``."""
-  names = list(arrays)
-  encoded, dtypes = encode_arrays(
-      {f"a{i}": arrays[n] for i, n in enumerate(names)})
-  header = json.dumps({"meta": meta, "names": names, "dtypes": dtypes})
-  encoded["__header__"] = np.asarray(header)
-  atomic_write(path, lambda f: np.savez(f, **encoded))
+  """Atomically writes ``arrays`` (any dtype) and JSON ``meta`` to ``path``."""
+  if _META in arrays:
+    raise ValueError(f"{_META!r} is a reserved array name.")
+  _common.save_arrays(path, {**arrays, _META: np.asarray(json.dumps(meta))})
 
 
 def read_npz(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """``(meta, arrays)`` of a `write_npz` file; ValueError naming a bad file."""
+  arrays = _common.load_arrays(path)
   try:
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-      header = json.loads(str(data["__header__"]))
-      raw = {n: data[f"a{i}"] for i, n in enumerate(header["names"])}
-      dtypes = {header["names"][int(k[1:])]: v
-                for k, v in header["dtypes"].items()}
-  except Exception as e:  # noqa: BLE001  (zip, JSON, missing entries...)
-    raise ValueError(
-        f"{path} is not a readable jopt checkpoint file ({type(e).__name__}: "
-        f"{e}); delete it to recompute what it held.") from e
-  return header["meta"], decode_arrays(raw, dtypes)
+    meta = json.loads(str(arrays.pop(_META)))
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"{path}: not a jopt checkpoint file ({e}); delete it "
+                     f"to recompute what it held.") from e
+  return meta, arrays
+
+
+_META = "__meta__"
 
 
 class Checkpoint:
@@ -184,7 +130,8 @@ class Checkpoint:
       data = json.dumps({"version": _VERSION, "fingerprint": self.fields,
                          "digest": self.digest}, indent=1,
                         sort_keys=True).encode()
-      atomic_write(path, lambda f: f.write(data))
+      with _common.atomic_write(path) as f:
+        f.write(data)
 
   def _check(self, path: str, meta: Mapping[str, Any]) -> None:
     if meta.get("digest") != self.digest:

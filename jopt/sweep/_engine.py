@@ -10,7 +10,6 @@ come back to the host as numpy, padding removed.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _checkpoint, _executor, _progress, _space
+from jopt.sweep import _checkpoint, _common, _executor, _space
 from jopt.sweep._result import SweepResult
 
 TRIALS_AXIS = _executor.TRIALS_AXIS
@@ -27,11 +26,6 @@ TRIALS_AXIS = _executor.TRIALS_AXIS
 memory_budget = _executor.memory_budget
 compiled_bytes = _executor.compiled_bytes
 default_compiler_options = _executor.default_compiler_options
-
-
-def progress_enabled(progress: bool) -> bool:
-  """``progress`` unless the environment sets ``JOPT_PROGRESS=0``."""
-  return bool(progress) and os.environ.get("JOPT_PROGRESS", "1") != "0"
 
 
 def _check_metrics(metrics: Any) -> dict[str, jax.Array]:
@@ -291,8 +285,8 @@ def run(
     ckpt = _checkpoint.Checkpoint(checkpoint_dir, fields,
                                   writer=jax.process_index() == 0)
 
-  bar = _progress.bar(progress_enabled(progress), total=n, unit="trial",
-                      desc="jopt.sweep")
+  bar = _common.progress_bar(n, "jopt.sweep", unit="trial",
+                             enabled=progress)
   per_trial: list[dict[str, np.ndarray]] = []
   try:
     for g, (group, members) in enumerate(
@@ -304,7 +298,7 @@ def run(
 
   metrics = _assemble(per_trial, list(groups.values()), n,
                       [g.static_values for g in group_objs])
-  diverged = _executor.diverged_mask(metrics, n)
+  diverged = _common.diverged_mask(metrics, n)
   if folds is not None:
     metrics = _fold_means(metrics)
   hparams = {k: space[k].decode(v) for k, v in passed.items()}

@@ -98,22 +98,6 @@ def compiled_bytes(compiled: Any) -> int | None:
              + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
 
 
-def is_inexact(dtype: Any) -> bool:
-  """Floating or complex, bfloat16 and float16 included."""
-  return bool(jnp.issubdtype(dtype, jnp.inexact))
-
-
-def diverged_mask(metrics: dict[str, np.ndarray], n: int) -> np.ndarray:
-  """[n] True where any inexact metric of a trial is NaN or infinite."""
-  diverged = np.zeros(n, bool)
-  for v in metrics.values():
-    v = np.asarray(v)
-    if is_inexact(v.dtype):
-      diverged |= ~np.isfinite(v.astype(np.float32) if v.dtype.itemsize < 4
-                               else v).reshape(n, -1).all(axis=1)
-  return diverged
-
-
 # --- Keys ---------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from jopt.sweep import _checkpoint, _executor, _progress
+from jopt.sweep import _checkpoint, _common, _executor
 
 
 @dataclasses.dataclass
@@ -144,7 +144,8 @@ def iterate(strategy: Strategy, ex: _executor.Executor, *,
   state = load(checkpoint, ex, strategy) if checkpoint is not None else None
   if state is None:
     state = strategy.init()
-  bar = _progress.bar(progress, total=total, unit="segment", desc=desc)
+  bar = _common.progress_bar(total or 0, desc, unit="segment",
+                             enabled=progress)
   try:
     done = strategy.work(state)
     bar.update(done)

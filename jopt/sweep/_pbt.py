@@ -75,13 +75,14 @@ class PBTResult(_stepwise.AdaptiveResult):
     Returns:
       A matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
+    from jopt.sweep import _plots
 
     name = name or next(iter(self.hparam_history))
     members = range(self.parents.shape[1]) if members is None else members
     best = self.best().index
     rounds_x = np.arange(self.parents.shape[0] + 1) * self.segments_per_round
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _plots._figure(width=6.0, height=4.0, what="plot_schedules")
+    ax = fig.add_subplot()
     for m in members:
       values = self.schedule(m)[name]
       ax.step(rounds_x, np.append(values, values[-1]), where="post",
@@ -94,10 +95,7 @@ class PBTResult(_stepwise.AdaptiveResult):
     ax.set_ylabel(name)
     ax.set_title(f"PBT schedules of {name}")
     ax.legend()
-    fig.tight_layout()
-    if path is not None:
-      fig.savefig(path, dpi=120)
-    return fig
+    return _plots._finish(fig, path, dpi=120)
 
 
 def _explore_one(dist, value, replaced, key, pool_value, perturb,

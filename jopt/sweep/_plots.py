@@ -13,8 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from jopt.sweep import _common
 
-def _figure(ncols: int = 1, width: float = 4.0, height: float = 3.2):
+
+def _matplotlib(what: str):
+  """matplotlib, or an ImportError naming the extra that installs it."""
+  return _common.require("matplotlib", _common.EXTRA, what)
+
+
+def _figure(ncols: int = 1, width: float = 4.0, height: float = 3.2,
+            what: str = "plotting"):
+  _matplotlib(what)
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
@@ -23,9 +32,11 @@ def _figure(ncols: int = 1, width: float = 4.0, height: float = 3.2):
   return fig
 
 
-def _finish(fig, path: str | os.PathLike | None):
+def _finish(fig, path: str | os.PathLike | None, dpi: int = 100):
+  """Saves ``fig`` as a PNG at ``path`` (atomically), returns it."""
   if path is not None:
-    fig.savefig(path, format="png", dpi=100)
+    with _common.atomic_write(path) as f:
+      fig.savefig(f, format="png", dpi=dpi)
   return fig
 
 
@@ -43,21 +54,10 @@ def _positions(values: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
 
 
 def plot(result, metric: str, path: str | os.PathLike | None = None):
-  """``metric`` against each hyperparameter, one panel per hyperparameter.
-
-  Log-spaced dimensions (`log_uniform`) get a log x axis: the learning-rate
-  "U" curve. Diverged trials are drawn as red crosses on the top edge.
-
-  Args:
-    result: a `SweepResult`.
-    metric: a metric name (curves use their last value).
-    path: where to save a PNG, or None.
-
-  Returns:
-    The `matplotlib.figure.Figure`.
-  """
+  """`SweepResult.plot` of ``result``."""
+  _matplotlib("SweepResult.plot")
   y = result.scalar(metric).astype(np.float64)
-  ok = ~result.diverged & np.isfinite(y)
+  ok = ~result._failed() & np.isfinite(y)
   names = list(result.hparams)
   fig = _figure(len(names))
   axes = fig.subplots(1, len(names), squeeze=False)[0]
@@ -88,19 +88,8 @@ def _default_by(result) -> str:
 
 def plot_curves(result, metric: str, by: str | None = None,
                 path: str | os.PathLike | None = None):
-  """Every trial's curve of ``metric``, coloured by hyperparameter ``by``.
-
-  Args:
-    result: a `SweepResult`.
-    metric: a curve metric, shape [N, T].
-    by: the hyperparameter that colours the curves (default: the first
-      numeric one); log-spaced ones use a log colour scale.
-    path: where to save a PNG, or None.
-
-  Returns:
-    The `matplotlib.figure.Figure`.
-  """
-  import matplotlib
+  """`SweepResult.plot_curves` of ``result``."""
+  matplotlib = _matplotlib("SweepResult.plot_curves")
   from matplotlib import cm, colors
 
   curves = np.asarray(result.metrics[metric], np.float64)
@@ -118,8 +107,9 @@ def plot_curves(result, metric: str, by: str | None = None,
   cmap = matplotlib.colormaps["viridis"]
   fig = _figure(width=6.0, height=4.0)
   ax = fig.subplots()
+  failed = result._failed()
   for i in range(len(curves)):
-    style = ":" if result.diverged[i] else "-"
+    style = ":" if failed[i] else "-"
     ax.plot(curves[i], style, color=cmap(norm(x[i])), lw=1.0, alpha=0.8)
   mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
   bar = fig.colorbar(mappable, ax=ax, label=by)
@@ -133,27 +123,13 @@ def plot_curves(result, metric: str, by: str | None = None,
 
 def plot_parallel(result, metric: str, path: str | os.PathLike | None = None,
                   names: Sequence[str] | None = None):
-  """Parallel coordinates: one axis per hyperparameter, then the metric.
-
-  Each trial is a line through its (normalised) values, coloured by the
-  metric; log-spaced dimensions are normalised in log space. Meant for three
-  or more dimensions, where one panel per hyperparameter hides interactions.
-
-  Args:
-    result: a `SweepResult`.
-    metric: the metric of the last axis and of the colours.
-    path: where to save a PNG, or None.
-    names: the hyperparameters to show (default: all).
-
-  Returns:
-    The `matplotlib.figure.Figure`.
-  """
-  import matplotlib
+  """`SweepResult.plot_parallel` of ``result``."""
+  matplotlib = _matplotlib("SweepResult.plot_parallel")
   from matplotlib import cm, colors
 
   names = list(names or result.hparams)
   y = result.scalar(metric).astype(np.float64)
-  ok = ~result.diverged & np.isfinite(y)
+  ok = ~result._failed() & np.isfinite(y)
   cols: list[np.ndarray] = []
   ticks: list[tuple[Any, Any]] = []
   for name in names:

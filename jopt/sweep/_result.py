@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import numpy as np
 
-from jopt.sweep import _space
+from jopt.sweep import _common, _space
 
 
 class Trial(NamedTuple):
@@ -174,6 +174,14 @@ class SweepResult:
           return orig
     return _python(v)
 
+  def _failed(self) -> np.ndarray:
+    """[N] bool: ``diverged``, or a NaN or Inf in any metric of any dtype.
+
+    Also catches what a ``diverged`` built by an older rule missed
+    (bfloat16 metrics), so no such trial is ever ranked or drawn as good.
+    """
+    return self.diverged | _common.diverged_mask(self.metrics, len(self))
+
   def top_k(self, metric: str, k: int, mode: str = "min") -> list[Trial]:
     """The ``k`` best finite, non-diverged trials by ``metric``.
 
@@ -190,7 +198,7 @@ class SweepResult:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
       raise ValueError(f"k must be an int >= 1, got {k!r}.")
     values = self.scalar(metric).astype(np.float64)
-    ok = ~self.diverged & np.isfinite(values)
+    ok = ~self._failed() & np.isfinite(values)
     idx = np.flatnonzero(ok)
     key = values[idx] if mode == "min" else -values[idx]
     order = idx[np.argsort(key, kind="stable")]
@@ -203,21 +211,33 @@ class SweepResult:
       raise ValueError(f"no trial has a finite {metric!r}: all diverged.")
     return top[0]
 
+  def _info_columns(self) -> dict[str, np.ndarray]:
+    """Per-trial columns of `to_pandas` after the metrics (subclasses add)."""
+    return {"diverged": self.diverged}
+
   def to_pandas(self):
-    """A DataFrame, one row per trial.
+    """A DataFrame, one row per trial (needs pandas).
 
     Columns: the hyperparameters, each scalar metric, the last value of each
-    curve metric, and ``diverged``. Per-fold metrics of a cross-validated
+    curve metric, then ``diverged``. Per-fold metrics of a cross-validated
     sweep (``name_per_fold``) are left out: their fold mean is ``name``.
+    A metric whose name is already a column (a hyperparameter, or
+    ``diverged``) gets the suffix ``_metric``, as pandas' ``merge``
+    suffixes overlapping columns, so no column is ever overwritten.
     """
-    import pandas as pd
-
+    pd = _common.require("pandas", _common.EXTRA, "SweepResult.to_pandas")
+    info = self._info_columns()
     cols: dict[str, Any] = dict(self.hparams)
+    taken = set(cols) | set(info)
     for name in self.metrics:
       if name.endswith("_per_fold") and name[: -len("_per_fold")] in self.metrics:
         continue
-      cols[name] = self.scalar(name)
-    cols["diverged"] = self.diverged
+      column = name
+      while column in taken or (column != name and column in self.metrics):
+        column += "_metric"
+      taken.add(column)
+      cols[column] = self.scalar(name)
+    cols.update(info)
     return pd.DataFrame(cols)
 
   # Fields `save` leaves out: live objects rather than data (set by
@@ -229,7 +249,10 @@ class SweepResult:
 
     Every field is written (for the results of adaptive searches, their
     search record too) except the live objects a subclass names in
-    ``_not_saved``, which `load` sets to None.
+    ``_not_saved``, which `load` sets to None. Metrics keep their dtype,
+    bfloat16 included. The file is written under a temporary name and
+    renamed over ``path``, so a crash during the save leaves the previous
+    file whole.
     """
     arrays: dict[str, np.ndarray] = {}
     hp_names, m_names = list(self.hparams), list(self.metrics)
@@ -252,22 +275,19 @@ class SweepResult:
     meta = {"hparams": hp_names, "metrics": m_names,
             "space": _space_to_json(self.space), "fields": fields}
     arrays["__meta__"] = np.asarray(json.dumps(meta))
-    with open(path, "wb") as f:
-      np.savez(f, **arrays)
+    _common.save_arrays(path, arrays)
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> SweepResult:
     """Reads a result written by `save` (call it on the class that saved)."""
-    with np.load(path, allow_pickle=False) as data:
-      meta = json.loads(str(data["__meta__"]))
-      hparams = {n: data[f"h{i}"] for i, n in enumerate(meta["hparams"])}
-      metrics = {n: data[f"m{i}"] for i, n in enumerate(meta["metrics"])}
-      if "fields" in meta:
-        stored = {k: _decode(v, data) for k, v in meta["fields"].items()}
-      else:  # written before fields were stored generically
-        stored = {"diverged": data["diverged"],
-                  "num_compiles": meta["num_compiles"],
-                  "compile_time": meta["compile_time"]}
+    data = _common.load_arrays(path)
+    meta = json.loads(str(data.get("__meta__", "{}")))
+    if "fields" not in meta:
+      raise ValueError(f"{os.fspath(path)}: not a result written by "
+                       "SweepResult.save of this jopt version.")
+    hparams = {n: data[f"h{i}"] for i, n in enumerate(meta["hparams"])}
+    metrics = {n: data[f"m{i}"] for i, n in enumerate(meta["metrics"])}
+    stored = {k: _decode(v, data) for k, v in meta["fields"].items()}
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(hparams=hparams, metrics=metrics,
                space=_space_from_json(meta["space"]),
@@ -275,21 +295,57 @@ class SweepResult:
 
   # Plots live in _plots.py; these are thin entry points.
   def plot(self, metric: str, path: str | os.PathLike | None = None):
-    """``metric`` against each hyperparameter; see `jopt.sweep.plot`."""
+    """``metric`` against each hyperparameter, one panel each.
+
+    Log-spaced dimensions get a log x axis (the learning-rate "U" curve);
+    diverged trials are red crosses on the top edge. Needs matplotlib.
+
+    Args:
+      metric: a metric name (curves use their last value).
+      path: where to save a PNG, or None.
+
+    Returns:
+      The `matplotlib.figure.Figure`.
+    """
     from jopt.sweep import _plots
 
     return _plots.plot(self, metric, path)
 
   def plot_curves(self, metric: str, by: str | None = None,
                   path: str | os.PathLike | None = None):
-    """Curves of ``metric`` coloured by ``by``; see `jopt.sweep.plot_curves`."""
+    """Every trial's curve of ``metric``, coloured by hyperparameter ``by``.
+
+    Needs matplotlib.
+
+    Args:
+      metric: a curve metric, shape [N, T].
+      by: the hyperparameter that colours the curves (default: the first
+        numeric one); log-spaced ones use a log colour scale.
+      path: where to save a PNG, or None.
+
+    Returns:
+      The `matplotlib.figure.Figure`.
+    """
     from jopt.sweep import _plots
 
     return _plots.plot_curves(self, metric, by, path)
 
   def plot_parallel(self, metric: str, path: str | os.PathLike | None = None,
                     names: Sequence[str] | None = None):
-    """Parallel coordinates; see `jopt.sweep.plot_parallel`."""
+    """Parallel coordinates: one axis per hyperparameter, then the metric.
+
+    Each trial is a line through its normalised values, coloured by the
+    metric (log-spaced dimensions normalised in log space). Needs
+    matplotlib.
+
+    Args:
+      metric: the metric of the last axis and of the colours.
+      path: where to save a PNG, or None.
+      names: the hyperparameters to show (default: all).
+
+    Returns:
+      The `matplotlib.figure.Figure`.
+    """
     from jopt.sweep import _plots
 
     return _plots.plot_parallel(self, metric, path, names)

@@ -148,7 +148,7 @@ class Uniform(Distribution):
     return f"uniform({self.low!r}, {self.high!r})"
 
   def from_unit(self, u):
-    return (self.low + u * (self.high - self.low)).astype(np.float32)
+    return _to_float32(self.low + u * (self.high - self.low), self)
 
   def _grid(self, n):
     return np.linspace(self.low, self.high, n).astype(np.float32)
@@ -167,7 +167,7 @@ class LogUniform(Distribution):
 
   def from_unit(self, u):
     lo, hi = math.log(self.low), math.log(self.high)
-    return np.exp(lo + u * (hi - lo)).astype(np.float32)
+    return _to_float32(np.exp(lo + u * (hi - lo)), self)
 
   def _grid(self, n):
     return np.geomspace(self.low, self.high, n).astype(np.float32)
@@ -194,6 +194,17 @@ class IntUniform(Distribution):
 
 _INT32 = np.iinfo(np.int32)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).smallest_normal)
+
+
+def _to_float32(values: np.ndarray, dist: Uniform | LogUniform) -> np.ndarray:
+  """float64 samples as float32, never outside the float32 bounds.
+
+  Rounding is monotone, so this only matters where ``exp(log(x))`` lands a
+  float64 ulp outside ``[low, high]``.
+  """
+  return np.clip(values.astype(np.float32), np.float32(dist.low),
+                 np.float32(dist.high))
 
 
 def _check_int32(kind: str, what: str, values: Sequence[int]) -> None:
@@ -204,10 +215,23 @@ def _check_int32(kind: str, what: str, values: Sequence[int]) -> None:
                      f"[{_INT32.min}, {_INT32.max}], got {big}.")
 
 
-def _check_bounds(kind: str, low: Any, high: Any) -> None:
+def _check_bounds(kind: str, low: Any, high: Any, smallest: float) -> None:
+  """Bounds must be float32 numbers that float32 can tell apart.
+
+  Values are drawn in float64 and passed as float32: a bound beyond
+  float32's range would sample Inf, a log-uniform bound below its smallest
+  normal number would sample 0 (or subnormals with few bits).
+  """
   for name, v in (("low", low), ("high", high)):
     if not _is_number(v) or not math.isfinite(v):
       raise ValueError(f"{kind}: {name} must be a finite number, got {v!r}.")
+    if not smallest <= v <= _FLOAT32_MAX:
+      raise ValueError(f"{kind}: {name} must be in float32's range "
+                       f"[{smallest:.8g}, {_FLOAT32_MAX:.8g}], got {v!r}.")
+  if low < high and np.float32(low) == np.float32(high):
+    raise ValueError(f"{kind}: low={low!r} and high={high!r} are equal in "
+                     "float32, which hyperparameters are passed in; widen "
+                     "the range.")
 
 
 def choice(values: Sequence[Any], *, static: bool = False) -> Choice:
@@ -255,8 +279,8 @@ def uniform(low: float, high: float) -> Uniform:
   """A float32 hyperparameter uniform on ``[low, high]``.
 
   Args:
-    low: the lower bound.
-    high: the upper bound, greater than ``low``.
+    low: the lower bound, a finite float32 number (``|low| <= 3.4e38``).
+    high: the upper bound, greater than ``low`` in float32.
 
   Returns:
     A `Uniform` distribution.
@@ -266,7 +290,7 @@ def uniform(low: float, high: float) -> Uniform:
     >>> jopt.sweep.uniform(0.0, 0.99)
     uniform(0.0, 0.99)
   """
-  _check_bounds("uniform", low, high)
+  _check_bounds("uniform", low, high, -_FLOAT32_MAX)
   if low >= high:
     raise ValueError(f"uniform: need low < high, got low={low}, high={high}.")
   return Uniform(float(low), float(high))
@@ -280,8 +304,10 @@ def log_uniform(low: float, high: float) -> LogUniform:
   log axis.
 
   Args:
-    low: the lower bound, > 0.
-    high: the upper bound, greater than ``low``.
+    low: the lower bound, at least float32's smallest normal number
+      (about 1.18e-38).
+    high: the upper bound, greater than ``low`` in float32 and at most
+      float32's largest (about 3.4e38).
 
   Returns:
     A `LogUniform` distribution.
@@ -291,9 +317,9 @@ def log_uniform(low: float, high: float) -> LogUniform:
     >>> jopt.sweep.log_uniform(1e-4, 1e-1)
     log_uniform(0.0001, 0.1)
   """
-  _check_bounds("log_uniform", low, high)
-  if low <= 0:
+  if _is_number(low) and low <= 0:
     raise ValueError(f"log_uniform: need low > 0, got low={low}.")
+  _check_bounds("log_uniform", low, high, _FLOAT32_TINY)
   if low >= high:
     raise ValueError(
         f"log_uniform: need low < high, got low={low}, high={high}.")
@@ -372,14 +398,6 @@ def _grid_points_for(grid_points: Any, name: str) -> int | None:
   if isinstance(grid_points, Mapping):
     return grid_points.get(name)
   return grid_points
-
-
-def grid_size(space: Mapping[str, Distribution], grid_points: Any = None) -> int:
-  """The number of points of the full grid over ``space``."""
-  space = validate_space(space)
-  return math.prod(
-      len(d.grid_values(_grid_points_for(grid_points, n), n))
-      for n, d in space.items())
 
 
 def sample(

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _plateau
-from jopt.sweep import _checkpoint, _executor, _loop, _result, _space
+from jopt.sweep import _checkpoint, _common, _executor, _loop, _result, _space
 
 InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
 SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
@@ -333,11 +333,9 @@ class AdaptiveResult(_result.SweepResult):
     """The best trial (default: by the search's metric and mode)."""
     return super().best(metric or self.metric, mode or self.mode)
 
-  def to_pandas(self):
-    """One row per trial, with a ``segments_run`` column."""
-    frame = super().to_pandas()
-    frame["segments_run"] = self.segments_run
-    return frame
+  def _info_columns(self) -> dict[str, np.ndarray]:
+    """`to_pandas` adds a ``segments_run`` column."""
+    return {**super()._info_columns(), "segments_run": self.segments_run}
 
 
 def make_result(cls, space, hparams, metrics, **fields):
@@ -346,7 +344,7 @@ def make_result(cls, space, hparams, metrics, **fields):
   metrics = {k: np.asarray(v) for k, v in metrics.items()}
   n = len(next(iter(hparams.values())))
   return cls(hparams=hparams, metrics=metrics,
-             diverged=_executor.diverged_mask(metrics, n),
+             diverged=_common.diverged_mask(metrics, n),
              space=dict(space), **fields)
 
 
