@@ -418,9 +418,10 @@ def test_early_stopping_with_jopt_rule_and_chunks():
   space = {"lr": sweep.choice([0.0, 0.0, 1.0, 1.0])}
   res = sweep.run_stepwise(quad_init, quad_segment, space, num_segments=30,
                            key=jax.random.key(0), metric="loss",
-                           strategy="grid", max_parallel=2,
+                           strategy="grid", max_parallel=2, lanes=2,
                            early_stopping=jopt.early_stopping(3))
-  # The first chunk (lr = 0) stops after 4 segments; only 4 calls for it.
+  # Chunks of 2 trials (one group of 2 lanes). The first chunk (lr = 0)
+  # stops after 4 segments; only 4 calls for it.
   np.testing.assert_array_equal(res.segments_run[:2], [4, 4])
   assert res.history["segment_calls"] == 4 + res.segments_run[2:].max()
 
