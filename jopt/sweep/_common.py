@@ -33,7 +33,7 @@ import numpy as np
 # Key of the entry that records the dtypes numpy's file format cannot name.
 _DTYPES_KEY = "__dtypes__"
 # The extra of pyproject.toml that installs matplotlib and pandas.
-EXTRA = "examples"
+EXTRA = "plots"
 
 
 def is_inexact(dtype: Any) -> bool:
