@@ -250,19 +250,19 @@ def test_extreme_valid_bounds_sample_finite_float32_inside_them(dist,
 # --- 6. lr_find without a descent ----------------------------------------------
 
 
-def _flat_noisy_step(state, lr, key):
-  del lr
-  return state, 1.0 + 0.1 * jax.random.normal(key)
+def _flat_noisy_step(state, hp):
+  # The state is the data key, split at every step.
+  key, sub = jax.random.split(state)
+  return key, {"loss": 1.0 + 0.1 * jax.random.normal(sub)}
 
 
-def _rising_step(state, lr, key):
-  del key
-  return state, 1.0 + lr
+def _rising_step(state, hp):
+  return state, {"loss": 1.0 + hp["learning_rate"]}
 
 
-def _init(key):
-  del key
-  return jnp.zeros((), jnp.float32)
+def _init(hp, key):
+  del hp
+  return key
 
 
 @pytest.mark.parametrize("step", [_flat_noisy_step, _rising_step])
@@ -294,7 +294,7 @@ def test_descent_rule_separates_noise_from_a_fall(smoothing, num_seeds):
   # The rule itself on simulated ramps of 100 steps, loss noise 0.1: flat and
   # rising losses must give no suggestion, a fall of 0.8 (8 deviations) must
   # give one, in every one of 100 draws.
-  from jopt.sweep import _lr_find
+  from jopt.sweep import _lr_curve
 
   rng = np.random.default_rng(0)
   lrs = np.geomspace(1e-7, 10, 100)
@@ -303,31 +303,30 @@ def test_descent_rule_separates_noise_from_a_fall(smoothing, num_seeds):
   for name, trend in trends.items():
     for _ in range(100):
       raw = trend + 0.1 * rng.normal(size=(num_seeds, 100))
-      curve = _lr_find._mean_curve(_smoothed(raw, smoothing))
+      curve = _lr_curve._mean_curve(_smoothed(raw, smoothing))
       with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        found = _lr_find._suggest(lrs, curve, raw,
-                                  _lr_find._ema_noise(smoothing, 100))
+        found = _lr_curve._suggest(lrs, curve, raw,
+                                  _lr_curve._ema_noise(smoothing, 100))
       assert bool(caught) == (name != "fall"), name
       assert np.isnan(found["valley"]) == (name != "fall"), name
 
 
 def test_ema_noise_matches_the_smoothed_deviation():
-  from jopt.sweep import _lr_find
+  from jopt.sweep import _lr_curve
 
   noise = np.random.default_rng(0).normal(size=(20000, 30))
   measured = _smoothed(noise, 0.9).std(axis=0)
   # 20000 samples: the measured deviation is within ~1.5% (3 / sqrt(2n)).
-  np.testing.assert_allclose(measured, _lr_find._ema_noise(0.9, 30),
+  np.testing.assert_allclose(measured, _lr_curve._ema_noise(0.9, 30),
                              rtol=0.02)
 
 
 def test_lr_find_minimum_never_lies_below_min_lr():
   # Smoothing 0: the curve is the loss, lowest at lr = 10**-2.5, half a
   # decade above min_lr; a tenth of it would lie below min_lr.
-  def step(state, lr, key):
-    del key
-    return state, (jnp.log10(lr) + 2.5) ** 2 + 1.0
+  def step(state, hp):
+    return state, {"loss": (jnp.log10(hp["learning_rate"]) + 2.5) ** 2 + 1.0}
 
   res = sweep.lr_find(_init, step, key=jax.random.key(0), min_lr=1e-3,
                       max_lr=1.0, num_steps=31, smoothing=0.0)
@@ -404,7 +403,7 @@ def test_optional_features_name_the_extra_when_missing(monkeypatch, missing,
   monkeypatch.setitem(sys.modules, missing, None)
   res = _result({"loss": np.array([0.1, 0.2], np.float32),
                  "curve": np.ones((2, 3), np.float32)})
-  with pytest.raises(ImportError, match=r'pip install "jopt\[examples\]"'):
+  with pytest.raises(ImportError, match=r'pip install "jopt\[plots\]"'):
     call(res)
 
 
@@ -417,5 +416,5 @@ def test_lr_find_plot_names_the_extra_when_matplotlib_is_missing(
   res = sweep.LRFindResult(np.geomspace(1e-3, 1, 5), np.ones((1, 5)),
                            np.ones((1, 5)), np.ones(5),
                            {"minimum": 1e-2})
-  with pytest.raises(ImportError, match=r'pip install "jopt\[examples\]"'):
+  with pytest.raises(ImportError, match=r'pip install "jopt\[plots\]"'):
     res.plot()

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jopt.sweep import _executor, _loop, _result, _space, _stepwise
+from jopt.sweep import _executor, _loop, _population, _result, _space, _stepwise
 
 _INSTALL = 'optuna_search needs Optuna: pip install "jopt[optuna]"'
 
@@ -199,8 +199,8 @@ def optuna_search(
     framework <https://arxiv.org/abs/1907.10902>`_, KDD 2019.
   """
   optuna = _import_optuna()
-  _stepwise.check_common(key, devices, lanes)
-  space = _stepwise.check_space(space, "optuna_search")
+  _population.check_common(key, devices, lanes)
+  space = _population.check_space(space, "optuna_search")
   for name, value in (("num_rounds", num_rounds), ("batch_size", batch_size)):
     if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
         or value < 1):
@@ -228,13 +228,13 @@ def optuna_search(
           f"({study.direction.name.lower()}): pass mode="
           f"{'min' if study.direction.name == 'MINIMIZE' else 'max'!r}.")
   distributions = {n: _distribution(optuna, d) for n, d in space.items()}
-  ex = _stepwise.executor_for(batch_size, devices, lanes)
+  ex = _population.executor_for(batch_size, devices, lanes)
   search = _Optuna(optuna, ex, _executor.KeySpec(key), space, train_fn,
                    study, distributions, num_rounds=num_rounds,
                    batch_size=batch_size, metric=metric, mode=mode)
   ckpt = None
   if checkpoint_dir is not None:
-    ckpt = _stepwise.checkpoint_for(
+    ckpt = _population.checkpoint_for(
         checkpoint_dir, "optuna_search", space=space, key=key,
         functions=[train_fn], ex=ex, program=search.program_digest(),
         num_rounds=num_rounds, batch_size=batch_size, metric=metric,
@@ -309,8 +309,8 @@ class _Optuna:
     ex.note_used(self._program)
     out = ex.gather(dict(self._program(*args)))
     out = {k: v[:self.batch_size] for k, v in out.items()}
-    _stepwise.check_metric(out, self.metric)
-    values = _stepwise.ranking_values(out, self.metric, "min")  # inf = bad
+    _population.check_metric(out, self.metric)
+    values = _population.ranking_values(out, self.metric, "min")  # inf = bad
     raw = np.asarray(out[self.metric], np.float64).reshape(
         self.batch_size, -1)[:, -1]
     for t, v, ok in zip(trials, raw, np.isfinite(values), strict=True):

@@ -15,13 +15,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from jopt.sweep import _executor, _loop, _space, _stepwise
+from jopt.sweep import _executor, _loop, _population, _space, _stepwise
 
 
 def _check_budget(eta, min_segments, max_segments) -> None:
-  _stepwise.check_int("eta", eta, 2)
-  _stepwise.check_int("min_segments", min_segments, 1)
-  _stepwise.check_int("max_segments", max_segments, 1)
+  _population.check_int("eta", eta, 2)
+  _population.check_int("min_segments", min_segments, 1)
+  _population.check_int("max_segments", max_segments, 1)
   if min_segments > max_segments:
     raise ValueError(f"min_segments ({min_segments}) must be <= max_segments "
                      f"({max_segments}).")
@@ -83,7 +83,7 @@ class _Halving:
     for _ in range(budget - h["done"]):
       pstate, metrics = self.pop.segment(self.ex, pstate, device["hp"], ndev)
       metrics = self.ex.gather(dict(metrics))
-      _stepwise.check_metric(metrics, self.metric)  # before more is spent
+      _population.check_metric(metrics, self.metric)  # before more is spent
     segments_run = h["segments_run"].copy()
     segments_run[alive] += budget - h["done"]
     metrics = {k: v[:len(alive)] for k, v in metrics.items()}
@@ -93,7 +93,7 @@ class _Halving:
         last_metrics[k] = np.full((self.total,) + v.shape[1:], np.nan,
                                   np.result_type(v.dtype, np.float32))
       last_metrics[k][alive] = v
-    scores = _stepwise.ranking_values(metrics, self.metric, self.mode)
+    scores = _population.ranking_values(metrics, self.metric, self.mode)
     keep = np.sort(np.argsort(scores, kind="stable")[
         :max(1, len(alive) // self.eta)])  # survivors keep their order
     last = rung == len(budgets) - 1
@@ -149,10 +149,10 @@ class _Halving:
 def _search(init, segment, space, key, brackets, *, eta, metric, mode,
             strategy, grid_points, steps_per_segment, name, checkpoint_dir,
             progress, devices, lanes, per_bracket=False):
-  _stepwise.check_mode(mode)
-  _stepwise.check_common(key, devices, lanes)
-  space = _stepwise.check_space(space, name)
-  steps_per_segment = _stepwise.check_int("steps_per_segment",
+  _population.check_mode(mode)
+  _population.check_common(key, devices, lanes)
+  space = _population.check_space(space, name)
+  steps_per_segment = _population.check_int("steps_per_segment",
                                           steps_per_segment, 1)
   total = sum(n for n, _ in brackets)
   if per_bracket and strategy != "grid":
@@ -165,15 +165,15 @@ def _search(init, segment, space, key, brackets, *, eta, metric, mode,
   else:
     hparams = _space.sample(space, total, key, strategy,
                             grid_points=grid_points)
-  ex = _stepwise.executor_for(max(n for n, _ in brackets), devices, lanes)
-  pop = _stepwise.population_for(init, segment)
+  ex = _population.executor_for(max(n for n, _ in brackets), devices, lanes)
+  pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   search = _Halving(pop, ex, key_spec, space, hparams, brackets, eta=eta,
                     metric=metric, mode=mode,
                     steps_per_segment=steps_per_segment)
-  ckpt = _stepwise.checkpoint_for(
+  ckpt = _population.checkpoint_for(
       checkpoint_dir, name, space=space, key=key, functions=[init, segment],
-      ex=ex, program=_stepwise.program_digest(pop, hparams, key_spec)
+      ex=ex, program=_population.program_digest(pop, hparams, key_spec)
       if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
       brackets=brackets, eta=eta, metric=metric, mode=mode)
   work = sum(n_r * (b - a) for n, budgets in brackets for n_r, a, b in zip(
@@ -186,8 +186,8 @@ def _search(init, segment, space, key, brackets, *, eta, metric, mode,
 
 
 def successive_halving(
-    init: _stepwise.InitFn,
-    segment: _stepwise.SegmentFn,
+    init: _population.InitFn,
+    segment: _population.SegmentFn,
     space: Mapping[str, Any],
     *,
     num_trials: int,
@@ -262,7 +262,7 @@ def successive_halving(
     hyperparameter optimization <https://arxiv.org/abs/1502.07943>`_, 2016.
   """
   _check_budget(eta, min_segments, max_segments)
-  num_trials = _stepwise.check_int("num_trials", num_trials, 1)
+  num_trials = _population.check_int("num_trials", num_trials, 1)
   budgets = rung_budgets(eta, min_segments, max_segments)
   return _search(init, segment, space, key, [(num_trials, budgets)], eta=eta,
                  metric=metric, mode=mode, strategy=strategy,
@@ -286,8 +286,8 @@ def hyperband_brackets(eta: int, min_segments: int,
 
 
 def hyperband(
-    init: _stepwise.InitFn,
-    segment: _stepwise.SegmentFn,
+    init: _population.InitFn,
+    segment: _population.SegmentFn,
     space: Mapping[str, Any],
     *,
     key: jax.Array,
@@ -367,7 +367,7 @@ def hyperband(
     Li et al., `Hyperband: a novel bandit-based approach to hyperparameter
     optimization <https://arxiv.org/abs/1603.06560>`_, JMLR 2018.
   """
-  iterations = _stepwise.check_int("iterations", iterations, 1)
+  iterations = _population.check_int("iterations", iterations, 1)
   if strategy == "grid":
     raise ValueError("hyperband samples each bracket: strategy must be "
                      "'random' or 'quasirandom', got 'grid'.")

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _executor, _loop, _space, _stepwise
+from jopt.sweep import _executor, _loop, _population, _space, _stepwise
 
 
 @dataclasses.dataclass(repr=False)
@@ -181,7 +181,7 @@ def _make_round(segment_all, space, *, population, num_quantile,
     values = []
     for _ in range(segments_per_round):
       state, metrics = segment_all(state, hparams)
-      _stepwise.check_metric(metrics, metric)
+      _population.check_metric(metrics, metric)
       values.append(
           metrics[metric].reshape(size, -1)[:, -1].astype(jnp.float32))
     # Rank on the mean of the last `rank_window` segments: one validation
@@ -284,8 +284,8 @@ class _PBT:
 
 
 def pbt(
-    init: _stepwise.InitFn,
-    segment: _stepwise.SegmentFn,
+    init: _population.InitFn,
+    segment: _population.SegmentFn,
     space: Mapping[str, Any],
     *,
     population: int,
@@ -367,9 +367,9 @@ def pbt(
     Jaderberg et al., `Population based training of neural networks
     <https://arxiv.org/abs/1711.09846>`_, 2017.
   """
-  _stepwise.check_mode(mode)
-  _stepwise.check_common(key, devices, lanes)
-  space = _stepwise.check_space(space, "pbt")
+  _population.check_mode(mode)
+  _population.check_common(key, devices, lanes)
+  space = _population.check_space(space, "pbt")
   for name, value, low in (("population", population, 2),
                            ("num_rounds", num_rounds, 1),
                            ("segments_per_round", segments_per_round, 1)):
@@ -401,8 +401,8 @@ def pbt(
   hparams = _space.sample(space, population, k_sample, strategy,
                           grid_points=grid_points)
   pool = _space.sample(space, num_rounds * population, k_pool, "random")
-  ex = _stepwise.executor_for(population, devices, lanes)
-  pop = _stepwise.population_for(init, segment)
+  ex = _population.executor_for(population, devices, lanes)
+  pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   settings = dict(num_quantile=num_quantile,
                   segments_per_round=segments_per_round, metric=metric,
@@ -413,9 +413,9 @@ def pbt(
                 round_key=k_rounds, settings=settings, metric=metric,
                 mode=mode, segments_per_round=segments_per_round,
                 steps_per_segment=steps_per_segment)
-  ckpt = _stepwise.checkpoint_for(
+  ckpt = _population.checkpoint_for(
       checkpoint_dir, "pbt", space=space, key=key, functions=[init, segment],
-      ex=ex, program=_stepwise.program_digest(pop, hparams, key_spec)
+      ex=ex, program=_population.program_digest(pop, hparams, key_spec)
       if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
       population=population, num_rounds=num_rounds, **settings)
   result, wall = _loop.iterate(

@@ -10,9 +10,8 @@ two pieces:
   fixed number of steps (a ``lax.scan``) and reports metrics (scalars, or
   curves whose last value is used for ranking).
 
-`Population` runs both over many trials with the shared executor (fixed
-lanes per device, sharded over the devices of every process, one compile
-per population shape). `run_stepwise` is the simplest strategy over it: a
+`jopt.sweep._population.Population` runs both over many trials with the
+shared executor. `run_stepwise` is the simplest strategy over it: a
 population trained for a number of segments with per-trial early stopping;
 a stopped trial's state is frozen by a select, and since a vmapped ``cond``
 is a select too (it still costs compute), the host stops calling the
@@ -22,9 +21,7 @@ segment function as soon as every trial of a chunk has stopped.
 from __future__ import annotations
 
 import dataclasses
-import numbers
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -32,231 +29,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _plateau
-from jopt.sweep import _checkpoint, _common, _executor, _loop, _result, _space
-
-InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
-SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
-
-
-# --- Validation shared by the stepwise searches --------------------------------
-
-
-def check_int(name: str, value: Any, low: int) -> int:
-  """``value`` as an int, or a ValueError unless it is an int >= ``low``."""
-  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-      or value < low):
-    raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-  return int(value)
-
-
-def check_common(key: Any, devices: Any, lanes: Any) -> None:
-  """The arguments every search takes, checked alike before any work."""
-  _space.key_seed(key)
-  if devices is not None and not list(devices):
-    raise ValueError("devices must be None or a non-empty list of devices.")
-  _executor.check_lanes(lanes)
-
-
-def check_optional_int(name: str, value: Any, low: int) -> int | None:
-  return None if value is None else check_int(name, value, low)
-
-
-def ranking_values(metrics: Mapping[str, Any], metric: str,
-                   mode: str = "min") -> np.ndarray:
-  """One score per trial, where lower is better, non-finite scores last.
-
-  A curve metric ([N, T]) is ranked by its last value.
-  """
-  check_mode(mode)
-  check_metric(metrics, metric)
-  values = np.asarray(metrics[metric], np.float64)
-  values = values.reshape(values.shape[0], -1)[:, -1]
-  values = values if mode == "min" else -values
-  return np.where(np.isfinite(values), values, np.inf)
-
-
-def check_mode(mode: Any) -> None:
-  """Raises unless ``mode`` is ``"min"`` or ``"max"`` (before any training)."""
-  if mode not in ("min", "max"):
-    raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
-
-
-def check_metric(metrics: Mapping[str, Any], metric: str) -> None:
-  """Raises unless ``metric`` is one of the metrics a segment returned."""
-  if metric not in metrics:
-    raise ValueError(f"metric {metric!r} is not among the metrics the "
-                     f"segment function returns: {sorted(metrics)}.")
-
-
-def check_space(space: Mapping[str, Any], what: str) -> dict[str, Any]:
-  """Validates a space; static choices cannot change in one program."""
-  space = _space.validate_space(space)
-  for name, dist in space.items():
-    if dist.static:
-      raise ValueError(
-          f"{what} runs every trial in one program, so space[{name!r}] cannot "
-          f"be a static choice (one compile per value); make it non-static.")
-  return space
-
-
-# --- The population -------------------------------------------------------------
-
-
-class Population:
-  """``init`` and ``segment`` of one trial, run over many by an executor.
-
-  Programs are kept per executor layout and population shape, so searches
-  on the same functions share them (`population_for`): a grid, then
-  successive halving, then Hyperband compile each shape once.
-
-  Args:
-    init: ``init(hparams, key) -> state`` for one trial.
-    segment: ``segment(state, hparams) -> (state, metrics)`` for one trial.
-  """
-
-  def __init__(self, init: InitFn, segment: SegmentFn):
-    self.init_fn = init
-    self.segment_fn = segment
-    self._programs: dict[Any, Any] = {}
-
-  def _run(self, ex: _executor.Executor, name: str, build, args):
-    # Every argument is trial-sharded (or replicated) over the first devices
-    # of ``ex``: the leaves' shapes and the devices used decide the program.
-    leaves = jax.tree.leaves(args)
-    shapes = tuple((x.shape, str(x.dtype)) for x in leaves)
-    key = (name, ex.lanes, tuple(d.id for d in ex.devices),
-           leaves[0].sharding.mesh.devices.size,
-           repr(ex.compiler_options), jax.tree.structure(args), shapes)
-    if key not in self._programs:
-      self._programs[key] = ex.compile(build(), args)
-    program = self._programs[key]
-    ex.note_used(program)
-    return program(*args)
-
-  def layout(self, ex: _executor.Executor, n: int) -> tuple[int, int]:
-    """``(padded size, devices)`` of a population of ``n`` trials."""
-    ndev = ex.num_devices_for(n)
-    return ex.padded(n, ndev), ndev
-
-  def init(self, ex: _executor.Executor, hparams: Mapping[str, Any],
-           key: _executor.KeySpec, indices: Any):
-    """``(state, device hparams, ndev)`` of trials ``indices``.
-
-    ``hparams`` holds one row per trial of ``indices``; both are padded to
-    whole groups of lanes by repeating the first trial.
-    """
-    indices = np.asarray(indices, np.int32)
-    size, ndev = self.layout(ex, len(indices))
-    rows = _executor.pad_rows(len(indices), size)
-    hp = ex.put({k: np.asarray(v)[rows] for k, v in hparams.items()}, ndev)
-    idx = ex.put(indices[rows], ndev)
-    kd = ex.put_replicated(key.data, ndev)
-    init = self.init_fn
-
-    def build():
-      return ex.per_trial(
-          lambda h, i, k: init(h, _executor.trial_key(key.wrap(k), i)),
-          ndev, (0, 0, None))
-
-    return self._run(ex, "init", build, (hp, idx, kd)), hp, ndev
-
-  def state_template(self, hparams: Mapping[str, Any],
-                     key: _executor.KeySpec) -> Any:
-    """The structure of one trial's state (for restoring a checkpoint)."""
-    hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
-          for k, v in hparams.items()}
-    kd = jax.ShapeDtypeStruct(key.data.shape, key.data.dtype)
-    return jax.eval_shape(
-        lambda h, k: self.init_fn(h, _executor.trial_key(key.wrap(k), 0)),
-        hp, kd)
-
-  def segment(self, ex: _executor.Executor, state: Any,
-              hparams: Mapping[str, jax.Array], ndev: int,
-              stopped: jax.Array | None = None):
-    """Runs one segment; trials with ``stopped`` set keep their state."""
-    segment = self.segment_fn
-    if stopped is None:
-      return self._run(
-          ex, "segment", lambda: ex.per_trial(segment, ndev, (0, 0)),
-          (state, hparams))
-
-    def masked(s, h, stop):
-      new, metrics = segment(s, h)
-      return jax.tree.map(lambda a, b: jnp.where(stop, b, a), new, s), metrics
-
-    return self._run(ex, "masked_segment",
-                     lambda: ex.per_trial(masked, ndev, (0, 0, 0)),
-                     (state, hparams, stopped))
-
-  def take(self, ex: _executor.Executor, tree: Any, rows: np.ndarray,
-           ndev: int) -> Any:
-    """Rows ``rows`` of every leaf, placed over ``ndev`` devices.
-
-    Through the host: a rung boundary is rare, the rows are few, and no
-    program is compiled per pair of population sizes.
-    """
-    rows = np.asarray(rows)
-    return ex.put(jax.tree.map(lambda x: x[rows], ex.gather(tree)), ndev)
-
-
-_POPULATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def population_for(init: InitFn, segment: SegmentFn) -> Population:
-  """The `Population` of ``(init, segment)``, shared by every search."""
-  by_init = _POPULATIONS.setdefault(segment, weakref.WeakKeyDictionary())
-  if init not in by_init:
-    by_init[init] = Population(init, segment)
-  return by_init[init]
-
-
-def executor_for(n: int, devices: Sequence[jax.Device] | None,
-                 lanes: int | None, compiler_options: Any = None
-                 ) -> _executor.Executor:
-  """The executor of a search whose largest population is ``n`` trials."""
-  if devices is not None and not devices:
-    raise ValueError("devices must be None or a non-empty list of devices.")
-  _executor.check_lanes(lanes)
-  devices = list(devices) if devices is not None else jax.devices()
-  return _executor.Executor(
-      devices, _executor.lanes_for(n, devices[0].platform, lanes),
-      compiler_options)
-
-
-def checkpoint_for(checkpoint_dir: str | None, search: str, *,
-                   space: Mapping[str, Any], key: jax.Array,
-                   functions: Sequence[Callable[..., Any]],
-                   ex: _executor.Executor, program: str,
-                   **settings: Any) -> _checkpoint.Checkpoint | None:
-  """The checkpoint folder of a stepwise search (None without a folder)."""
-  if checkpoint_dir is None:
-    return None
-  fields = _checkpoint.fingerprint(
-      search=search, space=_checkpoint.space_identity(space),
-      key=_space.key_seed(key).tolist(), lanes=ex.lanes,
-      functions=[_checkpoint.function_identity(f) for f in functions],
-      program=program, **settings)
-  return _checkpoint.Checkpoint(checkpoint_dir, fields,
-                                writer=jax.process_index() == 0)
-
-
-def program_digest(population: Population, hparams: Mapping[str, Any],
-                   key: _executor.KeySpec) -> str:
-  """A hash of one trial's lowered init and segment programs."""
-  import hashlib
-
-  hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
-        for k, v in hparams.items()}
-  kd = jax.ShapeDtypeStruct(key.data.shape, key.data.dtype)
-  init = population.init_fn
-  text = jax.jit(
-      lambda h, k: init(h, _executor.trial_key(key.wrap(k), 0))).lower(
-          hp, kd).as_text(debug_info=False)
-  state = population.state_template(hparams, key)
-  text += jax.jit(population.segment_fn).lower(state, hp).as_text(
-      debug_info=False)
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
-
+from jopt.sweep import _common, _executor, _loop, _result, _space
+from jopt.sweep._population import (
+  InitFn,
+  SegmentFn,
+  check_common,
+  check_int,
+  check_metric,
+  check_mode,
+  check_optional_int,
+  check_space,
+  checkpoint_for,
+  executor_for,
+  population_for,
+  program_digest,
+)
 
 # --- Results ------------------------------------------------------------------
 
