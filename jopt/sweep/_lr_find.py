@@ -25,7 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import _executor, _loop, _population
-from jopt.sweep._lr_curve import LRFindResult, _ema_noise, _mean_curve, _suggest
+from jopt.sweep._lr_curve import (
+    LRFindResult,
+    _ema_noise,
+    _mean_curve,
+    _suggest,
+)
 
 
 def _smooth(avg, loss, t, smoothing):
@@ -204,9 +209,12 @@ class _LRFind:
     if self.num_rates is None:
       return LRFindResult(self.lrs, raw, smooth, curve,
                           _suggest(self.lrs, curve, raw, noise))
+    # Fixed rates: each point is its own run's smoothed final loss, so the
+    # points themselves are the samples whose scatter is the noise (the
+    # last raw loss would not be on the curve's scale).
     return LRFindResult(
         self.lrs, raw, smooth, curve,
-        _suggest(self.lrs, curve, raw, np.full(self.num_rates, noise[-1]),
+        _suggest(self.lrs, curve, smooth, np.ones(len(self.lrs)),
                  divide_minimum=1.0))
 
 
