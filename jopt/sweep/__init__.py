@@ -112,6 +112,7 @@ from jopt.sweep._lr_find import LRFindResult as LRFindResult
 from jopt.sweep._lr_find import lr_find as lr_find
 from jopt.sweep._pbt import PBTResult as PBTResult
 from jopt.sweep._pbt import pbt as pbt
+from jopt.sweep._report import report as report
 from jopt.sweep._stepwise import AdaptiveResult as AdaptiveResult
 from jopt.sweep._stepwise import run_stepwise as run_stepwise
 
@@ -134,6 +135,7 @@ __all__ = [
     "lr_find",
     "optuna_search",
     "pbt",
+    "report",
     "run",
     "run_stepwise",
     "sample",

@@ -202,6 +202,9 @@ class _NoBar:
   def set_postfix(self, *args: Any, **kwargs: Any) -> None:
     del args, kwargs
 
+  def set_postfix_str(self, *args: Any, **kwargs: Any) -> None:
+    del args, kwargs
+
   def set_description(self, *args: Any, **kwargs: Any) -> None:
     del args, kwargs
 
@@ -215,6 +218,11 @@ class _NoBar:
     self.close()
 
 
+def progress_wanted(enabled: bool) -> bool:
+  """``enabled`` unless ``JOPT_PROGRESS=0``: the same in every process."""
+  return bool(enabled) and os.environ.get("JOPT_PROGRESS", "1") != "0"
+
+
 def progress_bar(total: int, desc: str, *, unit: str = "trial",
                  enabled: bool = True) -> Any:
   """A progress bar with ``update(n)`` and ``close()``.
@@ -225,8 +233,8 @@ def progress_bar(total: int, desc: str, *, unit: str = "trial",
   environment disables it too, and so does being any process but 0 of a
   JAX cluster.
   """
-  if (not enabled or os.environ.get("JOPT_PROGRESS", "1") == "0"
-      or jax.process_index() != 0):  # one bar per cluster
+  if not progress_wanted(enabled) or jax.process_index() != 0:
+    # one bar per cluster
     return _NoBar()
   try:
     from tqdm.auto import tqdm

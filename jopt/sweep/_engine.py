@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _checkpoint, _common, _executor, _space
+from jopt.sweep import _checkpoint, _common, _executor, _report, _space
 from jopt.sweep._result import SweepResult
 
 TRIALS_AXIS = _executor.TRIALS_AXIS
@@ -42,22 +42,25 @@ def _check_metrics(metrics: Any) -> dict[str, jax.Array]:
 class _Group:
   """The trials sharing one set of static values, and their executable."""
 
-  def __init__(self, train_fn, space, static_values, folds, key_spec):
+  def __init__(self, train_fn, space, static_values, folds, key_spec,
+               reporting=False):
     self.static_values = static_values
+    self.reporting = reporting
     self.dyn_names = [n for n, d in space.items() if not d.static]
     names = list(space)
     self.key_spec = key_spec
     self.compiled: dict[tuple[int, int], Any] = {}
 
-    def one_trial(hp_dyn, index, key):
+    def one_trial(hp_dyn, index, key, reporting=False):
       hp = {**static_values, **hp_dyn}
       hp = {n: hp[n] for n in names}
       trial_key = _executor.trial_key(key, index)
-      if folds is None:
-        return _check_metrics(train_fn(hp, trial_key))
-      fold_ids = jnp.arange(folds, dtype=jnp.int32)
-      return jax.vmap(
-          lambda f: _check_metrics(train_fn(hp, trial_key, f)))(fold_ids)
+      with _report.tracing(index, reporting):
+        if folds is None:
+          return _check_metrics(train_fn(hp, trial_key))
+        fold_ids = jnp.arange(folds, dtype=jnp.int32)
+        return jax.vmap(
+            lambda f: _check_metrics(train_fn(hp, trial_key, f)))(fold_ids)
 
     self.one_trial = one_trial
 
@@ -80,7 +83,8 @@ class _Group:
     if (size, ndev) not in self.compiled:
       spec = self.key_spec
       per_trial = ex.per_trial(
-          lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd)), ndev,
+          lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd),
+                                           self.reporting), ndev,
           (0, 0, None))
       hp = {n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=ex.sharding(
           ndev)) for n, v in hp_dyn.items()}
@@ -269,7 +273,8 @@ def run(
     static_values = {
         name: space[name].python_value(v)
         for name, v in zip(static_names, static_key, strict=True)}
-    group_objs.append(_Group(train_fn, space, static_values, folds, key_spec))
+    group_objs.append(_Group(train_fn, space, static_values, folds, key_spec,
+                             reporting=_common.progress_wanted(progress)))
 
   ckpt = None
   if checkpoint_dir is not None:
@@ -289,13 +294,14 @@ def run(
                              enabled=progress)
   per_trial: list[dict[str, np.ndarray]] = []
   try:
-    for g, (group, members) in enumerate(
-        zip(group_objs, groups.values(), strict=True)):
-      per_trial.append(_run_group(ex, group, g, np.asarray(members, np.int32),
-                                  passed, max_parallel, ckpt, bar))
+    with _report.Reporter(bar) as reporter:
+      for g, (group, members) in enumerate(
+          zip(group_objs, groups.values(), strict=True)):
+        per_trial.append(_run_group(
+            ex, group, g, np.asarray(members, np.int32), passed,
+            max_parallel, ckpt, reporter))
   finally:
     bar.close()
-
   metrics = _assemble(per_trial, list(groups.values()), n,
                       [g.static_values for g in group_objs])
   diverged = _common.diverged_mask(metrics, n)
@@ -344,7 +350,7 @@ def _fit_memory(ex, group, n, size, ndev, hp_dyn):
   return size
 
 
-def _run_group(ex, group, g, members, passed, max_parallel, ckpt, bar):
+def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
   """Runs (or loads) every trial of one group; results in member order."""
   n = len(members)
   hp_dyn = {k: passed[k][members] for k in group.dyn_names}
@@ -355,7 +361,7 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, bar):
     for indices, out in ckpt.load_trials(g, members):
       done_rows.append(np.array([rows[int(t)] for t in indices]))
       done_out.append(out)
-      bar.update(len(indices))
+      reporter.finish(indices)
   todo = np.setdiff1d(np.arange(n), np.concatenate(done_rows)
                       if done_rows else np.zeros(0, int))
   if len(todo):
@@ -372,7 +378,7 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, bar):
         ckpt.save_trials(g, members[part], out)
       done_rows.append(part)
       done_out.append(out)
-      bar.update(len(part))
+      reporter.finish(members[part])
   order = np.concatenate(done_rows)
   names = list(done_out[0])
   for out in done_out:

@@ -80,10 +80,13 @@ class _Halving:
       device = {"state": pstate, "hp": hp}
     pstate = device["state"]
     budget = budgets[rung]
+    sign = 1.0 if self.mode == "min" else -1.0
     for _ in range(budget - h["done"]):
       pstate, metrics = self.pop.segment(self.ex, pstate, device["hp"], ndev)
       metrics = self.ex.gather(dict(metrics))
       _population.check_metric(metrics, self.metric)  # before more is spent
+      self.progress.advance(len(alive), np.asarray(
+          metrics[self.metric])[:len(alive)], sign, self.metric)
     segments_run = h["segments_run"].copy()
     segments_run[alive] += budget - h["done"]
     metrics = {k: v[:len(alive)] for k, v in metrics.items()}

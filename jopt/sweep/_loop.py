@@ -130,6 +130,34 @@ def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
 # --- The loop -------------------------------------------------------------------
 
 
+class Progress:
+  """The bar of a search: member-segments done and the best value so far.
+
+  `iterate` gives one to the strategy as ``strategy.progress``; a strategy
+  that trains several segments in one step calls `advance` after each, so
+  the bar moves with every segment without the user writing anything.
+  """
+
+  def __init__(self, bar: Any):
+    self.bar = bar
+    self.count = 0
+    self.best: float | None = None
+
+  def advance(self, member_segments: int, values: Any = None,
+              sign: float = 1.0, name: str = "") -> None:
+    """Counts ``member_segments`` and the trials' latest ``values``."""
+    self.count += int(member_segments)
+    self.bar.update(int(member_segments))
+    if values is not None:
+      values = np.asarray(values, np.float64).ravel()
+      values = values[np.isfinite(values)]
+      if values.size:
+        best = float(np.min(sign * values)) * sign
+        if self.best is None or sign * best < sign * self.best:
+          self.best = best
+          self.bar.set_postfix_str(f"best {name}={best:.4g}")
+
+
 def iterate(strategy: Strategy, ex: _executor.Executor, *,
             checkpoint: _checkpoint.Checkpoint | None = None,
             progress: bool = False, total: int | None = None,
@@ -146,15 +174,19 @@ def iterate(strategy: Strategy, ex: _executor.Executor, *,
     state = strategy.init()
   bar = _common.progress_bar(total or 0, desc, unit="segment",
                              enabled=progress)
+  tracker = Progress(bar)
+  strategy.progress = tracker
   try:
     done = strategy.work(state)
     bar.update(done)
     while not strategy.terminate(state):
+      counted = tracker.count
       state = strategy.step(state)
       if checkpoint is not None:
         save(checkpoint, ex, state)
       now = strategy.work(state)
-      bar.update(now - done)
+      # What the step did not count itself (strategies without segments).
+      bar.update(max(0, now - done - (tracker.count - counted)))
       done = now
   finally:
     bar.close()

@@ -257,6 +257,10 @@ class _PBT:
     pstate, hp, metrics, score, parent = self._round[1](*args)
     hp_used, parent, metrics = ex.gather((hp, parent, dict(metrics)))
     p = self.population
+    self.progress.advance(
+        p * self.segments_per_round,
+        np.asarray(metrics[self.metric]).reshape(size, -1)[:p, -1],
+        1.0 if self.mode == "min" else -1.0, self.metric)
     h = dict(state.host)
     h["parents"] = [*h["parents"], parent[:p]]
     h["history"] = {n: [*v, hp_used[n][:p]] for n, v in h["history"].items()}

@@ -221,6 +221,10 @@ class _RunStepwise:
     host_metrics = self.ex.gather(dict(metrics))
     if not h["calls"]:
       check_metric(host_metrics, self.metric)
+    self.progress.advance(
+        int((~stopped_host).sum()),
+        last_values(host_metrics, len(idx))[self.metric][~stopped_host],
+        1.0 if self.mode == "min" else -1.0, self.metric)
     h["calls"] += 1
     s = h["segment"]
     segments_run = h["segments_run"].copy()

@@ -1,0 +1,115 @@
+"""Live progress: `jopt.sweep.report` from inside the compiled sweep."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jopt import sweep
+from jopt.sweep import _report
+
+STEPS = 12
+SPACE = {"lr": sweep.uniform(0.05, 0.5)}
+KEY = jax.random.key(2)
+
+
+def train_fn(hp, key):
+  def step(w, t):
+    w = w - hp["lr"] * w
+    sweep.report(t, num_steps=STEPS, every=3, loss=jnp.sum(w * w))
+    return w, jnp.sum(w * w)
+
+  _, losses = jax.lax.scan(step, jax.random.normal(key, (2,)),
+                           jnp.arange(STEPS))
+  return {"loss": losses[-1]}
+
+
+@pytest.fixture
+def received(monkeypatch):
+  calls = []
+  real = _report.Reporter.receive
+
+  def spy(self, trial, step, values, total, sign):
+    calls.append((trial, step, float(values["loss"])))
+    real(self, trial, step, values, total, sign)
+
+  monkeypatch.setattr(_report.Reporter, "receive", spy)
+  return calls
+
+
+def test_without_progress_report_adds_nothing(received):
+  text = jax.jit(lambda lr: train_fn({"lr": lr}, KEY)["loss"]).lower(
+      0.1).as_text()
+  assert "callback" not in text  # outside a sweep: nothing in the program
+  sweep.run(train_fn, SPACE, num_trials=5, key=KEY, progress=False)
+  assert received == []
+
+
+def test_every_trial_reports_its_steps_under_sharding(received, monkeypatch):
+  monkeypatch.setenv("JOPT_PROGRESS", "1")
+  quiet = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False)
+  loud = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=True)
+  # 11 trials over the 8 devices: every trial reported steps 0, 3, 6, 9,
+  # once each (padding lanes repeat trial 0, whose reports are idempotent).
+  seen = {(t, s) for t, s, _ in received}
+  assert seen == {(t, s) for t in range(11) for s in range(0, STEPS, 3)}
+  # The value a trial reported at its last report is its own loss curve's.
+  last = {t: v for t, s, v in sorted(received) if s == 9}
+  assert set(last) == set(range(11))
+  # Reporting reads values; it changes none of them.
+  np.testing.assert_array_equal(loud.metrics["loss"], quiet.metrics["loss"])
+
+
+def test_the_bar_counts_fractions_of_trials_and_the_best():
+  class Bar:
+    def __init__(self):
+      self.n, self.postfix = 0.0, ""
+
+    def update(self, n):
+      self.n += n
+
+    def set_postfix_str(self, text):
+      self.postfix = text
+
+  bar = Bar()
+  with _report.Reporter(bar, interval=0.0) as rep:
+    rep.receive(0, 4, {"loss": 3.0}, 10, 1.0)   # half of trial 0
+    rep.receive(1, 9, {"loss": 1.0}, 10, 1.0)   # all of trial 1
+    rep.receive(0, 4, {"loss": 3.0}, 10, 1.0)   # a repeat counts nothing
+    assert bar.n == pytest.approx(1.5)
+    rep.finish([0, 1, 2])                       # calls returned
+  assert bar.n == pytest.approx(3.0)
+  assert bar.postfix == "best loss=1"
+
+
+@pytest.mark.parametrize("bad, match", [(dict(every=0), "every"),
+                                        (dict(mode="low"), "mode")])
+def test_report_checks_its_arguments(bad, match):
+  with pytest.raises(ValueError, match=match):
+    sweep.report(0, loss=1.0, **bad)
+
+
+def test_stepwise_searches_move_the_bar_every_segment(monkeypatch):
+  from jopt.sweep import _loop
+
+  ticks = []
+  real = _loop.Progress.advance
+
+  def spy(self, member_segments, values=None, sign=1.0, name=""):
+    ticks.append(member_segments)
+    real(self, member_segments, values, sign, name)
+
+  monkeypatch.setattr(_loop.Progress, "advance", spy)
+
+  def init(hp, key):
+    return jax.random.normal(key, (2,))
+
+  def segment(w, hp):
+    w = w - hp["lr"] * w
+    return w, {"loss": jnp.sum(w * w)}
+
+  res = sweep.successive_halving(init, segment, SPACE, num_trials=9, key=KEY,
+                                 max_segments=9, metric="loss")
+  # One tick per segment of every rung: 9 trials x 1, 3 x 2, 1 x 6.
+  assert ticks == [9] + [3] * 2 + [1] * 6
+  assert sum(ticks) == res.member_segments
