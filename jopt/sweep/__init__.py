@@ -104,6 +104,7 @@ from jopt.sweep._pbt import PBTResult as PBTResult
 from jopt.sweep._pbt import pbt as pbt
 from jopt.sweep._stepwise import AdaptiveResult as AdaptiveResult
 from jopt.sweep._stepwise import run_stepwise as run_stepwise
+from jopt.sweep._tensorboard import to_tensorboard as to_tensorboard
 
 __all__ = [
     "AdaptiveResult",
@@ -128,5 +129,6 @@ __all__ = [
     "run_stepwise",
     "sample",
     "successive_halving",
+    "to_tensorboard",
     "uniform",
 ]
