@@ -186,3 +186,42 @@ def test_missing_tensorboardx_names_the_extra(result, tmp_path, monkeypatch):
   with pytest.raises(ImportError, match=r'pip install "jopt\[tensorboard\]"'):
     result.to_tensorboard(tmp_path / "a")
 
+
+
+def _plugin_data(run_dir):
+  """{tag: hparams plugin content} of the event file in ``run_dir``."""
+  from tensorboard.backend.event_processing import event_accumulator
+
+  acc = event_accumulator.EventAccumulator(str(run_dir))
+  acc.Reload()
+  return acc.PluginTagToContent("hparams")
+
+
+def test_names_and_bools_are_written_as_strings_and_bools(tmp_path):
+  # Read back with TensorBoard's own parsers (no server needed here).
+  from tensorboard.plugins.hparams import metadata
+
+  result = jopt.sweep.SweepResult(
+      hparams={"optimizer": np.array(["adam", "sgd"]),
+               "nesterov": np.array([True, False]),
+               "width": np.array([64, 128], np.int32)},
+      metrics={"loss": np.array([0.25, 0.5], np.float32)},
+      diverged=np.array([False, False]),
+      space={"optimizer": jopt.sweep.choice(["adam", "sgd"]),
+             "nesterov": jopt.sweep.choice([True, False]),
+             "width": jopt.sweep.choice([64, 128], static=True)})
+  runs = result.to_tensorboard(tmp_path)
+  experiment = metadata.parse_experiment_plugin_data(
+      _plugin_data(tmp_path)["_hparams_/experiment"])
+  infos = {i.name: i for i in experiment.hparam_infos}
+  assert [v.string_value for v in infos["optimizer"].domain_discrete.values
+          ] == ["adam", "sgd"]
+  assert [v.bool_value for v in infos["nesterov"].domain_discrete.values
+          ] == [True, False]
+  assert [v.number_value for v in infos["width"].domain_discrete.values
+          ] == [64.0, 128.0]
+  start = metadata.parse_session_start_info_plugin_data(
+      _plugin_data(runs[1])["_hparams_/session_start_info"])
+  assert start.hparams["optimizer"].string_value == "sgd"
+  assert start.hparams["nesterov"].bool_value is False
+  assert start.hparams["width"].number_value == 128.0
