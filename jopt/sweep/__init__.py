@@ -76,6 +76,14 @@ key, strategy, trials, folds, the training function's name and source) and
 records the chunk sizes. Rerunning the same call after a crash, even a
 ``kill -9``, skips the finished chunks and returns a result identical to an
 uninterrupted run; a folder made by another call raises ValueError.
+
+TensorBoard
+-----------
+``result.to_tensorboard(logdir)`` (`to_tensorboard`) writes one run per
+trial with the HParams plugin's configuration, so TensorBoard's HParams
+dashboard lists the trials in a table, parallel coordinates and scatter
+plots; curves become scalars over steps. It needs tensorboardX
+(``pip install "jopt[tensorboard]"``), not TensorFlow.
 """
 
 from jopt.sweep._engine import run as run
