@@ -181,6 +181,11 @@ def test_steps_must_match_the_curves(result, tmp_path):
     result.to_tensorboard(tmp_path / "a", steps=np.arange(3))
 
 
+def test_steps_must_name_metrics(result, tmp_path):
+  with pytest.raises(ValueError, match="unknown metrics"):
+    result.to_tensorboard(tmp_path / "a", steps={"curv": np.arange(20)})
+
+
 def test_missing_tensorboardx_names_the_extra(result, tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "tensorboardX", None)
   with pytest.raises(ImportError, match=r'pip install "jopt\[tensorboard\]"'):

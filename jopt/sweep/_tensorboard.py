@@ -163,16 +163,13 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
   tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2 = (
       _import_tensorboardx())
   logdir = os.fspath(logdir)
-  if os.path.isdir(logdir) and os.listdir(logdir):
-    raise ValueError(
-        f"logdir must be a new or empty folder; {logdir!r} holds files "
-        "already (TensorBoard would merge them with this sweep's runs).")
-  if os.path.exists(logdir) and not os.path.isdir(logdir):
-    raise ValueError(f"logdir {logdir!r} is a file, not a folder.")
-
   metric_names = [n for n in result.metrics
                   if not (n.endswith("_per_fold")
                           and n[: -len("_per_fold")] in result.metrics)]
+  if isinstance(steps, Mapping) and set(steps) - set(metric_names):
+    raise ValueError(
+        f"steps names unknown metrics {sorted(set(steps) - set(metric_names))}"
+        f"; the metrics are {metric_names}.")
   curves = {n: _curve_steps(n, result.metrics[n].shape[1], steps)
             for n in metric_names if result.metrics[n].ndim == 2}
   last_step = max((int(s[-1]) for s in curves.values() if len(s)), default=0)
@@ -183,6 +180,12 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
           for i in range(len(result))]
   if jax.process_index() != 0:
     return runs
+  if os.path.isdir(logdir) and os.listdir(logdir):
+    raise ValueError(
+        f"logdir must be a new or empty folder; {logdir!r} holds files "
+        "already (TensorBoard would merge them with this sweep's runs).")
+  if os.path.exists(logdir) and not os.path.isdir(logdir):
+    raise ValueError(f"logdir {logdir!r} is a file, not a folder.")
 
   infos = [_hparam_info(api_pb2, name, result.space.get(name),
                         [h[name] for h in hparams])
