@@ -63,13 +63,16 @@ def _free_port() -> int:
 class _Server:
   """A TensorBoard subprocess on 127.0.0.1, and requests to its plugins."""
 
-  def __init__(self, logdir):
+  def __init__(self, logdir, log_path):
     self.url = f"http://127.0.0.1:{_free_port()}"
     port = self.url.rsplit(":", 1)[1]
-    self.proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-         "--host", "127.0.0.1", "--port", port, "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its log goes to a file: a pipe nobody reads would fill and stall it.
+    self.log_path = log_path
+    with open(log_path, "w") as log:
+      self.proc = subprocess.Popen(
+          [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+           "--host", "127.0.0.1", "--port", port, "--reload_interval", "1"],
+          stdout=log, stderr=subprocess.STDOUT)
 
   def post(self, route, body):
     request = urllib.request.Request(
@@ -89,7 +92,7 @@ class _Server:
                                    "STATUS_RUNNING", "STATUS_UNKNOWN"]}
     deadline = time.monotonic() + timeout
     while True:
-      assert self.proc.poll() is None, self.proc.stderr.read()[-2000:]
+      assert self.proc.poll() is None, self.log_path.read_text()[-2000:]
       try:
         groups = self.post("/data/plugin/hparams/session_groups", request)
         if len(groups.get("sessionGroups", [])) == num_trials:
@@ -100,9 +103,14 @@ class _Server:
       time.sleep(0.5)
 
   def close(self):
-    self.proc.kill()
-    self.proc.wait(timeout=10)
-    self.proc.stderr.close()
+    # SIGTERM first: TensorBoard then removes the file it registers itself
+    # in (for the notebook magic) under the temporary folder.
+    self.proc.terminate()
+    try:
+      self.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +120,7 @@ def server(result, tmp_path_factory):
   runs = result.to_tensorboard(logdir, steps=steps)
   assert [r.rsplit("/", 1)[-1] for r in runs] == [f"trial_{i}"
                                                    for i in range(8)]
-  srv = _Server(logdir)
+  srv = _Server(logdir, tmp_path_factory.mktemp("tb_log") / "server.log")
   try:
     yield srv
   finally:
