@@ -1,7 +1,8 @@
 """Learning-rate and weight-decay sweep of a CNN on scikit-learn's digits.
 
-    python examples/cnn/main.py            # 16 trials x 400 steps, ~1.5 min
-    python examples/cnn/main.py --quick    # a few seconds of training
+    python examples/cnn/main.py                # 16 trials x 400 steps
+    python examples/cnn/main.py --quick        # a few seconds of training
+    python examples/cnn/main.py --tensorboard  # also for TensorBoard
 
 Every trial trains at once, as one compiled program (see train.py).
 """
@@ -33,6 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument(
     "--no-progress", action="store_true", help="hide the progress bar"
   )
+  parser.add_argument(
+    "--tensorboard",
+    action="store_true",
+    help="also write the trials for TensorBoard (OUT/tensorboard)",
+  )
   return parser.parse_args(argv)
 
 
@@ -53,7 +59,12 @@ def main(argv=None) -> dict:
     f"(batch {config.batch_size}) of a CNN on digits."
   )
   start = time.perf_counter()
-  summary = train.run(config, args.out, progress=not args.no_progress)
+  summary = train.run(
+    config,
+    args.out,
+    progress=not args.no_progress,
+    tensorboard=args.tensorboard,
+  )
   columns = [
     "learning_rate",
     "weight_decay",
@@ -84,6 +95,11 @@ def main(argv=None) -> dict:
     f"Table and plots written to {args.out}/: "
     + ", ".join(p.rsplit("/", 1)[-1] for p in summary["plots"].values())
   )
+  if summary["tensorboard"]:
+    print(
+      f"TensorBoard runs written to {summary['tensorboard']}/: "
+      f"tensorboard --logdir {summary['tensorboard']}"
+    )
   return summary
 
 

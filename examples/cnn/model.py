@@ -1,34 +1,37 @@
-"""A small CNN for 8x8 digits: conv, pool, conv, dense, with dropout."""
+"""A small CNN for 8x8 digits in Flax NNX: conv, pool, conv, dropout, dense."""
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 
-class Conv(nn.Module):
+class Conv(nnx.Module):
   """A 'SAME'-padded, stride-1 convolution written as patches @ kernel.
 
-  Same parameters and initialisation as ``flax.linen.Conv``. Why not
-  ``nn.Conv``: vmapped over trials, a convolution whose kernel differs per
-  trial becomes a grouped convolution, which XLA runs slowly on CPU; written
-  as a matrix product of image patches, it becomes one batched matmul.
+  Same parameters and initialisation as ``nnx.Conv``. Why not ``nnx.Conv``:
+  vmapped over trials, a convolution whose kernel differs per trial becomes
+  a grouped convolution, which XLA runs slowly on CPU; written as a matrix
+  product of image patches, it becomes one batched matmul.
   """
 
-  features: int
-  kernel_size: tuple[int, int] = (3, 3)
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: tuple[int, int] = (3, 3),
+    *,
+    rngs: nnx.Rngs,
+  ):
+    self.kernel_size = kernel_size
+    shape = (*kernel_size, in_features, out_features)
+    self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), shape))
+    self.bias = nnx.Param(jnp.zeros((out_features,)))
 
-  @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = self.kernel_size
-    kernel = self.param(
-      "kernel",
-      nn.initializers.lecun_normal(),
-      (kh, kw, x.shape[-1], self.features),
-    )
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
     batch_shape = x.shape[:-3]
     patches = jax.lax.conv_general_dilated_patches(
       x.reshape((-1,) + x.shape[-3:]),
@@ -38,31 +41,40 @@ class Conv(nn.Module):
       dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
     # Patches come out channel-major: (in_channel, kh, kw).
-    kernel = kernel.transpose(2, 0, 1, 3)
+    kernel = self.kernel[...].transpose(2, 0, 1, 3)
+    out_features = kernel.shape[-1]
     patches = patches.reshape(batch_shape + patches.shape[1:])
-    y = patches @ kernel.reshape(-1, self.features)
-    return y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
+    y = patches @ kernel.reshape(-1, out_features)
+    return y + self.bias[...].reshape((1,) * (y.ndim - 1) + (-1,))
 
 
-class CNN(nn.Module):
+class CNN(nnx.Module):
   """conv(3x3) -> relu -> max-pool(2x2) -> conv(3x3) -> relu -> dropout -> dense.
 
-  A pure ``apply(params, x)``: parameters are a plain pytree, so a sweep
-  initialises one set per trial and vmaps training over them.
+  ``model.train()`` turns dropout on (drawing masks from the ``dropout``
+  stream of ``rngs``), ``model.eval()`` turns it off.
   """
 
-  features: tuple[int, int] = (16, 32)
-  num_classes: int = 10
-  dropout_rate: float = 0.25
+  def __init__(
+    self,
+    features: tuple[int, int] = (16, 32),
+    num_classes: int = 10,
+    dropout_rate: float = 0.25,
+    *,
+    rngs: nnx.Rngs,
+  ):
+    self.conv1 = Conv(1, features[0], rngs=rngs)
+    self.conv2 = Conv(features[0], features[1], rngs=rngs)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    # Two 'SAME' convolutions and one 2x2 pool: 8x8 images become 4x4.
+    self.dense = nnx.Linear(4 * 4 * features[1], num_classes, rngs=rngs)
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    x = nn.relu(Conv(self.features[0])(x))
-    x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = nn.relu(Conv(self.features[1])(x))
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nnx.relu(self.conv1(x))
+    x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+    x = nnx.relu(self.conv2(x))
     x = x.reshape(x.shape[:-3] + (-1,))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return self.dense(self.dropout(x))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -75,26 +87,27 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
-def init_params(net: nn.Module, key: jax.Array, example: jax.Array):
-  """LeCun-uniform kernels and zero biases, from ONE random draw.
+def init_params(model: nnx.Module, key: jax.Array) -> None:
+  """Sets every ``nnx.Param`` of ``model`` from ONE random draw, in place.
 
-  Same variance as Flax's default LeCun-normal initialisation. Why not
-  ``net.init(key, x)``: Flax derives one key per layer and draws each kernel
-  separately, and every one of those random-number circuits is compiled
+  Kernels LeCun-uniform (the same variance as the layers' default
+  LeCun-normal), biases zero. Why: each layer's own initialiser draws with
+  its own key, and every one of those random-number circuits is compiled
   separately, which on CPU costs seconds of compile time per layer; one draw
-  sliced into the kernels compiles once.
+  sliced into the kernels compiles once (the layers' own draws, now unused,
+  are dropped by the compiler).
   """
-  shapes = jax.eval_shape(net.init, jax.random.key(0), example)["params"]
-  leaves, treedef = jax.tree.flatten(shapes)
+  params = nnx.state(model, nnx.Param)
+  leaves, treedef = jax.tree.flatten(params)
   sizes = [leaf.size for leaf in leaves]
   noise = jax.random.uniform(key, (sum(sizes),), minval=-1.0, maxval=1.0)
-  params, start = [], 0
+  new, start = [], 0
   for leaf, size in zip(leaves, sizes, strict=True):
     if leaf.ndim == 1:  # A bias.
-      params.append(jnp.zeros(leaf.shape, leaf.dtype))
+      new.append(jnp.zeros(leaf.shape, leaf.dtype))
     else:
       fan_in = size // leaf.shape[-1]
       scale = jnp.sqrt(3.0 / fan_in).astype(leaf.dtype)
-      params.append(scale * noise[start : start + size].reshape(leaf.shape))
+      new.append(scale * noise[start : start + size].reshape(leaf.shape))
     start += size
-  return jax.tree.unflatten(treedef, params)
+  nnx.update(model, jax.tree.unflatten(treedef, new))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import model as model_lib
 import numpy as np
+from flax import nnx
 
 import jopt
 import jopt.sweep
@@ -70,47 +72,63 @@ def make_optimizer(learning_rate, weight_decay) -> jopt.GradientTransformation:
   return jopt.adamw(learning_rate, weight_decay=weight_decay)
 
 
-def make_train(x_train, y_train, config: Config):
-  """Returns ``train(hparams, key) -> (params, per-step training losses)``."""
-  net = model_lib.CNN(
-    features=config.features, dropout_rate=config.dropout_rate
+def create_model(config: Config, key: jax.Array) -> model_lib.CNN:
+  """The CNN with its parameters and its dropout stream drawn from ``key``."""
+  init_key, dropout_key = jax.random.split(key)
+  # The layers' own initialisers get a fixed key: init_params replaces
+  # what they draw (see its docstring for why).
+  model = model_lib.CNN(
+    config.features,
+    dropout_rate=config.dropout_rate,
+    rngs=nnx.Rngs(params=0, dropout=dropout_key),
   )
+  model_lib.init_params(model, init_key)
+  return model
+
+
+def make_train(x_train, y_train, config: Config):
+  """Returns ``train(hparams, key) -> (model, per-step training losses)``.
+
+  A pure function of arrays (the model is created inside and returned), so
+  it can be vmapped over trials and jitted with ``nnx.jit``.
+  """
   x_train = jnp.asarray(x_train)
   y_train = jnp.asarray(y_train)
   num_train = x_train.shape[0]
 
-  def loss_fn(params, x, y, dropout_key):
-    logits = net.apply(
-      {"params": params}, x, train=True, rngs={"dropout": dropout_key}
-    )
-    return model_lib.cross_entropy(logits, y)
-
   def train(hparams, key):
-    init_key, steps_key = jax.random.split(key)
-    params = model_lib.init_params(net, init_key, x_train[:1])
+    model_key, steps_key = jax.random.split(key)
+    model = create_model(config, model_key)
+    model.train()  # Dropout on.
     tx = make_optimizer(hparams["learning_rate"], hparams["weight_decay"])
-    opt_state = tx.init(params)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    # lax.scan carries arrays: split the model and optimizer into a static
+    # graph and their state, and merge them back inside each step.
+    graphdef, state = nnx.split((model, optimizer))
 
-    def step(carry, step_key):
-      params, opt_state = carry
-      batch_key, dropout_key = jax.random.split(step_key)
+    def step(state, batch_key):
+      model, optimizer = nnx.merge(graphdef, state)
       idx = jax.random.randint(batch_key, (config.batch_size,), 0, num_train)
-      loss, grads = jax.value_and_grad(loss_fn)(
-        params, x_train[idx], y_train[idx], dropout_key
-      )
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (jopt.apply_updates(params, updates), opt_state), loss
 
-    step_keys = jax.random.split(steps_key, config.num_steps)
-    (params, _), losses = jax.lax.scan(step, (params, opt_state), step_keys)
-    return params, losses
+      def loss_fn(model):
+        return model_lib.cross_entropy(model(x_train[idx]), y_train[idx])
 
-  return net, train
+      loss, grads = nnx.value_and_grad(loss_fn)(model)
+      optimizer.update(model, grads)
+      return nnx.state((model, optimizer)), loss
+
+    batch_keys = jax.random.split(steps_key, config.num_steps)
+    state, losses = jax.lax.scan(step, state, batch_keys)
+    model, _ = nnx.merge(graphdef, state)
+    return model, losses
+
+  return train
 
 
-def evaluate(net, params, x, y) -> dict[str, jax.Array]:
-  """Loss and accuracy of ``params`` on ``(x, y)``, without dropout."""
-  logits = net.apply({"params": params}, jnp.asarray(x))
+def evaluate(model: model_lib.CNN, x, y) -> dict[str, jax.Array]:
+  """Loss and accuracy of ``model`` on ``(x, y)``, without dropout."""
+  model.eval()
+  logits = model(jnp.asarray(x))
   y = jnp.asarray(y)
   return {
     "loss": model_lib.cross_entropy(logits, y),
@@ -119,19 +137,19 @@ def evaluate(net, params, x, y) -> dict[str, jax.Array]:
 
 
 def make_train_fn(splits: data.Splits, config: Config):
-  """The sweep's ``train_fn(hparams, key) -> metrics``, and ``(net, train)``.
+  """The sweep's ``train_fn(hparams, key) -> metrics``, and ``train``.
 
   Metrics: ``val_loss`` and ``val_accuracy`` (on the validation split,
   after training) and ``train_loss``, the training-loss curve. The test
   split plays no part in the sweep.
   """
-  net, train = make_train(splits.x_train, splits.y_train, config)
+  train = make_train(splits.x_train, splits.y_train, config)
   every = min(config.curve_every, config.num_steps)
   points = config.num_steps // every
 
   def train_fn(hparams, key):
-    params, losses = train(hparams, key)
-    val = evaluate(net, params, splits.x_val, splits.y_val)
+    model, losses = train(hparams, key)
+    val = evaluate(model, splits.x_val, splits.y_val)
     curve = losses[: points * every].reshape(points, every)
     return {
       "val_loss": val["loss"],
@@ -139,10 +157,15 @@ def make_train_fn(splits: data.Splits, config: Config):
       "train_loss": jnp.mean(curve, axis=1),
     }
 
-  return train_fn, net, train
+  return train_fn, train
 
 
-def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
+def run(
+  config: Config,
+  out_dir: str | Path,
+  progress: bool = True,
+  tensorboard: bool = False,
+) -> dict:
   """Sweeps learning rate and weight decay; writes the table and the plots.
 
   The best trial is chosen by validation loss; its configuration is then
@@ -153,6 +176,8 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
     config: what to train and search.
     out_dir: folder for ``results.csv``, ``summary.json`` and the plots.
     progress: show the sweep's progress bar.
+    tensorboard: also write every trial to ``out_dir/tensorboard`` for
+      TensorBoard's HParams dashboard (needs ``jopt[tensorboard]``).
 
   Returns:
     The summary written to ``summary.json``, plus the sorted pandas table
@@ -161,7 +186,7 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   splits = data.load_splits(seed=config.seed)
-  train_fn, _, _ = make_train_fn(splits, config)
+  train_fn, _ = make_train_fn(splits, config)
 
   start = time.perf_counter()
   result = jopt.sweep.run(
@@ -175,16 +200,16 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
   sweep_seconds = time.perf_counter() - start
 
   best = result.best("val_loss")
-  final_net, final_train = make_train(
+  final_train = make_train(
     np.concatenate([splits.x_train, splits.x_val]),
     np.concatenate([splits.y_train, splits.y_val]),
     config,
   )
   best_hparams = {k: jnp.float32(v) for k, v in best.hparams.items()}
-  final_params, _ = jax.jit(final_train)(
+  final_model, _ = nnx.jit(final_train)(
     best_hparams, jax.random.fold_in(jax.random.key(config.seed), best.index)
   )
-  test = evaluate(final_net, final_params, splits.x_test, splits.y_test)
+  test = evaluate(final_model, splits.x_test, splits.y_test)
   table = result.to_pandas().sort_values("val_loss")
   table.to_csv(out_dir / "results.csv", index=False)
   plots = {
@@ -211,6 +236,15 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
     "sweep_seconds": sweep_seconds,
     "diverged": int(np.sum(result.diverged)),
     "plots": {k: str(v) for k, v in plots.items()},
+    "tensorboard": None,
   }
+  if tensorboard:
+    logdir = out_dir / "tensorboard"
+    shutil.rmtree(logdir, ignore_errors=True)  # This run replaces the last.
+    every = min(config.curve_every, config.num_steps)
+    points = result.metrics["train_loss"].shape[1]
+    # A point of the curve is the mean over the `every` steps ending there.
+    result.to_tensorboard(logdir, steps=every * np.arange(1, points + 1))
+    summary["tensorboard"] = str(logdir)
   (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
   return {**summary, "table": table, "result": result}

@@ -87,6 +87,22 @@ trial); every other file carries the fingerprint and what it holds (the
 trial indices of a `run` call; the step of a stepwise search's state) and
 is checked when read, so files of another search are refused, with the
 file named.
+
+Live progress
+-------------
+``jopt.sweep.report(step, loss=...)`` inside ``train_fn`` moves the
+progress bar by trial-steps and shows the best value so far (a host
+callback, only when the sweep shows progress; otherwise it compiles to
+nothing). Stepwise searches move their bar after every segment by
+themselves.
+
+TensorBoard
+-----------
+``result.to_tensorboard(logdir)`` (`to_tensorboard`) writes one run per
+trial with the HParams plugin's configuration, so TensorBoard's HParams
+dashboard lists the trials in a table, parallel coordinates and scatter
+plots; curves become scalars over steps. It needs tensorboardX
+(``pip install "jopt[tensorboard]"``), not TensorFlow.
 """
 
 from jopt.sweep._engine import run as run
@@ -115,6 +131,7 @@ from jopt.sweep._pbt import pbt as pbt
 from jopt.sweep._report import report as report
 from jopt.sweep._stepwise import AdaptiveResult as AdaptiveResult
 from jopt.sweep._stepwise import run_stepwise as run_stepwise
+from jopt.sweep._tensorboard import to_tensorboard as to_tensorboard
 
 __all__ = [
     "AdaptiveResult",
@@ -140,5 +157,6 @@ __all__ = [
     "run_stepwise",
     "sample",
     "successive_halving",
+    "to_tensorboard",
     "uniform",
 ]

@@ -293,6 +293,17 @@ class SweepResult:
                space=_space_from_json(meta["space"]),
                **{k: v for k, v in stored.items() if k in names})
 
+  def to_tensorboard(self, logdir: str | os.PathLike, *,
+                     steps: Any = None) -> list[str]:
+    """One TensorBoard run per trial, for the HParams dashboard.
+
+    Needs tensorboardX (``pip install "jopt[tensorboard]"``); see
+    `jopt.sweep.to_tensorboard` for what is written, and an example.
+    """
+    from jopt.sweep import _tensorboard
+
+    return _tensorboard.to_tensorboard(self, logdir, steps=steps)
+
   # Plots live in _plots.py; these are thin entry points.
   def plot(self, metric: str, path: str | os.PathLike | None = None):
     """``metric`` against each hyperparameter, one panel each.
