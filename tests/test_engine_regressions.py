@@ -136,3 +136,16 @@ def test_a_single_trial_is_not_padded():
   assert _executor.lanes_for(1, "cpu") == 1
   assert _executor.lanes_for(5, "cpu") == 8
   assert _executor.lanes_for(1000, "gpu") == _executor.ACCELERATOR_LANES
+
+
+def test_a_bfloat16_sweep_resumes_from_its_checkpoint(tmp_path):
+  # Old engine: bf16 metrics came back from a chunk file as raw |V2 bytes.
+  def fn(hp, key):
+    return {"loss": quad(hp, key)["loss"].astype(jnp.bfloat16)}
+
+  folder = tmp_path / "ckpt"
+  full = _run(folder, fn=fn)
+  os.remove(sorted(glob.glob(str(folder / "trials-*.npz")))[0])
+  again = _run(folder, fn=fn)
+  assert again.metrics["loss"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(again.metrics["loss"], full.metrics["loss"])

@@ -221,3 +221,30 @@ def test_nnx_sweep_equals_linen_sweep(cnn):
       rtol=1e-5,
       atol=1e-6,
     )
+
+
+def test_cnn_sweep_is_the_same_on_one_or_two_devices(cnn):
+  # Issue: the old engine picked another best trial on 2 CPU devices than
+  # on 1 (vmap width decided XLA's kernels). Every device now computes at
+  # one lane width: the same bits, so the same choice.
+  train_lib, data_lib = cnn.train, cnn.data
+  config = train_lib.QUICK
+  splits = data_lib.load_splits(seed=config.seed)
+  train_fn, _ = train_lib.make_train_fn(splits, config)
+  results = [
+    jopt.sweep.run(
+      train_fn,
+      train_lib.search_space(config),
+      num_trials=config.num_trials,
+      key=jax.random.key(config.seed),
+      strategy="quasirandom",
+      progress=False,
+      devices=jax.devices()[:n],
+    )
+    for n in (1, 2)
+  ]
+  for name in ("train_loss", "val_loss", "val_accuracy"):
+    np.testing.assert_array_equal(
+      results[0].metrics[name], results[1].metrics[name]
+    )
+  assert results[0].best("val_loss").index == results[1].best("val_loss").index
