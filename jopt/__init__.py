@@ -89,6 +89,25 @@ from jopt._schedules_cyclic import cosine_onecycle_schedule as cosine_onecycle_s
 from jopt._schedules_cyclic import linear_onecycle_schedule as linear_onecycle_schedule
 from jopt._schedules_cyclic import sgdr_schedule as sgdr_schedule
 
+# Learning-rate-free, schedule-free and hypergradient optimizers.
+from jopt._dadapt import DAdaptAdamWState as DAdaptAdamWState
+from jopt._dadapt import ProdigyState as ProdigyState
+from jopt._dadapt import dadapt_adamw as dadapt_adamw
+from jopt._dadapt import prodigy as prodigy
+from jopt._dog import DoGState as DoGState
+from jopt._dog import dog as dog
+from jopt._dog import scale_by_dog as scale_by_dog
+from jopt._hypergradient import ScaleByHypergradientState as ScaleByHypergradientState
+from jopt._hypergradient import adam_hd as adam_hd
+from jopt._hypergradient import sgd_hd as sgd_hd
+from jopt._mechanic import MechanicState as MechanicState
+from jopt._mechanic import mechanize as mechanize
+from jopt._schedule_free import ScheduleFreeState as ScheduleFreeState
+from jopt._schedule_free import schedule_free as schedule_free
+from jopt._schedule_free import schedule_free_adamw as schedule_free_adamw
+from jopt._schedule_free import schedule_free_eval_params as schedule_free_eval_params
+from jopt._schedule_free import schedule_free_sgd as schedule_free_sgd
+
 # Sweeps: a subpackage, imported here so that `jopt.sweep.run` works after a
 # plain `import jopt` (it imports nothing heavy until a plot is asked for).
 from jopt import sweep as sweep
@@ -166,4 +185,22 @@ __all__ = [
     "skip_not_finite",
     "trace",
     "warmup_cosine_decay_schedule",
+    # Learning-rate-free, schedule-free and hypergradient optimizers.
+    "DAdaptAdamWState",
+    "ProdigyState",
+    "dadapt_adamw",
+    "prodigy",
+    "DoGState",
+    "dog",
+    "scale_by_dog",
+    "ScaleByHypergradientState",
+    "adam_hd",
+    "sgd_hd",
+    "MechanicState",
+    "mechanize",
+    "ScheduleFreeState",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
 ]
