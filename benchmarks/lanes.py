@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sweep as bench  # noqa: E402  (benchmarks/sweep.py)
+
 import jopt  # noqa: E402
 from jopt import sweep  # noqa: E402
-
-import sweep as bench  # noqa: E402  (benchmarks/sweep.py)
 
 
 def main():
