@@ -9,7 +9,7 @@ jopt and Optax transformations mix freely.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +53,8 @@ class GradientTransformation(optax.GradientTransformationExtraArgs):
   __slots__ = ()
 
 
-class EmptyState(NamedTuple):
-  """The state of a transformation that keeps none."""
+# Optax's own class: a stateless jopt transformation's state is Optax's.
+EmptyState = optax.EmptyState
 
 
 def identity() -> GradientTransformation:

@@ -14,12 +14,13 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import optax
 
 from jopt import _base, _combine, _validation
 
-
-class MaskedNode(NamedTuple):
-  """Stands in for a masked-out subtree: an empty pytree node, no leaves."""
+# Optax's own class (an empty pytree node standing in for a masked-out
+# subtree), so jopt's and Optax's masked states hold the same nodes.
+MaskedNode = optax.MaskedNode
 
 
 class MaskedState(NamedTuple):

@@ -12,7 +12,7 @@ import numpy as np
 from jopt import _base, _hyperparams, _numerics, _validation
 from jopt._base import ScalarOrSchedule
 from jopt._numerics import promote
-from jopt._validation import NON_NEGATIVE
+from jopt._validation import ANY, NON_NEGATIVE
 
 Mask = Any | Callable[[Any], Any]
 
@@ -88,7 +88,7 @@ def _add_param_term(
   return _base.GradientTransformation(init_fn, update_fn)
 
 
-@_hyperparams.sweepable(weight_decay=NON_NEGATIVE)
+@_hyperparams.sweepable(weight_decay=ANY)
 def add_decayed_weights(
     weight_decay: ScalarOrSchedule = 0.0,
     mask: Mask = None,
@@ -102,7 +102,8 @@ def add_decayed_weights(
   :math:`\\frac{\\lambda}{2}\\lVert\\theta\\rVert^2`.
 
   Args:
-    weight_decay: the rate ``lambda`` (>= 0), or a schedule.
+    weight_decay: the rate ``lambda``, or a schedule. Any sign, as in Optax
+      (whose `fromage` adds a negative one); the optimizers ask for >= 0.
     mask: which params to decay: a pytree of bools with the params'
       structure (or a prefix of it), or a callable returning one given the
       updates. ``True`` decays; the others' updates pass through unchanged.

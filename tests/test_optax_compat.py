@@ -324,3 +324,25 @@ def test_swept_decay_keeps_float32_complement():
   chex.assert_trees_all_equal(swept, looped)
   # The Python float 0.999 itself is Optax's value, not float32's.
   assert not jnp.array_equal(_adam_updates(0.999), looped[1])
+
+
+def test_states_hold_optax_node_types():
+  assert jopt.EmptyState is optax.EmptyState
+  assert jopt.MaskedNode is optax.MaskedNode
+  tx = jopt.masked(jopt.sgd.plain(0.1, momentum=0.5), {"w": True, "b": False})
+  state = tx.init(PARAMS)
+  # Optax's own tree utilities recognise the masked-out leaves.
+  mapped = optax.tree.map_params(
+      tx, lambda p: None if isinstance(p, optax.MaskedNode) else p.shape,
+      state, is_leaf=lambda v: isinstance(v, optax.MaskedNode),
+      transform_non_params=lambda v: None)
+  assert mapped.inner_state[0].trace == {"w": (2, 3), "b": None}
+
+
+def test_add_decayed_weights_takes_any_sign_as_in_optax():
+  # Optax's fromage adds a negative decay; the optimizers still refuse one.
+  tx = jopt.add_decayed_weights(-0.5)
+  updates, _ = tx.update(jnp.zeros(2), tx.init(jnp.ones(2)), jnp.ones(2))
+  chex.assert_trees_all_close(updates, -0.5 * jnp.ones(2))
+  with pytest.raises(ValueError, match="weight_decay"):
+    jopt.adamw(0.1, weight_decay=-0.5)
