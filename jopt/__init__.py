@@ -29,7 +29,7 @@ from jopt._scale import trace as trace
 # Optimizers.
 from jopt._alias import sgd as sgd
 
-# [helper-adaptive] adaptive transforms, regularizers and optimizers.
+# Adaptive transforms, regularizers and optimizers.
 from jopt._adam import ScaleByAdamState as ScaleByAdamState
 from jopt._adam import ScaleByAmsgradState as ScaleByAmsgradState
 from jopt._adam import scale_by_adam as scale_by_adam
@@ -52,7 +52,7 @@ from jopt._alias_adam import nadam as nadam
 from jopt._regularize import add_decayed_weights as add_decayed_weights
 from jopt._regularize import add_l1 as add_l1
 
-# [helper-wrappers] clipping, masking, partition, apply_if_finite, MultiSteps.
+# Clipping, masking, partition, apply_if_finite, MultiSteps.
 from jopt._clipping import clip as clip
 from jopt._clipping import clip_by_global_norm as clip_by_global_norm
 from jopt._masking import MaskedNode as MaskedNode
@@ -67,7 +67,7 @@ from jopt._wrappers import ShouldSkipUpdateFunction as ShouldSkipUpdateFunction
 from jopt._wrappers import apply_if_finite as apply_if_finite
 from jopt._wrappers import skip_not_finite as skip_not_finite
 
-# [helper-schedules] schedules, batch-size schedules, plateau, early stopping.
+# Schedules, batch-size schedules, plateau, early stopping.
 from jopt._batch_size import exponential_batch_size_schedule as exponential_batch_size_schedule
 from jopt._batch_size import masked_mean as masked_mean
 from jopt._batch_size import polynomial_batch_size_schedule as polynomial_batch_size_schedule

@@ -14,18 +14,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _combine, _hyperparams
-from jopt._adaptive import (
-    abs_sq,
-    cast_tree,
-    debias,
-    ema,
-    one_minus,
-    promote,
-    state_dtype,
-    zeros,
-)
+from jopt import _base, _hyperparams, _numerics, _validation
 from jopt._base import ArrayLike
+from jopt._numerics import (
+  abs_sq,
+  cast_tree,
+  debias,
+  ema,
+  one_minus,
+  promote,
+  state_dtype,
+  tree_zeros_like,
+)
+from jopt._validation import DECAY, NON_NEGATIVE, UNIT
 
 
 class ScaleByAdamState(NamedTuple):
@@ -44,7 +45,7 @@ class ScaleByAdamState(NamedTuple):
 
 def _normalise(m, v, g, eps, eps_root):
   """``m / (sqrt(v + eps_root) + eps)``, returned in ``g``'s dtype."""
-  denominator = jnp.sqrt(v + _base.cast_like(eps_root, v)) + _base.cast_like(
+  denominator = jnp.sqrt(v + _numerics.cast_like(eps_root, v)) + _numerics.cast_like(
       eps, v
   )
   dtype = promote(m.dtype, v.dtype)
@@ -66,7 +67,9 @@ def _warn_if_frozen(dtype_name: str, dtype: Any, decay_name: str,
         f"{decay_name} <= {1 - eps / 2:.4g}.", stacklevel=3)
 
 
-@_hyperparams.sweepable("b1", "b2", "eps", "eps_root")
+@_hyperparams.sweepable(
+    b1=DECAY, b2=DECAY, eps=NON_NEGATIVE, eps_root=NON_NEGATIVE
+)
 def scale_by_adam(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -113,17 +116,13 @@ def scale_by_adam(
     >>> import jopt
     >>> tx = jopt.scale_by_adam()
     >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]
-    Array([ 1., -1.], dtype=float32)
+    Array([ 0.9999934, -0.9999934], dtype=float32)
 
   References:
     Kingma and Ba, 2015, `Adam: a method for stochastic optimization
     <https://arxiv.org/abs/1412.6980>`_; Dozat, 2016, `Incorporating
     Nesterov momentum into Adam <https://openreview.net/pdf?id=OM0jvwB8jIp57ZJjtNEZ>`_.
   """
-  _base.check_range("b1", b1, low=0.0, high=1.0, high_open=True)
-  _base.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
-  _base.check_range("eps", eps, low=0.0)
-  _base.check_range("eps_root", eps_root, low=0.0)
   mu_dtype = state_dtype(mu_dtype)
   nu_dtype = state_dtype(nu_dtype)
   _warn_if_frozen("nu_dtype", nu_dtype, "b2", b2)
@@ -132,25 +131,26 @@ def scale_by_adam(
   def init_fn(params):
     return ScaleByAdamState(
         count=jnp.zeros([], jnp.int32),
-        mu=zeros(params, mu_dtype),
-        nu=zeros(params, nu_dtype),
+        mu=tree_zeros_like(params, mu_dtype),
+        nu=tree_zeros_like(params, nu_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    _combine.check_tree_match("updates", state.mu, updates)
-    count = _base.safe_increment(state.count)
+    _validation.check_tree_match("updates", state.mu, updates)
+    count = _numerics.safe_increment(state.count)
     mu = jax.tree.map(lambda g, m: ema(g, m, b1), updates, state.mu)
     nu = jax.tree.map(lambda g, v: ema(abs_sq(g), v, b2), updates, state.nu)
     if nesterov:
-      next_count = _base.safe_increment(count)
+      next_count = _numerics.safe_increment(count)
 
       def lookahead(m, g):
         m = debias(m, b1, next_count)
         g = debias(g, b1, count)
         dtype = promote(m.dtype, g.dtype)
         m, g = m.astype(dtype), g.astype(dtype)
-        return _base.cast_like(b1, m) * m + one_minus(b1, g) * g
+        return _numerics.cast_like(b1, m) * m + one_minus(b1, g) * g
 
       mu_hat = jax.tree.map(lookahead, mu, updates)
     else:
@@ -170,7 +170,7 @@ def scale_by_adam(
   return _base.GradientTransformation(init_fn, update_fn)
 
 
-@_hyperparams.sweepable("b1", "b2", "eps")
+@_hyperparams.sweepable(b1=DECAY, b2=UNIT, eps=NON_NEGATIVE)
 def scale_by_adamax(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -199,32 +199,30 @@ def scale_by_adamax(
     >>> import jopt
     >>> tx = jopt.scale_by_adamax(eps=0.0)
     >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]
-    Array([ 1., -1.], dtype=float32)
+    Array([ 0.9999998, -0.9999998], dtype=float32)
 
   References:
     Kingma and Ba, 2015, `Adam: a method for stochastic optimization
     <https://arxiv.org/abs/1412.6980>`_ (section 7.1).
   """
-  _base.check_range("b1", b1, low=0.0, high=1.0, high_open=True)
-  _base.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
-  _base.check_range("eps", eps, low=0.0)
 
   def init_fn(params):
     return ScaleByAdamState(
         count=jnp.zeros([], jnp.int32),
-        mu=zeros(params, None),
-        nu=zeros(params, None),
+        mu=tree_zeros_like(params, None),
+        nu=tree_zeros_like(params, None),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    _combine.check_tree_match("updates", state.mu, updates)
-    count = _base.safe_increment(state.count)
+    _validation.check_tree_match("updates", state.mu, updates)
+    count = _numerics.safe_increment(state.count)
     mu = jax.tree.map(lambda g, m: ema(g, m, b1), updates, state.mu)
 
     def infinity_norm(g, v):
-      magnitude = jnp.abs(g).astype(v.dtype) + _base.cast_like(eps, v)
-      return jnp.maximum(magnitude, _base.cast_like(b2, v) * v)
+      magnitude = jnp.abs(g).astype(v.dtype) + _numerics.cast_like(eps, v)
+      return jnp.maximum(magnitude, _numerics.cast_like(b2, v) * v)
 
     nu = jax.tree.map(infinity_norm, updates, state.nu)
 
@@ -258,7 +256,9 @@ class ScaleByAmsgradState(NamedTuple):
   nu_max: Any
 
 
-@_hyperparams.sweepable("b1", "b2", "eps", "eps_root")
+@_hyperparams.sweepable(
+    b1=DECAY, b2=DECAY, eps=NON_NEGATIVE, eps_root=NON_NEGATIVE
+)
 def scale_by_amsgrad(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.999,
@@ -296,30 +296,27 @@ def scale_by_amsgrad(
     >>> import jopt
     >>> tx = jopt.scale_by_amsgrad()
     >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]
-    Array([ 1., -1.], dtype=float32)
+    Array([ 0.9999934, -0.9999934], dtype=float32)
 
   References:
     Reddi et al., 2018, `On the convergence of Adam and beyond
     <https://openreview.net/forum?id=ryQu7f-RZ>`_.
   """
-  _base.check_range("b1", b1, low=0.0, high=1.0, high_open=True)
-  _base.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
-  _base.check_range("eps", eps, low=0.0)
-  _base.check_range("eps_root", eps_root, low=0.0)
   mu_dtype = state_dtype(mu_dtype)
 
   def init_fn(params):
     return ScaleByAmsgradState(
         count=jnp.zeros([], jnp.int32),
-        mu=zeros(params, mu_dtype),
-        nu=zeros(params, None),
-        nu_max=zeros(params, None),
+        mu=tree_zeros_like(params, mu_dtype),
+        nu=tree_zeros_like(params, None),
+        nu_max=tree_zeros_like(params, None),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    _combine.check_tree_match("updates", state.mu, updates)
-    count = _base.safe_increment(state.count)
+    _validation.check_tree_match("updates", state.mu, updates)
+    count = _numerics.safe_increment(state.count)
     mu = jax.tree.map(lambda g, m: ema(g, m, b1), updates, state.mu)
     nu = jax.tree.map(lambda g, v: ema(abs_sq(g), v, b2), updates, state.nu)
     mu_hat = mu

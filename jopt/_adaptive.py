@@ -1,9 +1,7 @@
 """Adaptive preconditioners: `scale_by_rss`, `scale_by_rms`, `scale_by_lion`.
 
-Also the moment helpers the Adam family (`jopt._adam`) shares. Moments are
-updated in the wider of the gradient's and the moment's dtype, stored back in
-the moment's own dtype (so a jitted loop never sees the state change dtype),
-and updates come out in the gradient's dtype.
+Moments follow `jopt._numerics`: updated in the wider of the gradient's and
+the moment's dtype, stored in their own, updates in the gradient's dtype.
 """
 
 from __future__ import annotations
@@ -13,78 +11,26 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _combine, _hyperparams
+from jopt import _base, _hyperparams, _numerics, _validation
 from jopt._base import ArrayLike
+from jopt._numerics import (  # noqa: F401 (some only re-exported)
+    abs_sq,
+    as_hyperparam,
+    cast_tree,
+    debias,
+    ema,
+    one_minus,
+    promote,
+    state_dtype,
+    tree_full_like,
+    tree_zeros_like,
+)
+from jopt._validation import DECAY, NON_NEGATIVE
 
-# --- Moment helpers shared with `jopt._adam` --------------------------------
-
-
-def as_hyperparam(value: ArrayLike) -> jax.Array:
-  """A hyperparameter as float32, so ``1 - b`` is computed as it is swept."""
-  return jnp.asarray(value).astype(jnp.float32)
-
-
-def state_dtype(dtype: Any | None) -> Any | None:
-  """A user-requested state dtype, canonical for the current x64 setting."""
-  return None if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
-
-
-def promote(a: Any, b: Any) -> Any:
-  """The dtype two arrays are combined in: the wider of the two.
-
-  Spelled out, so it holds under strict dtype promotion too.
-  """
-  with jax.numpy_dtype_promotion("standard"):
-    return jnp.promote_types(a, b)
-
-
-def abs_sq(g: jax.Array) -> jax.Array:
-  """``|g|^2`` elementwise, real-valued for complex ``g``."""
-  if jnp.iscomplexobj(g):
-    return jnp.real(g * jnp.conj(g))
-  return g * g
-
-
-def one_minus(decay: ArrayLike, like: jax.Array) -> jax.Array:
-  """``1 - decay`` in ``like``'s dtype, computed in at least float32.
-
-  Rounding ``decay`` to bf16 first would move ``1 - 0.9`` by 2%; in float64
-  the float32 value of ``decay`` is kept exactly.
-  """
-  dtype = promote(jnp.float32, like.dtype)
-  return (1 - as_hyperparam(decay).astype(dtype)).astype(like.dtype)
-
-
-def ema(new: jax.Array, moment: jax.Array, decay: ArrayLike) -> jax.Array:
-  """``(1 - decay) * new + decay * moment`` in the wider of the two dtypes."""
-  dtype = promote(new.dtype, moment.dtype)
-  new, moment = new.astype(dtype), moment.astype(dtype)
-  return one_minus(decay, new) * new + _base.cast_like(decay, moment) * moment
-
-
-def debias(moment: jax.Array, decay: ArrayLike, count: jax.Array) -> jax.Array:
-  """``moment / (1 - decay^count)``, the power taken in at least float32.
-
-  Only the divisor is cast to the moment's dtype: ``decay^count`` in bf16
-  would round to 1 and divide by zero.
-  """
-  dtype = promote(jnp.float32, moment.dtype)
-  power = as_hyperparam(decay).astype(dtype) ** count.astype(dtype)
-  return moment / (1 - power).astype(moment.dtype)
-
-
-def zeros(params: Any, dtype: Any | None) -> Any:
-  return _base.tree_zeros_like(params, dtype)
-
-
-def full(params: Any, value: ArrayLike) -> Any:
-  return jax.tree.map(
-      lambda p: jnp.full_like(p, _base.cast_like(value, p)), params
-  )
-
-
-def cast_tree(tree: Any, like: Any) -> Any:
-  return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
+# The moment helpers live in `jopt._numerics`; these names stay importable
+# from here for code written against the earlier layout.
+zeros = tree_zeros_like
+full = tree_full_like
 
 
 # --- AdaGrad -----------------------------------------------------------------
@@ -96,7 +42,9 @@ class ScaleByRssState(NamedTuple):
   sum_of_squares: Any
 
 
-@_hyperparams.sweepable("initial_accumulator_value", "eps")
+@_hyperparams.sweepable(
+    initial_accumulator_value=NON_NEGATIVE, eps=NON_NEGATIVE
+)
 def scale_by_rss(
     initial_accumulator_value: ArrayLike = 0.1,
     eps: ArrayLike = 1e-7,
@@ -128,17 +76,15 @@ def scale_by_rss(
     and stochastic optimization
     <https://jmlr.org/papers/v12/duchi11a.html>`_.
   """
-  _base.check_range(
-      "initial_accumulator_value", initial_accumulator_value, low=0.0
-  )
-  _base.check_range("eps", eps, low=0.0)
 
   def init_fn(params):
-    return ScaleByRssState(sum_of_squares=full(params, initial_accumulator_value))
+    return ScaleByRssState(sum_of_squares=tree_full_like(
+        params, initial_accumulator_value))
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    _combine.check_tree_match("updates", state.sum_of_squares, updates)
+    _validation.check_tree_match("updates", state.sum_of_squares, updates)
 
     def accumulate(g, s):
       return (abs_sq(g).astype(s.dtype) + s).astype(s.dtype)
@@ -147,7 +93,7 @@ def scale_by_rss(
 
     def precondition(g, s):
       inv = jnp.where(
-          s > 0, jax.lax.rsqrt(s + _base.cast_like(eps, s)), jnp.zeros_like(s)
+          s > 0, jax.lax.rsqrt(s + _numerics.cast_like(eps, s)), jnp.zeros_like(s)
       )
       dtype = promote(g.dtype, s.dtype)
       return (inv.astype(dtype) * g.astype(dtype)).astype(g.dtype)
@@ -175,7 +121,9 @@ class ScaleByRmsState(NamedTuple):
   nu: Any
 
 
-@_hyperparams.sweepable("decay", "eps", "initial_scale")
+@_hyperparams.sweepable(
+    decay=DECAY, eps=NON_NEGATIVE, initial_scale=NON_NEGATIVE
+)
 def scale_by_rms(
     decay: ArrayLike = 0.9,
     eps: ArrayLike = 1e-8,
@@ -221,21 +169,19 @@ def scale_by_rms(
     Graves, 2013, `Generating sequences with recurrent neural networks
     <https://arxiv.org/abs/1308.0850>`_ (centered).
   """
-  _base.check_range("decay", decay, low=0.0, high=1.0, high_open=True)
-  _base.check_range("eps", eps, low=0.0)
-  _base.check_range("initial_scale", initial_scale, low=0.0)
 
   def init_fn(params):
     return ScaleByRmsState(
         count=jnp.zeros([], jnp.int32),
-        mu=zeros(params, None) if centered else None,
-        nu=full(params, initial_scale),
+        mu=tree_zeros_like(params) if centered else None,
+        nu=tree_full_like(params, initial_scale),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    _combine.check_tree_match("updates", state.nu, updates)
-    count = _base.safe_increment(state.count)
+    _validation.check_tree_match("updates", state.nu, updates)
+    count = _numerics.safe_increment(state.count)
     nu = jax.tree.map(lambda g, v: ema(abs_sq(g), v, decay), updates, state.nu)
     nu_hat = nu
     if bias_correction:
@@ -245,8 +191,13 @@ def scale_by_rms(
       mu_hat = mu
       if bias_correction:
         mu_hat = jax.tree.map(lambda m: debias(m, decay, count), mu)
+      # The variance of the averaged gradients is >= 0 exactly; in floats
+      # the difference can round below 0 (with bias correction it is 0 at
+      # the first step), and its root would be NaN. It is clamped at 0.
       nu_hat = jax.tree.map(
-          lambda m, v: v - abs_sq(m).astype(v.dtype), mu_hat, nu_hat
+          lambda m, v: jnp.maximum(v - abs_sq(m).astype(v.dtype), 0),
+          mu_hat,
+          nu_hat,
       )
       new_mu = cast_tree(mu, state.mu)
     else:
@@ -254,9 +205,9 @@ def scale_by_rms(
 
     def precondition(g, v):
       if eps_in_sqrt:
-        scaling = jax.lax.rsqrt(v + _base.cast_like(eps, v))
+        scaling = jax.lax.rsqrt(v + _numerics.cast_like(eps, v))
       else:
-        scaling = 1 / (jnp.sqrt(v) + _base.cast_like(eps, v))
+        scaling = 1 / (jnp.sqrt(v) + _numerics.cast_like(eps, v))
       dtype = promote(g.dtype, v.dtype)
       return (scaling.astype(dtype) * g.astype(dtype)).astype(g.dtype)
 
@@ -279,7 +230,7 @@ class ScaleByLionState(NamedTuple):
   mu: Any
 
 
-@_hyperparams.sweepable("b1", "b2", "smooth_beta")
+@_hyperparams.sweepable(b1=DECAY, b2=DECAY, smooth_beta=NON_NEGATIVE)
 def scale_by_lion(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.99,
@@ -318,9 +269,6 @@ def scale_by_lion(
     Chen et al., 2023, `Symbolic discovery of optimization algorithms
     <https://arxiv.org/abs/2302.06675>`_.
   """
-  _base.check_range("b1", b1, low=0.0, high=1.0, high_open=True)
-  _base.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
-  _base.check_range("smooth_beta", smooth_beta, low=0.0)
   if mode not in ("hard", "smooth", "refined"):
     raise ValueError(
         f"`mode` must be 'hard', 'smooth' or 'refined'; got {mode!r}."
@@ -329,19 +277,20 @@ def scale_by_lion(
 
   def init_fn(params):
     return ScaleByLionState(
-        count=jnp.zeros([], jnp.int32), mu=zeros(params, mu_dtype)
+        count=jnp.zeros([], jnp.int32), mu=tree_zeros_like(params, mu_dtype)
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    _combine.check_tree_match("updates", state.mu, updates)
+    _validation.check_tree_match("updates", state.mu, updates)
 
     def direction(g, m):
       c = ema(g, m, b1)
       if mode == "hard":
         d = jnp.sign(c)
       elif mode == "smooth":
-        d = jnp.tanh(_base.cast_like(smooth_beta, c) * c)
+        d = jnp.tanh(_numerics.cast_like(smooth_beta, c) * c)
       else:
         d = jnp.where(jnp.abs(c) < 1, c, jnp.sign(c))
       return d.astype(g.dtype)
@@ -349,7 +298,7 @@ def scale_by_lion(
     new_updates = jax.tree.map(direction, updates, state.mu)
     mu = jax.tree.map(lambda g, m: ema(g, m, b2), updates, state.mu)
     new_state = ScaleByLionState(
-        count=_base.safe_increment(state.count), mu=cast_tree(mu, state.mu)
+        count=_numerics.safe_increment(state.count), mu=cast_tree(mu, state.mu)
     )
     return new_updates, new_state
 

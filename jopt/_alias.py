@@ -13,9 +13,10 @@ from jopt import (
     _scale,
 )
 from jopt._base import ArrayLike, ScalarOrSchedule
+from jopt._validation import DECAY, NON_NEGATIVE, UNIT
 
 
-@_hyperparams.sweepable("learning_rate", "momentum")
+@_hyperparams.sweepable(learning_rate=NON_NEGATIVE, momentum=UNIT)
 def sgd(
     learning_rate: ScalarOrSchedule,
     momentum: ArrayLike | None = None,
@@ -53,35 +54,25 @@ def sgd(
     Sutskever et al., 2013, `On the importance of initialization and momentum
     in deep learning <http://proceedings.mlr.press/v28/sutskever13.pdf>`_.
   """
-  _base.check_range("momentum", momentum, low=0.0, high=1.0, high_open=True)
   if momentum is None:
     body = _base.identity()
   else:
-    body = _scale.trace(
+    body = _scale.trace.plain(
         decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
     )
-  return _combine.chain(body, _scale.scale_by_learning_rate(learning_rate))
+  return _combine.chain(
+      body, _scale.scale_by_learning_rate.plain(learning_rate)
+  )
 
 
 # --- Adaptive optimizers -----------------------------------------------------
 
 
-def _check_learning_rate(learning_rate: Any) -> None:
-  _base.check_range("learning_rate", learning_rate, low=0.0)
-
-
-def _check_unit(**values: Any) -> None:
-  """Coefficients of moving averages: each in [0, 1)."""
-  for name, value in values.items():
-    _base.check_range(name, value, low=0.0, high=1.0, high_open=True)
-
-
-def _check_non_negative(**values: Any) -> None:
-  for name, value in values.items():
-    _base.check_range(name, value, low=0.0)
-
-
-@_hyperparams.sweepable("learning_rate", "initial_accumulator_value", "eps")
+@_hyperparams.sweepable(
+    learning_rate=NON_NEGATIVE,
+    initial_accumulator_value=NON_NEGATIVE,
+    eps=NON_NEGATIVE,
+)
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: ArrayLike = 0.1,
@@ -118,20 +109,20 @@ def adagrad(
     and stochastic optimization
     <https://jmlr.org/papers/v12/duchi11a.html>`_.
   """
-  _check_learning_rate(learning_rate)
-  _check_non_negative(
-      initial_accumulator_value=initial_accumulator_value, eps=eps
-  )
   return _combine.chain(
-      _adaptive.scale_by_rss(
+      _adaptive.scale_by_rss.plain(
           initial_accumulator_value=initial_accumulator_value, eps=eps
       ),
-      _scale.scale_by_learning_rate(learning_rate),
+      _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
 @_hyperparams.sweepable(
-    "learning_rate", "decay", "eps", "initial_scale", "momentum"
+    learning_rate=NON_NEGATIVE,
+    decay=DECAY,
+    eps=NON_NEGATIVE,
+    initial_scale=NON_NEGATIVE,
+    momentum=UNIT,
 )
 def rmsprop(
     learning_rate: ScalarOrSchedule,
@@ -189,15 +180,12 @@ def rmsprop(
     Graves, 2013, `Generating sequences with recurrent neural networks
     <https://arxiv.org/abs/1308.0850>`_.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit(decay=decay, momentum=momentum)
-  _check_non_negative(eps=eps, initial_scale=initial_scale)
   if momentum is None:
     accumulate = _base.identity()
   else:
-    accumulate = _scale.trace(decay=momentum, nesterov=nesterov)
+    accumulate = _scale.trace.plain(decay=momentum, nesterov=nesterov)
   return _combine.chain(
-      _adaptive.scale_by_rms(
+      _adaptive.scale_by_rms.plain(
           decay=decay,
           eps=eps,
           initial_scale=initial_scale,
@@ -205,13 +193,15 @@ def rmsprop(
           bias_correction=bias_correction,
           centered=centered,
       ),
-      _scale.scale_by_learning_rate(learning_rate),
+      _scale.scale_by_learning_rate.plain(learning_rate),
       accumulate,
   )
 
 
 
-@_hyperparams.sweepable("learning_rate", "b1", "b2", "weight_decay")
+@_hyperparams.sweepable(
+    learning_rate=NON_NEGATIVE, b1=DECAY, b2=DECAY, weight_decay=NON_NEGATIVE
+)
 def lion(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -257,11 +247,8 @@ def lion(
     Chen et al., 2023, `Symbolic discovery of optimization algorithms
     <https://arxiv.org/abs/2302.06675>`_.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit(b1=b1, b2=b2)
-  _check_non_negative(weight_decay=weight_decay)
   return _combine.chain(
-      _adaptive.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
-      _regularize.add_decayed_weights(weight_decay, mask),
-      _scale.scale_by_learning_rate(learning_rate),
+      _adaptive.scale_by_lion.plain(b1=b1, b2=b2, mu_dtype=mu_dtype),
+      _regularize.add_decayed_weights.plain(weight_decay, mask),
+      _scale.scale_by_learning_rate.plain(learning_rate),
   )

@@ -10,15 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from jopt import _adam, _base, _combine, _hyperparams, _regularize, _scale
-from jopt._alias import (
-    _check_learning_rate,
-    _check_non_negative,
-    _check_unit,
-)
 from jopt._base import ArrayLike, ScalarOrSchedule
+from jopt._validation import DECAY, NON_NEGATIVE, UNIT
+
+_ADAM_RANGES = dict(
+    learning_rate=NON_NEGATIVE,
+    b1=DECAY,
+    b2=DECAY,
+    eps=NON_NEGATIVE,
+    eps_root=NON_NEGATIVE,
+)
 
 
-@_hyperparams.sweepable("learning_rate", "b1", "b2", "eps", "eps_root")
+@_hyperparams.sweepable(**_ADAM_RANGES)
 def adam(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -69,17 +73,14 @@ def adam(
     >>> state = tx.init(params)
     >>> updates, state = tx.update(2 * params, state, params)
     >>> jopt.apply_updates(params, updates)
-    Array([ 0.9, -1.9], dtype=float32)
+    Array([ 0.9000007, -1.9000007], dtype=float32)
 
   References:
     Kingma and Ba, 2015, `Adam: a method for stochastic optimization
     <https://arxiv.org/abs/1412.6980>`_.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit(b1=b1, b2=b2)
-  _check_non_negative(eps=eps, eps_root=eps_root)
   return _combine.chain(
-      _adam.scale_by_adam(
+      _adam.scale_by_adam.plain(
           b1=b1,
           b2=b2,
           eps=eps,
@@ -88,13 +89,11 @@ def adam(
           nesterov=nesterov,
           nu_dtype=nu_dtype,
       ),
-      _scale.scale_by_learning_rate(learning_rate),
+      _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
-@_hyperparams.sweepable(
-    "learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay"
-)
+@_hyperparams.sweepable(**_ADAM_RANGES, weight_decay=NON_NEGATIVE)
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -156,11 +155,8 @@ def adamw(
     Loshchilov and Hutter, 2019, `Decoupled weight decay regularization
     <https://arxiv.org/abs/1711.05101>`_.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit(b1=b1, b2=b2)
-  _check_non_negative(eps=eps, eps_root=eps_root, weight_decay=weight_decay)
   return _combine.chain(
-      _adam.scale_by_adam(
+      _adam.scale_by_adam.plain(
           b1=b1,
           b2=b2,
           eps=eps,
@@ -169,12 +165,12 @@ def adamw(
           nesterov=nesterov,
           nu_dtype=nu_dtype,
       ),
-      _regularize.add_decayed_weights(weight_decay, mask),
-      _scale.scale_by_learning_rate(learning_rate),
+      _regularize.add_decayed_weights.plain(weight_decay, mask),
+      _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
-@_hyperparams.sweepable("learning_rate", "b1", "b2", "eps", "eps_root")
+@_hyperparams.sweepable(**_ADAM_RANGES)
 def nadam(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -221,13 +217,13 @@ def nadam(
     >>> state = tx.init(params)
     >>> updates, state = tx.update(2 * params, state, params)
     >>> jopt.apply_updates(params, updates)
-    Array([ 0.85263157, -1.8526316 ], dtype=float32)
+    Array([ 0.8526326, -1.8526325], dtype=float32)
 
   References:
     Dozat, 2016, `Incorporating Nesterov momentum into Adam
     <https://openreview.net/pdf?id=OM0jvwB8jIp57ZJjtNEZ>`_.
   """
-  return adam(
+  return adam.plain(
       learning_rate,
       b1=b1,
       b2=b2,
@@ -239,7 +235,9 @@ def nadam(
   )
 
 
-@_hyperparams.sweepable("learning_rate", "b1", "b2", "eps")
+@_hyperparams.sweepable(
+    learning_rate=NON_NEGATIVE, b1=DECAY, b2=UNIT, eps=NON_NEGATIVE
+)
 def adamax(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -270,22 +268,19 @@ def adamax(
     >>> state = tx.init(params)
     >>> updates, state = tx.update(2 * params, state, params)
     >>> jopt.apply_updates(params, updates)
-    Array([ 0.9, -1.9], dtype=float32)
+    Array([ 0.90000004, -1.9       ], dtype=float32)
 
   References:
     Kingma and Ba, 2015, `Adam: a method for stochastic optimization
     <https://arxiv.org/abs/1412.6980>`_ (section 7.1).
   """
-  _check_learning_rate(learning_rate)
-  _check_unit(b1=b1, b2=b2)
-  _check_non_negative(eps=eps)
   return _combine.chain(
-      _adam.scale_by_adamax(b1=b1, b2=b2, eps=eps),
-      _scale.scale_by_learning_rate(learning_rate),
+      _adam.scale_by_adamax.plain(b1=b1, b2=b2, eps=eps),
+      _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
-@_hyperparams.sweepable("learning_rate", "b1", "b2", "eps", "eps_root")
+@_hyperparams.sweepable(**_ADAM_RANGES)
 def amsgrad(
     learning_rate: ScalarOrSchedule,
     b1: ArrayLike = 0.9,
@@ -330,17 +325,14 @@ def amsgrad(
     >>> state = tx.init(params)
     >>> updates, state = tx.update(2 * params, state, params)
     >>> jopt.apply_updates(params, updates)
-    Array([ 0.9, -1.9], dtype=float32)
+    Array([ 0.9000007, -1.9000007], dtype=float32)
 
   References:
     Reddi et al., 2018, `On the convergence of Adam and beyond
     <https://openreview.net/forum?id=ryQu7f-RZ>`_.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit(b1=b1, b2=b2)
-  _check_non_negative(eps=eps, eps_root=eps_root)
   return _combine.chain(
-      _adam.scale_by_amsgrad(
+      _adam.scale_by_amsgrad.plain(
           b1=b1,
           b2=b2,
           eps=eps,
@@ -349,5 +341,5 @@ def amsgrad(
           bias_correction_mu=bias_correction_mu,
           bias_correction_nu=bias_correction_nu,
       ),
-      _scale.scale_by_learning_rate(learning_rate),
+      _scale.scale_by_learning_rate.plain(learning_rate),
   )

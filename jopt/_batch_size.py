@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jopt import _base
+from jopt import _validation
 from jopt._base import ArrayLike, check_range
 from jopt._schedules import as_float
 
@@ -131,7 +131,7 @@ def exponential_batch_size_schedule(
   check_range("growth_steps", growth_steps, low=0, low_open=True)
   check_range("growth_factor", growth_factor, low=1)
   check_range("transition_begin", transition_begin, low=0)
-  if _base.is_concrete(init_batch_size) and _base.is_concrete(max_batch_size):
+  if _validation.is_concrete(init_batch_size) and _validation.is_concrete(max_batch_size):
     if float(init_batch_size) > float(max_batch_size):
       raise ValueError(
           "`init_batch_size` must be <= `max_batch_size`; got "

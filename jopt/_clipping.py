@@ -7,11 +7,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _hyperparams
+from jopt import _base, _hyperparams, _numerics
 from jopt._base import ArrayLike
+from jopt._validation import NON_NEGATIVE, POSITIVE
 
 
-@_hyperparams.sweepable("max_delta")
+@_hyperparams.sweepable(max_delta=NON_NEGATIVE)
 def clip(max_delta: ArrayLike) -> _base.GradientTransformation:
   """Clips every element of the updates to ``[-max_delta, max_delta]``.
 
@@ -34,17 +35,16 @@ def clip(max_delta: ArrayLike) -> _base.GradientTransformation:
     Optax's `clip
     <https://optax.readthedocs.io/en/latest/api/transformations.html#optax.clip>`_.
   """
-  _base.check_range("max_delta", max_delta, low=0.0)
-
   def init_fn(params):
     del params
     return _base.EmptyState()
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
 
     def clip_leaf(u):
-      bound = _base.cast_like(max_delta, u)
+      bound = _numerics.cast_like(max_delta, u)
       return jnp.clip(u, -bound, bound)
 
     return jax.tree.map(clip_leaf, updates), state
@@ -79,7 +79,7 @@ def global_norm(updates: Any) -> jax.Array:
   return jnp.sqrt(total)
 
 
-@_hyperparams.sweepable("max_norm")
+@_hyperparams.sweepable(max_norm=POSITIVE)
 def clip_by_global_norm(max_norm: ArrayLike) -> _base.GradientTransformation:
   """Rescales the updates so that their global norm is at most ``max_norm``.
 
@@ -109,19 +109,18 @@ def clip_by_global_norm(max_norm: ArrayLike) -> _base.GradientTransformation:
     Pascanu et al., 2013, `On the difficulty of training recurrent neural
     networks <https://arxiv.org/abs/1211.5063>`_.
   """
-  _base.check_range("max_norm", max_norm, low=0.0, low_open=True)
-
   def init_fn(params):
     del params
     return _base.EmptyState()
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
     norm = global_norm(updates)
-    keep = norm < _base.cast_like(max_norm, norm)
+    keep = norm < _numerics.cast_like(max_norm, norm)
 
     def clip_leaf(u):
-      scaled = (u / norm.astype(u.dtype)) * _base.cast_like(max_norm, u)
+      scaled = (u / norm.astype(u.dtype)) * _numerics.cast_like(max_norm, u)
       return jnp.where(keep, u, scaled)
 
     return jax.tree.map(clip_leaf, updates), state

@@ -6,9 +6,9 @@ import functools
 import inspect
 from typing import Any
 
-import jax
+import optax
 
-from jopt import _base
+from jopt import _base, _validation
 
 
 def accepts_extra_args(tx: Any) -> bool:
@@ -17,10 +17,8 @@ def accepts_extra_args(tx: Any) -> bool:
   Besides jopt's and Optax's transformation types, any object whose
   ``update`` has a ``**kwargs`` parameter (``jopt.MultiSteps``, say).
   """
-  if isinstance(tx, _base.GradientTransformation):
-    return True
-  if type(tx).__name__ == "GradientTransformationExtraArgs":
-    return True
+  if isinstance(tx, optax.GradientTransformationExtraArgs):
+    return True  # jopt's transformations are Optax's type too
   return _has_var_keyword(getattr(tx, "update", None))
 
 
@@ -53,15 +51,8 @@ def call_update(tx, updates, state, params=None, **extra_args):
   return tx.update(updates, state, params)
 
 
-def check_tree_match(name: str, reference: Any, other: Any) -> None:
-  """Raises a clear error when two pytrees differ in structure."""
-  ref_def = jax.tree.structure(reference)
-  other_def = jax.tree.structure(other)
-  if ref_def != other_def:
-    raise ValueError(
-        f"`{name}` does not match the structure the optimizer state was "
-        f"initialised with.\n  expected: {ref_def}\n  got:      {other_def}"
-    )
+# Kept importable from here for code written against the earlier layout.
+check_tree_match = _validation.check_tree_match
 
 
 def chain(*transforms: Any) -> _base.GradientTransformation:
@@ -72,10 +63,6 @@ def chain(*transforms: Any) -> _base.GradientTransformation:
   The state is the tuple of the parts' states. Extra keyword arguments given
   to ``update`` reach every part that accepts them. Parts may be jopt or Optax
   transformations.
-
-  (Inside ``optax.chain``, a jopt transformation is treated by Optax as one
-  that takes no extra arguments; to pass ``value=`` to `reduce_on_plateau`,
-  put it in a `jopt.chain`.)
 
   Args:
     *transforms: the transformations, applied in order.

@@ -10,7 +10,14 @@ plain transformation from the values in the state, so
 * vmapping over the state, or over values passed to a constructor inside the
   vmapped function, sweeps them;
 * there is one code path: a swept optimizer computes exactly what the same
-  optimizer built with a fixed value computes.
+  optimizer built with the same (float32) values computes. A decay given as
+  a Python number also keeps ``1 - b`` at full precision, as Optax does.
+
+A constructor call means the same thing whoever makes it. Each decorated
+constructor also has a ``.plain`` form, the undecorated body: an optimizer
+builds its parts with ``.plain`` (so it holds one set of hyperparameters,
+under its own names), and Optax's ``inject_hyperparams``, which keeps the
+values in its own state, takes ``.plain`` as its factory.
 
 Name resolution: `get_hyperparams` returns a flat dict. A name that occurs
 once in the state is given bare (``"learning_rate"``). A name that occurs in
@@ -25,17 +32,18 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jopt import _base
+from jopt import _base, _numerics, _validation
+from jopt._validation import Range
 
-HYPERPARAM_DTYPE = jnp.float32
+HYPERPARAM_DTYPE = _numerics.HYPERPARAM_DTYPE
 
 
 class HyperparamsState(NamedTuple):
@@ -44,10 +52,13 @@ class HyperparamsState(NamedTuple):
   Attributes:
     hyperparams: name -> float32 array (scalar, or batched under vmap).
     inner_state: the state of the plain transformation.
+    complements: name -> ``1 - value`` for the decays among them, kept at
+      the precision they were given with (see `get_hyperparams`).
   """
 
   hyperparams: dict[str, jax.Array]
   inner_state: Any
+  complements: dict[str, jax.Array] | None = None
 
 
 def _is_numeric(value: Any) -> bool:
@@ -58,91 +69,106 @@ def _is_numeric(value: Any) -> bool:
   return False
 
 
+def _store(values: dict[str, Any], decays: frozenset[str]):
+  """(hyperparams, complements) as kept in a `HyperparamsState`."""
+  hyperparams, complements = {}, {}
+  for name, value in values.items():
+    if name in decays:
+      decay = _numerics.make_decay(value)
+      hyperparams[name], complements[name] = decay.value, decay.complement
+    else:
+      hyperparams[name] = jnp.asarray(value).astype(HYPERPARAM_DTYPE)
+  return hyperparams, complements
+
+
+def _values(state: HyperparamsState) -> dict[str, Any]:
+  """The values a rebuild is given: decays as `Decay`, the rest as stored."""
+  complements = state.complements or {}
+  return {
+      name: _numerics.Decay(value, complements[name])
+      if name in complements else value
+      for name, value in state.hyperparams.items()
+  }
+
+
 def inject(
     factory: Callable[..., _base.GradientTransformation],
     hyperparams: dict[str, Any],
+    decays: frozenset[str] = frozenset(),
 ) -> _base.GradientTransformation:
   """Keeps ``hyperparams`` in the state and rebuilds ``factory(**hp)``.
 
-  ``factory`` is called with float32 arrays (possibly traced) in place of the
-  numeric values, both in ``init`` and in every ``update``.
+  ``factory`` is called with float32 arrays (possibly traced) in place of
+  the numeric values, and with a `jopt._numerics.Decay` for the names in
+  ``decays``, both in ``init`` and in every ``update``.
   """
 
   def init_fn(params):
-    hp = {
-        k: jnp.asarray(v).astype(HYPERPARAM_DTYPE) for k, v in hyperparams.items()
-    }
-    with _base.constructor_mode("rebuild"):
-      inner = factory(**hp)
-    return HyperparamsState(hp, inner.init(params))
+    hp, complements = _store(hyperparams, decays)
+    state = HyperparamsState(hp, None, complements)
+    inner = factory(**_values(state))
+    return state._replace(inner_state=inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    with _base.constructor_mode("rebuild"):
-      inner = factory(**state.hyperparams)
+    inner = factory(**_values(state))
     updates, inner_state = inner.update(
         updates, state.inner_state, params, **extra_args
     )
-    return updates, HyperparamsState(state.hyperparams, inner_state)
+    return updates, state._replace(inner_state=inner_state)
 
   return _base.GradientTransformation(init_fn, update_fn)
 
 
-def _called_by_optax_inject(frame: Any, depth: int = 16) -> bool:
-  """Whether Optax's ``inject_(stateful_)hyperparams`` code is on the stack.
+def sweepable(*names: str, **ranges: Range):
+  """Decorates a constructor so that its numeric hyperparameters live in the state.
 
-  Looked for in the ``depth`` innermost frames from ``frame`` out, so that a
-  factory of the user's (a lambda, a function building a chain) that calls
-  the jopt constructor is seen through.
+  Hyperparameters are named positionally (no range checked here: the body
+  may check with `check_range`) or by keyword with their `Range`
+  (``b1=DECAY``), which is checked once, on the values the caller gives.
+
+  The decorated constructor checks the declared ranges, builds the plain
+  transformation once (the body's own checks run), and returns a
+  transformation whose state is a `HyperparamsState` holding the numeric
+  hyperparameters; its ``update`` rebuilds the plain transformation from
+  the values in the state. Arguments given as callables (schedules),
+  ``None`` or bools stay static; with none numeric, the plain
+  transformation is returned.
+
+  ``constructor.plain`` is the undecorated body: it returns the plain
+  transformation, with the values it is given and no state of its own. An
+  optimizer builds its parts with their ``.plain`` forms, so it keeps one
+  set of hyperparameters, under its own argument names; Optax's
+  ``inject_hyperparams`` takes a ``.plain`` form as its factory.
   """
-  while frame is not None and depth > 0:
-    module = frame.f_globals.get("__name__", "")
-    if module.startswith("optax.") and module.endswith("_inject"):
-      return True
-    frame, depth = frame.f_back, depth - 1
-  return False
-
-
-def sweepable(*names: str):
-  """Decorates a constructor so that its numeric ``names`` live in the state.
-
-  The decorated constructor validates its arguments (by building the plain
-  transformation once) and returns a transformation whose state is a
-  `HyperparamsState`. Called while an outer sweepable constructor rebuilds
-  (an alias's building blocks), it returns the plain transformation, so an
-  alias holds one set of hyperparameters, under the alias's argument names.
-  Arguments given as callables (schedules), ``None`` or bools stay static.
-
-  Called by Optax's ``inject_hyperparams`` (a jopt constructor given as its
-  factory), it also returns the plain transformation: Optax's state then
-  holds the hyperparameters, as it does for Optax's own optimizers, and the
-  values Optax passes (a schedule's, or ones written into its state) apply.
-  """
+  declared = {**{name: _validation.ANY for name in names}, **ranges}
+  decays = frozenset(n for n, r in declared.items() if r.complement)
 
   def decorator(raw: Callable[..., _base.GradientTransformation]):
     signature = inspect.signature(raw)
+    missing = set(declared) - set(signature.parameters)
+    if missing:
+      raise TypeError(f"{raw.__name__} has no argument {sorted(missing)}.")
 
     @functools.wraps(raw)
     def constructor(*args, **kwargs):
-      if _base.is_nested():
-        return raw(*args, **kwargs)
-      if _called_by_optax_inject(sys._getframe(1)):
-        with _base.constructor_mode("construct"):
-          return raw(*args, **kwargs)
       bound = signature.bind(*args, **kwargs)
       bound.apply_defaults()
       arguments = dict(bound.arguments)
-      numeric = {n: arguments[n] for n in names if _is_numeric(arguments[n])}
-      with _base.constructor_mode("construct"):
-        plain = raw(**arguments)  # Validates concrete values.
+      for name, allowed in ranges.items():
+        allowed.check(name, arguments[name])
+      plain = raw(**arguments)
+      numeric = {n: arguments[n] for n in declared if _is_numeric(arguments[n])}
       if not numeric:
         return plain
 
       def factory(**hp):
         return raw(**{**arguments, **hp})
 
-      return inject(factory, numeric)
+      return inject(factory, numeric, decays & set(numeric))
 
     constructor.__signature__ = signature
+    constructor.plain = raw
+    constructor.ranges = dict(declared)
     return constructor
 
   return decorator
@@ -151,14 +177,16 @@ def sweepable(*names: str):
 # --- Finding hyperparameters in a state -------------------------------------
 
 
+_HP_NODES = (
+    HyperparamsState,
+    # Optax's inject_hyperparams states: the same two fields.
+    optax.InjectHyperparamsState,
+    optax.InjectStatefulHyperparamsState,
+)
+
+
 def _is_hp_node(x: Any) -> bool:
-  if isinstance(x, HyperparamsState):
-    return True
-  # Optax's inject_hyperparams state has the same two fields.
-  return type(x).__name__ in (
-      "InjectHyperparamsState",
-      "InjectStatefulHyperparamsState",
-  ) and hasattr(x, "hyperparams")
+  return isinstance(x, _HP_NODES)
 
 
 def _key_str(entry: Any) -> str | None:
@@ -290,17 +318,27 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         return leaf
       here = prefix + tuple(p for p in map(_key_str, path) if p is not None)
       hp = dict(leaf.hyperparams)
+      complements = dict(getattr(leaf, "complements", None) or {})
       for name, old in hp.items():
         requested = targets.get((here, name))
-        if requested is not None:
-          old = jnp.asarray(old)
-          new = jnp.asarray(values[requested]).astype(old.dtype)
-          hp[name] = jnp.broadcast_to(
-              new, jnp.broadcast_shapes(new.shape, old.shape)
-          )
-      return leaf._replace(
+        if requested is None:
+          continue
+        old = jnp.asarray(old)
+        value = values[requested]
+        shape = jnp.broadcast_shapes(jnp.shape(value), old.shape)
+        if name in complements:
+          decay = _numerics.make_decay(value)
+          complements[name] = jnp.broadcast_to(decay.complement, shape)
+          value = decay.value
+        hp[name] = jnp.broadcast_to(
+            jnp.asarray(value).astype(old.dtype), shape
+        )
+      leaf = leaf._replace(
           hyperparams=hp, inner_state=rewrite(leaf.inner_state, here)
       )
+      if complements:
+        leaf = leaf._replace(complements=complements)
+      return leaf
 
     return jax.tree_util.tree_map_with_path(visit, node, is_leaf=_is_hp_node)
 

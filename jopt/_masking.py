@@ -14,12 +14,13 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import optax
 
-from jopt import _base, _combine
+from jopt import _base, _combine, _validation
 
-
-class MaskedNode(NamedTuple):
-  """Stands in for a masked-out subtree: an empty pytree node, no leaves."""
+# Optax's own class (an empty pytree node standing in for a masked-out
+# subtree), so jopt's and Optax's masked states hold the same nodes.
+MaskedNode = optax.MaskedNode
 
 
 class MaskedState(NamedTuple):
@@ -34,13 +35,16 @@ class PartitionState(NamedTuple):
   inner_states: dict[Hashable, MaskedState]
 
 
-def check_transform(name: str, tx: Any) -> None:
-  """Raises ``TypeError`` unless ``tx`` has ``init`` and ``update``."""
-  if not (hasattr(tx, "init") and hasattr(tx, "update")):
-    raise TypeError(
-        f"{name} is a {type(tx).__name__}, not a gradient transformation "
-        "(an object with `init` and `update`)."
-    )
+# Kept importable from here for code written against the earlier layout.
+check_transform = _validation.check_transform
+is_mask_function = _validation.is_mask_function
+
+
+def _has_no_leaves(params: Any) -> bool:
+  # ``optax.tree.map_params`` calls ``init`` with a leafless placeholder to
+  # find where the params are copied in the state: it is passed through
+  # unmasked (there is nothing to mask), so the copies are found.
+  return not jax.tree.leaves(params)
 
 
 def _apply_mask(tree: Any, mask_tree: Any) -> Any:
@@ -86,10 +90,10 @@ def masked(
     Optax's `masked
     <https://optax.readthedocs.io/en/latest/api/optimizer_wrappers.html#optax.masked>`_.
   """
-  check_transform("`inner`", inner)
+  _validation.check_transform("`inner`", inner)
 
   def mask_for(tree):
-    return mask(tree) if callable(mask) else mask
+    return mask(tree) if _validation.is_mask_function(mask) else mask
 
   def mask_extra_args(extra_args, updates, mask_tree):
     if not mask_compatible_extra_args:
@@ -103,6 +107,8 @@ def masked(
     }
 
   def init_fn(params):
+    if _has_no_leaves(params):
+      return MaskedState(inner_state=inner.init(params))
     masked_params = _apply_mask(params, mask_for(params))
     return MaskedState(inner_state=inner.init(masked_params))
 
@@ -168,10 +174,12 @@ def partition(
   """
   transforms = dict(transforms)
   for label, tx in transforms.items():
-    check_transform(f"`transforms[{label!r}]`", tx)
+    _validation.check_transform(f"`transforms[{label!r}]`", tx)
 
   def labels_for(tree):
-    return param_labels(tree) if callable(param_labels) else param_labels
+    if _validation.is_mask_function(param_labels):
+      return param_labels(tree)
+    return param_labels
 
   def group(labels, label):
     return masked(
@@ -181,6 +189,13 @@ def partition(
     )
 
   def init_fn(params):
+    if _has_no_leaves(params):
+      return PartitionState(
+          inner_states={
+              label: MaskedState(inner_state=tx.init(params))
+              for label, tx in transforms.items()
+          }
+      )
     labels = labels_for(params)
     unknown = set(jax.tree.leaves(labels)) - set(transforms)
     if unknown:

@@ -7,24 +7,14 @@ vmapped sweep each trial reduces its learning rate, or stops, on its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jopt import _base, _hyperparams
-from jopt._base import ArrayLike, check_range
-
-
-def _check_integer(name: str, value: Any, low: int) -> None:
-  """Raises ``ValueError`` unless a concrete ``value`` is an integer >= low."""
-  check_range(name, value, low=low)
-  if value is None or not _base.is_concrete(value) or _base.is_rebuilding():
-    return
-  flat = np.asarray(value, dtype=np.float64).reshape(-1)
-  if not np.all(flat == np.round(flat)):
-    raise ValueError(f"`{name}` must be an integer; got {value!r}.")
+from jopt import _base, _hyperparams, _numerics
+from jopt._base import ArrayLike
+from jopt._validation import NON_NEGATIVE, Range
 
 
 def _as_int(x: ArrayLike) -> jax.Array:
@@ -53,13 +43,13 @@ class ReduceLROnPlateauState(NamedTuple):
 
 
 @_hyperparams.sweepable(
-    "factor",
-    "patience",
-    "rtol",
-    "atol",
-    "cooldown",
-    "accumulation_size",
-    "min_scale",
+    factor=Range(low=0.0, high=1.0, low_open=True, high_open=True),
+    patience=Range(low=1, integer=True),
+    rtol=Range(low=0.0, high=1.0),
+    atol=NON_NEGATIVE,
+    cooldown=Range(low=0, integer=True),
+    accumulation_size=Range(low=1, integer=True),
+    min_scale=NON_NEGATIVE,
 )
 def reduce_on_plateau(
     factor: ArrayLike = 0.1,
@@ -124,16 +114,6 @@ def reduce_on_plateau(
     contrib.html>`_ and `optax#1767
     <https://github.com/google-deepmind/optax/issues/1767>`_.
   """
-  check_range(
-      "factor", factor, low=0.0, high=1.0, low_open=True, high_open=True
-  )
-  _check_integer("patience", patience, low=1)
-  check_range("rtol", rtol, low=0.0, high=1.0)
-  check_range("atol", atol, low=0.0)
-  _check_integer("cooldown", cooldown, low=0)
-  _check_integer("accumulation_size", accumulation_size, low=1)
-  check_range("min_scale", min_scale, low=0.0)
-
   def init_fn(params):
     del params
     return ReduceLROnPlateauState(
@@ -152,7 +132,7 @@ def reduce_on_plateau(
     threshold = jnp.where(jnp.isfinite(best), best - margin, best)
     improved = avg < threshold
     plateau = jnp.where(
-        improved, 0, _base.safe_increment(state.plateau_count)
+        improved, 0, _numerics.safe_increment(state.plateau_count)
     )
     in_cooldown = state.cooldown_count > 0
     reduce = ~in_cooldown & (plateau >= _as_int(patience))
@@ -182,7 +162,7 @@ def reduce_on_plateau(
           "reduce_on_plateau needs the monitored value: call "
           "`update(updates, state, params, value=loss)`."
       )
-    count = _base.safe_increment(state.count)
+    count = _numerics.safe_increment(state.count)
     total = state.avg_value * state.count.astype(jnp.float32)
     avg = (total + jnp.asarray(value).astype(jnp.float32)) / count.astype(
         jnp.float32
@@ -194,7 +174,7 @@ def reduce_on_plateau(
         lambda new, old: jnp.where(ready, new, old), compared, accumulated
     )
     updates = jax.tree.map(
-        lambda u: u * _base.cast_like(new_state.scale, u), updates
+        lambda u: u * _numerics.cast_like(new_state.scale, u), updates
     )
     return updates, new_state
 
@@ -267,8 +247,8 @@ def early_stopping(
   """
   if mode not in ("min", "max"):
     raise ValueError(f"`mode` must be 'min' or 'max'; got {mode!r}.")
-  _check_integer("patience", patience, low=1)
-  check_range("min_delta", min_delta, low=0.0)
+  Range(low=1, integer=True).check("patience", patience)
+  NON_NEGATIVE.check("min_delta", min_delta)
   sign = 1.0 if mode == "min" else -1.0
 
   def init_fn() -> EarlyStoppingState:
@@ -282,7 +262,7 @@ def early_stopping(
     value = jnp.asarray(value).astype(jnp.float32)
     delta = jnp.asarray(min_delta).astype(jnp.float32)
     improved = sign * value < sign * state.best - delta
-    bad_steps = jnp.where(improved, 0, _base.safe_increment(state.bad_steps))
+    bad_steps = jnp.where(improved, 0, _numerics.safe_increment(state.bad_steps))
     new = EarlyStoppingState(
         best=jnp.where(improved, value, state.best),
         bad_steps=bad_steps,

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt import _base, _hyperparams, _scale
-from jopt._adaptive import promote
+from jopt import _base, _hyperparams, _numerics, _validation
 from jopt._base import ScalarOrSchedule
+from jopt._numerics import promote
+from jopt._validation import ANY, NON_NEGATIVE
 
 Mask = Any | Callable[[Any], Any]
+
+
+class ScheduleCountState(NamedTuple):
+  """State of a penalty whose coefficient is a schedule: the step count."""
+
+  count: jax.Array
 
 
 def _masked_map(fn, mask, updates, params):
@@ -24,7 +31,7 @@ def _masked_map(fn, mask, updates, params):
   """
   if mask is None:
     return jax.tree.map(fn, updates, params)
-  mask_tree = mask(updates) if callable(mask) else mask
+  mask_tree = mask(updates) if _validation.is_mask_function(mask) else mask
 
   def per_subtree(selected, g, p):
     if isinstance(selected, (bool, np.bool_)):
@@ -43,26 +50,29 @@ def _add_param_term(
     mask: Mask,
 ) -> _base.GradientTransformation:
   """Adds ``coefficient * term(params)`` to the updates (where masked in)."""
-  _base.check_range(name, coefficient, low=0.0)
   scheduled = callable(coefficient)
 
   def init_fn(params):
     del params
     if scheduled:
-      return _scale.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+      return ScheduleCountState(count=jnp.zeros([], jnp.int32))
     return _base.EmptyState()
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del extra_args
     if params is None:
       raise ValueError(
           f"{name}: `update` needs the current params: "
           "call `update(updates, state, params)`."
       )
+    if updates is None:  # nothing to add a penalty to, as in Optax
+      return None, state
+    params = _numerics.tree_as_float(params)
     if scheduled:
       value = coefficient(state.count)
-      state = _scale.ScaleByScheduleState(
-          count=_base.safe_increment(state.count)
+      state = ScheduleCountState(
+          count=_numerics.safe_increment(state.count)
       )
     else:
       value = coefficient
@@ -70,7 +80,7 @@ def _add_param_term(
     def add(g, p):
       dtype = promote(g.dtype, p.dtype)
       p = p.astype(dtype)
-      penalty = _base.cast_like(value, p) * term(p)
+      penalty = _numerics.cast_like(value, p) * term(p)
       return (g.astype(dtype) + penalty).astype(g.dtype)
 
     return _masked_map(add, mask, updates, params), state
@@ -78,7 +88,7 @@ def _add_param_term(
   return _base.GradientTransformation(init_fn, update_fn)
 
 
-@_hyperparams.sweepable("weight_decay")
+@_hyperparams.sweepable(weight_decay=ANY)
 def add_decayed_weights(
     weight_decay: ScalarOrSchedule = 0.0,
     mask: Mask = None,
@@ -92,7 +102,8 @@ def add_decayed_weights(
   :math:`\\frac{\\lambda}{2}\\lVert\\theta\\rVert^2`.
 
   Args:
-    weight_decay: the rate ``lambda`` (>= 0), or a schedule.
+    weight_decay: the rate ``lambda``, or a schedule. Any sign, as in Optax
+      (whose `fromage` adds a negative one); the optimizers ask for >= 0.
     mask: which params to decay: a pytree of bools with the params'
       structure (or a prefix of it), or a callable returning one given the
       updates. ``True`` decays; the others' updates pass through unchanged.
@@ -118,7 +129,7 @@ def add_decayed_weights(
   return _add_param_term("weight_decay", weight_decay, lambda p: p, mask)
 
 
-@_hyperparams.sweepable("l1")
+@_hyperparams.sweepable(l1=NON_NEGATIVE)
 def add_l1(
     l1: ScalarOrSchedule = 0.0,
     mask: Mask = None,

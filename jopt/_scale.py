@@ -7,11 +7,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import _adaptive, _base, _combine, _hyperparams
+from jopt import _base, _hyperparams, _numerics, _validation
 from jopt._base import ArrayLike, ScalarOrSchedule
+from jopt._validation import ANY, NON_NEGATIVE, Range
 
 
-@_hyperparams.sweepable("step_size")
+@_hyperparams.sweepable(step_size=ANY)
 def scale(step_size: ArrayLike) -> _base.GradientTransformation:
   """Multiplies updates by a fixed ``step_size``.
 
@@ -39,8 +40,9 @@ def scale(step_size: ArrayLike) -> _base.GradientTransformation:
     return _base.EmptyState()
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    updates = jax.tree.map(lambda u: u * _base.cast_like(step_size, u), updates)
+    updates = jax.tree.map(lambda u: u * _numerics.cast_like(step_size, u), updates)
     return updates, state
 
   return _base.GradientTransformation(init_fn, update_fn)
@@ -86,15 +88,16 @@ def scale_by_schedule(
     return ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
     step_size = step_size_fn(state.count)
-    updates = jax.tree.map(lambda u: u * _base.cast_like(step_size, u), updates)
-    return updates, ScaleByScheduleState(count=_base.safe_increment(state.count))
+    updates = jax.tree.map(lambda u: u * _numerics.cast_like(step_size, u), updates)
+    return updates, ScaleByScheduleState(count=_numerics.safe_increment(state.count))
 
   return _base.GradientTransformation(init_fn, update_fn)
 
 
-@_hyperparams.sweepable("learning_rate")
+@_hyperparams.sweepable(learning_rate=NON_NEGATIVE)
 def scale_by_learning_rate(
     learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True
 ) -> _base.GradientTransformation:
@@ -121,13 +124,12 @@ def scale_by_learning_rate(
     Robbins and Monro, 1951, `A stochastic approximation method
     <https://doi.org/10.1214/aoms/1177729586>`_.
   """
-  _base.check_range("learning_rate", learning_rate, low=0.0)
   if learning_rate is None:
     return _base.identity()
   sign = -1.0 if flip_sign else 1.0
   if callable(learning_rate):
     return scale_by_schedule(lambda count: sign * learning_rate(count))
-  return scale(sign * jnp.asarray(learning_rate))
+  return scale.plain(sign * jnp.asarray(learning_rate))
 
 
 class TraceState(NamedTuple):
@@ -136,7 +138,9 @@ class TraceState(NamedTuple):
   trace: Any
 
 
-@_hyperparams.sweepable("decay")
+# 1 is allowed, as in Optax: the trace is then the running sum of the
+# updates (`sgd` still asks for momentum < 1).
+@_hyperparams.sweepable(decay=Range(low=0.0, high=1.0))
 def trace(
     decay: ArrayLike,
     nesterov: bool = False,
@@ -150,7 +154,8 @@ def trace(
      \\;\\text{(Nesterov)}
 
   Args:
-    decay: the momentum coefficient ``beta`` in [0, 1).
+    decay: the momentum coefficient ``beta`` in [0, 1]; 1 keeps the running
+      sum of all updates.
     nesterov: use Nesterov's accelerated form.
     accumulator_dtype: dtype of the buffer; defaults to the params' dtype.
 
@@ -170,26 +175,25 @@ def trace(
     Sutskever et al., 2013, `On the importance of initialization and momentum
     in deep learning <http://proceedings.mlr.press/v28/sutskever13.pdf>`_.
   """
-  _base.check_range("decay", decay, low=0.0, high=1.0, high_open=True)
-
   def init_fn(params):
-    return TraceState(trace=_base.tree_zeros_like(params, accumulator_dtype))
+    return TraceState(trace=_numerics.tree_zeros_like(params, accumulator_dtype))
 
   def update_fn(updates, state, params=None, **extra_args):
+    updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    _combine.check_tree_match("updates", state.trace, updates)
+    _validation.check_tree_match("updates", state.trace, updates)
 
     # The sum is taken in the wider of the gradient's and the trace's dtype
     # (a bf16 trace must not round each step's float32 gradient), decay * t
     # in the trace's dtype as Optax computes it; only the stored trace is
     # cast to the accumulator dtype.
     def step(g, t):
-      wide = _adaptive.promote(g.dtype, t.dtype)
-      return g.astype(wide) + (_base.cast_like(decay, t) * t).astype(wide)
+      wide = _numerics.promote(g.dtype, t.dtype)
+      return g.astype(wide) + (_numerics.cast_like(decay, t) * t).astype(wide)
 
     def out(g, new):
       if nesterov:
-        new = g.astype(new.dtype) + _base.cast_like(decay, new) * new
+        new = g.astype(new.dtype) + _numerics.cast_like(decay, new) * new
       return new.astype(g.dtype)
 
     new_trace = jax.tree.map(step, updates, state.trace)

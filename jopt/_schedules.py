@@ -18,19 +18,26 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jopt import _base
+from jopt import _validation
 from jopt._base import ArrayLike, Schedule
 
 
 def as_float(x: ArrayLike) -> jax.Array:
-  """Casts a step count or a schedule parameter to float32."""
+  """Casts a step count or a schedule parameter to float32.
+
+  Python and numpy numbers go through numpy, so a step count beyond int32
+  (``decay_steps=10**10``) is rounded to float32 instead of overflowing.
+  """
+  if isinstance(x, (int, float, np.generic, np.ndarray)):
+    return jnp.asarray(np.asarray(x, dtype=np.float32))
   return jnp.asarray(x).astype(jnp.float32)
 
 
 def check_sorted(name: str, values: Sequence[Any]) -> None:
   """Raises ``ValueError`` if concrete ``values`` are not non-decreasing."""
-  concrete = [v for v in values if _base.is_concrete(v)]
+  concrete = [v for v in values if _validation.is_concrete(v)]
   if len(concrete) != len(values):
     return
   floats = [float(v) for v in concrete]
@@ -44,7 +51,7 @@ def _check_less(
   """Raises ``ValueError`` when concrete ``low`` is not below ``high``."""
   if low is None or high is None:
     return
-  if not (_base.is_concrete(low) and _base.is_concrete(high)):
+  if not (_validation.is_concrete(low) and _validation.is_concrete(high)):
     return
   lo, hi = float(low), float(high)
   if (lo >= hi) if strict else (lo > hi):
@@ -131,8 +138,8 @@ def polynomial_schedule(
     Optax's `polynomial_schedule
     <https://optax.readthedocs.io/en/latest/api/optimizer_schedules.html>`_.
   """
-  _base.check_range("transition_steps", transition_steps, low=0, low_open=True)
-  _base.check_range("transition_begin", transition_begin, low=0)
+  _validation.check_range("transition_steps", transition_steps, low=0, low_open=True)
+  _validation.check_range("transition_begin", transition_begin, low=0)
 
   def schedule(count):
     return _polynomial(
@@ -221,9 +228,9 @@ def exponential_decay(
     Optax's `exponential_decay
     <https://optax.readthedocs.io/en/latest/api/optimizer_schedules.html>`_.
   """
-  _base.check_range("transition_steps", transition_steps, low=0, low_open=True)
-  _base.check_range("decay_rate", decay_rate, low=0, low_open=True)
-  _base.check_range("transition_begin", transition_begin, low=0)
+  _validation.check_range("transition_steps", transition_steps, low=0, low_open=True)
+  _validation.check_range("decay_rate", decay_rate, low=0, low_open=True)
+  _validation.check_range("transition_begin", transition_begin, low=0)
 
   def schedule(count):
     init, rate = as_float(init_value), as_float(decay_rate)
@@ -270,8 +277,8 @@ def piecewise_constant_schedule(
   """
   items = sorted((boundaries_and_scales or {}).items())
   for boundary, scale in items:
-    _base.check_range("boundaries_and_scales (a step)", boundary, low=0)
-    _base.check_range("boundaries_and_scales (a scale)", scale, low=0)
+    _validation.check_range("boundaries_and_scales (a step)", boundary, low=0)
+    _validation.check_range("boundaries_and_scales (a scale)", scale, low=0)
 
   def schedule(count):
     t = as_float(count)
@@ -322,7 +329,7 @@ def join_schedules(
         f"entries; got {len(boundaries)}."
     )
   for boundary in boundaries:
-    _base.check_range("boundaries", boundary, low=0)
+    _validation.check_range("boundaries", boundary, low=0)
   check_sorted("boundaries", boundaries)
 
   def schedule(count):
@@ -374,8 +381,8 @@ def cosine_decay_schedule(
     Loshchilov & Hutter, 2017, `SGDR: Stochastic Gradient Descent with Warm
     Restarts <https://arxiv.org/abs/1608.03983>`_.
   """
-  _base.check_range("decay_steps", decay_steps, low=0, low_open=True)
-  _base.check_range("exponent", exponent, low=0)
+  _validation.check_range("decay_steps", decay_steps, low=0, low_open=True)
+  _validation.check_range("exponent", exponent, low=0)
 
   def schedule(count):
     return _cosine(count, init_value, decay_steps, alpha, exponent)
@@ -438,9 +445,9 @@ def warmup_cosine_decay_schedule(
     Restarts <https://arxiv.org/abs/1608.03983>`_; Goyal et al., 2017,
     `Accurate, Large Minibatch SGD <https://arxiv.org/abs/1706.02677>`_.
   """
-  _base.check_range("warmup_steps", warmup_steps, low=0)
-  _base.check_range("decay_steps", decay_steps, low=0, low_open=True)
-  _base.check_range("exponent", exponent, low=0)
+  _validation.check_range("warmup_steps", warmup_steps, low=0)
+  _validation.check_range("decay_steps", decay_steps, low=0, low_open=True)
+  _validation.check_range("exponent", exponent, low=0)
   _check_less("warmup_steps", warmup_steps, "decay_steps", decay_steps, True)
 
   def schedule(count):

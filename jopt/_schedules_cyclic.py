@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 import jax
 import jax.numpy as jnp
 
-from jopt import _base
+from jopt import _validation
 from jopt._base import ArrayLike, Schedule
 from jopt._schedules import (
     as_float,
@@ -28,11 +28,11 @@ from jopt._schedules import (
 def _check_onecycle(transition_steps, div_factor, final_div_factor,
                     **fractions: ArrayLike) -> None:
   """The argument checks the one-cycle schedules share."""
-  _base.check_range("transition_steps", transition_steps, low=0, low_open=True)
+  _validation.check_range("transition_steps", transition_steps, low=0, low_open=True)
   for name, value in fractions.items():
-    _base.check_range(name, value, low=0.0, high=1.0)
-  _base.check_range("div_factor", div_factor, low=0, low_open=True)
-  _base.check_range("final_div_factor", final_div_factor, low=0, low_open=True)
+    _validation.check_range(name, value, low=0.0, high=1.0)
+  _validation.check_range("div_factor", div_factor, low=0, low_open=True)
+  _validation.check_range("final_div_factor", final_div_factor, low=0, low_open=True)
 
 
 def _piecewise_interpolate(
@@ -107,7 +107,7 @@ def linear_onecycle_schedule(
   """
   _check_onecycle(transition_steps, div_factor, final_div_factor,
                   pct_start=pct_start, pct_final=pct_final)
-  if _base.is_concrete(pct_start) and _base.is_concrete(pct_final):
+  if _validation.is_concrete(pct_start) and _validation.is_concrete(pct_final):
     if float(pct_start) > float(pct_final):
       raise ValueError(
           f"`pct_start` must be <= `pct_final`; got {float(pct_start):g} > "

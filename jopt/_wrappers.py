@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _combine, _masking
+from jopt import _base, _combine, _numerics, _validation
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -31,8 +31,12 @@ def _zeros_like_output(fn: Callable[[], Any]) -> Any:
 
 
 def _keep_dtypes(new: Any, old: Any) -> Any:
-  # Both branches of a `lax.cond` must give the same dtypes.
-  return jax.tree.map(lambda n, o: jnp.asarray(n).astype(o.dtype), new, old)
+  # Both branches of a `lax.cond` must give the same dtypes; an inner state
+  # may hold Python numbers (an Optax transformation's ``{'foo': 1}``), which
+  # become arrays of their own dtype in both branches.
+  return jax.tree.map(
+      lambda n, o: jnp.asarray(n).astype(jnp.asarray(o).dtype), new, old
+  )
 
 
 # --- apply_if_finite --------------------------------------------------------
@@ -93,7 +97,7 @@ def apply_if_finite(
     Optax's `apply_if_finite
     <https://optax.readthedocs.io/en/latest/api/optimizer_wrappers.html#optax.apply_if_finite>`_.
   """
-  _masking.check_transform("`inner`", inner)
+  _validation.check_transform("`inner`", inner)
   if isinstance(max_consecutive_errors, bool) or not isinstance(
       max_consecutive_errors, numbers.Integral
   ):
@@ -101,7 +105,7 @@ def apply_if_finite(
         "`max_consecutive_errors` must be an int; got "
         f"{type(max_consecutive_errors).__name__}."
     )
-  _base.check_range("max_consecutive_errors", max_consecutive_errors, low=0)
+  _validation.check_range("max_consecutive_errors", max_consecutive_errors, low=0)
   max_consecutive_errors = int(max_consecutive_errors)  # numpy ints too
 
   def init_fn(params):
@@ -117,7 +121,7 @@ def apply_if_finite(
     notfinite_count = jnp.where(
         finite,
         jnp.zeros([], jnp.int32),
-        _base.safe_increment(state.notfinite_count),
+        _numerics.safe_increment(state.notfinite_count),
     )
 
     def run_inner():
@@ -131,7 +135,7 @@ def apply_if_finite(
 
     def skip(_):
       zeros, _ = _zeros_like_output(run_inner)
-      return zeros, state.inner_state
+      return zeros, _keep_dtypes(state.inner_state, state.inner_state)
 
     new_updates, inner_state = jax.lax.cond(
         finite | (notfinite_count > max_consecutive_errors), apply, skip, None
@@ -142,7 +146,7 @@ def apply_if_finite(
         total_notfinite=jnp.where(
             finite,
             state.total_notfinite,
-            _base.safe_increment(state.total_notfinite),
+            _numerics.safe_increment(state.total_notfinite),
         ),
         inner_state=inner_state,
     )
@@ -260,7 +264,7 @@ class MultiSteps:
       should_skip_update_fn: ShouldSkipUpdateFunction | None = None,
       accumulator_dtype: Any = jnp.float32,
   ):
-    _masking.check_transform("`opt`", opt)
+    _validation.check_transform("`opt`", opt)
     if callable(every_k_schedule):
       self._every_k_schedule = every_k_schedule
     else:
@@ -271,7 +275,7 @@ class MultiSteps:
             "`every_k_schedule` must be an int or a function of the step; "
             f"got {type(every_k_schedule).__name__}."
         )
-      _base.check_range("every_k_schedule", every_k_schedule, low=1)
+      _validation.check_range("every_k_schedule", every_k_schedule, low=1)
       every_k_schedule = int(every_k_schedule)  # numpy ints too
       self._every_k_schedule = lambda step: every_k_schedule
     self._opt = opt
@@ -302,25 +306,25 @@ class MultiSteps:
     """Returns the initial `MultiStepsState` for ``params``."""
     gradient_step = jnp.zeros([], jnp.int32)
     _, skip_state = self._skip(
-        _base.tree_zeros_like(params), gradient_step, params
+        _numerics.tree_zeros_like(params), gradient_step, params
     )
     return MultiStepsState(
         mini_step=jnp.zeros([], jnp.int32),
         gradient_step=gradient_step,
         inner_opt_state=self._opt.init(params),
-        acc_grads=_base.tree_zeros_like(params, self._accumulator_dtype),
+        acc_grads=_numerics.tree_zeros_like(params, self._accumulator_dtype),
         skip_state=skip_state,
     )
 
   def _accumulate(self, updates, state, params, extra_args):
     """Adds one minibatch; runs the inner optimizer if it closes a group."""
-    _combine.check_tree_match("updates", state.acc_grads, updates)
+    _validation.check_tree_match("updates", state.acc_grads, updates)
     k = jnp.asarray(self._every_k_schedule(state.gradient_step))
     k = k.astype(jnp.int32)
     n = state.mini_step
 
     def add(g, acc):
-      g = g.astype(acc.dtype)
+      g = jnp.asarray(g).astype(acc.dtype)
       if self._use_grad_mean:
         return acc + (g - acc) / (n + 1).astype(acc.dtype)
       return acc + g
@@ -329,7 +333,9 @@ class MultiSteps:
     emit = n >= k - 1
 
     def run_inner():
-      grads = jax.tree.map(lambda a, u: a.astype(u.dtype), acc_grads, updates)
+      grads = jax.tree.map(
+          lambda a, u: a.astype(_numerics.float_dtype(u)), acc_grads, updates
+      )
       return _combine.call_update(
           self._opt, grads, state.inner_opt_state, params, **extra_args
       )
@@ -340,13 +346,13 @@ class MultiSteps:
 
     def hold(_):
       zeros, _ = _zeros_like_output(run_inner)
-      return zeros, state.inner_opt_state
+      return zeros, _keep_dtypes(state.inner_opt_state, state.inner_opt_state)
 
     new_updates, inner_state = jax.lax.cond(emit, apply, hold, None)
     new_state = MultiStepsState(
         mini_step=jnp.where(emit, jnp.zeros_like(n), n + 1),
         gradient_step=jnp.where(
-            emit, _base.safe_increment(state.gradient_step), state.gradient_step
+            emit, _numerics.safe_increment(state.gradient_step), state.gradient_step
         ),
         inner_opt_state=inner_state,
         acc_grads=jax.tree.map(
@@ -375,7 +381,7 @@ class MultiSteps:
 
       def drop(_):
         zeros = _zeros_like_output(lambda: accumulate(None)[0])
-        return zeros, state
+        return zeros, _keep_dtypes(state, state)
 
       new_updates, new_state = jax.lax.cond(skip, drop, accumulate, None)
     return new_updates, new_state._replace(skip_state=skip_state)

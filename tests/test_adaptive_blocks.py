@@ -326,7 +326,7 @@ BAD_VALUES = [
     (jopt.scale_by_adam, {"b1": -0.5}, "b1"),
     (jopt.scale_by_rss, {"eps": -1.0}, "eps"),
     (jopt.scale_by_lion, {"mode": "soft"}, "mode"),
-    (jopt.add_decayed_weights, {"weight_decay": -0.1}, "weight_decay"),
+    (jopt.adamw, {"learning_rate": 0.1, "weight_decay": -0.1}, "weight_decay"),
     (jopt.add_l1, {"l1": -0.1}, "l1"),
 ]
 

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import jopt
+from jopt import _hyperparams, _validation
 
 PARAMS = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.2])}
 
@@ -182,3 +183,42 @@ def test_optax_and_jopt_learning_rates_in_one_chain_are_qualified():
   )
   hp = jopt.get_hyperparams(tx.init(PARAMS))
   assert {"0/learning_rate", "1/learning_rate"} <= set(hp)
+
+
+# --- Declaring a constructor's hyperparameters -------------------------------
+
+
+@_hyperparams.sweepable("factor")
+def _scaled(factor):
+  """A constructor declared the way code outside the core may declare it:
+  the name positionally, the range checked in its body."""
+  _validation.check_range("factor", factor, low=0.0)
+  return jopt.scale.plain(factor)
+
+
+@_hyperparams.sweepable(factor=_validation.NON_NEGATIVE, decay=_validation.DECAY)
+def _declared(factor, decay=0.5):
+  del decay
+  return jopt.scale.plain(factor)
+
+
+@pytest.mark.parametrize("constructor", [_scaled, _declared])
+def test_declared_hyperparameters_live_in_the_state(constructor):
+  with pytest.raises(ValueError, match="factor"):
+    constructor(-1.0)
+  tx = constructor(2.0)
+  state = jopt.set_hyperparams(tx.init(jnp.ones(2)), factor=3.0)
+  chex.assert_trees_all_close(tx.update(jnp.ones(2), state)[0], 3 * jnp.ones(2))
+  # The plain form: the body alone, no state of its own.
+  plain = constructor.plain(2.0)
+  assert plain.init(jnp.ones(2)) == jopt.EmptyState()
+
+
+def test_declared_decay_keeps_its_complement():
+  state = _declared(1.0, decay=0.999).init(jnp.ones(1))
+  assert set(jopt.get_hyperparams(state)) == {"factor", "decay"}
+  assert float(state.complements["decay"]) == float(jnp.float32(1 - 0.999))
+  state = jopt.set_hyperparams(state, decay=0.9)
+  assert float(state.complements["decay"]) == float(jnp.float32(1 - 0.9))
+  with pytest.raises(ValueError, match="decay"):
+    _declared(1.0, decay=1.0)
