@@ -158,12 +158,12 @@ def _dog(learning_rate, init_step_kind, init_step_value, eps, weight_decay,
   decay = (
       _base.identity()
       if weight_decay is None
-      else _regularize.add_decayed_weights(weight_decay, mask)
+      else _regularize.add_decayed_weights.plain(weight_decay, mask)
   )
   return _combine.chain(
       decay,
-      _scale_by_dog(init_step_kind, init_step_value, eps),
-      _scale.scale_by_learning_rate(learning_rate),
+      _scale_by_dog.plain(init_step_kind, init_step_value, eps),
+      _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 

@@ -140,7 +140,7 @@ def sgd_hd(
   if momentum is None:
     direction = _base.identity()
   else:
-    direction = _scale.trace(decay=momentum, nesterov=nesterov)
+    direction = _scale.trace.plain(decay=momentum, nesterov=nesterov)
   return _scale_by_hypergradient(direction, learning_rate, hypergrad_lr)
 
 
@@ -197,5 +197,5 @@ def adam_hd(
   _base.check_range("b1", b1, low=0.0, high=1.0, high_open=True)
   _base.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
   _base.check_range("eps", eps, low=0.0)
-  direction = _adam.scale_by_adam(b1=b1, b2=b2, eps=eps)
+  direction = _adam.scale_by_adam.plain(b1=b1, b2=b2, eps=eps)
   return _scale_by_hypergradient(direction, learning_rate, hypergrad_lr)

@@ -205,7 +205,9 @@ def _occurrences(state: Any, prefix: tuple[str, ...] = ()):
       continue
     here = prefix + tuple(p for p in map(_key_str, path) if p is not None)
     for name, value in leaf.hyperparams.items():
-      if callable(value):
+      # A schedule is not a value; an array wrapped in a callable container
+      # (an NNX variable inside nnx.Optimizer's state) is.
+      if callable(value) and not hasattr(value, "__jax_array__"):
         continue
       yield here, name, value
     yield from _occurrences(leaf.inner_state, here)
@@ -244,9 +246,16 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
   for _, name, _ in found:
     counts[name] = counts.get(name, 0) + 1
   return {
-      (name if counts[name] == 1 else _qualified(path, name)): value
+      (name if counts[name] == 1 else _qualified(path, name)): _unwrap(value)
       for path, name, value in found
   }
+
+
+def _unwrap(value: Any) -> Any:
+  """The array inside a container such as an NNX variable (nnx.Optimizer)."""
+  if callable(value) and hasattr(value, "__jax_array__"):
+    return jnp.asarray(value)
+  return value
 
 
 def _resolve(state: Any, names) -> dict[str, tuple[tuple[str, ...], str]]:
@@ -323,6 +332,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         requested = targets.get((here, name))
         if requested is None:
           continue
+        wrapper = old if callable(old) and hasattr(old, "replace") else None
         old = jnp.asarray(old)
         value = values[requested]
         shape = jnp.broadcast_shapes(jnp.shape(value), old.shape)
@@ -333,6 +343,8 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         hp[name] = jnp.broadcast_to(
             jnp.asarray(value).astype(old.dtype), shape
         )
+        if wrapper is not None:  # an NNX variable: a new one, same kind
+          hp[name] = wrapper.replace(hp[name])
       leaf = leaf._replace(
           hyperparams=hp, inner_state=rewrite(leaf.inner_state, here)
       )

@@ -301,10 +301,10 @@ def schedule_free_sgd(
   _base.check_range("learning_rate", learning_rate, low=0.0)
   _base.check_range("weight_decay", weight_decay, low=0.0)
   lr = _warmup(learning_rate, warmup_steps)
-  base = _scale.scale_by_learning_rate(lr)
+  base = _scale.scale_by_learning_rate.plain(lr)
   if weight_decay is not None:
-    base = _combine.chain(_regularize.add_decayed_weights(weight_decay), base)
-  return schedule_free(
+    base = _combine.chain(_regularize.add_decayed_weights.plain(weight_decay), base)
+  return schedule_free.plain(
       base, lr, b1=b1, weight_lr_power=weight_lr_power,
       state_dtype=state_dtype,
   )
@@ -370,13 +370,13 @@ def schedule_free_adamw(
   _base.check_range("weight_decay", weight_decay, low=0.0)
   lr = _warmup(learning_rate, warmup_steps)
   base = _combine.chain(
-      _adaptive.scale_by_rms(
+      _adaptive.scale_by_rms.plain(
           decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True
       ),
-      _regularize.add_decayed_weights(weight_decay),
-      _scale.scale_by_learning_rate(lr),
+      _regularize.add_decayed_weights.plain(weight_decay),
+      _scale.scale_by_learning_rate.plain(lr),
   )
-  return schedule_free(
+  return schedule_free.plain(
       base, lr, b1=b1, weight_lr_power=weight_lr_power,
       state_dtype=state_dtype,
   )

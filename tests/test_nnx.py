@@ -125,3 +125,33 @@ def test_sweep_over_an_nnx_model_equals_one_run_per_value():
     # the 3x2 model keeps it within a few ulps.
     np.testing.assert_allclose(result.metrics["loss"][i], alone["loss"],
                                rtol=1e-5)
+
+
+def test_get_and_set_hyperparams_directly_on_the_optimizer_state():
+  # NNX wraps the state's arrays in variables (callable containers); the
+  # hyperparameters are read and written through them, and the written
+  # state keeps its variables, so the jitted step does not retrace.
+  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, jopt.adamw(1e-2, weight_decay=1e-4),
+                            wrt=nnx.Param)
+  x, y = jnp.ones((8, 3)), jnp.zeros((8, 2))
+  traces = []
+
+  @nnx.jit
+  def step(model, optimizer):
+    traces.append(1)
+    loss, grads = nnx.value_and_grad(
+        lambda m: jnp.mean((m(x) - y) ** 2))(model)
+    optimizer.update(model, grads)
+    return loss
+
+  step(model, optimizer)
+  got = jopt.get_hyperparams(optimizer.opt_state)
+  assert set(got) >= {"learning_rate", "weight_decay"}
+  np.testing.assert_allclose(got["learning_rate"], 1e-2)
+  optimizer.opt_state = jopt.set_hyperparams(optimizer.opt_state,
+                                             learning_rate=1e-3)
+  np.testing.assert_allclose(
+      jopt.get_hyperparams(optimizer.opt_state)["learning_rate"], 1e-3)
+  step(model, optimizer)
+  assert len(traces) == 1
