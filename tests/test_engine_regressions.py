@@ -134,7 +134,8 @@ def test_a_single_trial_is_not_padded():
   assert len(res) == 1
   from jopt.sweep import _executor
   assert _executor.lanes_for(1, "cpu") == 1
-  assert _executor.lanes_for(5, "cpu") == 8
+  assert _executor.lanes_for(5, "cpu") == 1
+  assert _executor.lanes_for(5, "gpu") == 8  # a power of two >= 5
   assert _executor.lanes_for(1000, "gpu") == _executor.ACCELERATOR_LANES
 
 

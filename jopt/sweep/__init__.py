@@ -53,7 +53,7 @@ Lanes, devices and hosts
 ------------------------
 The trial axis is sharded over a one-dimensional `jax.sharding.Mesh` named
 ``"trials"`` over ``jax.devices()`` (or ``devices=``). Each device computes
-its trials in vmapped groups of a fixed width, ``lanes`` (8 on CPU, 32 on
+its trials in vmapped groups of a fixed width, ``lanes`` (1 on CPU, 32 on
 accelerators, fewer for a search of fewer trials), one group after
 another. XLA picks kernels by width, and training amplifies their rounding,
 so a fixed width is what makes a trial's result the same, bit for bit,

@@ -222,7 +222,7 @@ def run(
       they compile.
       Pass ``{}`` for XLA's defaults (long CPU sweeps).
     lanes: trials computed side by side on a device: the width of the
-      vmap inside each device's loop. None: 8 on CPU, 32 on accelerators,
+      vmap inside each device's loop. None: 1 on CPU, 32 on accelerators,
       but no more than the power of two at or above ``num_trials``. Results
       depend on it (and on nothing else of the layout), so pass the same
       value to compare runs bit for bit.

@@ -33,10 +33,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 TRIALS_AXIS = "trials"
 # Lanes per device by platform: the width every trial is computed at (see
-# the module docstring), measured with benchmarks/sweep.py. On CPU a vmap
-# wider than 8 gains nothing more on the MLP sweep; on accelerators, where
-# width is what fills the chip, 32.
-DEFAULT_LANES = {"cpu": 8}
+# the module docstring), chosen with benchmarks/lanes.py. On CPU a batched
+# matmul is slower than its trials' matmuls one after another (the MLP
+# sweep ran 2.2x faster at 1 lane than at 32, 1.7x on two devices), so one
+# trial at a time; on accelerators, where width is what fills the chip, 32.
+DEFAULT_LANES = {"cpu": 1}
 ACCELERATOR_LANES = 32
 # Per-device budget when the device reports no memory limit (CPU).
 CPU_MEMORY_BUDGET = 2 << 30
@@ -55,7 +56,7 @@ def lanes_for(num_trials: int, platform: str, lanes: int | None = None) -> int:
 
   ``lanes`` when given; otherwise the platform's width, but no wider than
   the search needs (a power of two >= ``num_trials``), so a single trial is
-  not padded to eight. It depends on the search alone, never on devices or
+  never padded to the platform's width. It depends on the search alone, never on devices or
   chunks, and a search keeps it to the end (a halving survivor included).
   """
   if lanes is not None:
