@@ -329,3 +329,50 @@ def test_max_parallel_must_be_a_positive_int_everywhere(max_parallel):
   with pytest.raises(ValueError, match="max_parallel"):
     sweep.run_stepwise(init, segment, SPACE, num_trials=4, num_segments=1,
                        key=KEY, metric="loss", max_parallel=max_parallel)
+
+
+def _keyed_init(hp, key):
+  return {"w": jax.random.normal(key, (3,)), "key": key}
+
+
+def _keyed_segment(state, hp):
+  # The state carries its own data key, typed (jax.random.key), the usual
+  # way to draw a new minibatch every step.
+  key, sub = jax.random.split(state["key"])
+  w = state["w"] - hp["lr"] * (state["w"] + 0.1 * jax.random.normal(sub, (3,)))
+  return {"w": w, "key": key}, {"loss": jnp.sum(w * w)}
+
+
+@pytest.mark.parametrize("name", ["run_stepwise", "successive_halving",
+                                  "hyperband", "pbt"])
+def test_a_typed_key_in_the_state_survives_promotion_and_resume(
+    name, tmp_path, monkeypatch):
+  kw = {"run_stepwise": dict(num_trials=6, num_segments=3),
+        "successive_halving": dict(num_trials=6, max_segments=4, eta=2),
+        "hyperband": dict(max_segments=4, eta=2),
+        "pbt": dict(population=6, num_rounds=3)}[name]
+  search = getattr(sweep, name)
+
+  def call(**extra):
+    return search(_keyed_init, _keyed_segment, SPACE, key=KEY,
+                  metric="loss", **kw, **extra)
+
+  whole = call()
+  saved = []
+  real_save = _loop.save
+
+  def save_then_stop(ckpt, ex, state):
+    real_save(ckpt, ex, state)
+    saved.append(state.step)
+    if len(saved) == 2:
+      raise _Interrupted
+
+  monkeypatch.setattr(_loop, "save", save_then_stop)
+  folder = str(tmp_path / "ckpt")
+  with pytest.raises(_Interrupted):
+    call(checkpoint_dir=folder)
+  monkeypatch.setattr(_loop, "save", real_save)
+  assert_same_bits(whole, call(checkpoint_dir=folder))
+  if whole.final_state is not None:
+    assert jnp.issubdtype(whole.final_state["key"].dtype,
+                          jax.dtypes.prng_key)

@@ -102,6 +102,44 @@ def compiled_bytes(compiled: Any) -> int | None:
 # --- Keys ---------------------------------------------------------------------
 
 
+class HostKeys:
+  """Typed PRNG keys brought to the host: their raw data and their impl.
+
+  numpy cannot hold a typed key, and a trial's state often carries one (its
+  data key). `Executor.gather` returns keys as this, `Executor.put` places
+  them back as typed keys, checkpoints store ``data`` and ``impl``.
+  """
+
+  def __init__(self, data: np.ndarray, impl: str):
+    self.data = np.asarray(data)
+    self.impl = str(impl)
+
+  def __getitem__(self, index: Any) -> HostKeys:
+    return HostKeys(self.data[index], self.impl)
+
+  def __len__(self) -> int:
+    return len(self.data)
+
+  def to_jax(self) -> jax.Array:
+    """The keys as a typed JAX array."""
+    return jax.random.wrap_key_data(jnp.asarray(self.data), impl=self.impl)
+
+  @staticmethod
+  def concatenate(parts: Sequence[HostKeys]) -> HostKeys:
+    return HostKeys(np.concatenate([p.data for p in parts]), parts[0].impl)
+
+
+def to_host_values(tree: Any) -> Any:
+  """`HostKeys` leaves as typed JAX keys; everything else unchanged."""
+  return jax.tree.map(
+      lambda x: x.to_jax() if isinstance(x, HostKeys) else x, tree)
+
+
+def is_typed_key(x: Any) -> bool:
+  return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+
 class KeySpec:
   """A PRNG key passed into programs as raw data (placeable anywhere)."""
 
@@ -221,6 +259,8 @@ class Executor:
     sharding = self.sharding(ndev)
 
     def place(x):
+      if isinstance(x, HostKeys):
+        return jax.random.wrap_key_data(place(x.data), impl=x.impl)
       x = np.asarray(x)
       return jax.make_array_from_callback(x.shape, sharding,
                                           lambda index: x[index])
@@ -241,6 +281,8 @@ class Executor:
     """Global arrays -> numpy on every process (all-gathered if needed)."""
 
     def get(x):
+      if is_typed_key(x):
+        return HostKeys(get(jax.random.key_data(x)), jax.random.key_impl(x))
       if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
       from jax.experimental import multihost_utils

@@ -145,7 +145,9 @@ class _Halving:
                                                          self.key))
     states = [jax.tree.unflatten(treedef, leaves)
               for leaves in h["final_states"]]
-    result.final_state = jax.tree.map(lambda *xs: np.concatenate(xs), *states)
+    result.final_state = _executor.to_host_values(jax.tree.map(
+        lambda *xs: (_executor.HostKeys.concatenate(xs) if isinstance(
+            xs[0], _executor.HostKeys) else np.concatenate(xs)), *states))
     return result
 
 

@@ -67,6 +67,8 @@ class Strategy(Protocol):
 
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+  if isinstance(obj, _executor.HostKeys):
+    return {"__keys__": _encode(obj.data, arrays), "impl": obj.impl}
   if isinstance(obj, (np.ndarray, np.generic)) and not isinstance(
       obj, (np.bool_,)) or isinstance(obj, np.ndarray):
     name = f"h{len(arrays)}"
@@ -87,6 +89,8 @@ def _decode(obj: Any, arrays: Mapping[str, np.ndarray]) -> Any:
   if isinstance(obj, dict):
     if "__array__" in obj:
       return arrays[obj["__array__"]]
+    if "__keys__" in obj:
+      return _executor.HostKeys(_decode(obj["__keys__"], arrays), obj["impl"])
     return {k: _decode(v, arrays) for k, v in obj["__dict__"]}
   if isinstance(obj, list):
     return [_decode(v, arrays) for v in obj]
@@ -98,9 +102,14 @@ def save(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
   arrays: dict[str, np.ndarray] = {}
   host = _encode(state.host, arrays)
   leaves = jax.tree.leaves(ex.gather(state.device))
+  impls = {}
   for i, leaf in enumerate(leaves):
+    if isinstance(leaf, _executor.HostKeys):
+      impls[str(i)] = leaf.impl
+      leaf = leaf.data
     arrays[f"d{i}"] = leaf
   ckpt.save_state(state.step, {"host": host, "num_leaves": len(leaves),
+                               "key_impls": impls,
                                "has_device": state.device is not None,
                                "ndev": state.ndev}, arrays)
 
@@ -116,7 +125,10 @@ def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
   if meta.get("has_device"):
     template = strategy.device_template(state)
     treedef = jax.tree.structure(template)
-    leaves = [arrays[f"d{i}"] for i in range(int(meta["num_leaves"]))]
+    impls = meta.get("key_impls", {})
+    leaves = [_executor.HostKeys(arrays[f"d{i}"], impls[str(i)])
+              if str(i) in impls else arrays[f"d{i}"]
+              for i in range(int(meta["num_leaves"]))]
     if treedef.num_leaves != len(leaves):
       raise ValueError(f"the state in {ckpt.directory!r} does not fit this "
                        f"search's training state; use a new checkpoint_dir.")

@@ -272,8 +272,8 @@ class _PBT:
 
   def postprocess(self, state):
     h, p = state.host, self.population
-    final_state = jax.tree.map(lambda x: x[:p],
-                               self.ex.gather(state.device["state"]))
+    final_state = _executor.to_host_values(jax.tree.map(
+        lambda x: x[:p], self.ex.gather(state.device["state"])))
     return _stepwise.make_result(
         PBTResult, self.space, {n: v[-1] for n, v in h["history"].items()},
         h["final"], metric=self.metric, mode=self.mode,
