@@ -155,6 +155,8 @@ def main(argv=None):
     s = np.median([x["steps"] for x in runs[n]])
     print(f"{n:<40}{q[1]:>12.4f} [{q[0]:.4f}, {q[2]:.4f}]{int(s):>14d}"
           f"{s / grid_steps:>10.3f}")
+  print("true test loss of every grid rate (3 fresh seeds): " + ", ".join(
+      f"{v:.2g}: {q:.3f}" for v, q in zip(lrs, oracle, strict=True)))
   best_i = int(np.nanargmin(oracle))
   print(f"oracle: the best grid rate by true quality is {lrs[best_i]:.3g} "
         f"({oracle[best_i]:.4f}); the grid's picks: " + ", ".join(
@@ -173,9 +175,15 @@ def main(argv=None):
                     f"{frac:.3f} of the grid's member-steps (<= 0.333): "
                     f"{'MET' if ok else 'MISSED'}")
     if not ok:
-      print(f"\nWhere {n}'s budget went (repeat 0; true loss of its pick "
-            f"{runs[n][0]['true']:.4f}):")
-      for line in budget_of_rungs(runs[n][0]["res"], steps):
+      print(f"\nWhere {n}'s budget went: its pick in every repeat")
+      for i, x in enumerate(runs[n]):
+        best = x["res"].best()
+        val = float(np.ravel(best.metrics["val_loss"])[-1])
+        print(f"  repeat {i}: rate {best.hparams['learning_rate']:.3g}, "
+              f"validation loss {val:.4f}, true loss {x['true']:.4f}")
+      worst = int(np.argmax([x["true"] for x in runs[n]]))
+      print(f"and its rungs in repeat {worst}, its worst:")
+      for line in budget_of_rungs(runs[n][worst]["res"], steps):
         print("  " + line)
   pq = float(np.median([x["true"] for x in runs["PBT"]]))
   fq = float(np.median([x["true"] for x in runs[names[-1]]]))
