@@ -1,8 +1,8 @@
 """Search efficiency on noise-aware terms: grid vs halving, Hyperband, PBT.
 
 Every method searches the AdamW learning rate of the CNN of ``examples/cnn``
-(through ``benchmarks/race.py``'s task: 8-16 channels, no dropout, weight
-decay and ``b1`` fixed) on scikit-learn's digits. A segment is
+(the race's task, ``benchmarks/race_task.py``: 8-16 channels, no dropout,
+weight decay and ``b1`` fixed) on scikit-learn's digits. A segment is
 ``--segment-steps`` steps followed by the validation loss; a full trial is
 ``--max-segments`` segments.
 
@@ -47,7 +47,7 @@ import numpy as np
 from jopt import sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import race  # noqa: E402
+import race_task as race  # noqa: E402
 
 
 def quartiles(xs):
