@@ -37,6 +37,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import jopt
 from jopt import sweep
@@ -89,15 +90,25 @@ def load(task: Task):
   """``(net, init(key), loss(params, x, y), train (x, y), val (x, y))``."""
   if task.name == "cnn_digits":
     splits = cnn_data.load_splits(seed=0)
-    net = cnn_model.CNN(features=(8, 16), dropout_rate=0.0)
+    # The example's NNX model, used functionally: its parameters are the
+    # pytree the optimizers see; graph and the rest of its state are fixed.
+    template = cnn_model.CNN(features=(8, 16), dropout_rate=0.0,
+                             rngs=nnx.Rngs(0))
+    graphdef, _, rest = nnx.split(template, nnx.Param, ...)
     train = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
     val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
 
     def loss(params, x, y):
-      return cnn_model.cross_entropy(net.apply({"params": params}, x), y)
+      model = nnx.merge(graphdef, params, rest)
+      return cnn_model.cross_entropy(model(x), y)
 
     def init(key):
-      return cnn_model.init_params(net, key, train[0][:1])
+      # A fresh model in the trace (NNX variables are not shared across
+      # traces), its parameters drawn from `key` as the example does.
+      model = cnn_model.CNN(features=(8, 16), dropout_rate=0.0,
+                            rngs=nnx.Rngs(0))
+      cnn_model.init_params(model, key)
+      return nnx.state(model, nnx.Param)
 
     return init, loss, train, val
   data = diabetes.load_data(seed=0)

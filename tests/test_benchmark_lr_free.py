@@ -44,3 +44,16 @@ def test_quick_race(tmp_path, capsys):
   assert (tmp_path / "lr_free.png").stat().st_size > 10_000
   saved = json.loads((tmp_path / "summary.json").read_text())
   assert saved["mlp_diabetes"]["best_adamw"] == "adamw lr=0.01"
+
+
+def test_the_cnn_task_builds_from_the_example_model():
+  # The race's CNN task uses examples/cnn's model (Flax NNX): it must build
+  # and give a finite loss, as the race would see it (no race run here).
+  import jax
+
+  bench = _load()
+  task = next(t for t in bench.default_tasks(True) if t.name == "cnn_digits")
+  init, loss, train, _ = bench.load(task)
+  params = init(jax.random.key(0))
+  value = loss(params, train[0][:8], train[1][:8])
+  assert np.isfinite(float(value)) and float(value) > 0
