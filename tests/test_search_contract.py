@@ -156,26 +156,32 @@ class _Interrupted(Exception):
   pass
 
 
-@pytest.mark.parametrize("name", [n for n in SEARCHES if n != "run"])
-def test_interrupted_search_resumes_to_the_same_bits(reference, name,
-                                                     tmp_path, monkeypatch):
-  # `run` is killed with -9 in test_sweep_checkpoint.py; here every
-  # stepwise search stops after its first saved step, then the same call
-  # resumes from the folder.
+def _stop_after_saves(monkeypatch, count, search):
+  """Runs ``search`` until ``count`` states are saved, then interrupts it."""
   saved = []
   real_save = _loop.save
 
   def save_then_stop(ckpt, ex, state):
     real_save(ckpt, ex, state)
     saved.append(state.step)
-    if len(saved) == 1:
+    if len(saved) == count:
       raise _Interrupted
 
   monkeypatch.setattr(_loop, "save", save_then_stop)
-  folder = str(tmp_path / "ckpt")
   with pytest.raises(_Interrupted):
-    _search(name, checkpoint_dir=folder)
+    search()
   monkeypatch.setattr(_loop, "save", real_save)
+
+
+@pytest.mark.parametrize("name", [n for n in SEARCHES if n != "run"])
+def test_interrupted_search_resumes_to_the_same_bits(reference, name,
+                                                     tmp_path, monkeypatch):
+  # `run` is killed with -9 in test_sweep_checkpoint.py; here every
+  # stepwise search stops after its first saved step, then the same call
+  # resumes from the folder.
+  folder = str(tmp_path / "ckpt")
+  _stop_after_saves(monkeypatch, 1,
+                    lambda: _search(name, checkpoint_dir=folder))
   resumed = _search(name, checkpoint_dir=folder)
   assert_same_bits(_reference(reference, name), resumed)
 
@@ -361,20 +367,8 @@ def test_a_typed_key_in_the_state_survives_promotion_and_resume(
                   metric="loss", **kw, **extra)
 
   whole = call()
-  saved = []
-  real_save = _loop.save
-
-  def save_then_stop(ckpt, ex, state):
-    real_save(ckpt, ex, state)
-    saved.append(state.step)
-    if len(saved) == 2:
-      raise _Interrupted
-
-  monkeypatch.setattr(_loop, "save", save_then_stop)
   folder = str(tmp_path / "ckpt")
-  with pytest.raises(_Interrupted):
-    call(checkpoint_dir=folder)
-  monkeypatch.setattr(_loop, "save", real_save)
+  _stop_after_saves(monkeypatch, 2, lambda: call(checkpoint_dir=folder))
   assert_same_bits(whole, call(checkpoint_dir=folder))
   if whole.final_state is not None:
     assert jnp.issubdtype(whole.final_state["key"].dtype,
