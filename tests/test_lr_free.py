@@ -24,7 +24,13 @@ import numpy as np
 import optax
 import pytest
 from jax.flatten_util import ravel_pytree
-from test_optimizers import _init_params, _loss, _trajectory
+from test_optimizers import (
+    BF16_STEPS,
+    _init_params,
+    _loss,
+    _run_in_bfloat16,
+    _trajectory,
+)
 
 import jopt
 
@@ -365,27 +371,9 @@ def test_vmap_over_set_hyperparams_state_matches_loop(row):
 # --- bfloat16 params ------------------------------------------------------------
 
 
-BF16_STEPS = 3
-
 
 def test_bfloat16_params_give_bfloat16_updates(row):
-  tx = _runners(row).tx
-
-  @jax.jit
-  def run(params):
-    def body(carry, _):
-      p, s = carry
-      updates, s = tx.update(jax.grad(_loss)(p), s, p)
-      return (jopt.apply_updates(p, updates), s), updates
-
-    (params, state), updates = jax.lax.scan(
-        body, (params, tx.init(params)), None, length=BF16_STEPS
-    )
-    return updates, state, params
-
-  updates, state, new_params = run(
-      jax.tree.map(lambda x: x.astype(jnp.bfloat16), _init_params())
-  )
+  updates, state, new_params = _run_in_bfloat16(_runners(row).tx)
   for tree in (updates, new_params):
     assert {x.dtype for x in jax.tree.leaves(tree)} == {jnp.dtype(jnp.bfloat16)}
   chex.assert_tree_all_finite(updates)

@@ -398,9 +398,8 @@ def test_vmap_over_set_hyperparams_state_matches_loop(row):
 BF16_STEPS = 3
 
 
-@functools.cache
-def _bfloat16_run(row: Row):
-  tx = _runners(row).tx
+def _run_in_bfloat16(tx):
+  """``(updates, state, params)`` after BF16_STEPS steps from bf16 params."""
 
   @jax.jit
   def run(params):
@@ -415,6 +414,11 @@ def _bfloat16_run(row: Row):
     return updates, state, params
 
   return run(jax.tree.map(lambda x: x.astype(jnp.bfloat16), _init_params()))
+
+
+@functools.cache
+def _bfloat16_run(row: Row):
+  return _run_in_bfloat16(_runners(row).tx)
 
 
 def test_bfloat16_params_give_bfloat16_updates(row):
