@@ -180,9 +180,13 @@ def ema(new: jax.Array, moment: jax.Array, decay: Any) -> jax.Array:
 def debias(moment: jax.Array, decay: Any, count: jax.Array) -> jax.Array:
   """``moment / (1 - decay^count)``, the power taken in at least float32.
 
-  Only the divisor is cast to the moment's dtype: ``decay^count`` in bf16
-  would round to 1 and divide by zero.
+  Only the correction factor is cast to the moment's dtype:
+  ``decay^count`` in bf16 would round to 1 and divide by zero.
   """
   dtype = promote(jnp.float32, moment.dtype)
   power = as_hyperparam(decay).astype(dtype) ** count.astype(dtype)
-  return moment / (1 - power).astype(moment.dtype)
+  # One scalar reciprocal, then a multiply: XLA rewrites ``moment / scalar``
+  # into this form in some programs and not in others (it did not inside a
+  # multi-device sweep), so writing it out keeps a trial's bits the same
+  # whatever program it runs in.
+  return moment * (1 / (1 - power)).astype(moment.dtype)

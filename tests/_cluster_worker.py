@@ -43,6 +43,22 @@ def train_fn(hp, key):
   return {"loss": losses[-1], "curve": losses}
 
 
+def reporting_train_fn(hp, key):
+  # train_fn with live progress: `report` inside the scan, every step.
+  w = jax.random.normal(key, (4,))
+  tx = jopt.adam(hp["lr"])
+
+  def step(carry, t):
+    w, s = carry
+    loss, g = jax.value_and_grad(lambda w: jnp.sum((w - 1.0) ** 2))(w)
+    sweep.report(t, num_steps=20, loss=loss)
+    u, s = tx.update(g, s, w)
+    return (jopt.apply_updates(w, u), s), loss
+
+  _, losses = jax.lax.scan(step, (w, tx.init(w)), jnp.arange(20))
+  return {"loss": losses[-1], "curve": losses}
+
+
 def init(hp, key):
   w = jax.random.normal(key, (4,))
   return {"w": w, "s": jopt.sgd(hp["lr"], momentum=0.9).init(w)}
@@ -74,6 +90,14 @@ results = {
                      num_rounds=3, metric="loss",
                      checkpoint_dir=os.path.join(ckpt, "pbt")),
 }
+# Live progress on: every process traces the same callbacks (so the
+# programs stay identical), and only process 0 draws the bar.
+os.environ["JOPT_PROGRESS"] = "1"
+print("progress-start", flush=True)
+results["report"] = sweep.run(reporting_train_fn, space, num_trials=10,
+                              key=key, progress=True)
+sys.stderr.flush()
+print("progress-end", flush=True)
 for name, result in results.items():
   result.save(os.path.join(out, f"{name}-{num_processes}-{process_id}.npz"))
 print("done", process_id, jax.device_count(), flush=True)

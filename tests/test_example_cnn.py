@@ -223,17 +223,11 @@ def test_nnx_sweep_equals_linen_sweep(cnn):
     )
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="known gap: on CPU the CNN's per-lane computation still differs "
-  "by ~1 ulp between 1 and 2 devices at a fixed lane width (the matmul "
-  "models of test_search_contract.py are bit-identical); strict, so a fix "
-  "shows up",
-)
 def test_cnn_sweep_is_the_same_on_one_or_two_devices(cnn):
   # Issue: the old engine picked another best trial on 2 CPU devices than
   # on 1 (vmap width decided XLA's kernels). Every device now computes at
-  # one lane width; for this CNN some difference remains (see the mark).
+  # one lane width, and Adam's bias correction is written so that XLA
+  # cannot compute it one way in one program and another way in the other.
   train_lib, data_lib = cnn.train, cnn.data
   config = train_lib.QUICK
   splits = data_lib.load_splits(seed=config.seed)

@@ -44,12 +44,14 @@ def cluster_run(tmp_path_factory):
     for p in procs:
       if p.poll() is None:
         p.kill()
-  for p, log in zip(procs, logs, strict=True):
+  for p, log, c in zip(procs, logs, commands, strict=True):
     assert p.returncode == 0, log[-3000:]
+    (out / f"log-{c[-3]}-{c[-2]}.txt").write_text(log)
   return out
 
 
 @pytest.mark.parametrize("name, cls", [("run", sweep.SweepResult),
+                                       ("report", sweep.SweepResult),
                                        ("halving", sweep.AdaptiveResult),
                                        ("pbt", sweep.PBTResult)])
 def test_every_process_gets_the_single_process_result(cluster_run, name, cls):
@@ -66,6 +68,29 @@ def test_every_process_gets_the_single_process_result(cluster_run, name, cls):
       np.testing.assert_array_equal(got.parents, single.parents)
     if name == "halving":
       np.testing.assert_array_equal(got.segments_run, single.segments_run)
+
+
+def test_live_progress_leaves_the_results_alone(cluster_run):
+  # `report` adds host callbacks to the program, never a change of value.
+  plain = sweep.SweepResult.load(cluster_run / "run-2-0.npz")
+  reported = sweep.SweepResult.load(cluster_run / "report-2-0.npz")
+  for k in plain.metrics:
+    np.testing.assert_array_equal(reported.metrics[k], plain.metrics[k])
+
+
+def _progress_output(cluster_run, processes, process):
+  log = (cluster_run / f"log-{processes}-{process}.txt").read_text()
+  return log.split("progress-start", 1)[1].split("progress-end", 1)[0]
+
+
+def test_only_process_zero_shows_live_progress(cluster_run):
+  # The bar counts trial-steps reported from inside the program running on
+  # both processes' devices, and shows the running best; process 1 is
+  # silent.
+  shown = _progress_output(cluster_run, 2, 0)
+  assert "10.0/10" in shown and "best loss=" in shown, shown
+  assert _progress_output(cluster_run, 2, 1).strip() == ""
+  assert "best loss=" in _progress_output(cluster_run, 1, 0)
 
 
 def test_the_shared_checkpoint_folder_is_complete(cluster_run):

@@ -58,9 +58,12 @@ accelerators, fewer for a search of fewer trials), one group after
 another. XLA picks kernels by width, and training amplifies their rounding,
 so a fixed width is what makes a trial's result the same, bit for bit,
 on 1 or 8 devices, in one process or several, in one call or in chunks
-(``max_parallel``): tested for matmul models on every search. A known gap:
-the convolutional model of ``examples/cnn`` still differs by about one
-float32 ulp between 1 and 2 CPU devices. Trial ``i`` always uses
+(``max_parallel``): tested for matmul models on every search and for the
+CNN of ``examples/cnn``. XLA may still rewrite a non-exact step of your own
+``train_fn`` in one program and not in another: it turned Adam's
+``moment / scalar`` into ``moment * (1 / scalar)`` inside a one-device sweep
+only, so jopt writes that multiply out, and so should yours. Trial ``i``
+always uses
 ``jax.random.fold_in(key, i)``.
 
 Several hosts: call ``jax.distributed.initialize(...)`` in every process

@@ -163,9 +163,8 @@ def run(
   ``lanes`` trials, one group after another. Every trial is thus computed
   by the same program at the same width whatever the number of devices,
   processes or trials per call, so its result is the same, bit for bit
-  (tested on matmul models; the CNN of ``examples/cnn`` still differs by
-  about one float32 ulp between 1 and 2 CPU devices); the width depends
-  only on the search (see ``lanes``).
+  (tested on matmul models and on the CNN of ``examples/cnn``); the width
+  depends only on the search (see ``lanes``).
 
   Memory: with ``max_parallel=None`` a call holds every trial of a static
   group. The engine reads the compiled call's per-device footprint from
