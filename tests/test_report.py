@@ -113,3 +113,59 @@ def test_stepwise_searches_move_the_bar_every_segment(monkeypatch):
   # One tick per segment of every rung: 9 trials x 1, 3 x 2, 1 x 6.
   assert ticks == [9] + [3] * 2 + [1] * 6
   assert sum(ticks) == res.member_segments
+
+
+def _scan_train_fn(num_reports):
+  def train(hp, key):
+    def step(w, x):
+      w = w - hp["lr"] * w + 0.01 * x
+      return w, {"loss": jnp.sum(w * w), "step_norm": jnp.sum(jnp.abs(w))}
+
+    xs = jnp.outer(jnp.linspace(0.0, 1.0, STEPS + 1), jnp.ones(2))
+    w, ys = sweep.scan(step, jax.random.normal(key, (2,)), xs,
+                       num_reports=num_reports)
+    return {"loss": ys["loss"][-1], "curve": ys["loss"], "w": w}
+
+  return train
+
+
+@jax.jit
+def flat(lr):
+  def step(w, x):
+    w = w - lr * w + 0.01 * x
+    return w, jnp.sum(w * w)
+
+  xs = jnp.outer(jnp.linspace(0.0, 1.0, STEPS + 1), jnp.ones(2))
+  return jax.lax.scan(step, jax.random.normal(KEY, (2,)), xs)[1]
+
+
+def test_scan_reports_a_fixed_number_of_times_and_keeps_the_values(
+    received, monkeypatch):
+  monkeypatch.setenv("JOPT_PROGRESS", "1")
+  train = _scan_train_fn(num_reports=4)
+  quiet = sweep.run(train, SPACE, num_trials=3, key=KEY, progress=False)
+  loud = sweep.run(train, SPACE, num_trials=3, key=KEY, progress=True)
+  # 13 steps in 4 reports: the odd step runs first, then 4 segments of 3.
+  seen = sorted({(t, s) for t, s, _ in received})
+  assert seen == [(t, s) for t in range(3) for s in (3, 6, 9, 12)]
+  # A report shows the segment's mean loss.
+  curve = loud.metrics["curve"]
+  for t, s, v in received:
+    np.testing.assert_allclose(v, curve[t, s - 2:s + 1].mean(), rtol=1e-6)
+  for k in quiet.metrics:
+    np.testing.assert_array_equal(loud.metrics[k], quiet.metrics[k])
+  # Outside a reporting sweep it adds no callback, and it computes what
+  # lax.scan computes (to float32 rounding: the loops nest differently).
+  plain = jax.jit(lambda lr: _scan_train_fn(4)({"lr": lr}, KEY)["curve"])
+  assert "callback" not in plain.lower(0.1).as_text()
+  np.testing.assert_allclose(plain(SPACE["lr"].low), flat(SPACE["lr"].low),
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_reports": 0}, "num_reports"), ({"num_reports": 2.0}, "num_reports"),
+    ({"mode": "best"}, "mode"), ({"xs": None}, "xs or length")])
+def test_scan_checks_its_arguments(kwargs, match):
+  args = {"xs": jnp.zeros(3), **kwargs}
+  with pytest.raises(ValueError, match=match):
+    sweep.scan(lambda c, x: (c, x), 0.0, **args)

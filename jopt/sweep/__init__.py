@@ -99,7 +99,10 @@ Live progress
 ``jopt.sweep.report(step, loss=...)`` inside ``train_fn`` moves the
 progress bar by trial-steps and shows the best value so far (a host
 callback, only when the sweep shows progress; otherwise it compiles to
-nothing). Stepwise searches move their bar after every segment by
+nothing). Each callback costs about as much as a few small training steps,
+so ``jopt.sweep.scan``, a ``lax.scan`` that reports a fixed number of
+times per trial from outside its inner loop, is the cheap way to report
+from a long loop. Stepwise searches move their bar after every segment by
 themselves.
 
 TensorBoard
@@ -135,6 +138,7 @@ from jopt.sweep._lr_find import lr_find as lr_find
 from jopt.sweep._pbt import PBTResult as PBTResult
 from jopt.sweep._pbt import pbt as pbt
 from jopt.sweep._report import report as report
+from jopt.sweep._report import scan as scan
 from jopt.sweep._stepwise import AdaptiveResult as AdaptiveResult
 from jopt.sweep._stepwise import run_stepwise as run_stepwise
 from jopt.sweep._tensorboard import to_tensorboard as to_tensorboard
@@ -162,6 +166,7 @@ __all__ = [
     "run",
     "run_stepwise",
     "sample",
+    "scan",
     "successive_halving",
     "to_tensorboard",
     "uniform",

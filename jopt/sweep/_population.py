@@ -107,19 +107,55 @@ class Population:
     self.segment_fn = segment
     self._programs: dict[Any, Any] = {}
 
-  def _run(self, ex: _executor.Executor, name: str, build, args):
+  def _program(self, ex: _executor.Executor, name: str, build, args):
     # Every argument is trial-sharded (or replicated) over the first devices
     # of ``ex``: the leaves' shapes and the devices used decide the program.
+    # ``args`` may be arrays or sharded ShapeDtypeStructs (to size a call).
     leaves = jax.tree.leaves(args)
-    shapes = tuple((x.shape, str(x.dtype)) for x in leaves)
+    shapes = tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
     key = (name, ex.lanes, tuple(d.id for d in ex.devices),
            leaves[0].sharding.mesh.devices.size,
            repr(ex.compiler_options), jax.tree.structure(args), shapes)
     if key not in self._programs:
       self._programs[key] = ex.compile(build(), args)
-    program = self._programs[key]
+    return self._programs[key]
+
+  def _run(self, ex: _executor.Executor, name: str, build, args):
+    program = self._program(ex, name, build, args)
     ex.note_used(program)
     return program(*args)
+
+  def segment_bytes(self, ex: _executor.Executor,
+                    hparams: Mapping[str, Any], key: _executor.KeySpec,
+                    n: int, masked: bool = False) -> int | None:
+    """The compiled footprint of one segment over ``n`` trials, per device.
+
+    Compiles (and keeps) the program that `segment` will run, so sizing a
+    population costs no extra compile when it fits.
+    """
+    size, ndev = self.layout(ex, n)
+    sharding = ex.sharding(ndev)
+
+    def abstract(shape, dtype):
+      return jax.ShapeDtypeStruct((size, *shape), dtype, sharding=sharding)
+
+    state = jax.tree.map(lambda s: abstract(s.shape, s.dtype),
+                         self.state_template(hparams, key))
+    hp = {k: abstract((), np.asarray(v).dtype) for k, v in hparams.items()}
+    if masked:
+      args = (state, hp, abstract((), np.dtype(bool)))
+      program = self._program(
+          ex, "masked_segment",
+          lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)), args)
+    else:
+      program = self._program(
+          ex, "segment",
+          lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)), (state, hp))
+    return _executor.compiled_bytes(program)
+
+  def _masked_segment(self, s, h, stop):
+    new, metrics = self.segment_fn(s, h)
+    return jax.tree.map(lambda a, b: jnp.where(stop, b, a), new, s), metrics
 
   def layout(self, ex: _executor.Executor, n: int) -> tuple[int, int]:
     """``(padded size, devices)`` of a population of ``n`` trials."""
@@ -162,19 +198,14 @@ class Population:
               hparams: Mapping[str, jax.Array], ndev: int,
               stopped: jax.Array | None = None):
     """Runs one segment; trials with ``stopped`` set keep their state."""
-    segment = self.segment_fn
     if stopped is None:
       return self._run(
-          ex, "segment", lambda: ex.per_trial(segment, ndev, (0, 0)),
+          ex, "segment", lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)),
           (state, hparams))
-
-    def masked(s, h, stop):
-      new, metrics = segment(s, h)
-      return jax.tree.map(lambda a, b: jnp.where(stop, b, a), new, s), metrics
-
-    return self._run(ex, "masked_segment",
-                     lambda: ex.per_trial(masked, ndev, (0, 0, 0)),
-                     (state, hparams, stopped))
+    return self._run(
+        ex, "masked_segment",
+        lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)),
+        (state, hparams, stopped))
 
   def take(self, ex: _executor.Executor, tree: Any, rows: np.ndarray,
            ndev: int) -> Any:

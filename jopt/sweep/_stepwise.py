@@ -21,6 +21,7 @@ segment function as soon as every trial of a chunk has stopped.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -151,6 +152,32 @@ def _make_stopper(early_stopping, mode):
   if early_stopping is None or hasattr(early_stopping, "update"):
     return early_stopping
   return _plateau.early_stopping(early_stopping, mode=mode)
+
+
+def _fit_chunk(pop, ex, hparams, key, n, masked):
+  """The most trials per chunk whose segment fits the memory budget.
+
+  A segment holds its chunk's states and metrics (twice: in and out) plus
+  one group of lanes' temporaries per device, so the footprint shrinks
+  with the chunk; each smaller size tried is one compile, and only a
+  population over the budget tries one.
+  """
+  budget = _executor.memory_budget(ex.devices[0])
+  chunk = n
+  while True:
+    footprint = pop.segment_bytes(ex, hparams, key, chunk, masked)
+    if footprint is None or footprint <= budget:
+      return chunk
+    unit = ex.lanes * ex.num_devices_for(chunk)
+    if chunk <= unit:
+      warnings.warn(
+          f"one group of {ex.lanes} lanes per device needs {footprint} "
+          f"bytes per segment, more than the memory budget of {budget} "
+          f"bytes; running it anyway. Pass a smaller lanes= (or raise "
+          f"JOPT_SWEEP_MEMORY_BYTES).", ResourceWarning, stacklevel=3)
+      return chunk
+    smaller = int(chunk * budget / footprint) // unit * unit
+    chunk = max(unit, min(smaller, chunk - unit))
 
 
 class _RunStepwise:
@@ -308,8 +335,9 @@ def run_stepwise(
     grid_points: points per continuous dimension for the grid.
     early_stopping: a patience in segments, a stopping rule, or None.
     max_parallel: most trials trained at once (chunks run one after
-      another, rounded up to whole groups of ``lanes``); an int >= 1 or
-      None (all at once).
+      another, rounded up to whole groups of ``lanes``); an int >= 1, or
+      None: as many as fit the memory budget (all at once when they fit;
+      read from the compiled segment, as `jopt.sweep.run` does).
     steps_per_segment: steps in a segment, for the member-step count.
     checkpoint_dir: a folder where the search state is saved after every
       segment; the same call resumes from it to the same result, bit for
@@ -346,13 +374,15 @@ def run_stepwise(
                           grid_points=grid_points)
   n = len(next(iter(hparams.values())))
   ex = executor_for(n, devices, lanes)
-  # A chunk is whole groups of lanes: the lane width is the search's, so
-  # results do not depend on max_parallel.
-  chunk = n if max_parallel is None else min(
-      n, -(-max_parallel // ex.lanes) * ex.lanes)
   pop = population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   stopper = _make_stopper(early_stopping, mode)
+  # A chunk is whole groups of lanes: the lane width is the search's, so
+  # results do not depend on max_parallel (or on the memory fit).
+  if max_parallel is None:
+    chunk = _fit_chunk(pop, ex, hparams, key_spec, n, stopper is not None)
+  else:
+    chunk = min(n, -(-max_parallel // ex.lanes) * ex.lanes)
   strategy_obj = _RunStepwise(
       pop, ex, key_spec, space, hparams, chunk=chunk,
       num_segments=num_segments, metric=metric, mode=mode, stopper=stopper,

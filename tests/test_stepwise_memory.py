@@ -1,0 +1,64 @@
+"""`run_stepwise` fits its chunks to the memory budget, as `run` does."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jopt import sweep
+
+KEY = jax.random.key(3)
+SPACE = {"lr": sweep.uniform(0.05, 0.5)}
+
+
+def init(hp, key):
+  # A state big enough that its size decides the segment's footprint.
+  return {"w": jax.random.normal(key, (64, 64))}
+
+
+def segment(state, hp):
+  w = state["w"] - hp["lr"] * state["w"] @ state["w"].T * 1e-3
+  return {"w": w}, {"loss": jnp.mean(w * w)}
+
+
+def _search(**kw):
+  return sweep.run_stepwise(init, segment, SPACE, num_trials=12, key=KEY,
+                            num_segments=3, metric="loss", progress=False,
+                            devices=jax.devices()[:1], **kw)
+
+
+def test_a_population_over_the_budget_runs_in_chunks_with_the_same_result(
+    monkeypatch):
+  whole = _search()
+  assert whole.num_compiles == 2  # init and segment, sized without extra
+  chunked = _search(max_parallel=4)
+  pop = sweep._population.population_for(init, segment)
+  ex = sweep._population.executor_for(12, jax.devices()[:1], None)
+  hparams = sweep._space.sample(SPACE, 12, KEY, "quasirandom")
+  key = sweep._executor.KeySpec(KEY)
+  big = pop.segment_bytes(ex, hparams, key, 12)
+  small = pop.segment_bytes(ex, hparams, key, 4)
+  assert small < big
+  budget = (big + small) // 2
+  monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", str(budget))
+  sizes = []
+  run_segment = sweep._population.Population.segment
+
+  def spy(self, ex, state, *args, **kw):
+    sizes.append(jax.tree.leaves(state)[0].shape[0])
+    return run_segment(self, ex, state, *args, **kw)
+
+  monkeypatch.setattr(sweep._population.Population, "segment", spy)
+  fitted = _search()
+  assert sizes and max(sizes) < 12
+  assert all(pop.segment_bytes(ex, hparams, key, n) <= budget for n in sizes)
+  for result in (chunked, fitted):
+    for k in whole.metrics:
+      np.testing.assert_array_equal(result.metrics[k], whole.metrics[k])
+
+
+def test_one_group_over_the_budget_warns_and_runs(monkeypatch):
+  monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
+  with pytest.warns(ResourceWarning, match="lanes="):
+    result = _search()
+  assert np.all(np.isfinite(result.metrics["loss"]))
