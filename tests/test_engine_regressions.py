@@ -128,6 +128,30 @@ def test_rerunning_the_same_sweep_reuses_its_executable():
   assert _executor.COMPILES[0] == before + 1
 
 
+def test_rerunning_with_the_same_function_does_not_trace_it_again():
+  # Like jax.jit: the second call with the same train_fn object, shapes and
+  # settings reuses the program without tracing (which for a real model
+  # costs more than a short trial runs); new static values, or progress
+  # on, do trace.
+  traces = []
+
+  def fn(hp, key):
+    traces.append(1)
+    return {"loss": hp["lr"] * jnp.sum(jax.random.normal(key, (3,)))}
+
+  first = sweep.run(fn, SPACE, num_trials=3, key=KEY, progress=False)
+  assert len(traces) == 1
+  second = sweep.run(fn, SPACE, num_trials=3, key=jax.random.key(9),
+                     progress=False)
+  assert len(traces) == 1 and second.num_compiles == 1
+  assert not np.array_equal(first.metrics["loss"], second.metrics["loss"])
+  third = sweep.run(fn, SPACE, num_trials=3, key=jax.random.key(9),
+                    progress=False)
+  np.testing.assert_array_equal(third.metrics["loss"], second.metrics["loss"])
+  sweep.run(fn, SPACE, num_trials=5, key=KEY, progress=False)  # new shape
+  assert len(traces) == 2
+
+
 def test_a_single_trial_is_not_padded():
   # K = 1 computes one lane, not two or eight.
   res = sweep.run(quad, SPACE, num_trials=1, key=KEY, progress=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,8 @@ class _Group:
 
   def __init__(self, train_fn, space, static_values, folds, key_spec,
                reporting=False):
+    self.train_fn = train_fn
+    self.folds = folds
     self.static_values = static_values
     self.reporting = reporting
     self.dyn_names = [n for n, d in space.items() if not d.static]
@@ -81,6 +84,14 @@ class _Group:
                  hp_dyn: dict[str, np.ndarray]):
     """The compiled program for calls of ``size`` trials over ``ndev``."""
     if (size, ndev) not in self.compiled:
+      traced_key = self._traced_key(ex, size, ndev, hp_dyn)
+      hit = _traced_get(self.train_fn, traced_key)
+      if hit is not None:
+        # The same train_fn object, shapes and settings as a call before:
+        # like jax.jit, reuse its program without tracing train_fn again.
+        ex.num_compiles += 1
+        self.compiled[(size, ndev)] = hit
+        return hit
       spec = self.key_spec
       per_trial = ex.per_trial(
           lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd),
@@ -93,7 +104,22 @@ class _Group:
       kd = jax.ShapeDtypeStruct(spec.data.shape, spec.data.dtype,
                                 sharding=ex.sharding(ndev, replicated=True))
       self.compiled[(size, ndev)] = ex.compile(per_trial, (hp, index, kd))
+      _traced_put(self.train_fn, traced_key, self.compiled[(size, ndev)],
+                  self.static_values)
     return self.compiled[(size, ndev)]
+
+  def _traced_key(self, ex, size, ndev, hp_dyn) -> tuple:
+    spec = self.key_spec
+    statics = tuple(sorted((k, type(v).__name__, id(v))
+                           for k, v in self.static_values.items()))
+    config = tuple(str(getattr(jax.config, name, None)) for name in (
+        "jax_enable_x64", "jax_numpy_rank_promotion",
+        "jax_numpy_dtype_promotion", "jax_default_matmul_precision"))
+    return (statics, self.folds, self.reporting, size, ndev, ex.lanes,
+            tuple((n, str(v.dtype)) for n, v in hp_dyn.items()),
+            spec.data.shape, str(spec.data.dtype), str(spec.impl),
+            tuple(d.id for d in ex.devices), repr(ex.compiler_options),
+            config)
 
   def __call__(self, ex, size, ndev, hp_dyn, index) -> dict[str, np.ndarray]:
     compiled = self.executable(ex, size, ndev, hp_dyn)
@@ -101,6 +127,33 @@ class _Group:
     out = compiled(ex.put(hp_dyn, ndev), ex.put(index, ndev),
                    ex.put_replicated(self.key_spec.data, ndev))
     return ex.gather(dict(out))
+
+
+# train_fn -> {settings: executable}: a sweep called again with the same
+# function object skips tracing and lowering, as jax.jit does (the
+# executable cache of `_executor` then catches a new object with the same
+# program, at the cost of one lowering). Entries hold the static values
+# whose ids they are keyed by, so those ids stay theirs.
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TRACED_PER_FUNCTION = 16
+
+
+def _traced_get(train_fn, key):
+  try:
+    entry = _TRACED.get(train_fn, {}).get(key)
+  except TypeError:  # not weak-referenceable (or unhashable): no cache
+    return None
+  return None if entry is None else entry[0]
+
+
+def _traced_put(train_fn, key, compiled, static_values) -> None:
+  try:
+    per_fn = _TRACED.setdefault(train_fn, {})
+  except TypeError:
+    return
+  if len(per_fn) >= _TRACED_PER_FUNCTION:
+    per_fn.pop(next(iter(per_fn)))
+  per_fn[key] = (compiled, dict(static_values))
 
 
 def _plan_call(ex: _executor.Executor, n: int, max_parallel: int | None):
