@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,16 +88,31 @@ def memory_budget(device: jax.Device) -> int:
   return CPU_MEMORY_BUDGET
 
 
+_FOOTPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def compiled_bytes(compiled: Any) -> int | None:
-  """Per-device bytes of a compiled program (arguments, outputs, temps)."""
+  """Per-device bytes of a compiled program (arguments, outputs, temps).
+
+  Remembered per program: XLA's memory analysis takes about as long as a
+  small trial runs, and a sweep asks for it on every call.
+  """
+  try:
+    return _FOOTPRINTS[compiled]
+  except (KeyError, TypeError):
+    pass
   try:
     ma = compiled.memory_analysis()
   except Exception:  # noqa: BLE001  (not every backend implements it)
-    return None
-  if ma is None:
-    return None
-  return int(ma.argument_size_in_bytes + ma.output_size_in_bytes
-             + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
+    ma = None
+  footprint = None if ma is None else int(
+      ma.argument_size_in_bytes + ma.output_size_in_bytes
+      + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
+  try:
+    _FOOTPRINTS[compiled] = footprint
+  except TypeError:  # not weak-referenceable: ask again next time
+    pass
+  return footprint
 
 
 # --- Keys ---------------------------------------------------------------------
