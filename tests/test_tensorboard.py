@@ -238,3 +238,35 @@ def test_names_and_bools_are_written_as_strings_and_bools(tmp_path):
   assert start.hparams["optimizer"].string_value == "sgd"
   assert start.hparams["nesterov"].bool_value is False
   assert start.hparams["width"].number_value == 128.0
+
+
+def test_a_failed_write_leaves_nothing_where_tensorboard_looks(tmp_path,
+                                                               monkeypatch):
+  # Every file jopt writes goes to a temporary name first: a writer that
+  # dies half way leaves no partial experiment in logdir.
+  import tensorboardX
+
+  real = tensorboardX.SummaryWriter
+  opened = []
+
+  def failing(*args, **kwargs):
+    opened.append(args)
+    if len(opened) == 3:
+      raise OSError("disk full")
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(tensorboardX, "SummaryWriter", failing)
+  result = jopt.sweep.SweepResult(
+      hparams={"lr": np.array([0.1, 0.2, 0.3], np.float32)},
+      metrics={"loss": np.array([0.5, 0.4, 0.3], np.float32)},
+      diverged=np.zeros(3, bool),
+      space={"lr": jopt.sweep.uniform(0.0, 1.0)})
+  with pytest.raises(OSError, match="disk full"):
+    result.to_tensorboard(tmp_path / "tb")
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.setattr(tensorboardX, "SummaryWriter", real)
+  runs = result.to_tensorboard(tmp_path / "tb")
+  assert [p.name for p in tmp_path.iterdir()] == ["tb"]
+  names = {p.name for p in (tmp_path / "tb").iterdir()}
+  assert {r.rsplit("/", 1)[-1] for r in runs} <= names
+  assert all(n.startswith("trial_") or n.startswith("events") for n in names)

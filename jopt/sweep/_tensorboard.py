@@ -8,6 +8,8 @@ those of ``tensorboard.plugins.hparams.api``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -187,6 +189,26 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
   if os.path.exists(logdir) and not os.path.isdir(logdir):
     raise ValueError(f"logdir {logdir!r} is a file, not a folder.")
 
+  # Written to a temporary sibling folder, then renamed into place: a
+  # crash leaves no half-written experiment where TensorBoard looks.
+  parent = os.path.dirname(os.path.abspath(logdir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(logdir)}-",
+                         dir=parent)
+  try:
+    _write(tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2, result,
+           tmp, [os.path.join(tmp, os.path.basename(r)) for r in runs],
+           hparams, metric_names, curves, last_step)
+    os.replace(tmp, logdir)  # logdir is absent or an empty folder
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return runs
+
+
+def _write(tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2, result,
+           logdir, runs, hparams, metric_names, curves, last_step) -> None:
+  """Writes the experiment and one run per trial under ``logdir``."""
   infos = [_hparam_info(api_pb2, name, result.space.get(name),
                         [h[name] for h in hparams])
            for name in result.hparams]
@@ -228,4 +250,3 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
       writer.file_writer.add_summary(_summary(
           summary_pb2, plugin_hparams_pb2, _SESSION_END_TAG,
           session_end_info=end))
-  return runs
