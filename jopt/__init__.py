@@ -6,6 +6,10 @@ program. The API follows Optax: ``init``/``update`` gradient transformations,
 chained from small building blocks.
 """
 
+# One JAX CPU device per core unless the process chose otherwise (see
+# jopt/_cpu_devices.py): first, before anything can start JAX's backends.
+from jopt import _cpu_devices  # noqa: F401  (configures JAX on import)
+
 # Core protocol and composition.
 from jopt._base import EmptyState as EmptyState
 from jopt._base import GradientTransformation as GradientTransformation
