@@ -300,8 +300,8 @@ def main(argv=None):
   else:
     # After the others, so Ray's daemons idle beside none of them.
     ray_names = ("Ray Tune TPE+ASHA",)
-    results[ray_names[0]] = race_ray.studies(
-        task.space, b, out / "ray", args.ray_concurrency, t0)
+    results[ray_names[0]] = race_ray.studies(task.space, b,
+                                             args.ray_concurrency, t0)
   curves = optuna_names + ray_names
 
   # Judge every pick (and every incumbent of the Optuna studies) at once.

@@ -40,6 +40,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # CPU to other users' processes, which the other contestants compete with
 # at niceness 0.
 os.environ.setdefault("RAY_worker_niceness", "0")
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optuna
 import ray
@@ -47,9 +49,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from jopt import sweep
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from race_task import NAMES, QUICK, ROOT, Budget  # noqa: E402
+from race_task import NAMES, QUICK, ROOT, Budget, Task  # noqa: E402
 
 # Worker processes import this module to run `trainable`; they keep the
 # compiled task here between the trials they run.
@@ -59,10 +63,6 @@ _WORKER: dict[Budget, tuple] = {}
 def _worker_task(budget: Budget):
   """The jitted init and segment of this worker, compiled on first use."""
   if budget not in _WORKER:
-    import jax
-    import jax.numpy as jnp
-    from race_task import Task
-
     start = time.perf_counter()
     task = Task(budget)
     init, segment = jax.jit(task.init), jax.jit(task.segment)
@@ -75,9 +75,6 @@ def _worker_task(budget: Budget):
 
 def trainable(config, budget: Budget, seed: int):
   """One trial: ``segments`` segments, the validation loss after each."""
-  import jax
-  import jax.numpy as jnp
-
   init, segment, compile_s, ready_at = _worker_task(budget)
   hp = {k: jnp.float32(config[k]) for k in NAMES}
   # Ray's trial ids are random; a key from the configuration makes a rerun
@@ -104,9 +101,8 @@ class _Recorder(tune.Callback):
   has only a short-horizon loss to offer).
   """
 
-  def __init__(self, budget: Budget, offset: float):
-    self.budget, self.offset = budget, offset
-    self.begin = time.perf_counter()
+  def __init__(self, budget: Budget, begin: float, offset: float):
+    self.budget, self.begin, self.offset = budget, begin, offset
     self.steps, self.jax_s, self.workers = 0, 0.0, {}
     self.full: list[tuple[float, dict]] = []
     self.trials = 0
@@ -134,7 +130,7 @@ class RayTune:
   def __init__(self, space: dict, budget: Budget, storage: Path,
                concurrency: int = 1):
     self.space, self.budget, self.concurrency = space, budget, concurrency
-    self.storage = Path(storage).resolve()
+    self.storage = storage
     start = time.perf_counter()
     # Workers import this module and race_task by name.
     path = os.pathsep.join([str(HERE), str(ROOT),
@@ -151,10 +147,11 @@ class RayTune:
     """One study; its wall carries ``ray.init``, as a fresh process's."""
     b = self.budget
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = {name: (tune.loguniform if type(d).__name__ == "LogUniform"
+    space = {name: (tune.loguniform if isinstance(d, sweep.LogUniform)
                     else tune.uniform)(d.low, d.high)
              for name, d in self.space.items()}
-    recorder = _Recorder(b, self.init_seconds)
+    begin, begin_epoch = time.perf_counter(), time.time()
+    recorder = _Recorder(b, begin, self.init_seconds)
     tuner = tune.Tuner(
         tune.with_parameters(trainable, budget=b, seed=seed),
         param_space=space,
@@ -169,11 +166,11 @@ class RayTune:
         run_config=tune.RunConfig(
             name=f"race-asha-{seed}", storage_path=str(self.storage),
             verbose=0, callbacks=[recorder]))
-    begin, begin_epoch = time.perf_counter(), time.time()
     tuner.fit()
     fit = time.perf_counter() - begin
     # Before its first worker has compiled, a study can run no trial.
     setup = min(r for _, r in recorder.workers.values()) - begin_epoch
+    # Trials run at once overlap their JAX work.
     jax_wall = recorder.jax_s / self.concurrency
     return {"wall": fit + self.init_seconds,
             "warm": fit - setup,
@@ -188,25 +185,32 @@ class RayTune:
     ray.shutdown()
 
 
-def studies(space: dict, budget: Budget, storage: Path, concurrency: int,
+def studies(space: dict, budget: Budget, concurrency: int,
             t0: float) -> list[dict]:
-  """``budget.repeats`` studies (seeds 0, 1, ...) in one Ray session."""
-  tuner = RayTune(space, budget, storage, concurrency=concurrency)
+  """``budget.repeats`` studies (seeds 0, 1, ...) in one Ray session.
+
+  Tune's files (results, trial logs) go to a temporary folder: the race
+  keeps what it needs from the driver's callback.
+  """
   runs = []
-  try:
-    for r in range(budget.repeats):
-      runs.append(tuner.study(r))
-      print(f"Ray repeat {r}: {runs[-1]['wall']:.1f} s ({runs[-1]['trials']}"
-            f" trials, first worker ready after {runs[-1]['setup']:.1f} s)"
-            f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
-  finally:
-    tuner.close()
+  with tempfile.TemporaryDirectory() as tmp:
+    tuner = RayTune(space, budget, Path(tmp), concurrency=concurrency)
+    try:
+      for r in range(budget.repeats):
+        runs.append(tuner.study(r))
+        print(f"Ray repeat {r}: {runs[-1]['wall']:.1f} s "
+              f"({runs[-1]['trials']} trials, first worker ready after "
+              f"{runs[-1]['setup']:.1f} s)"
+              f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    finally:
+      tuner.close()
   med = {k: float(np.median([x[k] for x in runs]))
          for k in ("setup", "compile")}
   print(f"Ray Tune ASHA: ray.init {tuner.init_seconds:.1f} s (charged to "
         f"every study, as a fresh process pays it); per study the first "
-        f"worker's start + compile {med['setup']:.1f} s (the compile "
-        f"{med['compile']:.1f} s); {concurrency} trial(s) at once")
+        f"worker's start + compile {med['setup']:.1f} s (of which building "
+        f"the task and compiling its init + segment {med['compile']:.1f} s); "
+        f"{concurrency} trial(s) at once")
   return runs
 
 
@@ -217,11 +221,7 @@ def main(argv=None):
   p.add_argument("--concurrency", type=int, default=1)
   args = p.parse_args(argv)
   b = dataclasses.replace(QUICK if args.quick else Budget(), repeats=1)
-  from race_task import Task
-
-  t0 = time.perf_counter()
-  with tempfile.TemporaryDirectory() as tmp:
-    run, = studies(Task(b).space, b, Path(tmp), args.concurrency, t0)
+  run, = studies(Task(b).space, b, args.concurrency, time.perf_counter())
   print(f"study wall {run['wall']:.1f} s, warm {run['warm']:.1f} s; "
         f"{run['trials']} trials, {run['steps']} member-steps; "
         f"{run['workers']} worker(s)")
