@@ -27,9 +27,9 @@ median and interquartile range over repeats, against wall-clock (compiles
 included) and member-steps (training steps summed over trials); Optuna's
 and Ray's anytime curves (the incumbent after every trial); the wall-clock
 to reach Optuna's final median true quality; Optuna's and Ray's per-trial
-overhead; where a
-speed-up can come from on this machine (compile once, vmap, budget). The
-plot goes to ``out/race/anytime.png``; the ratios are printed LAST.
+overhead; where a speed-up can come from on this machine (compile once,
+vmap, budget). The plot goes to ``out/race/anytime.png``; the ratios are
+printed LAST.
 
     python benchmarks/race.py            # the race (< 15 min on 2 cores)
     python benchmarks/race.py --quick    # a smoke run for CI
