@@ -16,17 +16,20 @@ Contestants (each repeated with ``repeats`` keys):
   the hyperparameters as arrays, so no trial recompiles (the one compile is
   charged to every study, as a user running a study in a fresh process pays
   it);
-* Ray Tune ASHA when ``ray[tune]`` is importable (otherwise skipped, said so).
+* Ray Tune when ``ray[tune]`` is importable (otherwise skipped, said so):
+  ``ASHAScheduler`` with Ray's ``OptunaSearch`` (TPE), the trial budget of
+  the Optuna studies, one compile per Ray worker (``race_ray.py``).
 
 The measure is the TRUE quality of a search's pick: its configuration (PBT:
 its best member's schedule) retrained from 3 fresh seeds at the full budget,
 the mean cross-entropy on the TEST split, which no search sees. Reported:
 median and interquartile range over repeats, against wall-clock (compiles
 included) and member-steps (training steps summed over trials); Optuna's
-anytime curve (its incumbent after every trial); the wall-clock to reach
-Optuna's final median true quality; Optuna's per-trial overhead; where a
-speed-up can come from on this machine (compile once, vmap, budget). The
-plot goes to ``out/race/anytime.png``; the ratios are printed LAST.
+and Ray's anytime curves (the incumbent after every trial); the wall-clock
+to reach Optuna's final median true quality; Optuna's and Ray's per-trial
+overhead; where a speed-up can come from on this machine (compile once,
+vmap, budget). The plot goes to ``out/race/anytime.png``; the ratios are
+printed LAST.
 
     python benchmarks/race.py            # the race (< 15 min on 2 cores)
     python benchmarks/race.py --quick    # a smoke run for CI
@@ -48,6 +51,7 @@ from jopt import sweep
 from jopt.sweep import _executor as jopt_executor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from race_report import anytime, at, plot, quartiles  # noqa: E402
 from race_task import NAMES, QUICK, ROOT, Budget, Task  # noqa: E402
 
 # --- Contestants: each returns {"wall", "steps", "pick"} ----------------------
@@ -180,85 +184,16 @@ class SequentialOptuna:
             "jax_per_trial": jax_seconds / b.optuna_trials}
 
 
-def ray_tune_available() -> str | None:
-  """None when Ray Tune imports, else why it is skipped."""
+def ray_contestant():
+  """The Ray Tune contestant's module and None, or None and why it skips."""
   try:
-    import ray  # noqa: F401
-    from ray import tune  # noqa: F401
+    import race_ray
   except Exception as e:  # noqa: BLE001  (any import failure skips Ray)
-    return f"{type(e).__name__}: {e}"
-  return None
+    return None, f"{type(e).__name__}: {e}"
+  return race_ray, None
 
 
-# --- Reporting -----------------------------------------------------------------
-
-
-def quartiles(xs):
-  return np.nanpercentile(np.asarray(xs, np.float64), [25, 50, 75])
-
-
-def anytime(runs, axis):
-  """Median and quartiles over repeats of the incumbent's true quality.
-
-  ``axis`` 0 is wall-clock, 1 member-steps; before a study's first finished
-  trial its quality is infinite (it has nothing to give).
-  """
-  grid = np.unique(np.concatenate([[p[axis] for p in r["timeline"]]
-                                   for r in runs]))
-  rows = []
-  for r in runs:
-    xs = np.asarray([p[axis] for p in r["timeline"]])
-    qs = np.asarray([p[3] for p in r["timeline"]])
-    i = np.searchsorted(xs, grid, side="right") - 1
-    rows.append(np.where(i >= 0, qs[np.maximum(i, 0)], np.inf))
-  # Percentiles of inf warn; a huge stand-in sorts the same way.
-  rows = np.minimum(np.asarray(rows), 1e30)
-  qs = np.percentile(rows, [25, 50, 75], axis=0)
-  return grid, np.where(qs >= 1e30, np.inf, qs)
-
-
-def at(grid, curve, x):
-  i = np.searchsorted(grid, x, side="right") - 1
-  return np.inf if i < 0 else float(curve[i])
-
-
-def plot(path, results, optuna_names):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-  for ax, axis, label in ((axes[0], 0, "wall-clock, s (compiles included)"),
-                          (axes[1], 1, "member-steps")):
-    for name in optuna_names:
-      grid, (lo, med, hi) = anytime(results[name], axis)
-      ok = np.isfinite(hi)
-      ax.step(grid, np.where(np.isfinite(med), med, np.nan), where="post",
-              label=name)
-      ax.fill_between(grid[ok], lo[ok], hi[ok], step="post", alpha=0.2)
-    for name, runs in results.items():
-      if name in optuna_names:
-        continue
-      x = quartiles([r["wall" if axis == 0 else "steps"] for r in runs])
-      q = quartiles([r["true"] for r in runs])
-      ax.errorbar([x[1]], [q[1]], xerr=[[x[1] - x[0]], [x[2] - x[1]]],
-                  yerr=[[q[1] - q[0]], [q[2] - q[1]]], fmt="o", capsize=3,
-                  label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel(label)
-    # Before the first good incumbent the curves start far above the rest.
-    finals = [quartiles([r["true"] for r in runs])[2]
-              for runs in results.values()]
-    ax.set_ylim(0.9 * min(quartiles([r["true"] for r in runs])[0]
-                          for runs in results.values()), 1.5 * max(finals))
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel("true quality: test loss of the pick, 3 fresh seeds")
-  axes[1].legend(fontsize=7)
-  fig.suptitle("Anytime true quality, median and IQR over repeats")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+# --- Reporting (quartiles, anytime curves, the plot: race_report.py) ---------
 
 
 def speed_bound(task, seq):
@@ -294,6 +229,8 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true", help="a smoke run for CI")
   p.add_argument("--repeats", type=int, default=None)
   p.add_argument("--out", default=str(ROOT / "out" / "race"))
+  p.add_argument("--ray-concurrency", type=int, default=1,
+                 help="Ray Tune trials at once (1: measured fastest here)")
   args = p.parse_args(argv)
   b = QUICK if args.quick else Budget()
   if args.repeats:
@@ -356,10 +293,16 @@ def main(argv=None):
   print("compile cost per search (cold minus warm wall, repeat 0): " + ", ".join(
       f"{n.split(' ', 1)[1]} {results[n][0]['compile']:.1f} s" for n in cold)
         + f"; Optuna {seq.compile_seconds:.1f} s")
-  ray_skip = ray_tune_available()
-  print("Ray Tune ASHA: skipped, " + (
-      ray_skip or "ray[tune] imports, but this script has no Ray contestant "
-      "yet"))
+  race_ray, ray_skip = ray_contestant()
+  ray_names = ()
+  if race_ray is None:
+    print("Ray Tune ASHA: skipped, " + ray_skip)
+  else:
+    # After the others, so Ray's daemons idle beside none of them.
+    ray_names = ("Ray Tune TPE+ASHA",)
+    results[ray_names[0]] = race_ray.studies(task.space, b,
+                                             args.ray_concurrency, t0)
+  curves = optuna_names + ray_names
 
   # Judge every pick (and every incumbent of the Optuna studies) at once.
   for runs in results.values():
@@ -388,7 +331,7 @@ def main(argv=None):
   print("(wall: a fresh process, compiles included; warm: compiles "
         "excluded, executables already in the process)")
   png = out / "anytime.png"
-  plot(png, results, optuna_names)
+  plot(png, results, curves)
   print(f"anytime curves: {png}")
 
   per_seq, per_vmap, vcompile = speed_bound(task, seq)
@@ -400,6 +343,13 @@ def main(argv=None):
   print(f"Optuna per-trial overhead (sampler, pruner, storage; the wall "
         f"outside JAX calls): {overhead * 1e3:.1f} ms per trial, against "
         f"{jax_trial * 1e3:.0f} ms of JAX work per trial")
+  for n in ray_names:
+    print(f"Ray Tune per-trial overhead (the study's wall outside ray.init, "
+          f"the first worker's start and compile, and JAX calls): "
+          f"{np.median([x['overhead'] for x in results[n]]) * 1e3:.1f} ms per "
+          f"trial, against "
+          f"{np.median([x['jax_per_trial'] for x in results[n]]) * 1e3:.0f} "
+          f"ms of JAX work per trial")
   print(f"compute per member-step: sequential jitted segment "
         f"{per_seq * 1e6:.0f} us, vmapped 8 lanes {per_vmap * 1e6:.0f} us "
         f"(vmap gain {per_seq / per_vmap:.2f}x); one compile of init + "
@@ -413,7 +363,7 @@ def main(argv=None):
   target = finals[ref]
   grid, (_, med, _) = anytime(results[ref], 0)
   reach = grid[np.argmax(med <= target)]
-  jopt_names = [n for n in results if n not in optuna_names]
+  jopt_names = [n for n in results if n not in curves]
   print(f"{ref}: final median true quality {target:.4f}, reached by its "
         f"median curve at {reach:.1f} s "
         f"(median study wall {np.median([x['wall'] for x in results[ref]]):.1f}"
@@ -443,7 +393,9 @@ def main(argv=None):
   print()
   print(f"RATIOS (against {ref}, median over {b.repeats} repeats):")
   good = [(n, q, w) for n, q, w in rows if q <= target]
-  for n, q, w in rows:
+  for n, q, w in rows + [
+      (n, quartiles([x["true"] for x in results[n]])[1],
+       np.median([x["wall"] for x in results[n]])) for n in ray_names]:
     speed = reach / w
     print(f"  {n:<34} wall-clock ratio {speed:6.2f}x; "
           f"{'reaches' if q <= target else 'does NOT reach'} Optuna's final "
@@ -454,6 +406,18 @@ def main(argv=None):
     warm = np.median([x["warm"] for x in results[n]])
     print(f"  compiles excluded: {n:<34} {warm_reach / warm:6.2f}x "
           f"(Optuna {warm_reach:.1f} s vs {warm:.1f} s)")
+  for n in ray_names:
+    # Ray's own reference, as Optuna's: its final median true quality and
+    # when its median anytime curve first reaches it.
+    rq = quartiles([x["true"] for x in results[n]])[1]
+    rgrid, (_, rmed, _) = anytime(results[n], 0)
+    rreach = rgrid[np.argmax(rmed <= rq)]
+    hit = [(m, w) for m, q, w in rows if q <= rq]
+    m, w = min(hit, key=lambda r: r[1]) if hit else (None, None)
+    print(f"  against {n} (final median true quality {rq:.4f} at "
+          f"{rreach:.1f} s): " + (
+              f"best jopt strategy {m} reaches it {rreach / w:.2f}x sooner"
+              if hit else "no jopt strategy reaches it"))
   if good:
     n, q, w = min(good, key=lambda r: r[2])
     print(f"RESULT: best jopt strategy {n} reaches Optuna's final median true "

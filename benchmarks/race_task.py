@@ -48,7 +48,8 @@ class Budget:
     sh_trials: trials in successive halving's first rung.
     population: PBT members.
     batched: (rounds, batch size) of `optuna_search`.
-    optuna_trials: trials of each sequential Optuna study.
+    optuna_trials: trials of each sequential Optuna study, and of each Ray
+      Tune study.
   """
 
   features: tuple[int, int] = (8, 16)

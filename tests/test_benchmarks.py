@@ -6,10 +6,14 @@ thresholds are not asserted (they depend on the machine). Each runs in a
 subprocess with the default single CPU device, as a user runs it.
 """
 
+import importlib.util
 import os
 import pathlib
+import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,20 +33,50 @@ def _run(script, *args):
 def test_race_quick(tmp_path):
   out = _run("race.py", "--out", str(tmp_path))
   lines = out.splitlines()
+  # Ray Tune is an optional extra: raced where it is installed, else skipped.
+  ray = importlib.util.find_spec("ray") is not None
   # The table has every contestant, with a finite median true quality.
   for name in ("jopt run quasirandom 8", "jopt successive halving",
                "jopt hyperband", "jopt PBT", "jopt optuna_search 2x4",
-               "Optuna TPE+HyperbandPruner", "Optuna TPE+MedianPruner"):
+               "Optuna TPE+HyperbandPruner", "Optuna TPE+MedianPruner",
+               *(["Ray Tune TPE+ASHA"] if ray else [])):
     row = next(line for line in lines if line.startswith(name + " "))
     assert float(row[len(name):].split()[0]) > 0.0, row
-  assert any(line.startswith("Ray Tune ASHA:") for line in lines)
-  assert any("per-trial overhead" in line for line in lines)
+  skipped = [line for line in lines
+             if line.startswith("Ray Tune ASHA: skipped")]
+  assert len(skipped) == (0 if ray else 1), skipped
+  for tool in ("Optuna", *(["Ray Tune"] if ray else [])):
+    assert any(line.startswith(f"{tool} per-trial overhead")
+               for line in lines), tool
   assert (tmp_path / "anytime.png").stat().st_size > 0
   # The ratios come last.
   tail = lines[lines.index(next(line for line in lines
                                 if line.startswith("RATIOS"))):]
   assert tail[-1].startswith("RESULT:")
-  assert sum("wall-clock ratio" in line for line in tail) == 5  # --quick
+  # --quick: the 5 jopt searches, and Ray where it runs.
+  assert sum("wall-clock ratio" in line for line in tail) == 5 + ray
+  assert sum(line.startswith("  against Ray Tune") for line in tail) == ray
+
+
+def test_race_ray_quick():
+  pytest.importorskip("ray.tune")
+  out = _run("race_ray.py")
+  study = re.search(r"(\d+) trials, (\d+) member-steps; (\d+) worker",
+                    out)
+  assert study, out
+  trials, steps, workers = map(int, study.groups())
+  # The Optuna studies' trial budget (QUICK: 6 trials of 3 x 4 steps).
+  assert trials == 6, out
+  # ASHA stopped some trials at its first rung (seeded TPE and keys from
+  # the configuration make this run the same every time).
+  assert 6 * 4 <= steps < 6 * 12 and steps % 4 == 0, out
+  # One reused worker ran every trial: the step compiled once, not per trial.
+  assert workers == 1, out
+  pick = re.search(r"pick: \{'learning_rate': ([\d.e-]+), 'weight_decay': "
+                   r"([\d.e-]+), 'b1': ([\d.e-]+)\}", out)
+  assert pick, out
+  lr, wd, b1 = map(float, pick.groups())
+  assert 1e-4 <= lr <= 1e-1 and 1e-5 <= wd <= 1e-1 and 0.5 <= b1 <= 0.99
 
 
 def test_search_efficiency_quick():
