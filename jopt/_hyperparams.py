@@ -45,8 +45,6 @@ import optax
 from jopt import _base, _numerics, _validation
 from jopt._validation import Range
 
-HYPERPARAM_DTYPE = _numerics.HYPERPARAM_DTYPE
-
 
 class HyperparamsState(NamedTuple):
   """State of a transformation whose numeric hyperparameters are swept.
@@ -79,7 +77,7 @@ def _store(values: dict[str, Any], decays: frozenset[str]):
       decay = _numerics.make_decay(value)
       hyperparams[name], complements[name] = decay.value, decay.complement
     else:
-      hyperparams[name] = jnp.asarray(value).astype(HYPERPARAM_DTYPE)
+      hyperparams[name] = jnp.asarray(value).astype(_numerics.HYPERPARAM_DTYPE)
   return hyperparams, complements
 
 
