@@ -13,25 +13,17 @@ import jax.numpy as jnp
 
 from jopt import _base, _hyperparams, _numerics, _validation
 from jopt._base import ArrayLike
-from jopt._numerics import (  # noqa: F401 (some only re-exported)
+from jopt._numerics import (
     abs_sq,
-    as_hyperparam,
     cast_tree,
     debias,
     ema,
-    one_minus,
     promote,
     state_dtype,
     tree_full_like,
     tree_zeros_like,
 )
 from jopt._validation import DECAY, NON_NEGATIVE
-
-# The moment helpers live in `jopt._numerics`; these names stay importable
-# from here for code written against the earlier layout.
-zeros = tree_zeros_like
-full = tree_full_like
-
 
 # --- AdaGrad -----------------------------------------------------------------
 

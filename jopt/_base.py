@@ -15,8 +15,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jopt import _numerics, _validation
-
 Params = Any
 Updates = Any
 OptState = Any
@@ -121,14 +119,3 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
   return jax.tree.map(apply, params, updates, is_leaf=lambda x: x is None)
 
-
-# Shared with every family; kept importable from here for code written
-# against the earlier layout.
-check_range = _validation.check_range
-is_concrete = _validation.is_concrete
-cast_like = _numerics.cast_like
-safe_increment = _numerics.safe_increment
-tree_zeros_like = _numerics.tree_zeros_like
-float_dtype = _numerics.float_dtype
-as_float = _numerics.as_float
-tree_as_float = _numerics.tree_as_float

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jopt import _validation
-from jopt._base import ArrayLike, check_range
+from jopt._base import ArrayLike
 from jopt._schedules import as_float
 
 BatchSizeSchedule = Callable[[ArrayLike], jax.Array]
@@ -75,11 +75,13 @@ def polynomial_batch_size_schedule(
     Smith et al., 2018, `Don't Decay the Learning Rate, Increase the Batch
     Size <https://arxiv.org/abs/1711.00489>`_.
   """
-  check_range("init_batch_size", init_batch_size, low=1)
-  check_range("end_batch_size", end_batch_size, low=0)
-  check_range("power", power, low=0)
-  check_range("transition_steps", transition_steps, low=0, low_open=True)
-  check_range("transition_begin", transition_begin, low=0)
+  _validation.check_range("init_batch_size", init_batch_size, low=1)
+  _validation.check_range("end_batch_size", end_batch_size, low=0)
+  _validation.check_range("power", power, low=0)
+  _validation.check_range(
+      "transition_steps", transition_steps, low=0, low_open=True
+  )
+  _validation.check_range("transition_begin", transition_begin, low=0)
 
   def schedule(count):
     steps = as_float(transition_steps)
@@ -126,11 +128,11 @@ def exponential_batch_size_schedule(
     Smith et al., 2018, `Don't Decay the Learning Rate, Increase the Batch
     Size <https://arxiv.org/abs/1711.00489>`_.
   """
-  check_range("init_batch_size", init_batch_size, low=1)
-  check_range("max_batch_size", max_batch_size, low=1)
-  check_range("growth_steps", growth_steps, low=0, low_open=True)
-  check_range("growth_factor", growth_factor, low=1)
-  check_range("transition_begin", transition_begin, low=0)
+  _validation.check_range("init_batch_size", init_batch_size, low=1)
+  _validation.check_range("max_batch_size", max_batch_size, low=1)
+  _validation.check_range("growth_steps", growth_steps, low=0, low_open=True)
+  _validation.check_range("growth_factor", growth_factor, low=1)
+  _validation.check_range("transition_begin", transition_begin, low=0)
   if _validation.is_concrete(init_batch_size) and _validation.is_concrete(max_batch_size):
     if float(init_batch_size) > float(max_batch_size):
       raise ValueError(

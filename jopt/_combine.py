@@ -8,7 +8,7 @@ from typing import Any
 
 import optax
 
-from jopt import _base, _validation
+from jopt import _base
 
 
 def accepts_extra_args(tx: Any) -> bool:
@@ -49,10 +49,6 @@ def call_update(tx, updates, state, params=None, **extra_args):
   if accepts_extra_args(tx):
     return tx.update(updates, state, params, **extra_args)
   return tx.update(updates, state, params)
-
-
-# Kept importable from here for code written against the earlier layout.
-check_tree_match = _validation.check_tree_match
 
 
 def chain(*transforms: Any) -> _base.GradientTransformation:

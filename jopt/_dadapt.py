@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _combine, _hyperparams, _tree_math
+from jopt import _base, _hyperparams, _numerics, _tree_math, _validation
 from jopt._base import ArrayLike, ScalarOrSchedule
 
 
@@ -90,10 +90,10 @@ def _estimate(current, numerator, denominator):
 
 
 def _check_common(learning_rate, eps, estim_lr0, weight_decay):
-  _base.check_range("learning_rate", learning_rate, low=0.0)
-  _base.check_range("eps", eps, low=0.0)
-  _base.check_range("estim_lr0", estim_lr0, low=0.0, low_open=True)
-  _base.check_range("weight_decay", weight_decay, low=0.0)
+  _validation.check_range("learning_rate", learning_rate, low=0.0)
+  _validation.check_range("eps", eps, low=0.0)
+  _validation.check_range("estim_lr0", estim_lr0, low=0.0, low_open=True)
+  _validation.check_range("weight_decay", weight_decay, low=0.0)
 
 
 @_hyperparams.sweepable(
@@ -105,9 +105,9 @@ def _dadapt_adamw(
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     return DAdaptAdamWState(
-        exp_avg=_base.tree_zeros_like(params),
-        exp_avg_sq=_base.tree_zeros_like(params),
-        grad_sum=_base.tree_zeros_like(params),
+        exp_avg=_numerics.tree_zeros_like(params),
+        exp_avg_sq=_numerics.tree_zeros_like(params),
+        grad_sum=_numerics.tree_zeros_like(params),
         estim_lr=jnp.asarray(estim_lr0).astype(dtype),
         numerator_weighted=jnp.zeros([], dtype),
         count=jnp.zeros([], jnp.int32),
@@ -116,7 +116,7 @@ def _dadapt_adamw(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _tree_math.require_params("dadapt_adamw", params)
-    _combine.check_tree_match("updates", state.exp_avg, updates)
+    _validation.check_tree_match("updates", state.exp_avg, updates)
     dtype = state.estim_lr.dtype
     beta1, beta2, eps_, wd = (
         jnp.asarray(v).astype(dtype) for v in (b1, b2, eps, weight_decay)
@@ -125,7 +125,7 @@ def _dadapt_adamw(
     d = jnp.where(
         state.count == 0, jnp.asarray(estim_lr0).astype(dtype), state.estim_lr
     )
-    count = _base.safe_increment(state.count)
+    count = _numerics.safe_increment(state.count)
     sched = _schedule_value(learning_rate, state.count, dtype)
     dlr = d * sched * _bias_correction(beta1, beta2, count, dtype)
     s_weighted = jax.tree.map(
@@ -250,9 +250,9 @@ def _prodigy(
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     return ProdigyState(
-        exp_avg=_base.tree_zeros_like(params),
-        exp_avg_sq=_base.tree_zeros_like(params),
-        grad_sum=_base.tree_zeros_like(params),
+        exp_avg=_numerics.tree_zeros_like(params),
+        exp_avg_sq=_numerics.tree_zeros_like(params),
+        grad_sum=_numerics.tree_zeros_like(params),
         params0=jax.tree.map(jnp.array, params),
         estim_lr=jnp.asarray(estim_lr0).astype(dtype),
         numerator_weighted=jnp.zeros([], dtype),
@@ -262,7 +262,7 @@ def _prodigy(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _tree_math.require_params("prodigy", params)
-    _combine.check_tree_match("updates", state.exp_avg, updates)
+    _validation.check_tree_match("updates", state.exp_avg, updates)
     dtype = state.estim_lr.dtype
     beta1, beta2, eps_, wd, d0, coef = (
         jnp.asarray(v).astype(dtype)
@@ -271,7 +271,7 @@ def _prodigy(
     # The paper's default: the square root of b2, following b2 when swept.
     b3 = beta2**0.5 if beta3 is None else jnp.asarray(beta3).astype(dtype)
     d = jnp.where(state.count == 0, d0, state.estim_lr)
-    count = _base.safe_increment(state.count)
+    count = _numerics.safe_increment(state.count)
     sched = _schedule_value(learning_rate, state.count, dtype)
     dlr = d * sched * _bias_correction(beta1, beta2, count, dtype)
     param_diff = jax.tree.map(
@@ -382,8 +382,8 @@ def prodigy(
   """
   b1, b2 = _tree_math.check_betas(betas)
   _check_common(learning_rate, eps, estim_lr0, weight_decay)
-  _base.check_range("beta3", beta3, low=0.0, high=1.0, high_open=True)
-  _base.check_range("estim_lr_coef", estim_lr_coef, low=0.0)
+  _validation.check_range("beta3", beta3, low=0.0, high=1.0, high_open=True)
+  _validation.check_range("estim_lr_coef", estim_lr_coef, low=0.0)
   return _prodigy(
       learning_rate, b1, b2, beta3, eps, estim_lr0, estim_lr_coef,
       weight_decay, safeguard_warmup,

@@ -23,6 +23,7 @@ from jopt import (
     _regularize,
     _scale,
     _tree_math,
+    _validation,
 )
 from jopt._base import ArrayLike, ScalarOrSchedule
 
@@ -57,7 +58,7 @@ def _check_init_step(init_step: Any) -> tuple[str, Any]:
         f"got {init_step!r}."
     )
   kind, value = init_step
-  _base.check_range("init_step", value, low=0.0, low_open=True)
+  _validation.check_range("init_step", value, low=0.0, low_open=True)
   return kind, value
 
 
@@ -77,7 +78,7 @@ def _scale_by_dog(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _tree_math.require_params("scale_by_dog", params)
-    _combine.check_tree_match("updates", state.init_params, updates)
+    _validation.check_tree_match("updates", state.init_params, updates)
     dtype = state.max_dist.dtype
     value = jnp.asarray(init_step_value).astype(dtype)
     if init_step_kind == "distance":
@@ -147,7 +148,7 @@ def scale_by_dog(
     step size schedule <https://arxiv.org/abs/2302.12022>`_.
   """
   kind, value = _check_init_step(init_step)
-  _base.check_range("eps", eps, low=0.0)
+  _validation.check_range("eps", eps, low=0.0)
   return _scale_by_dog(kind, value, eps)
 
 
@@ -212,7 +213,7 @@ def dog(
     step size schedule <https://arxiv.org/abs/2302.12022>`_.
   """
   kind, value = _check_init_step(init_step)
-  _base.check_range("learning_rate", learning_rate, low=0.0)
-  _base.check_range("eps", eps, low=0.0)
-  _base.check_range("weight_decay", weight_decay, low=0.0)
+  _validation.check_range("learning_rate", learning_rate, low=0.0)
+  _validation.check_range("eps", eps, low=0.0)
+  _validation.check_range("weight_decay", weight_decay, low=0.0)
   return _dog(learning_rate, kind, value, eps, weight_decay, mask)

@@ -18,7 +18,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import _adam, _base, _combine, _hyperparams, _scale, _tree_math
+from jopt import (
+    _adam,
+    _base,
+    _combine,
+    _hyperparams,
+    _numerics,
+    _scale,
+    _tree_math,
+    _validation,
+)
 from jopt._base import ArrayLike
 
 
@@ -52,12 +61,12 @@ def _scale_by_hypergradient(
     return ScaleByHypergradientState(
         count=jnp.zeros([], jnp.int32),
         learning_rate=jnp.asarray(learning_rate).astype(dtype),
-        direction=_base.tree_zeros_like(params),
+        direction=_numerics.tree_zeros_like(params),
         inner_state=direction.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    _combine.check_tree_match("updates", state.direction, updates)
+    _validation.check_tree_match("updates", state.direction, updates)
     dtype = state.learning_rate.dtype
     alpha = jnp.where(
         state.count == 0,
@@ -74,7 +83,7 @@ def _scale_by_hypergradient(
         new_direction,
     )
     return new_updates, ScaleByHypergradientState(
-        count=_base.safe_increment(state.count),
+        count=_numerics.safe_increment(state.count),
         learning_rate=alpha,
         direction=jax.tree.map(
             lambda d, old: d.astype(old.dtype), new_direction, state.direction
@@ -86,8 +95,8 @@ def _scale_by_hypergradient(
 
 
 def _check(learning_rate: Any, hypergrad_lr: Any) -> None:
-  _base.check_range("learning_rate", learning_rate, low=0.0)
-  _base.check_range("hypergrad_lr", hypergrad_lr, low=0.0)
+  _validation.check_range("learning_rate", learning_rate, low=0.0)
+  _validation.check_range("hypergrad_lr", hypergrad_lr, low=0.0)
 
 
 @_hyperparams.sweepable("learning_rate", "hypergrad_lr", "momentum")
@@ -136,7 +145,9 @@ def sgd_hd(
     descent <https://arxiv.org/abs/1703.04782>`_.
   """
   _check(learning_rate, hypergrad_lr)
-  _base.check_range("momentum", momentum, low=0.0, high=1.0, high_open=True)
+  _validation.check_range(
+      "momentum", momentum, low=0.0, high=1.0, high_open=True
+  )
   if momentum is None:
     direction = _base.identity()
   else:
@@ -194,8 +205,8 @@ def adam_hd(
     descent <https://arxiv.org/abs/1703.04782>`_.
   """
   _check(learning_rate, hypergrad_lr)
-  _base.check_range("b1", b1, low=0.0, high=1.0, high_open=True)
-  _base.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
-  _base.check_range("eps", eps, low=0.0)
+  _validation.check_range("b1", b1, low=0.0, high=1.0, high_open=True)
+  _validation.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
+  _validation.check_range("eps", eps, low=0.0)
   direction = _adam.scale_by_adam.plain(b1=b1, b2=b2, eps=eps)
   return _scale_by_hypergradient(direction, learning_rate, hypergrad_lr)

@@ -30,6 +30,8 @@ parts is refused with the qualified names listed, rather than guessed.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable
@@ -42,8 +44,6 @@ import optax
 
 from jopt import _base, _numerics, _validation
 from jopt._validation import Range
-
-HYPERPARAM_DTYPE = _numerics.HYPERPARAM_DTYPE
 
 
 class HyperparamsState(NamedTuple):
@@ -77,7 +77,7 @@ def _store(values: dict[str, Any], decays: frozenset[str]):
       decay = _numerics.make_decay(value)
       hyperparams[name], complements[name] = decay.value, decay.complement
     else:
-      hyperparams[name] = jnp.asarray(value).astype(HYPERPARAM_DTYPE)
+      hyperparams[name] = jnp.asarray(value).astype(_numerics.HYPERPARAM_DTYPE)
   return hyperparams, complements
 
 
@@ -119,6 +119,42 @@ def inject(
   return _base.GradientTransformation(init_fn, update_fn)
 
 
+# The decorated constructor whose body is running, if any. Read only to
+# refuse a public constructor there (see `_check_not_in_a_body`); it never
+# changes what a constructor returns.
+_BODY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "jopt_constructor_body", default=None
+)
+
+
+@contextlib.contextmanager
+def _building(name: str):
+  token = _BODY.set(name)
+  try:
+    yield
+  finally:
+    _BODY.reset(token)
+
+
+def _check_not_in_a_body(name: str) -> None:
+  """Refuses the public form of ``name`` inside another constructor's body.
+
+  A body builds its parts with their ``.plain`` forms. The public form
+  would nest a second `HyperparamsState` holding the values the body was
+  given when it ran: `set_hyperparams` and sweeps would change the outer
+  copy while the part went on using its stale inner one.
+  """
+  outer = _BODY.get()
+  if outer is not None:
+    raise RuntimeError(
+        f"`{name}` was called inside the body of the constructor `{outer}`. "
+        f"Build the part with its plain form, `{name}.plain(...)`: the "
+        f"public `{name}` keeps its own copy of its hyperparameters in the "
+        f"state, which `set_hyperparams` and sweeps of `{outer}` would not "
+        f"reach."
+    )
+
+
 def sweepable(*names: str, **ranges: Range):
   """Decorates a constructor so that its numeric hyperparameters live in the state.
 
@@ -138,7 +174,10 @@ def sweepable(*names: str, **ranges: Range):
   transformation, with the values it is given and no state of its own. An
   optimizer builds its parts with their ``.plain`` forms, so it keeps one
   set of hyperparameters, under its own argument names; Optax's
-  ``inject_hyperparams`` takes a ``.plain`` form as its factory.
+  ``inject_hyperparams`` takes a ``.plain`` form as its factory. Calling
+  the public form of a decorated constructor while a decorated body (public
+  or plain) runs raises `RuntimeError` naming it: a body builds its parts
+  with ``.plain``.
   """
   declared = {**{name: _validation.ANY for name in names}, **ranges}
   decays = frozenset(n for n, r in declared.items() if r.complement)
@@ -149,25 +188,33 @@ def sweepable(*names: str, **ranges: Range):
     if missing:
       raise TypeError(f"{raw.__name__} has no argument {sorted(missing)}.")
 
+    name = raw.__name__
+
+    @functools.wraps(raw)
+    def body(*args, **kwargs):
+      with _building(name):
+        return raw(*args, **kwargs)
+
     @functools.wraps(raw)
     def constructor(*args, **kwargs):
+      _check_not_in_a_body(name)
       bound = signature.bind(*args, **kwargs)
       bound.apply_defaults()
       arguments = dict(bound.arguments)
-      for name, allowed in ranges.items():
-        allowed.check(name, arguments[name])
-      plain = raw(**arguments)
+      for arg, allowed in ranges.items():
+        allowed.check(arg, arguments[arg])
+      plain = body(**arguments)
       numeric = {n: arguments[n] for n in declared if _is_numeric(arguments[n])}
       if not numeric:
         return plain
 
       def factory(**hp):
-        return raw(**{**arguments, **hp})
+        return body(**{**arguments, **hp})
 
       return inject(factory, numeric, decays & set(numeric))
 
     constructor.__signature__ = signature
-    constructor.plain = raw
+    constructor.plain = body
     constructor.ranges = dict(declared)
     return constructor
 

@@ -35,11 +35,6 @@ class PartitionState(NamedTuple):
   inner_states: dict[Hashable, MaskedState]
 
 
-# Kept importable from here for code written against the earlier layout.
-check_transform = _validation.check_transform
-is_mask_function = _validation.is_mask_function
-
-
 def _has_no_leaves(params: Any) -> bool:
   # ``optax.tree.map_params`` calls ``init`` with a leafless placeholder to
   # find where the params are copied in the state: it is passed through

@@ -12,7 +12,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _combine, _hyperparams, _tree_math
+from jopt import (
+    _base,
+    _combine,
+    _hyperparams,
+    _numerics,
+    _tree_math,
+    _validation,
+)
 from jopt._base import ArrayLike
 
 
@@ -94,9 +101,9 @@ def mechanize(
     Cutkosky et al., 2023, `Mechanic: a learning rate tuner
     <https://arxiv.org/abs/2306.00144>`_.
   """
-  _base.check_range("weight_decay", weight_decay, low=0.0)
-  _base.check_range("eps", eps, low=0.0)
-  _base.check_range("s_init", s_init, low=0.0, low_open=True)
+  _validation.check_range("weight_decay", weight_decay, low=0.0)
+  _validation.check_range("eps", eps, low=0.0)
+  _validation.check_range("s_init", s_init, low=0.0, low_open=True)
   if isinstance(num_betas, bool) or not isinstance(num_betas, int) or (
       num_betas < 1):
     raise ValueError(f"`num_betas` must be an int >= 1; got {num_betas!r}.")
@@ -121,7 +128,7 @@ def mechanize(
 
   def update_fn(updates, state, params=None, **extra_args):
     _tree_math.require_params("mechanize", params)
-    _combine.check_tree_match("updates", state.x0, updates)
+    _validation.check_tree_match("updates", state.x0, updates)
     dtype = state.s.dtype
     wd, eps_, s0 = (
         jnp.asarray(v).astype(dtype) for v in (weight_decay, eps, s_init)
@@ -165,7 +172,7 @@ def mechanize(
     new_updates = jax.tree.map(step, params, x0, delta_prev, base_updates)
     return new_updates, MechanicState(
         base_optimizer_state=base_state,
-        count=_base.safe_increment(state.count),
+        count=_numerics.safe_increment(state.count),
         r=r,
         m=m,
         v=v,

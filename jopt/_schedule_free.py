@@ -20,10 +20,12 @@ from jopt import (
     _base,
     _combine,
     _hyperparams,
+    _numerics,
     _regularize,
     _scale,
     _schedules,
     _tree_math,
+    _validation,
 )
 from jopt._base import ArrayLike, ScalarOrSchedule
 
@@ -103,7 +105,7 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     )
 
   def average(y, z):
-    dtype = _adaptive.promote(jnp.float32, y.dtype)
+    dtype = _numerics.promote(jnp.float32, y.dtype)
     b1 = sf.b1.astype(dtype)
     x = (y.astype(dtype) - (1 - b1) * z.astype(dtype)) / b1
     return x.astype(y.dtype)
@@ -162,15 +164,15 @@ def schedule_free(
     Defazio et al., 2024, `The road less scheduled
     <https://arxiv.org/abs/2405.15682>`_.
   """
-  _base.check_range("learning_rate", learning_rate, low=0.0)
-  _base.check_range("b1", b1, low=0.0, high=1.0, low_open=True)
-  _base.check_range("weight_lr_power", weight_lr_power, low=0.0)
+  _validation.check_range("learning_rate", learning_rate, low=0.0)
+  _validation.check_range("b1", b1, low=0.0, high=1.0, low_open=True)
+  _validation.check_range("weight_lr_power", weight_lr_power, low=0.0)
   if not (hasattr(base_optimizer, "init") and hasattr(base_optimizer, "update")):
     raise ValueError(
         "`base_optimizer` must be a gradient transformation; got "
         f"{type(base_optimizer).__name__}."
     )
-  state_dtype = _adaptive.state_dtype(state_dtype)
+  state_dtype = _numerics.state_dtype(state_dtype)
 
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
@@ -189,7 +191,7 @@ def schedule_free(
 
   def update_fn(updates, state, params=None, **extra_args):
     _tree_math.require_params("schedule_free", params)
-    _combine.check_tree_match("updates", state.z, updates)
+    _validation.check_tree_match("updates", state.z, updates)
     dtype = state.max_lr.dtype
     lr = learning_rate(state.step_count) if callable(learning_rate) else (
         learning_rate)
@@ -215,7 +217,7 @@ def schedule_free(
     b1_ = jnp.asarray(b1).astype(dtype)
 
     def step(y, z_old, z_new):
-      wide = _adaptive.promote(dtype, y.dtype)
+      wide = _numerics.promote(dtype, y.dtype)
       c, b = ck.astype(wide), b1_.astype(wide)
       x = (y.astype(wide) - (1 - b) * z_old.astype(wide)) / b
       x = (1 - c) * x + c * z_new.astype(wide)
@@ -226,7 +228,7 @@ def schedule_free(
     return updates, ScheduleFreeState(
         b1=b1_,
         weight_sum=weight_sum,
-        step_count=_base.safe_increment(state.step_count),
+        step_count=_numerics.safe_increment(state.step_count),
         max_lr=max_lr,
         base_optimizer_state=base_state,
         z=z,
@@ -239,7 +241,7 @@ def _warmup(learning_rate: ArrayLike, warmup_steps: ArrayLike | None):
   """Optax's ``warmup_constant_schedule(0, learning_rate, warmup_steps)``."""
   if warmup_steps is None:
     return learning_rate
-  _base.check_range("warmup_steps", warmup_steps, low=1.0)
+  _validation.check_range("warmup_steps", warmup_steps, low=1.0)
   return _schedules.join_schedules(
       [
           _schedules.linear_schedule(0.0, learning_rate, warmup_steps),
@@ -298,8 +300,8 @@ def schedule_free_sgd(
     Defazio et al., 2024, `The road less scheduled
     <https://arxiv.org/abs/2405.15682>`_.
   """
-  _base.check_range("learning_rate", learning_rate, low=0.0)
-  _base.check_range("weight_decay", weight_decay, low=0.0)
+  _validation.check_range("learning_rate", learning_rate, low=0.0)
+  _validation.check_range("weight_decay", weight_decay, low=0.0)
   lr = _warmup(learning_rate, warmup_steps)
   base = _scale.scale_by_learning_rate.plain(lr)
   if weight_decay is not None:
@@ -364,10 +366,10 @@ def schedule_free_adamw(
     `Accelerating neural network training: an analysis of the AlgoPerf
     competition <https://arxiv.org/abs/2502.15015>`_.
   """
-  _base.check_range("learning_rate", learning_rate, low=0.0)
-  _base.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
-  _base.check_range("eps", eps, low=0.0)
-  _base.check_range("weight_decay", weight_decay, low=0.0)
+  _validation.check_range("learning_rate", learning_rate, low=0.0)
+  _validation.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
+  _validation.check_range("eps", eps, low=0.0)
+  _validation.check_range("weight_decay", weight_decay, low=0.0)
   lr = _warmup(learning_rate, warmup_steps)
   base = _combine.chain(
       _adaptive.scale_by_rms.plain(

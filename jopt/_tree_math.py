@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jopt import _adaptive, _base
+from jopt import _numerics, _validation
 
 
 def scalar_dtype(params: Any) -> Any:
@@ -23,13 +23,13 @@ def scalar_dtype(params: Any) -> Any:
   for leaf in jax.tree.leaves(params):
     leaf_dtype = jnp.asarray(leaf).dtype
     if jnp.issubdtype(leaf_dtype, jnp.floating):
-      dtype = _adaptive.promote(dtype, leaf_dtype)
+      dtype = _numerics.promote(dtype, leaf_dtype)
   return dtype
 
 
 def wide(x: jax.Array, dtype: Any) -> jax.Array:
   """``x`` in the wider of its dtype and ``dtype``."""
-  return x.astype(_adaptive.promote(x.dtype, dtype))
+  return x.astype(_numerics.promote(x.dtype, dtype))
 
 
 def _total(values: list[jax.Array], dtype: Any) -> jax.Array:
@@ -79,6 +79,6 @@ def check_betas(betas: Any) -> tuple[Any, Any]:
   if not isinstance(betas, (tuple, list)) or len(betas) != 2:
     raise ValueError(f"`betas` must be a pair (b1, b2); got {betas!r}.")
   b1, b2 = betas
-  _base.check_range("betas[0]", b1, low=0.0, high=1.0, high_open=True)
-  _base.check_range("betas[1]", b2, low=0.0, high=1.0, high_open=True)
+  _validation.check_range("betas[0]", b1, low=0.0, high=1.0, high_open=True)
+  _validation.check_range("betas[1]", b2, low=0.0, high=1.0, high_open=True)
   return b1, b2

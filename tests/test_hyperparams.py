@@ -214,6 +214,27 @@ def test_declared_hyperparameters_live_in_the_state(constructor):
   assert plain.init(jnp.ones(2)) == jopt.EmptyState()
 
 
+@_hyperparams.sweepable(factor=_validation.NON_NEGATIVE)
+def _built_with_a_public_part(factor):
+  # The mistake: the public `scale` nests its own state, frozen at `factor`.
+  return jopt.chain(jopt.scale(factor), jopt.identity())
+
+
+@pytest.mark.parametrize("call", [
+    lambda: _built_with_a_public_part(2.0),
+    lambda: _built_with_a_public_part.plain(2.0),
+    lambda: optax.inject_hyperparams(_built_with_a_public_part.plain)(2.0),
+], ids=["public", "plain", "optax_inject"])
+def test_public_constructor_inside_a_body_names_it_and_plain(call):
+  with pytest.raises(RuntimeError, match=r"`scale`.*`_built_with_a_public_part`"
+                     r".*`scale\.plain\(\.\.\.\)`") as error:
+    call().init(jnp.ones(2))
+  assert "set_hyperparams" in str(error.value)
+  # The refusal does not outlive the call: top-level constructions work.
+  state = jopt.scale(2.0).init(jnp.ones(2))
+  assert jopt.get_hyperparams(state) == {"step_size": 2.0}
+
+
 def test_declared_decay_keeps_its_complement():
   state = _declared(1.0, decay=0.999).init(jnp.ones(1))
   assert set(jopt.get_hyperparams(state)) == {"factor", "decay"}

@@ -5,8 +5,8 @@ Each row builds one optimizer and says which hyperparameter its sweep checks
 vary; its reference is optax.contrib's version (given jopt's float32
 hyperparameter values, so only the arithmetic is compared) or, for the
 hypergradient methods Optax lacks, the paper's update rule written out in
-NumPy float64 below. The problem, loss and trajectory helper are
-`test_optimizers`'s; jitted runners are built once per row.
+NumPy float64 below. The problem, loss and trajectory helper are the
+shared ones in `_helpers`; jitted runners are built once per row.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.flatten_util import ravel_pytree
-from test_optimizers import (
+from _helpers import (
     BF16_STEPS,
-    _init_params,
-    _loss,
-    _run_in_bfloat16,
-    _trajectory,
+    init_params,
+    jit_traced_once,
+    loss,
+    run_in_bfloat16,
+    stack,
+    trajectory,
 )
+from jax.flatten_util import ravel_pytree
 
 import jopt
 
@@ -59,7 +61,7 @@ def _f(hp, name):
 
 
 def _grad_flat(x):
-  # d/dx of `_loss`'s 0.5 x^2 + 0.3 sin(3x), elementwise.
+  # d/dx of `loss`'s 0.5 x^2 + 0.3 sin(3x), elementwise.
   return x + 0.9 * np.cos(3.0 * x)
 
 
@@ -201,10 +203,6 @@ def row(request) -> Row:
   return request.param
 
 
-def _stack(xs):
-  return jax.tree.map(lambda *a: jnp.stack(a), *xs)
-
-
 @dataclasses.dataclass
 class Runners:
   tx: Any
@@ -217,30 +215,29 @@ def _runners(row: Row) -> Runners:
   tx = row.make()
 
   def run_raw(state, params):
-    return _trajectory(tx, jopt.apply_updates, _loss, params, state, NUM_STEPS)
+    return trajectory(tx, jopt.apply_updates, loss, params, state, NUM_STEPS)
 
-  counted = functools.wraps(run_raw)(lambda *a: run_raw(*a))
-  counted.__name__ = f"lr_free_run_{row.id}"
-  return Runners(tx, jax.jit(chex.assert_max_traces(counted, n=1)), run_raw)
+  run = jit_traced_once(run_raw, f"lr_free_run_{row.id}")
+  return Runners(tx, run, run_raw)
 
 
 @functools.cache
 def _jopt_path(row: Row):
   r = _runners(row)
-  return r.run(r.tx.init(_init_params()), _init_params())
+  return r.run(r.tx.init(init_params()), init_params())
 
 
 def _reference_path(row: Row, hyperparams: dict):
   """The reference trajectory for these hyperparameter values."""
-  params = _init_params()
+  params = init_params()
   if row.optax_make is not None:
     otx = row.optax_make(hyperparams)
 
     @jax.jit
     def run(params):
       with jax.numpy_dtype_promotion("standard"):
-        return _trajectory(
-            otx, optax.apply_updates, _loss, params, otx.init(params),
+        return trajectory(
+            otx, optax.apply_updates, loss, params, otx.init(params),
             NUM_STEPS,
         )[0]
 
@@ -251,7 +248,7 @@ def _reference_path(row: Row, hyperparams: dict):
 
 
 def _hyperparams(row: Row, **changes):
-  state = _runners(row).tx.init(_init_params())
+  state = _runners(row).tx.init(init_params())
   return {**jopt.get_hyperparams(state), **changes}
 
 
@@ -265,13 +262,13 @@ def test_matches_reference(row):
       atol=row.tol,
   )
   # The run moved the params: a comparison of two frozen paths proves nothing.
-  moved = path["dense"]["w"][-1] - _init_params()["dense"]["w"]
+  moved = path["dense"]["w"][-1] - init_params()["dense"]["w"]
   assert float(jnp.max(jnp.abs(moved))) > 1e-2
 
 
 def test_hypergradient_adapts_the_learning_rate():
   r = _runners(ROWS[[x.id for x in ROWS].index("adam_hd")])
-  _, state = r.run(r.tx.init(_init_params()), _init_params())
+  _, state = r.run(r.tx.init(init_params()), init_params())
   # Far from 0.05: the rate is learned, not fixed.
   assert abs(float(state.inner_state.learning_rate) - 0.05) > 1e-3
 
@@ -281,17 +278,17 @@ def test_hypergradient_adapts_the_learning_rate():
 
 def test_jit_matches_eager(row):
   tx = _runners(row).tx
-  params = _init_params()
+  params = init_params()
   state = tx.init(params)
   eager = []
   for _ in range(3):
-    updates, state = tx.update(jax.grad(_loss)(params), state, params)
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
     params = jopt.apply_updates(params, updates)
     eager.append(params)
   jitted, _ = _jopt_path(row)
   # Only XLA's fusion differs (a few float32 ulps per step).
   chex.assert_trees_all_close(
-      _stack(eager), jax.tree.map(lambda x: x[:3], jitted), rtol=1e-6,
+      stack(eager), jax.tree.map(lambda x: x[:3], jitted), rtol=1e-6,
       atol=1e-7,
   )
 
@@ -299,14 +296,14 @@ def test_jit_matches_eager(row):
 def test_no_retrace_on_second_call(row):
   r = _runners(row)
   _, state = _jopt_path(row)
-  chex.assert_trees_all_equal_shapes_and_dtypes(state, r.tx.init(_init_params()))
-  r.run(state, _init_params())  # assert_max_traces(n=1) raises on retrace
+  chex.assert_trees_all_equal_shapes_and_dtypes(state, r.tx.init(init_params()))
+  r.run(state, init_params())  # assert_max_traces(n=1) raises on retrace
 
 
 def test_set_hyperparams_takes_effect_without_recompiling(row):
   name, value = row.sweep
   r = _runners(row)
-  params = _init_params()
+  params = init_params()
   state = jopt.set_hyperparams(r.tx.init(params), **{name: 0.5 * value})
   path, _ = r.run(state, params)  # no retrace
   expected = _reference_path(row, _hyperparams(row, **{name: 0.5 * value}))
@@ -324,10 +321,10 @@ def _looped(row: Row, values):
   name = row.sweep[0]
   finals = []
   for v in values:
-    state = jopt.set_hyperparams(r.tx.init(_init_params()), **{name: v})
-    path, _ = r.run(state, _init_params())
+    state = jopt.set_hyperparams(r.tx.init(init_params()), **{name: v})
+    path, _ = r.run(state, init_params())
     finals.append(jax.tree.map(lambda x: x[-1], path))
-  return _stack(finals)
+  return stack(finals)
 
 
 def _values(row: Row):
@@ -337,9 +334,9 @@ def _values(row: Row):
 def test_vmap_over_constructor_matches_loop(row):
   def run(value):
     tx = row.make(**{row.sweep[0]: value})
-    params = _init_params()
-    path, _ = _trajectory(
-        tx, jopt.apply_updates, _loss, params, tx.init(params), NUM_STEPS
+    params = init_params()
+    path, _ = trajectory(
+        tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
     )
     return jax.tree.map(lambda x: x[-1], path)
 
@@ -356,11 +353,11 @@ def test_vmap_over_set_hyperparams_state_matches_loop(row):
   values = _values(row)
   state = jax.tree.map(
       lambda x: jnp.broadcast_to(x, (len(values),) + x.shape),
-      r.tx.init(_init_params()),
+      r.tx.init(init_params()),
   )
   state = jopt.set_hyperparams(state, **{row.sweep[0]: values})
   paths, _ = jax.jit(jax.vmap(r.run_raw, in_axes=(0, None)))(
-      state, _init_params()
+      state, init_params()
   )
   chex.assert_trees_all_close(
       jax.tree.map(lambda x: x[:, -1], paths), _looped(row, values),
@@ -373,7 +370,7 @@ def test_vmap_over_set_hyperparams_state_matches_loop(row):
 
 
 def test_bfloat16_params_give_bfloat16_updates(row):
-  updates, state, new_params = _run_in_bfloat16(_runners(row).tx)
+  updates, state, new_params = run_in_bfloat16(_runners(row).tx)
   for tree in (updates, new_params):
     assert {x.dtype for x in jax.tree.leaves(tree)} == {jnp.dtype(jnp.bfloat16)}
   chex.assert_tree_all_finite(updates)
@@ -409,7 +406,7 @@ def test_signature_matches_optax_contrib(name):
 
 
 def test_default_hyperparameters_in_state():
-  params = _init_params()
+  params = init_params()
   hp = jopt.get_hyperparams(jopt.prodigy().init(params))
   assert hp == {
       "learning_rate": 1.0, "b1": np.float32(0.9), "b2": np.float32(0.999),
@@ -432,9 +429,9 @@ def test_schedule_free_eval_params_match_optax():
     params = jax.tree.map(lambda x: x[-1], path)
     otx = row.optax_make(_hyperparams(row))
     with jax.numpy_dtype_promotion("standard"):
-      opath, ostate = jax.jit(lambda p, o=otx: _trajectory(
-          o, optax.apply_updates, _loss, p, o.init(p), NUM_STEPS))(
-              _init_params())
+      opath, ostate = jax.jit(lambda p, o=otx: trajectory(
+          o, optax.apply_updates, loss, p, o.init(p), NUM_STEPS))(
+              init_params())
       expected = optax.contrib.schedule_free_eval_params(
           ostate, jax.tree.map(lambda x: x[-1], opath)
       )

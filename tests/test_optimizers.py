@@ -23,6 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import (
+    BF16_STEPS,
+    init_params,
+    jit_traced_once,
+    loss,
+    run_in_bfloat16,
+    trajectory,
+)
 
 import jopt
 
@@ -106,23 +114,6 @@ def row(request) -> Row:
 # --- Problems ---------------------------------------------------------------
 
 
-def _init_params():
-  """A nested pytree with a matrix and a scalar leaf (kept small: compile
-  time grows with the number of leaves)."""
-  return {
-      "dense": {"w": jax.random.normal(jax.random.key(0), (3, 4))},
-      "scale": jnp.asarray(1.5, jnp.float32),  # strong-typed, as from init
-  }
-
-
-def _loss(params):
-  # Non-quadratic, so the gradients change direction and scale over steps.
-  def leaf(x):
-    return jnp.sum(0.5 * x * x + 0.3 * jnp.sin(3.0 * x))
-
-  return sum(leaf(x) for x in jax.tree.leaves(params))
-
-
 def _quadratic(x):
   # Condition number 10.
   return 0.5 * (x[0] ** 2 + 10.0 * x[1] ** 2)
@@ -130,19 +121,6 @@ def _quadratic(x):
 
 def _rosenbrock(x):
   return (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
-
-
-def _trajectory(tx, apply, loss, params, state, steps):
-  """Runs ``steps`` updates; returns (params after each step, final state)."""
-
-  def body(carry, _):
-    p, s = carry
-    updates, s = tx.update(jax.grad(loss)(p), s, p)
-    p = apply(p, updates)
-    return (p, s), p
-
-  (_, state), path = jax.lax.scan(body, (params, state), None, length=steps)
-  return path, state
 
 
 # --- Shared jitted runners (one compile per row and purpose) ----------------
@@ -160,8 +138,8 @@ def _run_optax(row: Row, hyperparams, params):
   otx = row.make(optax, **hyperparams)
   # Optax is the reference, not under test: run it with standard promotion.
   with jax.numpy_dtype_promotion("standard"):
-    return _trajectory(
-        otx, optax.apply_updates, _loss, params, otx.init(params), NUM_STEPS
+    return trajectory(
+        otx, optax.apply_updates, loss, params, otx.init(params), NUM_STEPS
     )[0]
 
 
@@ -170,15 +148,11 @@ def _runners(row: Row) -> Runners:
   tx = row.make(jopt, row.lr)
 
   def jopt_run_raw(state, params):
-    return _trajectory(tx, jopt.apply_updates, _loss, params, state, NUM_STEPS)
+    return trajectory(tx, jopt.apply_updates, loss, params, state, NUM_STEPS)
 
-  # chex counts traces per name and source; a per-row name keeps the rows'
-  # counters apart.
-  counted = functools.wraps(jopt_run_raw)(lambda *a: jopt_run_raw(*a))
-  counted.__name__ = f"jopt_run_{row.id}"
   return Runners(
       tx=tx,
-      jopt_run=jax.jit(chex.assert_max_traces(counted, n=1)),
+      jopt_run=jit_traced_once(jopt_run_raw, f"jopt_run_{row.id}"),
       jopt_run_raw=jopt_run_raw,
       optax_run=jax.jit(functools.partial(_run_optax, row)),
   )
@@ -192,14 +166,14 @@ def _optax_path(row: Row, lr: float):
   (`test_hyperparameter_defaults_match_optax` checks jopt's defaults against
   Optax's.)"""
   return _runners(row).optax_run(
-      {"learning_rate": jnp.float32(lr)}, _init_params()
+      {"learning_rate": jnp.float32(lr)}, init_params()
   )
 
 
 @functools.cache
 def _jopt_path(row: Row):
   r = _runners(row)
-  params = _init_params()
+  params = init_params()
   return r.jopt_run(r.tx.init(params), params)
 
 
@@ -234,7 +208,7 @@ def test_hyperparameter_defaults_match_optax(row):
     for p in signature.parameters.values():
       if p.default is not inspect.Parameter.empty and p.default is not None:
         expected.setdefault(p.name, p.default)
-  stored = jopt.get_hyperparams(_runners(row).tx.init(_init_params()))
+  stored = jopt.get_hyperparams(_runners(row).tx.init(init_params()))
   assert stored
   for name, value in stored.items():
     assert name in expected, f"{name} is not an argument of Optax's {row.id}"
@@ -248,9 +222,11 @@ def test_hyperparameter_defaults_match_optax(row):
 def _converge(row: Row):
   """Final iterates on both problems, from one compiled program."""
 
-  def solve(loss, x0, lr, steps):
+  def solve(objective, x0, lr, steps):
     tx = row.make(jopt, lr)
-    path, _ = _trajectory(tx, jopt.apply_updates, loss, x0, tx.init(x0), steps)
+    path, _ = trajectory(
+        tx, jopt.apply_updates, objective, x0, tx.init(x0), steps
+    )
     return path[-1]
 
   @jax.jit
@@ -286,11 +262,11 @@ def test_converges(row, problem, optimum, tol):
 
 def test_jit_matches_eager(row):
   tx = _runners(row).tx
-  params = _init_params()
+  params = init_params()
   state = tx.init(params)
   eager = []
   for _ in range(3):
-    updates, state = tx.update(jax.grad(_loss)(params), state, params)
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
     params = jopt.apply_updates(params, updates)
     eager.append(params)
   jitted, _ = _jopt_path(row)
@@ -309,8 +285,8 @@ def test_no_retrace_on_second_call(row):
   # Feeding the returned state back in must hit the compiled program: the
   # state's structure, shapes, dtypes (and weak types, which only the trace
   # count sees) must not change in `update`.
-  chex.assert_trees_all_equal_shapes_and_dtypes(state, r.tx.init(_init_params()))
-  r.jopt_run(state, _init_params())  # assert_max_traces(n=1) raises on retrace
+  chex.assert_trees_all_equal_shapes_and_dtypes(state, r.tx.init(init_params()))
+  r.jopt_run(state, init_params())  # assert_max_traces(n=1) raises on retrace
 
 
 # --- (6) set_hyperparams, without recompiling --------------------------------
@@ -319,7 +295,7 @@ def test_no_retrace_on_second_call(row):
 def test_set_hyperparams_takes_effect_without_recompiling(row):
   r = _runners(row)
   new_lr = 0.5 * row.lr
-  params = _init_params()
+  params = init_params()
   state = jopt.set_hyperparams(r.tx.init(params), learning_rate=new_lr)
   path, _ = r.jopt_run(state, params)  # assert_max_traces(n=1): no retrace.
   chex.assert_trees_all_close(
@@ -340,9 +316,9 @@ def _built_inside(row: Row):
 
   def run(lr):
     tx = row.make(jopt, lr)
-    params = _init_params()
-    path, _ = _trajectory(
-        tx, jopt.apply_updates, _loss, params, tx.init(params), NUM_STEPS
+    params = init_params()
+    path, _ = trajectory(
+        tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
     )
     return jax.tree.map(lambda x: x[-1], path)
 
@@ -352,7 +328,7 @@ def _built_inside(row: Row):
 def _looped(row: Row, lrs):
   """One run per learning rate, through the shared compiled runner."""
   r = _runners(row)
-  params = _init_params()
+  params = init_params()
   finals = []
   for lr in lrs:
     state = jopt.set_hyperparams(r.tx.init(params), learning_rate=lr)
@@ -378,7 +354,7 @@ def _vmapped_state_runner(row: Row):
 
 def test_vmap_over_set_hyperparams_state_matches_loop(row):
   r = _runners(row)
-  params = _init_params()
+  params = init_params()
   lrs = jnp.asarray([f * row.lr for f in SWEEP_FACTORS], jnp.float32)
   state = r.tx.init(params)
   batched = jax.tree.map(
@@ -395,30 +371,9 @@ def test_vmap_over_set_hyperparams_state_matches_loop(row):
 # --- (7) bfloat16 params -------------------------------------------------------
 
 
-BF16_STEPS = 3
-
-
-def _run_in_bfloat16(tx):
-  """``(updates, state, params)`` after BF16_STEPS steps from bf16 params."""
-
-  @jax.jit
-  def run(params):
-    def body(carry, _):
-      p, s = carry
-      updates, s = tx.update(jax.grad(_loss)(p), s, p)
-      return (jopt.apply_updates(p, updates), s), updates
-
-    (params, state), updates = jax.lax.scan(
-        body, (params, tx.init(params)), None, length=BF16_STEPS
-    )
-    return updates, state, params
-
-  return run(jax.tree.map(lambda x: x.astype(jnp.bfloat16), _init_params()))
-
-
 @functools.cache
 def _bfloat16_run(row: Row):
-  return _run_in_bfloat16(_runners(row).tx)
+  return run_in_bfloat16(_runners(row).tx)
 
 
 def test_bfloat16_params_give_bfloat16_updates(row):
@@ -459,14 +414,14 @@ def _dyadic_decays(row: Row) -> dict[str, float]:
 def test_float64_params(row):
   with jax.enable_x64(True):
     params = jax.tree.map(
-        lambda x: jnp.asarray(np.asarray(x, np.float64)), _init_params()
+        lambda x: jnp.asarray(np.asarray(x, np.float64)), init_params()
     )
     tx = row.make(jopt, row.lr, **_dyadic_decays(row))
 
     @jax.jit
     def run_jopt(params):
-      return _trajectory(
-          tx, jopt.apply_updates, _loss, params, tx.init(params), NUM_STEPS
+      return trajectory(
+          tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
       )
 
     path, state = run_jopt(params)

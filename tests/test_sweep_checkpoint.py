@@ -109,16 +109,23 @@ def test_checkpoint_of_the_same_function_with_other_data_is_refused(
     _run(tmp_path, fn=make(5.0))
 
 
-def test_space_identity_has_no_memory_addresses():
-  # A choice of functions must fingerprint alike in every process, so that
-  # a killed sweep over activations can resume.
-  space = {"act": sweep.choice([jax.nn.relu, jnp.tanh, lambda x: x,
-                                functools.partial(jnp.clip, min=0.0)]),
-           "lr": sweep.choice([0.1, 0.3])}
-  text = _checkpoint.space_identity(space)
+def _activation_space(act=jax.nn.relu, clip_min=0.0, lr=0.1):
+  return {"act": sweep.choice([act, jnp.tanh, lambda x: x,
+                               functools.partial(jnp.clip, min=clip_min)]),
+          "lr": sweep.choice([lr, 0.3])}
+
+
+def test_space_identity_is_stable_and_tells_spaces_apart():
+  # A killed sweep over activations resumes in a new process, where every
+  # function object sits at a new address: the identity must not depend on
+  # addresses, and must still change when a choice does (or a resume would
+  # mix results of two different sweeps).
+  text = _checkpoint.space_identity(_activation_space())
   assert "0x" not in text, text
-  assert "jax.nn.relu" in text or "relu" in text
-  assert "0.1" in text
+  assert _checkpoint.space_identity(_activation_space()) == text
+  for change in ({"act": jax.nn.gelu}, {"clip_min": 1.0}, {"lr": 0.2}):
+    other = _checkpoint.space_identity(_activation_space(**change))
+    assert other != text, change
 
 
 _SCRIPT = textwrap.dedent("""
