@@ -15,11 +15,14 @@ Then the achieved FLOP/s of the sweep against one large matmul on the same
 machine, and the scaling table: time and memory for K = 1 ... 1024, the
 largest K once more in four chunks (``max_parallel``).
 
-On CPU the script exposes one XLA device per core (``--cpu-devices``,
-default: all cores) *before* JAX starts, so the sweep can shard its trial
-axis over the cores; (a), (b) and (c) run on device 0 as usual and keep
-XLA's intra-op threads. Timings are ratios measured side by side in one
-process, after warm-up, best of ``--repeats``.
+By default the process starts as a user starts one (no XLA flags); on
+CPU ``import jopt`` then gives it one JAX device per core (see
+``jopt/_cpu_devices.py``), so the sweep shards its trial axis over the
+cores, while (a), (b) and (c) run on device 0 as usual and keep XLA's
+intra-op threads. ``--cpu-devices N`` sets the count with the XLA flag
+instead (1: JAX's own default of one device, with ``JOPT_CPU_DEVICES=1``).
+Timings are ratios measured side by side in one process, after warm-up,
+best of ``--repeats``.
 
   python benchmarks/sweep.py                       # the full benchmark
   python benchmarks/sweep.py --steps 50 --ks 1,8   # a quick run
@@ -42,7 +45,9 @@ def _args():
   p.add_argument("--ks", default="1,8,32,128,512,1024",
                  help="comma-separated K for the scaling table ('' skips)")
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--cpu-devices", type=int, default=os.cpu_count() or 1)
+  p.add_argument("--cpu-devices", type=int, default=None,
+                 help="CPU devices via XLA_FLAGS (default: none, as a user "
+                 "starts a process)")
   p.add_argument("--max-parallel", type=int, default=None)
   p.add_argument("--skip-naive", action="store_true")
   p.add_argument("--lanes", type=int, default=None,
@@ -51,7 +56,9 @@ def _args():
 
 
 ARGS = _args() if __name__ == "__main__" else None
-if ARGS is not None and ARGS.cpu_devices > 1:
+if ARGS is not None and ARGS.cpu_devices == 1:
+  os.environ["JOPT_CPU_DEVICES"] = "1"  # JAX's default: one CPU device
+elif ARGS is not None and ARGS.cpu_devices is not None:
   os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "")
       + f" --xla_force_host_platform_device_count={ARGS.cpu_devices}")
@@ -185,10 +192,13 @@ def main(args):
   keys = [jax.random.fold_in(root, i) for i in range(args.k)]
   space = {"lr": sweep.choice(lrs.tolist())}
 
-  def run_sweep(space=space, devices=None, max_parallel=args.max_parallel):
+  def run_sweep(space=space, devices=None, max_parallel=args.max_parallel,
+                fresh=True):
     # Each run compiles afresh, as a new process would: the executor's
-    # cache of identical programs is emptied first.
-    _executor._EXECUTABLES.clear()
+    # cache of identical programs is emptied first (unless ``fresh`` is
+    # False: a rerun in the same process, as a notebook cell run twice).
+    if fresh:
+      _executor._EXECUTABLES.clear()
     return sweep.run(lambda h, k: {"loss": train(h["lr"], k)}, space,
                      key=root, strategy="grid", progress=False,
                      max_parallel=max_parallel, devices=devices,
@@ -292,7 +302,7 @@ def main(args):
     return
   per_lr = best["scan"] / args.k
   print("\n    K  chunk   total s   compile s   run s   vs scan   memory/device"
-        "   peak (host RSS or device)")
+        "   peak (host RSS or device)   rerun vs scan")
   ks = [int(v) for v in args.ks.split(",")]
   # The largest K once more in four chunks: what max_parallel costs.
   rows = [(k, args.max_parallel) for k in ks] + [(ks[-1], max(1, ks[-1] // 4))]
@@ -306,9 +316,15 @@ def main(args):
     mem = res.memory_bytes or 0
     peak, what = peak_bytes()
     chunk = "auto" if max_parallel is None else str(max_parallel)
+    rerun = ""
+    if k <= args.k:  # small sweeps again, warm: what a second call costs
+      start = time.perf_counter()
+      again = run_sweep(space_k, max_parallel=max_parallel, fresh=False)
+      rerun_s = time.perf_counter() - start - again.compile_time
+      rerun = f"   {per_lr * k / rerun_s:8.2f}x"
     print(f"{k:5d} {chunk:>6} {total:9.2f} {res.compile_time:11.2f} {run_s:7.2f} "
           f"{per_lr * k / run_s:8.2f}x {mem / 2**20:11.1f} MiB"
-          f" {peak / 2**20:9.0f} MiB ({what})")
+          f" {peak / 2**20:9.0f} MiB ({what}){rerun}")
 
 if __name__ == "__main__":
   main(ARGS)
