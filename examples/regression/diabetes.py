@@ -115,7 +115,7 @@ def make_fit(data: dict[str, Any], features: Sequence[int], steps: int):
         "val_loss": val_loss,
       }
 
-    state, curves = jopt.sweep.scan(
+    state, curves = sweep.scan(
       step,
       state,
       length=steps,
