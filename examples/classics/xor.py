@@ -96,7 +96,7 @@ def run(
   axes[0].semilogy(losses.T, lw=1, alpha=0.7)
   axes[0].set_xlabel("step")
   axes[0].set_ylabel("binary cross-entropy")
-  axes[0].set_title(f"XOR: {num_seeds} seeds trained at once (vmap)")
+  axes[0].set_title(f"XOR: {num_seeds} seeds trained at once (nnx.vmap)")
   grid = np.linspace(-0.5, 1.5, 101, dtype=np.float32)
   gx, gy = np.meshgrid(grid, grid)
   points = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], axis=1))
