@@ -112,15 +112,19 @@ def load(task: Task):
 
     return init, loss, train, val
   data = diabetes.load_data(seed=0)
-  net = diabetes.MLP(features=(32,))
   train = data["x_train"], data["y_train"]
   val = data["x_val"], data["y_val"]
+  in_features = train[0].shape[-1]
+  template = diabetes.MLP(in_features, (32,), rngs=nnx.Rngs(0))
+  graphdef, _, rest = nnx.split(template, nnx.Param, ...)
 
   def loss(params, x, y):
-    return jnp.mean((net.apply(params, x) - y) ** 2)
+    model = nnx.merge(graphdef, params, rest)
+    return jnp.mean((model(x) - y) ** 2)
 
   def init(key):
-    return net.init(key, train[0][:1])
+    model = diabetes.MLP(in_features, (32,), rngs=nnx.Rngs(params=key))
+    return nnx.state(model, nnx.Param)
 
   return init, loss, train, val
 

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
   out = os.path.abspath(args.out)
   progress = not args.no_progress
   cases = {
-    "xor": ("XOR: a 2-8-1 MLP, several seeds vmapped (jopt.adam)", xor.run, {}),
+    "xor": ("XOR: a 2-8-1 NNX MLP, seeds vmapped (jopt.adam)", xor.run, {}),
     "iris": (
       "iris: cross-validated grid search, jopt.sweep vs GridSearchCV",
       iris.run,

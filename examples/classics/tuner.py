@@ -3,8 +3,9 @@
 Four hyperparameters of different kinds in one search space:
 
 * ``optimizer``: "sgd" (momentum 0.9), "adam" or "rmsprop". A string choice
-  reaches ``train_fn`` as an int32 index; all three optimizer states are
-  carried and `jax.lax.switch` applies the chosen one.
+  reaches ``train_fn`` as an int32 index; `switch` makes the three one
+  transformation for the ``nnx.Optimizer``: it carries all three states
+  and `jax.lax.switch` applies the chosen one.
 * ``learning_rate``: log-uniform.
 * ``batch_size``: a numeric choice, swept by MASKING inside the largest
   batch: every step draws ``max(BATCH_SIZES)`` examples
@@ -15,20 +16,24 @@ Four hyperparameters of different kinds in one search space:
   largest batch for every trial, which is negligible here.)
 * ``activation``: "relu" or "tanh", through `jax.lax.switch` as well.
 
-Trials are ranked by validation accuracy; the test split is only reported.
+The model is a Flax NNX MLP trained through ``nnx.Optimizer``; the training
+loop is ``jopt.sweep.scan``, so the sweep's progress bar moves while every
+trial trains. Trials are ranked by validation accuracy; the test split is
+only reported.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from flax import nnx
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -65,83 +70,124 @@ def load_data(seed: int = 0) -> dict[str, jax.Array]:
   }
 
 
-class MLP(nn.Module):
+class MLP(nnx.Module):
   """One hidden layer whose activation is picked by a (traced) index."""
 
-  hidden: int = 64
+  def __init__(self, in_features: int, hidden: int = 64, *, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(in_features, hidden, rngs=rngs)
+    self.out = nnx.Linear(hidden, NUM_CLASSES, rngs=rngs)
 
-  @nn.compact
   def __call__(self, x: jax.Array, activation: jax.Array) -> jax.Array:
-    x = nn.Dense(self.hidden)(x)
-    x = jax.lax.switch(activation, [nn.relu, jnp.tanh], x)
-    return nn.Dense(NUM_CLASSES)(x)
+    x = jax.lax.switch(activation, [nnx.relu, jnp.tanh], self.hidden(x))
+    return self.out(x)
 
 
-def _optimizers() -> tuple[jopt.GradientTransformation, ...]:
-  # Built once with placeholder learning rates; each trial writes its own
-  # into the states with `jopt.set_hyperparams`.
-  return (jopt.sgd(0.1, momentum=0.9), jopt.adam(1e-3), jopt.rmsprop(1e-3))
+class SwitchState(NamedTuple):
+  """The chosen index and the states of all the transformations."""
+
+  index: jax.Array
+  states: tuple[Any, ...]
+
+
+def switch(
+  index: jax.Array, transformations: Sequence[jopt.GradientTransformation]
+) -> jopt.GradientTransformation:
+  """The transformation ``transformations[index]``, for a traced ``index``.
+
+  Every state is carried, so the state's shape does not depend on the
+  choice and trials that chose different optimizers vmap together; the
+  update runs the chosen transformation through `jax.lax.switch` (under
+  vmap, every branch runs and each trial keeps its own). The index lives
+  in the state, as jopt keeps hyperparameters there.
+  """
+  transformations = tuple(transformations)
+
+  def init(params):
+    return SwitchState(
+      jnp.asarray(index, jnp.int32),
+      tuple(tx.init(params) for tx in transformations),
+    )
+
+  def branch(i):
+    def update(updates, states, params, extra_args):
+      updates, new = transformations[i].update(
+        updates, states[i], params, **extra_args
+      )
+      return updates, states[:i] + (new,) + states[i + 1 :]
+
+    return update
+
+  branches = [branch(i) for i in range(len(transformations))]
+
+  def update(updates, state, params=None, **extra_args):
+    updates, states = jax.lax.switch(
+      state.index, branches, updates, state.states, params, extra_args
+    )
+    return updates, SwitchState(state.index, states)
+
+  return jopt.GradientTransformation(init, update)
+
+
+def make_optimizer(
+  hparams: dict[str, jax.Array],
+) -> jopt.GradientTransformation:
+  """The trial's optimizer; its (traced) learning rate goes to all three."""
+  learning_rate = hparams["learning_rate"]
+  return switch(
+    hparams["optimizer"],
+    (
+      jopt.sgd(learning_rate, momentum=0.9),
+      jopt.adam(learning_rate),
+      jopt.rmsprop(learning_rate),
+    ),
+  )
 
 
 def make_train_fn(data: dict[str, jax.Array], *, steps: int, hidden: int = 64):
   """The sweep's ``train_fn(hparams, key) -> metrics``."""
-  model = MLP(hidden)
-  txs = _optimizers()
   max_batch = max(BATCH_SIZES)
   x_train, y_train = data["x_train"], data["y_train"]
 
   cross_entropy = optax.softmax_cross_entropy_with_integer_labels
 
-  def evaluate(params, activation, x, y):
-    logits = model.apply(params, x, activation)
+  def evaluate(model, activation, x, y):
+    logits = model(x, activation)
     accuracy = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
     return jnp.mean(cross_entropy(logits, y)), accuracy
 
   def train_fn(hparams, key):
     activation = hparams["activation"]
     init_key, data_key = jax.random.split(key)
-    params = model.init(init_key, x_train[:1], activation)
-    states = tuple(
-      jopt.set_hyperparams(
-        tx.init(params), learning_rate=hparams["learning_rate"]
-      )
-      for tx in txs
-    )
+    model = MLP(x_train.shape[-1], hidden, rngs=nnx.Rngs(params=init_key))
+    optimizer = nnx.Optimizer(model, make_optimizer(hparams), wrt=nnx.Param)
+    # A scan carries arrays: split the model and optimizer into a static
+    # graph and their state, and merge them back inside each step.
+    graphdef, state = nnx.split((model, optimizer))
 
-    def apply_one(i):
-      def branch(grads, states, params):
-        updates, new_state = txs[i].update(grads, states[i], params)
-        return updates, states[:i] + (new_state,) + states[i + 1 :]
-
-      return branch
-
-    branches = [apply_one(i) for i in range(len(txs))]
-
-    def loss_fn(p, xb, yb, mask):
-      per_example = cross_entropy(model.apply(p, xb, activation), yb)
+    def loss_fn(model, xb, yb, mask):
+      per_example = cross_entropy(model(xb, activation), yb)
       return jopt.masked_mean(per_example, mask)
 
-    def step(carry, step_key_and_index):
-      p, s = carry
+    def step(state, step_key_and_index):
+      model, optimizer = nnx.merge(graphdef, state)
       step_key, index = step_key_and_index
       idx, mask = jopt.sample_batch(
         step_key, x_train.shape[0], index, hparams["batch_size"], max_batch
       )
-      loss, grads = jax.value_and_grad(loss_fn)(
-        p, x_train[idx], y_train[idx], mask
+      loss, grads = nnx.value_and_grad(loss_fn)(
+        model, x_train[idx], y_train[idx], mask
       )
-      updates, s = jax.lax.switch(hparams["optimizer"], branches, grads, s, p)
-      return (jopt.apply_updates(p, updates), s), loss
+      optimizer.update(model, grads)
+      return nnx.state((model, optimizer)), loss
 
     step_keys = jax.random.split(data_key, steps)
-    (params, _), losses = jax.lax.scan(
-      step, (params, states), (step_keys, jnp.arange(steps))
-    )
+    state, losses = sweep.scan(step, state, (step_keys, jnp.arange(steps)))
+    model, _ = nnx.merge(graphdef, state)
     val_loss, val_accuracy = evaluate(
-      params, activation, data["x_val"], data["y_val"]
+      model, activation, data["x_val"], data["y_val"]
     )
     _, test_accuracy = evaluate(
-      params, activation, data["x_test"], data["y_test"]
+      model, activation, data["x_test"], data["y_test"]
     )
     return {
       "train_loss": losses,

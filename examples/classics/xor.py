@@ -1,8 +1,8 @@
-"""XOR with a 2-8-1 MLP: the classic non-linearly separable problem.
+"""XOR with a 2-8-1 Flax NNX MLP: the classic non-linearly separable problem.
 
 Several random initialisations train at once: the training run is one
-``lax.scan``, and ``jax.vmap`` over the PRNG keys runs every seed in one
-compiled program.
+``lax.scan``, and ``nnx.vmap`` over the PRNG keys runs every seed in one
+compiled program (Flax's model-ensemble pattern).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from flax import nnx
 
 import jopt
 
@@ -22,42 +22,47 @@ X = jnp.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], jnp.float32)
 Y = jnp.array([0.0, 1.0, 1.0, 0.0], jnp.float32)
 
 
-class MLP(nn.Module):
+class MLP(nnx.Module):
   """2 inputs -> ``hidden`` tanh units -> 1 logit."""
 
-  hidden: int = 8
+  def __init__(self, hidden: int = 8, *, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(2, hidden, rngs=rngs)
+    self.out = nnx.Linear(hidden, 1, rngs=rngs)
 
-  @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = jnp.tanh(nn.Dense(self.hidden)(x))
-    return nn.Dense(1)(x)[..., 0]
+    return self.out(jnp.tanh(self.hidden(x)))[..., 0]
 
 
-def make_fit(model: nn.Module, learning_rate: float, steps: int):
-  """Returns ``fit(key) -> (params, losses [steps], accuracy)``.
+def loss_fn(model: MLP) -> jax.Array:
+  """Binary cross-entropy from logits on the four XOR points, written stably."""
+  logits = model(X)
+  return jnp.mean(jnp.logaddexp(0.0, logits) - Y * logits)
 
-  Full-batch Adam on the binary cross-entropy of the four XOR points.
+
+def make_fit(hidden: int, learning_rate: float, steps: int):
+  """Returns ``fit(key) -> (model, losses [steps], accuracy)``.
+
+  Full-batch Adam (``jopt.adam`` in an ``nnx.Optimizer``); the model is
+  created inside from ``key``, so ``fit`` can be vmapped over keys.
   """
-  tx = jopt.adam(learning_rate)
-
-  def loss_fn(params):
-    logits = model.apply(params, X)
-    # Binary cross-entropy from logits, written stably.
-    return jnp.mean(jnp.logaddexp(0.0, logits) - Y * logits)
 
   def fit(key):
-    params = model.init(key, X)
-    opt_state = tx.init(params)
+    model = MLP(hidden, rngs=nnx.Rngs(params=key))
+    optimizer = nnx.Optimizer(model, jopt.adam(learning_rate), wrt=nnx.Param)
+    # lax.scan carries arrays: split the model and optimizer into a static
+    # graph and their state, and merge them back inside each step.
+    graphdef, state = nnx.split((model, optimizer))
 
-    def step(carry, _):
-      p, s = carry
-      loss, grads = jax.value_and_grad(loss_fn)(p)
-      updates, s = tx.update(grads, s, p)
-      return (jopt.apply_updates(p, updates), s), loss
+    def step(state, _):
+      model, optimizer = nnx.merge(graphdef, state)
+      loss, grads = nnx.value_and_grad(loss_fn)(model)
+      optimizer.update(model, grads)
+      return nnx.state((model, optimizer)), loss
 
-    (params, _), losses = jax.lax.scan(step, (params, opt_state), length=steps)
-    predictions = (model.apply(params, X) > 0).astype(jnp.float32)
-    return params, losses, jnp.mean(predictions == Y)
+    state, losses = jax.lax.scan(step, state, length=steps)
+    model, _ = nnx.merge(graphdef, state)
+    predictions = (model(X) > 0).astype(jnp.float32)
+    return model, losses, jnp.mean(predictions == Y)
 
   return fit
 
@@ -72,10 +77,11 @@ def run(
   seed: int = 0,
 ) -> dict[str, Any]:
   """Trains ``num_seeds`` initialisations at once; prints and plots."""
-  model = MLP(hidden)
-  fit = jax.jit(jax.vmap(make_fit(model, learning_rate, steps)))
+  # nnx.vmap returns the seeds' models as one model whose every parameter
+  # has a leading seed axis.
+  fit = nnx.jit(nnx.vmap(make_fit(hidden, learning_rate, steps)))
   keys = jax.random.split(jax.random.key(seed), num_seeds)
-  params, losses, accuracy = fit(keys)
+  models, losses, accuracy = fit(keys)
   accuracy = np.asarray(accuracy)
   losses = np.asarray(losses)
   solved = int((accuracy == 1.0).sum())
@@ -90,12 +96,13 @@ def run(
   axes[0].semilogy(losses.T, lw=1, alpha=0.7)
   axes[0].set_xlabel("step")
   axes[0].set_ylabel("binary cross-entropy")
-  axes[0].set_title(f"XOR: {num_seeds} seeds trained at once (vmap)")
+  axes[0].set_title(f"XOR: {num_seeds} seeds trained at once (nnx.vmap)")
   grid = np.linspace(-0.5, 1.5, 101, dtype=np.float32)
   gx, gy = np.meshgrid(grid, grid)
   points = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], axis=1))
-  first = jax.tree.map(lambda a: a[0], params)
-  probs = jax.nn.sigmoid(model.apply(first, points)).reshape(gx.shape)
+  graphdef, state = nnx.split(models)
+  first = nnx.merge(graphdef, jax.tree.map(lambda a: a[0], state))
+  probs = jax.nn.sigmoid(first(points)).reshape(gx.shape)
   contour = axes[1].contourf(
     gx, gy, np.asarray(probs), levels=20, cmap="RdBu_r", vmin=0.0, vmax=1.0
   )

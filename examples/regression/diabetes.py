@@ -1,8 +1,10 @@
-"""A Flax MLP on scikit-learn's diabetes data, with a learning-rate sweep.
+"""A Flax NNX MLP on scikit-learn's diabetes data, with a learning-rate sweep.
 
-The whole training run (full-batch, ``steps`` optimizer steps) is one
-``lax.scan`` inside ``train_fn``, so `jopt.sweep.run` vmaps it over the
-learning rates and every trial trains at once, in one compile.
+The whole training run (full-batch, ``steps`` optimizer steps through an
+``nnx.Optimizer`` holding ``jopt.adam``) is one scan inside ``train_fn``
+(``jopt.sweep.scan``, so the sweep's progress bar moves while it runs), and
+`jopt.sweep.run` vmaps it over the learning rates: every trial trains at
+once, in one compile.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from flax import nnx
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import train_test_split
@@ -56,25 +58,34 @@ def load_data(seed: int = 0) -> dict[str, Any]:
   return data
 
 
-class MLP(nn.Module):
+class MLP(nnx.Module):
   """A small fully connected regressor: hidden ReLU layers, one output."""
 
-  features: Sequence[int] = (32,)
+  def __init__(
+    self, in_features: int, features: Sequence[int] = (32,), *, rngs: nnx.Rngs
+  ):
+    widths = (in_features, *features)
+    self.hidden = nnx.List(
+      nnx.Linear(a, b, rngs=rngs)
+      for a, b in zip(widths[:-1], widths[1:], strict=True)
+    )
+    self.out = nnx.Linear(widths[-1], 1, rngs=rngs)
 
-  @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    for width in self.features:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(1)(x)[..., 0]
+    for layer in self.hidden:
+      x = nnx.relu(layer(x))
+    return self.out(x)[..., 0]
 
 
 def _mse(pred: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.mean((pred - target) ** 2)
 
 
-def make_fit(data: dict[str, Any], model: nn.Module, steps: int):
-  """Returns ``fit(learning_rate, key) -> (params, metrics)``.
+def make_fit(data: dict[str, Any], features: Sequence[int], steps: int):
+  """Returns ``fit(learning_rate, key) -> (model, metrics)``.
 
+  The model is created inside from ``key``, so ``fit`` is a pure function
+  of arrays: the sweep vmaps it, and ``nnx.jit`` compiles it alone.
   ``metrics`` holds the per-step ``train_loss`` and ``val_loss`` curves (MSE
   on the standardised target) and the final ``val_r2``.
   """
@@ -82,39 +93,48 @@ def make_fit(data: dict[str, Any], model: nn.Module, steps: int):
   x_val, y_val = data["x_val"], data["y_val"]
 
   def fit(learning_rate, key):
-    params = model.init(key, x_train[:1])
+    model = MLP(x_train.shape[-1], features, rngs=nnx.Rngs(params=key))
     # learning_rate is traced (one value per trial under the sweep's vmap):
     # jopt keeps it in the optimizer state, so this is one program for all.
-    tx = jopt.adam(learning_rate)
-    opt_state = tx.init(params)
+    optimizer = nnx.Optimizer(model, jopt.adam(learning_rate), wrt=nnx.Param)
+    # A scan carries arrays: split the model and optimizer into a static
+    # graph and their state, and merge them back inside each step.
+    graphdef, state = nnx.split((model, optimizer))
 
-    def loss_fn(p):
-      return _mse(model.apply(p, x_train), y_train)
+    def step(state, _):
+      model, optimizer = nnx.merge(graphdef, state)
 
-    def step(carry, _):
-      p, s = carry
-      loss, grads = jax.value_and_grad(loss_fn)(p)
-      updates, s = tx.update(grads, s, p)
-      p = jopt.apply_updates(p, updates)
-      val_loss = _mse(model.apply(p, x_val), y_val)
-      return (p, s), (loss, val_loss)
+      def loss_fn(model):
+        return _mse(model(x_train), y_train)
 
-    (params, _), (train_curve, val_curve) = jax.lax.scan(
-      step, (params, opt_state), length=steps
+      loss, grads = nnx.value_and_grad(loss_fn)(model)
+      optimizer.update(model, grads)
+      val_loss = _mse(model(x_val), y_val)
+      return nnx.state((model, optimizer)), {
+        "train_loss": loss,
+        "val_loss": val_loss,
+      }
+
+    state, curves = sweep.scan(
+      step,
+      state,
+      length=steps,
+      # The bar shows the validation loss at the end of each tenth.
+      metrics=lambda _, ys: {"val_loss": ys["val_loss"][-1]},
     )
+    model, _ = nnx.merge(graphdef, state)
     metrics = {
-      "train_loss": train_curve,
-      "val_loss": val_curve,
-      "val_r2": 1.0 - val_curve[-1] / jnp.var(y_val),
+      **curves,
+      "val_r2": 1.0 - curves["val_loss"][-1] / jnp.var(y_val),
     }
-    return params, metrics
+    return model, metrics
 
   return fit
 
 
-def make_train_fn(data: dict[str, Any], model: nn.Module, steps: int):
+def make_train_fn(data: dict[str, Any], features: Sequence[int], steps: int):
   """The sweep's ``train_fn(hparams, key) -> metrics``."""
-  fit = make_fit(data, model, steps)
+  fit = make_fit(data, features, steps)
 
   def train_fn(hparams, key):
     _, metrics = fit(hparams["learning_rate"], key)
@@ -149,10 +169,9 @@ def run(
   the OLS baseline) for the README table and the smoke test.
   """
   data = load_data(seed)
-  model = MLP(tuple(features))
   key = jax.random.key(seed)
   result = sweep.run(
-    make_train_fn(data, model, steps),
+    make_train_fn(data, tuple(features), steps),
     {"learning_rate": sweep.log_uniform(1e-4, 1.0)},
     num_trials=num_trials,
     key=key,
@@ -165,11 +184,11 @@ def run(
   lr = best.hparams["learning_rate"]
 
   # Retrain the best trial alone (same per-trial key as in the sweep) to get
-  # its parameters, and evaluate them once on the test split.
-  fit = jax.jit(make_fit(data, model, steps))
-  params, _ = fit(jnp.float32(lr), jax.random.fold_in(key, best.index))
+  # its model, and evaluate it once on the test split.
+  fit = nnx.jit(make_fit(data, tuple(features), steps))
+  model, _ = fit(jnp.float32(lr), jax.random.fold_in(key, best.index))
   scale, shift = data["y_std"], data["y_mean"]
-  pred = np.asarray(model.apply(params, data["x_test"])) * scale + shift
+  pred = np.asarray(model(data["x_test"])) * scale + shift
   true = np.asarray(data["y_test"]) * scale + shift
   test_r2 = r2_score(pred, true)
   ols_r2 = sklearn_baseline(data)

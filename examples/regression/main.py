@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
   cases = {
     "linear": ("linear regression by gradient descent (jopt.sgd)", linear.run),
     "diabetes": (
-      "Flax MLP on diabetes (jopt.adam), learning-rate sweep",
+      "Flax NNX MLP on diabetes (jopt.adam), learning-rate sweep",
       diabetes.run,
     ),
   }
