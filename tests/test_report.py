@@ -169,3 +169,26 @@ def test_scan_checks_its_arguments(kwargs, match):
   args = {"xs": jnp.zeros(3), **kwargs}
   with pytest.raises(ValueError, match=match):
     sweep.scan(lambda c, x: (c, x), 0.0, **args)
+
+
+def test_the_bar_never_passes_its_total():
+  # Fractions of trials summed as floats (thirds here) can add up to a hair
+  # over the total; tqdm then warns and shows a negative time left.
+  class Bar:
+    total, n = 3, 0.0
+
+    def update(self, k):
+      self.n += k
+
+    def set_postfix_str(self, text):
+      pass
+
+  bar = Bar()
+  reporter = _report.Reporter(bar, interval=0.0)
+  for trial in range(3):
+    for step in range(3):  # thirds: 3 x (1/3 + 1/3 + 1/3) > 3 in floats
+      reporter.receive(trial, step, {}, 3, 1.0)
+  reporter.finish(list(range(3)))
+  reporter._draw(force=True)
+  assert bar.n <= bar.total
+  np.testing.assert_allclose(bar.n, bar.total)

@@ -283,7 +283,10 @@ class Reporter:
       self.last_draw = now
       pending, self.pending = self.pending, 0.0
       best = self.best
-    if pending:
+    total, done = getattr(self.bar, "total", None), getattr(self.bar, "n", None)
+    if pending and total is not None and done is not None:
+      pending = min(pending, total - done)  # float sums may overshoot
+    if pending > 0:
       self.bar.update(pending)
     if best is not None:
       self.bar.set_postfix_str(f"best {best[0]}={best[1]:.4g}")
