@@ -192,3 +192,25 @@ def test_the_bar_never_passes_its_total():
   reporter._draw(force=True)
   assert bar.n <= bar.total
   np.testing.assert_allclose(bar.n, bar.total)
+
+
+def test_scan_caps_the_callbacks_of_a_call_and_keeps_the_values(
+    received, monkeypatch):
+  # A device running many trials in one call reports less often per trial
+  # (here one report per trial on 1 device, four on 8), and the values are
+  # the same bits whatever the device count, with progress on or off.
+  monkeypatch.setenv("JOPT_PROGRESS", "1")
+  monkeypatch.setattr(_report, "REPORTS_PER_CALL", 4)
+  train = _scan_train_fn(num_reports=4)
+  quiet = sweep.run(train, SPACE, num_trials=8, key=KEY, progress=False)
+  one = sweep.run(train, SPACE, num_trials=8, key=KEY, progress=True,
+                  devices=jax.devices()[:1])
+  on_one = sorted({(t, s) for t, s, _ in received})
+  received.clear()
+  eight = sweep.run(train, SPACE, num_trials=8, key=KEY, progress=True)
+  on_eight = sorted({(t, s) for t, s, _ in received})
+  assert on_one == [(t, 12) for t in range(8)]
+  assert on_eight == [(t, s) for t in range(8) for s in (3, 6, 9, 12)]
+  for k in quiet.metrics:
+    np.testing.assert_array_equal(one.metrics[k], quiet.metrics[k])
+    np.testing.assert_array_equal(eight.metrics[k], quiet.metrics[k])

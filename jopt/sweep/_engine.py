@@ -103,7 +103,10 @@ class _Group:
                                    sharding=ex.sharding(ndev))
       kd = jax.ShapeDtypeStruct(spec.data.shape, spec.data.dtype,
                                 sharding=ex.sharding(ndev, replicated=True))
-      self.compiled[(size, ndev)] = ex.compile(per_trial, (hp, index, kd))
+      per_device = max(1, size // ndev)
+      with _report.reports_per_trial(
+          max(1, _report.REPORTS_PER_CALL // per_device)):
+        self.compiled[(size, ndev)] = ex.compile(per_trial, (hp, index, kd))
       _traced_put(self.train_fn, traced_key, self.compiled[(size, ndev)],
                   self.static_values)
     return self.compiled[(size, ndev)]

@@ -29,6 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 _TRACE = threading.local()  # (trial index, tracer) while a sweep lowers
+# Callbacks `scan` makes per device in one call of a sweep, at most (or
+# ``num_reports`` per trial, if fewer): enough for a smooth bar.
+REPORTS_PER_CALL = 64
 _LOCK = threading.Lock()
 _RUNNING: list[Reporter] = []  # the sweep whose calls are executing
 
@@ -121,6 +124,9 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
     length: the number of steps (needed when ``xs`` is None).
     num_reports: how many times each trial reports (an int >= 1; at most
       one per step). Steps that do not divide evenly run first, unreported.
+      The loop always runs as this many segments; a sweep whose devices
+      each run many trials in one call skips some of their reports, so
+      that a call makes about `REPORTS_PER_CALL` callbacks per device.
     metrics: ``metrics(carry, ys) -> {name: scalar}``, the values shown
       after a segment, from the carry and the segment's outputs ``ys``.
       The default reports the mean over the segment of ``y`` when it is a
@@ -166,11 +172,26 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
   carry, head_ys = jax.lax.scan(
       f, init, jax.tree.map(lambda x: x[:head], xs), head)
 
+  # A sweep caps the callbacks of one call (`reports_per_trial`): each
+  # costs about as much as a few small steps, and a device running many
+  # short trials needs no more than a smooth bar. Segments then report
+  # every ``stride``-th time (and at the last), under a conditional.
+  budget = getattr(_TRACE, "reports", None)
+  stride = 1 if budget is None else -(-n // max(1, budget))
+  reporting = getattr(_TRACE, "trial", None) is not None
+
   def segment(carry, inputs):
     i, seg_xs = inputs
     carry, ys = jax.lax.scan(f, carry, seg_xs, every)
-    report(head + (i + 1) * every - 1, num_steps=length, mode=mode,
-           **metrics(carry, ys))
+
+    def emit():
+      report(head + (i + 1) * every - 1, num_steps=length, mode=mode,
+             **metrics(carry, ys))
+
+    if reporting and stride > 1:
+      jax.lax.cond(((i + 1) % stride == 0) | (i == n - 1), emit, lambda: None)
+    elif reporting:
+      emit()
     return carry, ys
 
   body_xs = jax.tree.map(
@@ -208,6 +229,17 @@ def _receiver(names: tuple[str, ...]):
       reporter.receive(trial, step, values, total, float(sign))
 
   return receive
+
+
+@contextlib.contextmanager
+def reports_per_trial(count: int | None):
+  """While lowering: `scan` reports at most ``count`` times per trial."""
+  previous = getattr(_TRACE, "reports", None)
+  _TRACE.reports = count
+  try:
+    yield
+  finally:
+    _TRACE.reports = previous
 
 
 @contextlib.contextmanager
