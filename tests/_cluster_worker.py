@@ -29,34 +29,28 @@ import jopt  # noqa: E402
 from jopt import sweep  # noqa: E402
 
 
-def train_fn(hp, key):
-  w = jax.random.normal(key, (4,))
-  tx = jopt.adam(hp["lr"])
-
-  def step(carry, _):
-    w, s = carry
-    loss, g = jax.value_and_grad(lambda w: jnp.sum((w - 1.0) ** 2))(w)
-    u, s = tx.update(g, s, w)
-    return (jopt.apply_updates(w, u), s), loss
-
-  _, losses = jax.lax.scan(step, (w, tx.init(w)), length=20)
-  return {"loss": losses[-1], "curve": losses}
-
-
-def reporting_train_fn(hp, key):
-  # train_fn with live progress: `report` inside the scan, every step.
+def _train(hp, key, reporting):
   w = jax.random.normal(key, (4,))
   tx = jopt.adam(hp["lr"])
 
   def step(carry, t):
     w, s = carry
     loss, g = jax.value_and_grad(lambda w: jnp.sum((w - 1.0) ** 2))(w)
-    sweep.report(t, num_steps=20, loss=loss)
+    if reporting:  # live progress: `report` inside the scan, every step
+      sweep.report(t, num_steps=20, loss=loss)
     u, s = tx.update(g, s, w)
     return (jopt.apply_updates(w, u), s), loss
 
   _, losses = jax.lax.scan(step, (w, tx.init(w)), jnp.arange(20))
   return {"loss": losses[-1], "curve": losses}
+
+
+def train_fn(hp, key):
+  return _train(hp, key, reporting=False)
+
+
+def reporting_train_fn(hp, key):
+  return _train(hp, key, reporting=True)
 
 
 def init(hp, key):
