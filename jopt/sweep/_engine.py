@@ -118,7 +118,8 @@ class _Group:
     config = tuple(str(getattr(jax.config, name, None)) for name in (
         "jax_enable_x64", "jax_numpy_rank_promotion",
         "jax_numpy_dtype_promotion", "jax_default_matmul_precision"))
-    return (statics, self.folds, self.reporting, size, ndev, ex.lanes,
+    return (statics, self.folds, self.reporting, _report.REPORTS_PER_CALL,
+            size, ndev, ex.lanes,
             tuple((n, str(v.dtype)) for n, v in hp_dyn.items()),
             spec.data.shape, str(spec.data.dtype), str(spec.impl),
             tuple(d.id for d in ex.devices), repr(ex.compiler_options),

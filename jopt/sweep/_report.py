@@ -126,7 +126,7 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
       one per step). Steps that do not divide evenly run first, unreported.
       The loop always runs as this many segments; a sweep whose devices
       each run many trials in one call skips some of their reports, so
-      that a call makes about `REPORTS_PER_CALL` callbacks per device.
+      that a call makes about 64 callbacks per device.
     metrics: ``metrics(carry, ys) -> {name: scalar}``, the values shown
       after a segment, from the carry and the segment's outputs ``ys``.
       The default reports the mean over the segment of ``y`` when it is a
