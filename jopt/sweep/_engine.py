@@ -223,6 +223,12 @@ def run(
   (tested on matmul models and on the CNN of ``examples/cnn``); the width
   depends only on the search (see ``lanes``).
 
+  Compiles: a call traces ``train_fn`` once per static group and call
+  size. Called again with the same ``train_fn`` object and settings, `run`
+  reuses that program without tracing it again, as ``jax.jit`` does (so a
+  Python global that ``train_fn`` reads is the value it had then); a new
+  function object with the same program is traced, not compiled.
+
   Memory: with ``max_parallel=None`` a call holds every trial of a static
   group. The engine reads the compiled call's per-device footprint from
   ``compiled.memory_analysis()`` (arguments + outputs + temporaries) and
