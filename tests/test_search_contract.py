@@ -270,7 +270,7 @@ def test_stepwise_searches_flag_a_bf16_nan_trial(search):
 
 @pytest.mark.parametrize("name", ["run_stepwise", "successive_halving",
                                   "hyperband", "pbt"])
-def test_one_compile_per_population_shape(name):
+def test_one_init_and_one_segment_program_per_search(name):
   # Fresh functions, so no program is shared with an earlier search.
   def my_init(hp, key):
     return init(hp, key)
@@ -289,13 +289,9 @@ def test_one_compile_per_population_shape(name):
     res = getattr(sweep, name)(my_init, my_segment, SPACE, key=KEY,
                                metric="loss", **kw)
   if name in ("successive_halving", "hyperband"):
-    # A segment program per population shape, an init per bracket's first.
-    shapes = len(res.history["population_sizes"])
-    firsts = len({r["trials"].size for r in res.history["rungs"]
-                  if r["rung"] == 0})
-    assert res.num_compiles <= shapes + firsts
-  else:
-    assert res.num_compiles == 2  # init and segment (pbt: its round)
+    # Populations of several sizes, all in the largest one's rows.
+    assert len(res.history["population_sizes"]) > 1
+  assert res.num_compiles == 2  # init and segment (pbt: its round)
 
 
 BAD = [

@@ -350,6 +350,53 @@ class Executor:
 
     return call
 
+  def per_trial_live(self, fn: Callable[..., Any], ndev: int,
+                     in_axes: Sequence[int | None]) -> Callable[..., Any]:
+    """Like `per_trial`, over only the live groups of a fixed-size axis.
+
+    The result takes one more argument, ``counts``: int32 ``[ndev]``,
+    trial-sharded, the number of live groups at the start of each device's
+    rows (see `Placement`). Each device computes its first ``counts[d]``
+    groups of lanes, one after another, at the same width as `per_trial`;
+    the other rows of every output are zeros. So populations of any size
+    up to the axis run one program: a search whose population shrinks
+    (successive halving's rungs, Hyperband's brackets) compiles once.
+    """
+    lanes = self.lanes
+    specs = tuple(PartitionSpec(TRIALS_AXIS) if a == 0 else PartitionSpec()
+                  for a in in_axes) + (PartitionSpec(TRIALS_AXIS),)
+    one_group = jax.vmap(fn, in_axes=tuple(in_axes))
+
+    def local(*args):
+      *args, count = args
+      batched = [a for a, ax in zip(args, in_axes, strict=True) if ax == 0]
+      size = jax.tree.leaves(batched)[0].shape[0]
+
+      def group_args(g):
+        return [jax.tree.map(
+            lambda x: jax.lax.dynamic_slice_in_dim(x, g * lanes, lanes), a)
+                if ax == 0 else a
+                for a, ax in zip(args, in_axes, strict=True)]
+
+      shapes = jax.eval_shape(one_group, *group_args(0))
+      out = jax.tree.map(lambda s: jnp.zeros((size,) + s.shape[1:], s.dtype),
+                         shapes)
+
+      def body(g, out):
+        new = one_group(*group_args(g))
+        return jax.tree.map(
+            lambda buf, x: jax.lax.dynamic_update_slice_in_dim(
+                buf, x, g * lanes, 0), out, new)
+
+      return jax.lax.fori_loop(0, count[0], body, out)
+
+    def call(*args):
+      return jax.shard_map(local, mesh=self.mesh(ndev), in_specs=specs,
+                           out_specs=PartitionSpec(TRIALS_AXIS),
+                           check_vma=False)(*args)
+
+    return call
+
   def compile(self, fn: Callable[..., Any], args: Sequence[Any], *,
               donate: Sequence[int] = ()) -> Any:
     """Compiles ``jit(fn)`` for ``args`` (reusing an identical executable)."""
@@ -374,6 +421,43 @@ class Executor:
     footprint = compiled_bytes(compiled)
     if footprint is not None:
       self.memory_bytes = max(self.memory_bytes or 0, footprint)
+
+
+class Placement:
+  """Where ``n`` live trials sit in an axis of ``size`` rows over ``ndev``.
+
+  The axis is split into ``ndev`` equal blocks of rows, one per device, as
+  the trial sharding splits it. The live trials fill whole groups of lanes
+  (the last one padded by repeating the first trial, as `pad_rows` does),
+  the groups dealt out in order to the devices, as evenly as they go
+  (``counts[d]`` groups at the start of device ``d``'s block). Rows past
+  them are idle: `Executor.per_trial_live` does not compute them.
+  """
+
+  def __init__(self, n: int, size: int, ndev: int, lanes: int):
+    local = size // ndev
+    groups = -(-n // lanes)
+    if n < 1 or size % ndev or local % lanes or groups > ndev * (
+        local // lanes):
+      raise ValueError(f"{n} trials do not fit {size} rows over {ndev} "
+                       f"devices in groups of {lanes}.")
+    self.n, self.size, self.ndev = n, size, ndev
+    self.counts = np.array([groups // ndev + (d < groups % ndev)
+                            for d in range(ndev)], np.int32)
+    rows = [d * local + np.arange(c * lanes)
+            for d, c in enumerate(self.counts)]
+    # slots[j]: the row of live slot j (trial j for j < n, then padding).
+    self.slots = np.concatenate(rows)
+    self.source = np.zeros(size, np.int64)  # idle rows hold trial 0
+    self.source[self.slots] = pad_rows(n, len(self.slots))
+
+  def spread(self, x: Any) -> Any:
+    """A host array of ``n`` rows (one per live trial) -> ``size`` rows."""
+    return x[self.source]
+
+  def live(self, x: Any) -> Any:
+    """The ``n`` live trials' rows of a host array of ``size`` rows."""
+    return x[self.slots[:self.n]]
 
 
 def pad_rows(n: int, size: int) -> np.ndarray:

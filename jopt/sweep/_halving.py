@@ -1,9 +1,11 @@
 """Successive halving and Hyperband on one vmapped population.
 
-All trials of a bracket train together with ``jit(vmap(segment))``. At each
-rung the best ``1/eta`` by a metric survive: their states are gathered along
-the trial axis (``jnp.take``) and go on training from where they were, never
-retrained. The program compiles once per distinct population size.
+All trials of a bracket train together in one program over the trial axis.
+At each rung the best ``1/eta`` by a metric survive: their states are
+gathered along the trial axis and go on training from where they were,
+never retrained. Every population of a search runs in the rows of the
+largest, computing only its live trials, so the search compiles one init
+and one segment program, whatever its rungs and brackets.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class _Halving:
     self.pop, self.ex, self.key, self.space = pop, ex, key, space
     self.hparams = hparams
     self.brackets = brackets
+    # Every population (each bracket's rungs) runs in the largest one's
+    # rows: one init and one segment program for the whole search.
+    self.capacity = max(n for n, _ in brackets)
     self.starts = np.cumsum([0] + [n for n, _ in brackets])
     self.total = int(self.starts[-1])
     self.eta, self.metric, self.mode = eta, metric, mode
@@ -72,24 +77,26 @@ class _Halving:
     b, rung = h["bracket"], h["rung"]
     budgets = self.brackets[b][1]
     alive = np.asarray(h["alive"])
-    device, ndev = state.device, state.ndev
+    place = self.pop.placement(self.ex, len(alive), self.capacity)
+    device = state.device
     if device is None:
-      pstate, hp, ndev = self.pop.init(
+      pstate, hp = self.pop.init_live(
           self.ex, {k: v[alive] for k, v in self.hparams.items()}, self.key,
-          alive)
+          alive, place)
       device = {"state": pstate, "hp": hp}
     pstate = device["state"]
     budget = budgets[rung]
     sign = 1.0 if self.mode == "min" else -1.0
     for _ in range(budget - h["done"]):
-      pstate, metrics = self.pop.segment(self.ex, pstate, device["hp"], ndev)
-      metrics = self.ex.gather(dict(metrics))
+      pstate, metrics = self.pop.segment_live(self.ex, pstate, device["hp"],
+                                              place)
+      metrics = {k: place.live(v)
+                 for k, v in self.ex.gather(dict(metrics)).items()}
       _population.check_metric(metrics, self.metric)  # before more is spent
-      self.progress.advance(len(alive), np.asarray(
-          metrics[self.metric])[:len(alive)], sign, self.metric)
+      self.progress.advance(len(alive), np.asarray(metrics[self.metric]),
+                            sign, self.metric)
     segments_run = h["segments_run"].copy()
     segments_run[alive] += budget - h["done"]
-    metrics = {k: v[:len(alive)] for k, v in metrics.items()}
     last_metrics = {k: v.copy() for k, v in h["last_metrics"].items()}
     for k, v in metrics.items():
       if k not in last_metrics:
@@ -110,22 +117,19 @@ class _Halving:
     h.update(segments_run=segments_run, last_metrics=last_metrics,
              rungs=[*h["rungs"], record], done=budget)
     if last:
-      final = self.ex.gather(
-          jax.tree.map(lambda x: x, pstate))
-      final = jax.tree.map(lambda x: x[:len(alive)], final)
+      final = jax.tree.map(place.live, self.ex.gather(pstate))
       h["final_trials"] = [*h["final_trials"], alive]
       h["final_states"] = [*h["final_states"], jax.tree.leaves(final)]
       nxt = b + 1
       h.update(bracket=nxt, rung=0, done=0,
                alive=(np.arange(self.starts[nxt], self.starts[nxt + 1])
                       if nxt < len(self.brackets) else np.zeros(0, np.int64)))
-      return _loop.SearchState(state.step + 1, h, None, ndev)
-    size, new_ndev = self.pop.layout(self.ex, len(keep))
-    rows = keep[_executor.pad_rows(len(keep), size)]
-    device = {"state": self.pop.take(self.ex, pstate, rows, new_ndev),
-              "hp": self.pop.take(self.ex, device["hp"], rows, new_ndev)}
+      return _loop.SearchState(state.step + 1, h, None, place.ndev)
+    new = self.pop.placement(self.ex, len(keep), self.capacity)
+    device = {"state": self.pop.move(self.ex, pstate, place, keep, new),
+              "hp": self.pop.move(self.ex, device["hp"], place, keep, new)}
     h.update(rung=rung + 1, alive=alive[keep])
-    return _loop.SearchState(state.step + 1, h, device, new_ndev)
+    return _loop.SearchState(state.step + 1, h, device, new.ndev)
 
   def postprocess(self, state):
     h = state.host
@@ -138,8 +142,8 @@ class _Halving:
                  "brackets": [{"num_trials": n, "segments": list(bud)}
                               for n, bud in self.brackets],
                  "population_sizes": sorted(
-                     {self.pop.layout(self.ex, len(r["trials"]))[0]
-                      for r in h["rungs"]})})
+                     {len(r["trials"]) for r in h["rungs"]}),
+                 "capacity": self.capacity})
     result.final_trials = np.concatenate(h["final_trials"])
     treedef = jax.tree.structure(self.pop.state_template(self.hparams,
                                                          self.key))
@@ -180,7 +184,8 @@ def _search(init, segment, space, key, brackets, *, eta, metric, mode,
       checkpoint_dir, name, space=space, key=key, functions=[init, segment],
       ex=ex, program=_population.program_digest(pop, hparams, key_spec)
       if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
-      brackets=brackets, eta=eta, metric=metric, mode=mode)
+      brackets=brackets, eta=eta, metric=metric, mode=mode,
+      layout="capacity")
   work = sum(n_r * (b - a) for n, budgets in brackets for n_r, a, b in zip(
       [max(1, n // eta ** i) for i in range(len(budgets))], [0, *budgets],
       budgets, strict=False))
@@ -217,9 +222,9 @@ def successive_halving(
   the best ``metric`` (at least one; ties go to the lower trial index) are
   gathered along the trial axis and continue from their state; the rest
   stop. A trial promoted to the last rung has trained exactly as long as it
-  would have alone. The population functions compile once per population
-  size (``num_trials``, ``num_trials // eta``...), padded to a multiple of
-  the local device count and sharded across devices.
+  would have alone. The search compiles two programs, an init and a
+  segment, over ``num_trials`` rows sharded across devices; a rung of
+  fewer trials runs in the same rows and computes only its own trials.
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.
@@ -315,8 +320,9 @@ def hyperband(
   ``s = s_max, ..., 0`` starts ``ceil((s_max + 1) / (s + 1) * eta**s)`` fresh
   trials at ``max_segments * eta**-s`` segments and runs successive halving
   up to ``max_segments``: the first bracket explores widely with little
-  training, the last trains a few trials fully. Brackets share the compiled
-  population functions (one compile per distinct population size). The
+  training, the last trains a few trials fully. Every bracket and rung runs
+  in the rows of the largest bracket, computing only its own trials, so the
+  search compiles one init and one segment program. The
   whole set of brackets is run ``iterations`` times with fresh trials (the
   outer loop of the paper).
 

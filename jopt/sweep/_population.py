@@ -4,7 +4,9 @@ Adaptive searches take the training function in two pieces, ``init(hparams,
 key) -> state`` and ``segment(state, hparams) -> (state, metrics)`` (see
 `jopt.sweep.run_stepwise`). `Population` runs both over many trials with
 the shared executor: fixed lanes per device, sharded over the devices of
-every process, one compile per population shape. The checks and the
+every process, one compile per population shape (a population that
+shrinks, as successive halving's does, runs in its largest shape's rows:
+`Population.placement`). The checks and the
 checkpoint fingerprint every stepwise search shares live here too.
 """
 
@@ -207,15 +209,64 @@ class Population:
         lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)),
         (state, hparams, stopped))
 
-  def take(self, ex: _executor.Executor, tree: Any, rows: np.ndarray,
-           ndev: int) -> Any:
-    """Rows ``rows`` of every leaf, placed over ``ndev`` devices.
+  # A population that shrinks runs in a fixed capacity: one program each.
 
-    Through the host: a rung boundary is rare, the rows are few, and no
-    program is compiled per pair of population sizes.
+  def placement(self, ex: _executor.Executor, n: int,
+                capacity: int) -> _executor.Placement:
+    """Where ``n`` live trials sit in a population of ``capacity`` trials.
+
+    The layout (rows, devices) is the one `layout` gives ``capacity``
+    trials, so every population up to it runs the same programs.
     """
-    rows = np.asarray(rows)
-    return ex.put(jax.tree.map(lambda x: x[rows], ex.gather(tree)), ndev)
+    size, ndev = self.layout(ex, capacity)
+    return _executor.Placement(n, size, ndev, ex.lanes)
+
+  def _counts(self, ex: _executor.Executor, place: _executor.Placement):
+    return ex.put(place.counts, place.ndev)
+
+  def init_live(self, ex: _executor.Executor, hparams: Mapping[str, Any],
+                key: _executor.KeySpec, indices: Any,
+                place: _executor.Placement):
+    """``(state, device hparams)`` of trials ``indices``, placed by ``place``.
+
+    ``hparams`` holds one row per trial of ``indices``; idle rows are not
+    initialized (zeros).
+    """
+    indices = np.asarray(indices, np.int32)
+    hp = ex.put({k: place.spread(np.asarray(v)) for k, v in hparams.items()},
+                place.ndev)
+    idx = ex.put(place.spread(indices), place.ndev)
+    kd = ex.put_replicated(key.data, place.ndev)
+    init = self.init_fn
+
+    def build():
+      return ex.per_trial_live(
+          lambda h, i, k: init(h, _executor.trial_key(key.wrap(k), i)),
+          place.ndev, (0, 0, None))
+
+    return self._run(ex, "init_live", build,
+                     (hp, idx, kd, self._counts(ex, place))), hp
+
+  def segment_live(self, ex: _executor.Executor, state: Any,
+                   hparams: Mapping[str, jax.Array],
+                   place: _executor.Placement):
+    """One segment of the live trials of ``place`` (idle rows: zeros)."""
+    return self._run(
+        ex, "segment_live",
+        lambda: ex.per_trial_live(self.segment_fn, place.ndev, (0, 0)),
+        (state, hparams, self._counts(ex, place)))
+
+  def move(self, ex: _executor.Executor, tree: Any,
+           old: _executor.Placement, keep: np.ndarray,
+           new: _executor.Placement) -> Any:
+    """The live trials ``keep`` (positions in ``old``) of every leaf, placed
+    by ``new``.
+
+    Through the host: a rung boundary is rare and the rows are few.
+    """
+    keep = np.asarray(keep)
+    return ex.put(jax.tree.map(lambda x: new.spread(old.live(x)[keep]),
+                               ex.gather(tree)), new.ndev)
 
 
 _POPULATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
