@@ -38,6 +38,7 @@ printed LAST.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
@@ -48,7 +49,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import sweep
+from jopt.sweep import _engine as jopt_engine
 from jopt.sweep import _executor as jopt_executor
+from jopt.sweep import _population as jopt_population
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from race_report import anytime, at, plot, quartiles  # noqa: E402
@@ -61,6 +64,28 @@ def _timed(fn):
   start = time.perf_counter()
   out = fn()
   return out, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def cold_start():
+  """A search as in a fresh process: jopt's and JAX's caches emptied.
+
+  jopt keeps executables (by program), populations (by init and segment)
+  and traced sweeps (by train_fn); they are put back afterwards, so that
+  the later, warm repeats of every search find their own programs.
+  """
+  caches = (jopt_executor._EXECUTABLES, jopt_population._POPULATIONS,  # noqa: SLF001
+            jopt_engine._TRACED)  # noqa: SLF001
+  saved = [dict(c) for c in caches]
+  jax.clear_caches()
+  for c in caches:
+    c.clear()
+  try:
+    yield
+  finally:
+    for c, old in zip(caches, saved, strict=True):
+      for k, v in old.items():
+        c.setdefault(k, v)
 
 
 def jopt_run(task, key, n):
@@ -85,7 +110,7 @@ def jopt_hyperband(task, key):
   b = task.budget
   res, wall = _timed(lambda: sweep.hyperband(
       task.init, task.segment, task.space, key=key, max_segments=b.segments,
-      metric="val_loss", eta=3, min_segments=1,
+      metric="val_loss", eta=3, min_segments=1, iterations=b.hb_iterations,
       steps_per_segment=b.segment_steps))
   return {"wall": wall, "steps": res.member_steps, "pick": res.best().hparams}
 
@@ -101,9 +126,8 @@ def jopt_pbt(task, key):
           "pick": res.schedule(res.best().index)}
 
 
-def jopt_optuna(task, key):
+def jopt_optuna(task, key, rounds, size):
   b = task.budget
-  rounds, size = b.batched
   res, wall = _timed(lambda: sweep.optuna_search(
       task.train_fn, task.space, num_rounds=rounds, batch_size=size, key=key,
       metric="val_loss"))
@@ -250,9 +274,10 @@ def main(argv=None):
                   lambda t, k, n=n: jopt_run(t, k, n)) for n in b.run_trials]
   contestants += [("jopt successive halving", jopt_halving),
                   ("jopt hyperband", jopt_hyperband),
-                  ("jopt PBT", jopt_pbt),
-                  (f"jopt optuna_search {b.batched[0]}x{b.batched[1]}",
-                   jopt_optuna)]
+                  ("jopt PBT", jopt_pbt)]
+  contestants += [(f"jopt optuna_search {r}x{s}",
+                   lambda t, k, r=r, s=s: jopt_optuna(t, k, r, s))
+                  for r, s in b.batched]
   optuna_names = ("Optuna TPE+HyperbandPruner", "Optuna TPE+MedianPruner")
   results = {name: [] for name, _ in contestants}
   results.update({name: [] for name in optuna_names})
@@ -267,11 +292,11 @@ def main(argv=None):
     key = jax.random.key(r)
     for name, fn in contestants:
       if r == 0:
-        jax.clear_caches()
-        jopt_executor._EXECUTABLES.clear()  # noqa: SLF001 (a cold start)
-      results[name].append(fn(task, key))
-      if r == 0:
+        with cold_start():
+          results[name].append(fn(task, key))
         cold[name] = results[name][0]["wall"]
+      else:
+        results[name].append(fn(task, key))
     if r == 0:
       seq.warm()  # Its executables were cleared with the others'.
     for name, pruner in zip(optuna_names, ("hyperband", "median"),
