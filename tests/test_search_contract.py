@@ -186,6 +186,21 @@ def test_interrupted_search_resumes_to_the_same_bits(reference, name,
   assert_same_bits(_reference(reference, name), resumed)
 
 
+@pytest.mark.parametrize("name", ["run_stepwise", "successive_halving",
+                                  "hyperband", "pbt"])
+@pytest.mark.parametrize("saved_on, resumed_on", [(8, 3), (1, 8)])
+def test_a_search_resumes_on_another_number_of_devices(
+    reference, name, saved_on, resumed_on, tmp_path, monkeypatch):
+  # A search saved mid-way (after a rung boundary for halving) on some
+  # devices resumes on others, laid out for them, to the same bits.
+  folder = str(tmp_path / "ckpt")
+  _stop_after_saves(monkeypatch, 2, lambda: _search(
+      name, checkpoint_dir=folder, devices=jax.devices()[:saved_on]))
+  resumed = _search(name, checkpoint_dir=folder,
+                    devices=jax.devices()[:resumed_on])
+  assert_same_bits(_reference(reference, name), resumed)
+
+
 # Each search over another space, for the refusal test.
 OTHER_SPACE = {"lr": sweep.log_uniform(1e-3, 0.2)}
 WITH_SPACE = {

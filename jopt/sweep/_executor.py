@@ -13,7 +13,9 @@ devices, processes, chunks or trials per call: XLA picks kernels by width
 (a one-lane vmap becomes matrix-vector products, wider ones matrix-matrix
 products with other blockings), and training amplifies their different
 rounding. Padding lanes repeat a real trial, so they cannot fail, and are
-dropped.
+dropped. A population that shrinks (successive halving) keeps one axis and
+computes only its live groups (`Placement`, `Executor.per_trial_live`: a
+``fori_loop`` over them instead of the ``lax.map``), so it keeps one program.
 """
 
 from __future__ import annotations
@@ -247,6 +249,9 @@ class Executor:
     return max(unit, -(-n // unit) * unit)
 
   def mesh(self, ndev: int) -> Mesh:
+    if not 1 <= ndev <= len(self.devices):
+      raise ValueError(f"{ndev} devices asked of an executor of "
+                       f"{len(self.devices)}.")
     if ndev not in self._meshes:
       self._meshes[ndev] = Mesh(np.array(self.devices[:ndev]), (TRIALS_AXIS,))
     return self._meshes[ndev]

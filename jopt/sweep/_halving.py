@@ -72,6 +72,17 @@ class _Halving:
     return {"state": self.pop.state_template(self.hparams, self.key),
             "hp": dict.fromkeys(self.hparams, 0)}
 
+  def relayout(self, state, tree):
+    alive = np.asarray(state.host["alive"])
+    place = self.pop.placement(self.ex, len(alive), self.capacity)
+    rows = len(jax.tree.leaves(tree)[0])
+    if (rows, state.ndev) == (place.size, place.ndev):
+      return tree, place.ndev
+    # Saved on other devices: the same live trials, this run's rows.
+    saved = _executor.Placement(len(alive), rows, state.ndev, self.ex.lanes)
+    return jax.tree.map(lambda x: place.spread(saved.live(x)), tree), \
+        place.ndev
+
   def step(self, state):
     h = dict(state.host)
     b, rung = h["bracket"], h["rung"]

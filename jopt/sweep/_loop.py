@@ -62,6 +62,31 @@ class Strategy(Protocol):
     """Units of progress done by ``state`` (member-segments)."""
     ...
 
+  def relayout(self, state: SearchState, tree: Any) -> tuple[Any, int]:
+    """A saved device state (host arrays) -> ``(tree, ndev)`` for this run.
+
+    A search may resume on other devices than it was saved on, and its
+    rows are laid out per device count. Strategies with a device state
+    implement it (`packed_relayout` for trials packed at the front).
+    """
+    ...
+
+
+def packed_relayout(ex: _executor.Executor, n: int, tree: Any,
+                    saved_ndev: int) -> tuple[Any, int]:
+    """Relayout of ``n`` trials in rows ``0..n-1``, then padding rows.
+
+    Unchanged when the devices give the saved layout; otherwise the trials'
+    rows are padded again for this executor's devices (results do not
+    depend on them: every trial is computed at the same lane width).
+    """
+    size, ndev = ex.padded(n, ex.num_devices_for(n)), ex.num_devices_for(n)
+    rows = len(jax.tree.leaves(tree)[0])
+    if (rows, saved_ndev) == (size, ndev):
+      return tree, ndev
+    pad = _executor.pad_rows(n, size)
+    return jax.tree.map(lambda x: x[:n][pad], tree), ndev
+
 
 # --- Plain values <-> JSON + arrays -----------------------------------------------
 
@@ -132,7 +157,10 @@ def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
     if treedef.num_leaves != len(leaves):
       raise ValueError(f"the state in {ckpt.directory!r} does not fit this "
                        f"search's training state; use a new checkpoint_dir.")
-    state.device = ex.put(jax.tree.unflatten(treedef, leaves), state.ndev)
+    tree = jax.tree.unflatten(treedef, leaves)
+    if hasattr(strategy, "relayout"):
+      tree, state.ndev = strategy.relayout(state, tree)
+    state.device = ex.put(tree, state.ndev)
   restore = getattr(strategy, "restore", None)
   if restore is not None:  # host objects a strategy keeps itself (a study)
     restore(state)

@@ -228,6 +228,9 @@ class _PBT:
     return {"state": self.pop.state_template(self.hparams, self.key),
             "hp": dict.fromkeys(self.hparams, 0), "score": 0}
 
+  def relayout(self, state, tree):
+    return _loop.packed_relayout(self.ex, self.population, tree, state.ndev)
+
   def step(self, state):
     r, ndev, ex = state.step, state.ndev, self.ex
     d = state.device

@@ -97,7 +97,8 @@ class Population:
 
   Programs are kept per executor layout and population shape, so searches
   on the same functions share them (`population_for`): a grid, then
-  successive halving, then Hyperband compile each shape once.
+  successive halving, then Hyperband compile each shape once (halving and
+  Hyperband one shape each: their largest population's, see `placement`).
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.

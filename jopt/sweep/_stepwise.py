@@ -216,6 +216,10 @@ class _RunStepwise:
       template["stop"] = self.stopper.init()
     return template
 
+  def relayout(self, state, tree):
+    n = len(self._indices(state.host["chunk"]))
+    return _loop.packed_relayout(self.ex, n, tree, state.ndev)
+
   def _stop_program(self):
     stopper, metric = self.stopper, self.metric
 
