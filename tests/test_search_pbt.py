@@ -66,16 +66,16 @@ def test_pbt_moves_integers_at_least_one_step():
   value = jnp.array([1, 2, 3, 8], jnp.int32)
   replaced = jnp.array([True, True, True, False])
   for factor, expected in ((0.8, [1, 1, 2, 8]), (1.25, [2, 3, 4, 8])):
-    moved = _pbt._explore_one(dist, value, replaced, jax.random.key(0),
-                              value, (factor,), 0.0)
+    moved = _pbt._explore_one(dist, value, replaced,
+                              np.random.default_rng(0), value, (factor,), 0.0)
     # 1 * 0.8 clips at the lower bound; the last member was not replaced.
     np.testing.assert_array_equal(moved, expected)
   # Negative values: a factor > 1 grows the magnitude, so moves down.
   dist = sweep.int_uniform(-8, 8)
   value = jnp.array([-4, -1, 1, 4], jnp.int32)
   for factor, expected in ((0.8, [-3, 0, 0, 3]), (1.25, [-5, -2, 2, 5])):
-    moved = _pbt._explore_one(dist, value, jnp.ones(4, bool),
-                              jax.random.key(0), value, (factor,), 0.0)
+    moved = _pbt._explore_one(dist, value, np.ones(4, bool),
+                              np.random.default_rng(0), value, (factor,), 0.0)
     np.testing.assert_array_equal(moved, expected)
 
 

@@ -1,13 +1,15 @@
-"""Population-based training in one compiled round function.
+"""Population-based training on one vmapped population.
 
-A fixed population trains with ``vmap(segment)``. Each round (after the
-first) starts in the graph: members are ranked by the previous round's
-metric, each member of the bottom quantile copies the state and
-hyperparameters of a random member of the top quantile (exploit) and then
-perturbs or resamples its hyperparameters (explore). Shapes never change,
-so the round compiles once. The parent of every member in every round is
-recorded, so the hyperparameter schedule each final member followed can be
-traced back and plotted.
+A fixed population trains with the population's segment program, the one
+every stepwise search on the same functions shares. Between rounds the
+members are ranked by the previous round's metric on the host; each member
+of the bottom quantile copies the state (on the devices, one small gather
+program) and hyperparameters of a random member of the top quantile
+(exploit), then perturbs or resamples its hyperparameters (explore, drawn
+with numpy from the search's key and the round). Shapes never change, so
+PBT compiles three programs: init, segment and the copy. The parent of
+every member in every round is recorded, so the hyperparameter schedule
+each final member followed can be traced back and plotted.
 """
 
 from __future__ import annotations
@@ -98,99 +100,91 @@ class PBTResult(_stepwise.AdaptiveResult):
     return _plots._finish(fig, path, dpi=120)
 
 
-def _explore_one(dist, value, replaced, key, pool_value, perturb,
+def _explore_one(dist, value, replaced, rng, pool_value, perturb,
                  resample_prob):
-  """New value of one hyperparameter for every member (replaced ones move)."""
-  k_factor, k_resample = jax.random.split(key)
+  """New value of one hyperparameter for every member (replaced ones move).
+
+  On the host, with numpy: a handful of values per member and round, and
+  drawing them in a compiled program would cost more compile time (JAX's
+  counter-based generator) than the round trains for on a small model.
+  ``rng`` is a ``numpy.random.Generator``; ``value`` has one row per real
+  member (never padding), so the draws do not depend on the devices.
+  """
+  value = np.asarray(value)
   n = value.shape[0]
-  # One draw per member from its own key: a member's draw does not depend on
-  # how far the population was padded for the devices.
-  members = jnp.arange(n)
-  factors = jnp.asarray(perturb, jnp.float32)
-  pick = jax.vmap(lambda i: jax.random.randint(
-      jax.random.fold_in(k_factor, i), (), 0, len(perturb)))(members)
-  factor = factors[pick]
+  factors = np.asarray(perturb, np.float32)
+  factor = factors[rng.integers(0, len(perturb), n)]
   if isinstance(dist, _space.Choice):
     count = len(dist.values)
     if dist.numeric:
-      table = jnp.asarray(np.asarray(dist.values, np.float64), value.dtype)
-      index = jnp.argmin(jnp.abs(table[None, :] - value[:, None]), axis=1)
+      table = np.asarray(dist.values, np.float64).astype(value.dtype)
+      index = np.argmin(np.abs(table[None, :] - value[:, None]), axis=1)
     elif dist.boolean:
-      table = jnp.asarray(np.asarray(dist.values, bool))
-      index = jnp.argmax(table[None, :] == value[:, None], axis=1)
+      table = np.asarray(dist.values, bool)
+      index = np.argmax(table[None, :] == value[:, None], axis=1)
     else:
       index = value
     # An ordered move: up when the factor grows the value, down otherwise.
-    index = jnp.clip(index + jnp.where(factor > 1, 1, -1), 0, count - 1)
+    index = np.clip(index + np.where(factor > 1, 1, -1), 0, count - 1)
     moved = (table[index] if dist.numeric or dist.boolean
              else index.astype(value.dtype))
   elif isinstance(dist, _space.IntUniform):
     # Scaled and rounded, but at least one step in the factor's direction:
     # rounding alone would leave small values (1 * 1.25, 2 * 0.8) in place.
-    current = value.astype(jnp.float32)
+    current = value.astype(np.float32)
     # factor > 1 grows the magnitude: up for positive values, down for
     # negative ones (and up from zero); factor < 1 shrinks it.
-    grow = jnp.where(factor > 1, 1.0, jnp.where(factor < 1, -1.0, 0.0))
-    step = grow * jnp.where(current < 0, -1.0, 1.0)
-    scaled = jnp.round(current * factor)
-    moved = jnp.where(step > 0, jnp.maximum(scaled, current + step),
-                      jnp.minimum(scaled, current + step))
-    moved = jnp.where(step == 0, current, moved)
-    moved = jnp.clip(moved, dist.low, dist.high).astype(value.dtype)
+    grow = np.where(factor > 1, 1.0, np.where(factor < 1, -1.0, 0.0))
+    step = grow * np.where(current < 0, -1.0, 1.0)
+    scaled = np.round(current * factor)
+    moved = np.where(step > 0, np.maximum(scaled, current + step),
+                     np.minimum(scaled, current + step))
+    moved = np.where(step == 0, current, moved)
+    moved = np.clip(moved, dist.low, dist.high).astype(value.dtype)
   else:
-    moved = jnp.clip(value * factor, dist.low, dist.high).astype(value.dtype)
-  resample = jax.vmap(lambda i: jax.random.uniform(
-      jax.random.fold_in(k_resample, i)))(members) < resample_prob
-  moved = jnp.where(resample, pool_value, moved)
-  return jnp.where(replaced, moved, value)
+    moved = np.clip(value * factor, dist.low, dist.high).astype(value.dtype)
+  resample = rng.random(n) < resample_prob
+  moved = np.where(resample, np.asarray(pool_value), moved)
+  return np.where(replaced, moved, value).astype(value.dtype)
 
 
-def _make_round(segment_all, space, *, population, num_quantile,
-                segments_per_round, metric, mode, perturb, resample_prob,
-                rank_window):
-  """One round: exploit and explore (from the second round on), then train.
+def _exploit(space, rng, *, score, hparams, pool, population, num_quantile,
+             exploit, perturb, resample_prob):
+  """Exploit and explore on the host: ``(parent, hparams)`` of the members.
 
-  ``segment_all`` runs the segment over the whole trial axis; ranking and
-  copying act across members and are left to XLA's partitioner.
+  The bottom ``num_quantile`` members (by ``score``, lower is better) copy
+  a member drawn from the top ``num_quantile`` and move its values.
+  ``score``, ``hparams`` and ``pool`` hold one row per real member.
   """
-  sign = 1.0 if mode == "min" else -1.0
-
-  def round_fn(state, hparams, prev_score, key, exploit, pool):
-    size = prev_score.shape[0]
-    members = jnp.arange(size)
-    k_parent, k_explore = jax.random.split(key)
-    # Real members first, best to worst; padding (if any) after them.
-    order = jnp.argsort(jnp.where(members < population, prev_score, jnp.inf),
-                        stable=True)
+  members = np.arange(population)
+  parent = members.copy()
+  if exploit:
+    order = np.argsort(np.asarray(score), kind="stable")
     top = order[:num_quantile]
-    bottom = order[population - num_quantile:population]
-    draws = jax.vmap(lambda j: jax.random.randint(
-        jax.random.fold_in(k_parent, j), (), 0, num_quantile))(
-            jnp.arange(num_quantile))
-    chosen = top[draws]
-    parent = jnp.where(exploit, members.at[bottom].set(chosen), members)
-    state = jax.tree.map(lambda x: jnp.take(x, parent, axis=0), state)
-    hparams = {k: jnp.take(v, parent, axis=0) for k, v in hparams.items()}
-    replaced = parent != members
-    keys = jax.random.split(k_explore, len(space))
-    hparams = {
-        name: _explore_one(dist, hparams[name], replaced, k, pool[name],
-                           perturb, resample_prob)
-        for (name, dist), k in zip(space.items(), keys, strict=True)
-    }
-    values = []
-    for _ in range(segments_per_round):
-      state, metrics = segment_all(state, hparams)
-      _population.check_metric(metrics, metric)
-      values.append(
-          metrics[metric].reshape(size, -1)[:, -1].astype(jnp.float32))
-    # Rank on the mean of the last `rank_window` segments: one validation
-    # value is noisy, and a greedy exploit on noise copies lucky members.
-    value = jnp.mean(jnp.stack(values[-rank_window:]), axis=0)
-    score = jnp.where(jnp.isfinite(value), sign * value, jnp.inf)
-    return state, hparams, metrics, score, parent
+    bottom = order[population - num_quantile:]
+    parent[bottom] = top[rng.integers(0, num_quantile, num_quantile)]
+  replaced = parent != members
+  return parent, {
+      name: _explore_one(dist, np.asarray(hparams[name])[parent], replaced,
+                         rng, pool[name], perturb, resample_prob)
+      for name, dist in space.items()}
 
-  return round_fn
+
+def _round_score(values: list[np.ndarray], rank_window: int,
+                 mode: str) -> np.ndarray:
+  """Each member's score (lower is better, non-finite last).
+
+  The mean of the last ``rank_window`` segments' values: one validation
+  value is noisy, and a greedy exploit on noise copies lucky members.
+  """
+  value = np.mean(np.stack(values[-rank_window:]), axis=0, dtype=np.float32)
+  sign = np.float32(1.0 if mode == "min" else -1.0)
+  return np.where(np.isfinite(value), sign * value,
+                  np.float32(np.inf)).astype(np.float32)
+
+
+def _take_rows(state, parent):
+  return jax.tree.map(lambda x: jnp.take(x, parent, axis=0), state)
 
 
 class _PBT:
@@ -235,38 +229,43 @@ class _PBT:
     r, ndev, ex = state.step, state.ndev, self.ex
     d = state.device
     size = len(d["score"])
-    rows = _executor.pad_rows(self.population, size)
-    pool_r = ex.put({n: v.reshape(self.num_rounds, self.population)[r][rows]
-                     for n, v in self.pool.items()}, ndev)
-    segment_all = ex.per_trial(self.pop.segment_fn, ndev, (0, 0))
-    round_fn = _make_round(segment_all, self.space, population=self.population,
-                           **self.settings)
-    spec = self.round_key
-
-    def program(st, hp, score, kd, r, exploit, pool):
-      return round_fn(st, hp, score, jax.random.fold_in(spec.wrap(kd), r),
-                      exploit, pool)
-
-    args = (d["state"], d["hp"], d["score"],
-            ex.put_replicated(spec.data, ndev),
-            ex.put_replicated(np.int32(r), ndev),
-            ex.put_replicated(np.bool_(r > 0), ndev), pool_r)
-    # The round closes over this search's settings: its program is the
-    # search's own (an identical one from an earlier search is reused by
-    # the executor's cache).
-    if self._round is None or self._round[0] != (size, ndev):
-      self._round = ((size, ndev), ex.compile(program, args))
-    ex.note_used(self._round[1])
-    pstate, hp, metrics, score, parent = self._round[1](*args)
-    hp_used, parent, metrics = ex.gather((hp, parent, dict(metrics)))
     p = self.population
-    self.progress.advance(
-        p * self.segments_per_round,
-        np.asarray(metrics[self.metric]).reshape(size, -1)[:p, -1],
-        1.0 if self.mode == "min" else -1.0, self.metric)
+    rows = _executor.pad_rows(p, size)
+    # This round's draws: from the search's round key and the round alone.
+    rng = np.random.default_rng(
+        [*np.ravel(self.round_key.data).tolist(), r])
+    prev_score, prev_hp = ex.gather((d["score"], d["hp"]))
+    parent, hp_new = _exploit(
+        self.space, rng, score=prev_score[:p],
+        hparams={n: v[:p] for n, v in prev_hp.items()},
+        pool={n: v.reshape(self.num_rounds, p)[r]
+              for n, v in self.pool.items()},
+        population=p, num_quantile=self.settings["num_quantile"],
+        exploit=r > 0, perturb=self.settings["perturb"],
+        resample_prob=self.settings["resample_prob"])
+    hp = ex.put({n: v[rows] for n, v in hp_new.items()}, ndev)
+    pstate = d["state"]
+    if r > 0:
+      # The copies of the state stay on the devices: one small program.
+      args = (pstate, ex.put(parent[rows].astype(np.int32), ndev))
+      if self._round is None or self._round[0] != (size, ndev):
+        self._round = ((size, ndev), ex.compile(_take_rows, args))
+      ex.note_used(self._round[1])
+      pstate = self._round[1](*args)
+    sign = 1.0 if self.mode == "min" else -1.0
+    values = []
+    for _ in range(self.segments_per_round):
+      pstate, metrics = self.pop.segment(ex, pstate, hp, ndev)
+      metrics = ex.gather(dict(metrics))
+      _population.check_metric(metrics, self.metric)
+      last = np.asarray(metrics[self.metric]).reshape(size, -1)[:, -1]
+      values.append(last.astype(np.float32))
+      self.progress.advance(p, last[:p], sign, self.metric)
+    score = ex.put(_round_score(values, self.settings["rank_window"],
+                                self.mode), ndev)
     h = dict(state.host)
-    h["parents"] = [*h["parents"], parent[:p]]
-    h["history"] = {n: [*v, hp_used[n][:p]] for n, v in h["history"].items()}
+    h["parents"] = [*h["parents"], parent]
+    h["history"] = {n: [*v, hp_new[n]] for n, v in h["history"].items()}
     h["scores"] = [*h["scores"], np.asarray(metrics[self.metric]).reshape(
         size, -1)[:p, -1]]
     h["final"] = {k: v[:p] for k, v in metrics.items()}
@@ -313,7 +312,7 @@ def pbt(
     devices: Sequence[jax.Device] | None = None,
     lanes: int | None = None,
 ) -> PBTResult:
-  """Population-based training: exploit and explore inside one program.
+  """Population-based training: members copy the best and explore, in rounds.
 
   Every round trains all members for ``segments_per_round`` segments. From
   the second round on, the round first ranks the members by ``metric``
