@@ -154,6 +154,13 @@ def optuna_search(
   ``fold_in(key, number)``, ``number`` being its Optuna trial number, so a
   continued study never repeats a key.
 
+  For a fixed number of trials, fewer and wider rounds finish sooner only
+  where width is free (an accelerator); on CPU, where every device computes
+  one trial at a time, more rounds of a smaller batch take about as long
+  and let the sampler learn from more results. In `benchmarks/race.py` (24
+  trials on 2 CPU cores) 6 rounds of 4 matched sequential Optuna's quality,
+  3 rounds of 8 did not (`benchmarks/RACE.md`, run 4).
+
   Args:
     train_fn: ``train_fn(hparams, key) -> metrics`` for one trial, as for
       `jopt.sweep.run`.
