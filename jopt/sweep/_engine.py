@@ -127,9 +127,11 @@ class _Group:
 
   def __call__(self, ex, size, ndev, hp_dyn, index) -> dict[str, np.ndarray]:
     compiled = self.executable(ex, size, ndev, hp_dyn)
-    ex.note_used(compiled)
     out = compiled(ex.put(hp_dyn, ndev), ex.put(index, ndev),
                    ex.put_replicated(self.key_spec.data, ndev))
+    # After the (asynchronous) dispatch: a footprint not yet known is
+    # measured while the devices run the call.
+    ex.note_used(compiled)
     return ex.gather(dict(out))
 
 
@@ -387,6 +389,10 @@ def _fit_memory(ex, group, n, size, ndev, hp_dyn):
   compile each, down to one group per device.
   """
   unit = ex.lanes * ndev
+  if size <= unit:
+    # Nothing to shrink: the footprint is measured while the call runs
+    # (`_Group.__call__`) and checked after it (`_warn_if_over_budget`).
+    return size
   footprint = _executor.compiled_bytes(group.executable(ex, size, ndev, hp_dyn))
   if footprint is None:
     return size
@@ -406,12 +412,24 @@ def _fit_memory(ex, group, n, size, ndev, hp_dyn):
         group.executable(ex, size, ndev, hp_dyn))
     points.append((new, footprint))
   if footprint > budget:
-    warnings.warn(
-        f"one group of {ex.lanes} lanes per device needs {footprint} bytes, "
-        f"more than the memory budget of {budget} bytes; running it anyway. "
-        f"Pass a smaller lanes= (or raise JOPT_SWEEP_MEMORY_BYTES).",
-        ResourceWarning, stacklevel=3)
+    _warn_over_budget(ex, footprint, budget, stacklevel=5)
   return size
+
+
+def _warn_over_budget(ex, footprint, budget, stacklevel):
+  warnings.warn(
+      f"one group of {ex.lanes} lanes per device needs {footprint} bytes, "
+      f"more than the memory budget of {budget} bytes; running it anyway. "
+      f"Pass a smaller lanes= (or raise JOPT_SWEEP_MEMORY_BYTES).",
+      ResourceWarning, stacklevel=stacklevel)
+
+
+def _warn_if_over_budget(ex, group, size, ndev, hp_dyn):
+  """After a call of one group per device: warns if it was over budget."""
+  footprint = _executor.compiled_bytes(group.executable(ex, size, ndev, hp_dyn))
+  budget = _executor.memory_budget(ex.devices[0])
+  if footprint is not None and footprint > budget:
+    _warn_over_budget(ex, footprint, budget, stacklevel=5)
 
 
 def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
@@ -430,6 +448,9 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
                       if done_rows else np.zeros(0, int))
   if len(todo):
     size, ndev = _plan_call(ex, len(todo), max_parallel)
+    # A call of one group per device cannot shrink: its footprint is
+    # measured while it runs and checked after it.
+    check_after = max_parallel is None and size <= ex.lanes * ndev
     if max_parallel is None:
       size = _fit_memory(ex, group, len(todo), size, ndev, hp_dyn)
     for lo in range(0, len(todo), size):
@@ -443,6 +464,8 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
       done_rows.append(part)
       done_out.append(out)
       reporter.finish(members[part])
+    if check_after:
+      _warn_if_over_budget(ex, group, size, ndev, hp_dyn)
   order = np.concatenate(done_rows)
   names = list(done_out[0])
   for out in done_out:

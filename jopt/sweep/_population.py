@@ -125,8 +125,9 @@ class Population:
 
   def _run(self, ex: _executor.Executor, name: str, build, args):
     program = self._program(ex, name, build, args)
-    ex.note_used(program)
-    return program(*args)
+    out = program(*args)
+    ex.note_used(program)  # measured while the devices run, if not known
+    return out
 
   def segment_bytes(self, ex: _executor.Executor,
                     hparams: Mapping[str, Any], key: _executor.KeySpec,
