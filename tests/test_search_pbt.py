@@ -28,6 +28,7 @@ def test_pbt_exploit_copies_state_and_hparams():
                   mode="max", strategy="grid")
   # Round 0: x = lr, so member 3 (lr 4) is best and member 0 (lr 1) worst.
   np.testing.assert_array_equal(res.parents, [[0, 1, 2, 3], [3, 1, 2, 3]])
+  assert res.parents.dtype == np.int32
   # A choice moved by a factor of 1.0 goes one value down: lr 4 -> 3.
   np.testing.assert_array_equal(res.hparam_history["lr"],
                                 [[1, 2, 3, 4], [3, 2, 3, 4]])
@@ -70,6 +71,13 @@ def test_pbt_moves_integers_at_least_one_step():
                               np.random.default_rng(0), value, (factor,), 0.0)
     # 1 * 0.8 clips at the lower bound; the last member was not replaced.
     np.testing.assert_array_equal(moved, expected)
+  # At the top of int32's range the move clips to the bound, exactly.
+  top = 2**31 - 1
+  dist = sweep.int_uniform(0, top)
+  value = jnp.array([top - 10, top], jnp.int32)
+  moved = _pbt._explore_one(dist, value, np.ones(2, bool),
+                            np.random.default_rng(0), value, (1.25,), 0.0)
+  np.testing.assert_array_equal(moved, [top, top])
   # Negative values: a factor > 1 grows the magnitude, so moves down.
   dist = sweep.int_uniform(-8, 8)
   value = jnp.array([-4, -1, 1, 4], jnp.int32)

@@ -15,6 +15,7 @@ each final member followed can be traced back and plotted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -131,7 +132,7 @@ def _explore_one(dist, value, replaced, rng, pool_value, perturb,
   elif isinstance(dist, _space.IntUniform):
     # Scaled and rounded, but at least one step in the factor's direction:
     # rounding alone would leave small values (1 * 1.25, 2 * 0.8) in place.
-    current = value.astype(np.float32)
+    current = value.astype(np.float64)  # int32's whole range, exactly
     # factor > 1 grows the magnitude: up for positive values, down for
     # negative ones (and up from zero); factor < 1 shrinks it.
     grow = np.where(factor > 1, 1.0, np.where(factor < 1, -1.0, 0.0))
@@ -183,8 +184,10 @@ def _round_score(values: list[np.ndarray], rank_window: int,
                   np.float32(np.inf)).astype(np.float32)
 
 
-def _take_rows(state, parent):
-  return jax.tree.map(lambda x: jnp.take(x, parent, axis=0), state)
+def _take_rows(state, parent, *, sharding):
+  """Row ``parent[i]`` of every leaf as row ``i``, trial-sharded as before."""
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
+      jnp.take(x, parent, axis=0), sharding), state)
 
 
 class _PBT:
@@ -247,11 +250,14 @@ class _PBT:
     pstate = d["state"]
     if r > 0:
       # The copies of the state stay on the devices: one small program.
+      # The old states are not needed after it: their buffers are donated.
       args = (pstate, ex.put(parent[rows].astype(np.int32), ndev))
       if self._round is None or self._round[0] != (size, ndev):
-        self._round = ((size, ndev), ex.compile(_take_rows, args))
-      ex.note_used(self._round[1])
+        self._round = ((size, ndev), ex.compile(
+            functools.partial(_take_rows, sharding=ex.sharding(ndev)), args,
+            donate=(0,)))
       pstate = self._round[1](*args)
+      ex.note_used(self._round[1])
     sign = 1.0 if self.mode == "min" else -1.0
     values = []
     for _ in range(self.segments_per_round):
@@ -264,7 +270,7 @@ class _PBT:
     score = ex.put(_round_score(values, self.settings["rank_window"],
                                 self.mode), ndev)
     h = dict(state.host)
-    h["parents"] = [*h["parents"], parent]
+    h["parents"] = [*h["parents"], parent.astype(np.int32)]
     h["history"] = {n: [*v, hp_new[n]] for n, v in h["history"].items()}
     h["scores"] = [*h["scores"], np.asarray(metrics[self.metric]).reshape(
         size, -1)[:p, -1]]
@@ -423,7 +429,8 @@ def pbt(
       checkpoint_dir, "pbt", space=space, key=key, functions=[init, segment],
       ex=ex, program=_population.program_digest(pop, hparams, key_spec)
       if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
-      population=population, num_rounds=num_rounds, **settings)
+      population=population, num_rounds=num_rounds,
+      explore="host numpy", **settings)
   result, wall = _loop.iterate(
       search, ex, checkpoint=ckpt, progress=progress,
       total=num_rounds * population * segments_per_round, desc="jopt.sweep.pbt")
