@@ -179,3 +179,20 @@ def test_a_bfloat16_sweep_resumes_from_its_checkpoint(tmp_path):
   again = _run(folder, fn=fn)
   assert again.metrics["loss"].dtype == jnp.bfloat16
   np.testing.assert_array_equal(again.metrics["loss"], full.metrics["loss"])
+
+
+def test_only_cpu_checks_a_calls_footprint_after_it_runs():
+  # On accelerators running out of memory is a hard error, so the advice
+  # must come first; on CPU a call that cannot shrink is measured while it
+  # runs.
+  from jopt.sweep import _engine
+
+  class FakeExecutor:
+    lanes, platform = 2, "gpu"
+
+  ex = FakeExecutor()
+  assert not _engine._check_after(ex, 2, 1)
+  ex.platform = "cpu"
+  assert _engine._check_after(ex, 2, 1)
+  assert _engine._check_after(ex, 4, 2)
+  assert not _engine._check_after(ex, 4, 1)  # two groups: can shrink

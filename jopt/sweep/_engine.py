@@ -389,9 +389,7 @@ def _fit_memory(ex, group, n, size, ndev, hp_dyn):
   compile each, down to one group per device.
   """
   unit = ex.lanes * ndev
-  if size <= unit:
-    # Nothing to shrink: the footprint is measured while the call runs
-    # (`_Group.__call__`) and checked after it (`_warn_if_over_budget`).
+  if _check_after(ex, size, ndev):
     return size
   footprint = _executor.compiled_bytes(group.executable(ex, size, ndev, hp_dyn))
   if footprint is None:
@@ -414,6 +412,18 @@ def _fit_memory(ex, group, n, size, ndev, hp_dyn):
   if footprint > budget:
     _warn_over_budget(ex, footprint, budget, stacklevel=5)
   return size
+
+
+def _check_after(ex, size, ndev) -> bool:
+  """Whether a call's footprint is checked after it runs, not before.
+
+  On CPU a call of one group per device cannot shrink, so its footprint
+  (XLA's memory analysis, 10-15 ms, as long as a small trial) is measured
+  while the devices run it and checked after. On accelerators, where
+  running out of memory is a hard error, it is checked first, so the
+  warning's advice comes before the failure.
+  """
+  return ex.platform == "cpu" and size <= ex.lanes * ndev
 
 
 def _warn_over_budget(ex, footprint, budget, stacklevel):
@@ -448,9 +458,7 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
                       if done_rows else np.zeros(0, int))
   if len(todo):
     size, ndev = _plan_call(ex, len(todo), max_parallel)
-    # A call of one group per device cannot shrink: its footprint is
-    # measured while it runs and checked after it.
-    check_after = max_parallel is None and size <= ex.lanes * ndev
+    check_after = max_parallel is None and _check_after(ex, size, ndev)
     if max_parallel is None:
       size = _fit_memory(ex, group, len(todo), size, ndev, hp_dyn)
     for lo in range(0, len(todo), size):
