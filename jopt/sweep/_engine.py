@@ -389,8 +389,6 @@ def _fit_memory(ex, group, n, size, ndev, hp_dyn):
   compile each, down to one group per device.
   """
   unit = ex.lanes * ndev
-  if _check_after(ex, size, ndev):
-    return size
   footprint = _executor.compiled_bytes(group.executable(ex, size, ndev, hp_dyn))
   if footprint is None:
     return size
@@ -459,7 +457,7 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
   if len(todo):
     size, ndev = _plan_call(ex, len(todo), max_parallel)
     check_after = max_parallel is None and _check_after(ex, size, ndev)
-    if max_parallel is None:
+    if max_parallel is None and not check_after:
       size = _fit_memory(ex, group, len(todo), size, ndev, hp_dyn)
     for lo in range(0, len(todo), size):
       part = todo[lo:lo + size]

@@ -348,12 +348,7 @@ class Executor:
       out = jax.lax.map(one_group, grouped)
       return jax.tree.map(merge, out)
 
-    def call(*args):
-      return jax.shard_map(local, mesh=self.mesh(ndev), in_specs=specs,
-                           out_specs=PartitionSpec(TRIALS_AXIS),
-                           check_vma=False)(*args)
-
-    return call
+    return self._sharded(local, ndev, specs)
 
   def per_trial_live(self, fn: Callable[..., Any], ndev: int,
                      in_axes: Sequence[int | None]) -> Callable[..., Any]:
@@ -394,6 +389,12 @@ class Executor:
                 buf, x, g * lanes, 0), out, new)
 
       return jax.lax.fori_loop(0, count[0], body, out)
+
+    return self._sharded(local, ndev, specs)
+
+  def _sharded(self, local: Callable[..., Any], ndev: int,
+               specs: tuple[PartitionSpec, ...]) -> Callable[..., Any]:
+    """``local`` on each device's rows, every output trial-sharded."""
 
     def call(*args):
       return jax.shard_map(local, mesh=self.mesh(ndev), in_specs=specs,
