@@ -164,11 +164,30 @@ def test_scan_reports_a_fixed_number_of_times_and_keeps_the_values(
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"num_reports": 0}, "num_reports"), ({"num_reports": 2.0}, "num_reports"),
-    ({"mode": "best"}, "mode"), ({"xs": None}, "xs or length")])
+    ({"mode": "best"}, "mode"), ({"xs": None}, "xs or length"),
+    ({"unroll": 0}, "unroll"), ({"unroll": 1.5}, "unroll")])
 def test_scan_checks_its_arguments(kwargs, match):
   args = {"xs": jnp.zeros(3), **kwargs}
   with pytest.raises(ValueError, match=match):
     sweep.scan(lambda c, x: (c, x), 0.0, **args)
+
+
+@pytest.mark.parametrize("unroll", [2, True])
+def test_scan_unrolls_as_lax_scan_does(unroll):
+  def step(c, x):
+    c = 0.9 * c + x
+    return c, c * c
+
+  xs = jnp.linspace(0.0, 1.0, 13)
+  base = jax.jit(lambda xs: sweep.scan(step, 0.0, xs, num_reports=4))
+  unrolled = jax.jit(
+      lambda xs: sweep.scan(step, 0.0, xs, num_reports=4, unroll=unroll))
+  # The inner loops are unrolled: fewer while loops.
+  def count(f):
+    return f.lower(xs).as_text().count("stablehlo.while")
+
+  assert count(unrolled) < count(base)
+  np.testing.assert_allclose(unrolled(xs)[1], base(xs)[1], rtol=1e-6)
 
 
 def test_the_bar_never_passes_its_total():

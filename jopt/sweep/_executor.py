@@ -16,6 +16,11 @@ rounding. Padding lanes repeat a real trial, so they cannot fail, and are
 dropped. A population that shrinks (successive halving) keeps one axis and
 computes only its live groups (`Placement`, `Executor.per_trial_live`: a
 ``fori_loop`` over them instead of the ``lax.map``), so it keeps one program.
+
+On CPU every program is compiled with its convolutions in XLA:CPU's
+canonical layout (`jopt.sweep._conv`): inside a loop body XLA:CPU runs a
+convolution's weight gradient in the layout autodiff writes it many times
+slower than in that layout.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jopt.sweep._conv import canonical_convs
 
 TRIALS_AXIS = "trials"
 # Lanes per device by platform: the width every trial is computed at (see
@@ -407,6 +414,8 @@ class Executor:
               donate: Sequence[int] = ()) -> Any:
     """Compiles ``jit(fn)`` for ``args`` (reusing an identical executable)."""
     start = time.perf_counter()
+    if self.platform == "cpu":
+      fn = canonical_convs(fn)
     lowered = jax.jit(fn, donate_argnums=tuple(donate)).lower(*args)
     key = _cache_key(lowered, self.compiler_options, self.devices)
     with _EXECUTABLES_LOCK:

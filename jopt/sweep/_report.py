@@ -104,6 +104,7 @@ def report(step: Any, *, num_steps: int | None = None, every: int = 1,
 
 def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
          length: int | None = None, *, num_reports: int = 10,
+         unroll: int | bool = 1,
          metrics: Callable[[Any, Any], dict[str, Any]] | None = None,
          mode: str = "min") -> tuple[Any, Any]:
   """`jax.lax.scan` that reports its progress to the sweep running it.
@@ -132,6 +133,8 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
       The default reports the mean over the segment of ``y`` when it is a
       scalar (as ``loss``) or of each scalar entry of a dict ``y``.
     mode: ``"min"`` or ``"max"``: how the first metric is ranked.
+    unroll: as for ``lax.scan``: how many steps each iteration of the
+      inner loops runs (an int >= 1, or True for all of them).
 
   Returns:
     ``(carry, ys)``, as ``lax.scan`` returns them.
@@ -155,13 +158,17 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
     raise ValueError(f"num_reports must be an int >= 1, got {num_reports!r}.")
   if mode not in ("min", "max"):
     raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+  if not isinstance(unroll, bool) and (not isinstance(unroll, int)
+                                       or unroll < 1):
+    raise ValueError(f"unroll must be an int >= 1 or a bool, got "
+                     f"{unroll!r}.")
   x_leaves = jax.tree.leaves(xs)
   if length is None:
     if not x_leaves:
       raise ValueError("scan needs xs or length.")
     length = int(x_leaves[0].shape[0])
   if length < 1:
-    return jax.lax.scan(f, init, xs, length)
+    return jax.lax.scan(f, init, xs, length, unroll=unroll)
   # The same nested loops whether the sweep reports or not (XLA may round
   # a nested loop's steps differently from a flat one's), so progress
   # never changes a value; without progress `report` adds nothing.
@@ -170,7 +177,7 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
   head = length - n * every
   metrics = metrics or _mean_metrics
   carry, head_ys = jax.lax.scan(
-      f, init, jax.tree.map(lambda x: x[:head], xs), head)
+      f, init, jax.tree.map(lambda x: x[:head], xs), head, unroll=unroll)
 
   # A sweep caps the callbacks of one call (`reports_per_trial`): each
   # costs about as much as a few small steps, and a device running many
@@ -182,7 +189,7 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
 
   def segment(carry, inputs):
     i, seg_xs = inputs
-    carry, ys = jax.lax.scan(f, carry, seg_xs, every)
+    carry, ys = jax.lax.scan(f, carry, seg_xs, every, unroll=unroll)
 
     def emit():
       report(head + (i + 1) * every - 1, num_steps=length, mode=mode,
