@@ -1,0 +1,148 @@
+"""A convolution's weight gradient inside a loop body on XLA:CPU, and jopt's fix.
+
+The minimal repro (small enough for an upstream report, jax-ml/jax#12868):
+SGD on a 3x3 convolution's kernel, ``w - 1e-4 * grad(sum(conv(x, w)**2))``,
+x ``[128, 4, 4, 32]``, w ``[3, 3, 32, 64]``, run four ways in one process:
+
+* ``python loop``: the step jitted and called from Python (what a Flax
+  user's training loop does);
+* ``fori_loop``: the same steps inside one ``lax.fori_loop`` (what every
+  compiled training run, and so every sweep, does);
+* ``fori_loop, canonical``: the loop after `jopt.sweep._conv`'s rewrite
+  (the convolutions' operands transposed into XLA:CPU's canonical
+  ``b01f_01io->b01f`` layout), as every jopt sweep program is compiled;
+* ``fori_loop, unrolled``: the loop fully unrolled (a slow compile).
+
+Then the loop compiled with per-executable XLA options that might matter.
+Printed: ms per step (median of repeats after a warm-up), each row's ratio
+to the Python loop, and the largest difference of its result from the
+Python loop's. The forward convolution and the input gradient are timed
+alone too, to show that only the weight gradient is slow in the loop.
+
+    python benchmarks/conv_loop.py
+    python benchmarks/conv_loop.py --layout NCHW --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jopt.sweep._conv import canonical_convs
+
+# Per-executable options tried on the plain loop (none is process-wide).
+OPTIONS = [
+    {"xla_cpu_use_onednn": True},
+    {"xla_cpu_use_xnnpack": True},
+    {"xla_cpu_copy_insertion_use_region_analysis": True},
+    {"xla_backend_optimization_level": 1},
+]
+
+
+def parse_args() -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--steps", type=int, default=30, help="steps per timed run")
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--layout", choices=["NHWC", "NCHW"], default="NHWC",
+                 help="the input's layout (kernel HWIO or OIHW)")
+  return p.parse_args()
+
+
+def problem(layout: str):
+  kx, kw = jax.random.split(jax.random.key(0))
+  if layout == "NHWC":
+    x = jax.random.normal(kx, (128, 4, 4, 32))
+    w = 0.05 * jax.random.normal(kw, (3, 3, 32, 64))
+    dn = ("NHWC", "HWIO", "NHWC")
+  else:
+    x = jax.random.normal(kx, (128, 32, 4, 4))
+    w = 0.05 * jax.random.normal(kw, (64, 32, 3, 3))
+    dn = ("NCHW", "OIHW", "NCHW")
+
+  def conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                    dimension_numbers=dn)
+
+  return x, w, conv
+
+
+def timed(fn, args, steps: int, repeats: int) -> tuple[float, jax.Array]:
+  """Median ms per step of ``fn(*args)`` (which runs ``steps`` steps)."""
+  out = jax.block_until_ready(fn(*args))  # compile and warm up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times) / steps, out
+
+
+def main() -> None:
+  args = parse_args()
+  x, w, conv = problem(args.layout)
+  steps = args.steps
+
+  def step(w, x):
+    return w - 1e-4 * jax.grad(lambda w: jnp.sum(conv(x, w) ** 2))(w)
+
+  def loop(w, x):
+    return lax.fori_loop(0, steps, lambda i, w: step(w, x), w)
+
+  def unrolled(w, x):
+    return lax.fori_loop(0, steps, lambda i, w: step(w, x), w, unroll=True)
+
+  jitted_step = jax.jit(step)
+
+  def python_loop(w, x):
+    for _ in range(steps):
+      w = jitted_step(w, x)
+    return w
+
+  rows = [("python loop", python_loop),
+          ("fori_loop", jax.jit(loop)),
+          ("fori_loop, canonical (jopt)", jax.jit(canonical_convs(loop))),
+          ("fori_loop, unrolled", jax.jit(unrolled))]
+  lowered = jax.jit(loop).lower(w, x)
+  for options in OPTIONS:
+    try:
+      compiled = lowered.compile(compiler_options=options)
+    except Exception as e:  # noqa: BLE001  (an option this XLA lacks)
+      print(f"option {options}: not accepted ({type(e).__name__})")
+      continue
+    rows.append((f"fori_loop, {options}", compiled))
+
+  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, layout "
+        f"{args.layout}, {steps} steps, median of {args.repeats}")
+  print(f"{'weight-gradient step':<62} {'ms/step':>8} {'x python':>9} "
+        f"{'max |diff|':>11}")
+  base, reference = None, None
+  for name, fn in rows:
+    ms, out = timed(fn, (w, x), steps, args.repeats)
+    if base is None:
+      base, reference = ms, out
+    diff = float(jnp.max(jnp.abs(out - reference)))
+    print(f"{name:<62} {ms:8.2f} {ms / base:9.2f} {diff:11.2e}")
+
+  # Only the weight gradient is slow inside the loop.
+  def forward_loop(w, x):
+    return lax.fori_loop(0, steps, lambda i, x: 0.5 * conv(x, w)[..., :32]
+                         + x, x)
+
+  def input_grad_loop(w, x):
+    return lax.fori_loop(
+        0, steps, lambda i, x: x - 1e-4 * jax.grad(
+            lambda x: jnp.sum(conv(x, w) ** 2))(x), x)
+
+  for name, fn in [("forward conv, fori_loop", forward_loop),
+                   ("input gradient, fori_loop", input_grad_loop)]:
+    ms, _ = timed(jax.jit(fn), (w, x), steps, args.repeats)
+    print(f"{name:<62} {ms:8.2f}")
+
+
+if __name__ == "__main__":
+  main()
