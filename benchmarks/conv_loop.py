@@ -13,7 +13,9 @@ x ``[128, 4, 4, 32]``, w ``[3, 3, 32, 64]``, run four ways in one process:
   ``b01f_01io->b01f`` layout), as every jopt sweep program is compiled;
 * ``fori_loop, unrolled``: the loop fully unrolled (a slow compile).
 
-Then the loop compiled with per-executable XLA options that might matter.
+Then the loop compiled with per-executable XLA options that might matter,
+and (``--variants``) the same three ways for strided, dilated, 1x1,
+grouped and VALID convolutions and 1-D and 3-D ones.
 Printed: ms per step (median of repeats after a warm-up), each row's ratio
 to the Python loop, and the largest difference of its result from the
 Python loop's. The forward convolution and the input gradient are timed
@@ -21,6 +23,7 @@ alone too, to show that only the weight gradient is slow in the loop.
 
     python benchmarks/conv_loop.py
     python benchmarks/conv_loop.py --layout NCHW --steps 20
+    python benchmarks/conv_loop.py --variants        # the other kinds too
 """
 
 from __future__ import annotations
@@ -50,7 +53,61 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--layout", choices=["NHWC", "NCHW"], default="NHWC",
                  help="the input's layout (kernel HWIO or OIHW)")
+  p.add_argument("--variants", action="store_true",
+                 help="also time strided, dilated, 1x1, grouped, VALID, "
+                 "1-D and 3-D convolutions")
   return p.parse_args()
+
+
+# name: (x shape, kernel shape, dimension numbers, conv keyword arguments)
+VARIANTS = {
+    "strided 2x2, SAME": ((128, 8, 8, 32), (3, 3, 32, 64), "NHWC",
+                          dict(window_strides=(2, 2), padding="SAME")),
+    "dilated 2, SAME": ((128, 6, 6, 32), (3, 3, 32, 64), "NHWC",
+                        dict(window_strides=(1, 1), padding="SAME",
+                             rhs_dilation=(2, 2))),
+    "1x1": ((128, 4, 4, 32), (1, 1, 32, 64), "NHWC",
+            dict(window_strides=(1, 1), padding="VALID")),
+    "grouped (4 groups)": ((128, 4, 4, 32), (3, 3, 8, 64), "NHWC",
+                           dict(window_strides=(1, 1), padding="SAME",
+                                feature_group_count=4)),
+    "VALID": ((128, 6, 6, 32), (3, 3, 32, 64), "NHWC",
+              dict(window_strides=(1, 1), padding="VALID")),
+    "1-D, width 16": ((128, 16, 32), (3, 32, 64), "NWC",
+                      dict(window_strides=(1,), padding="SAME")),
+    "3-D, 4x4x4": ((32, 4, 4, 4, 16), (3, 3, 3, 16, 32), "NDHWC",
+                   dict(window_strides=(1, 1, 1), padding="SAME")),
+}
+
+
+def variant_rows(steps: int, repeats: int) -> None:
+  print(f"\n{'variant (weight-gradient step)':<28} {'python':>8} "
+        f"{'loop':>8} {'canonical':>10} {'loop/py':>8} {'canon/py':>9}")
+  for name, (x_shape, w_shape, layout, kwargs) in VARIANTS.items():
+    kx, kw = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, x_shape)
+    w = 0.05 * jax.random.normal(kw, w_shape)
+    dn = (layout, layout[1:-1] + "IO", layout)
+
+    def step(w, x, dn=dn, kwargs=kwargs):
+      return w - 1e-4 * jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(
+          x, w, dimension_numbers=dn, **kwargs) ** 2))(w)
+
+    def loop(w, x, step=step):
+      return lax.fori_loop(0, steps, lambda i, w: step(w, x), w)
+
+    jitted = jax.jit(step)
+
+    def python_loop(w, x, jitted=jitted):
+      for _ in range(steps):
+        w = jitted(w, x)
+      return w
+
+    py, _ = timed(python_loop, (w, x), steps, repeats)
+    lp, _ = timed(jax.jit(loop), (w, x), steps, repeats)
+    cn, _ = timed(jax.jit(canonical_convs(loop)), (w, x), steps, repeats)
+    print(f"{name:<28} {py:8.2f} {lp:8.2f} {cn:10.2f} {lp / py:8.2f} "
+          f"{cn / py:9.2f}")
 
 
 def problem(layout: str):
@@ -142,6 +199,8 @@ def main() -> None:
                    ("input gradient, fori_loop", input_grad_loop)]:
     ms, _ = timed(jax.jit(fn), (w, x), steps, args.repeats)
     print(f"{name:<62} {ms:8.2f}")
+  if args.variants:
+    variant_rows(steps, args.repeats)
 
 
 if __name__ == "__main__":

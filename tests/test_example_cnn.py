@@ -100,18 +100,6 @@ def cnn():
     sys.modules.update(saved)
 
 
-def test_patch_conv_matches_nnx_conv(cnn):
-  model = cnn.model
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  conv = model.Conv(3, 5, rngs=nnx.Rngs(1))
-  reference = nnx.Conv(3, 5, kernel_size=(3, 3), rngs=nnx.Rngs(2))
-  reference.kernel[...] = conv.kernel[...]
-  reference.bias[...] = jnp.linspace(-1.0, 1.0, 5)
-  conv.bias[...] = reference.bias[...]
-  # float32, 27-term dot products summed in a different order: ~1e-6.
-  chex.assert_trees_all_close(conv(x), reference(x), atol=1e-5)
-
-
 def test_init_params_sets_every_param_at_lecun_scale(cnn):
   model_lib = cnn.model
   model = model_lib.CNN(rngs=nnx.Rngs(0))
@@ -210,10 +198,10 @@ def test_nnx_sweep_equals_linen_sweep(cnn):
   )
   chex.assert_trees_all_equal(nnx_result.hparams, linen_result.hparams)
   assert not nnx_result.diverged.any()
-  # nn.Conv and the example's patches @ kernel sum each 3x3xC window in a
-  # different order (~1 float32 ulp); after 20 AdamW steps the losses
-  # differ by 1.2e-7 relative at most (measured), so 1e-5 is far below any
-  # real difference in the training (a changed init, batch or update).
+  # The same convolutions; linen's and NNX's modules may still be traced
+  # into programs that XLA rounds differently (~1 float32 ulp per step),
+  # so 1e-5 is far below any real difference in the training (a changed
+  # init, batch or update).
   for name in ("train_loss", "val_loss", "val_accuracy"):
     np.testing.assert_allclose(
       nnx_result.metrics[name],

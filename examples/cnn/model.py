@@ -8,46 +8,6 @@ import optax
 from flax import nnx
 
 
-class Conv(nnx.Module):
-  """A 'SAME'-padded, stride-1 convolution written as patches @ kernel.
-
-  Same parameters and initialisation as ``nnx.Conv``. Why not ``nnx.Conv``:
-  vmapped over trials, a convolution whose kernel differs per trial becomes
-  a grouped convolution, which XLA runs slowly on CPU; written as a matrix
-  product of image patches, it becomes one batched matmul.
-  """
-
-  def __init__(
-    self,
-    in_features: int,
-    out_features: int,
-    kernel_size: tuple[int, int] = (3, 3),
-    *,
-    rngs: nnx.Rngs,
-  ):
-    self.kernel_size = kernel_size
-    shape = (*kernel_size, in_features, out_features)
-    self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), shape))
-    self.bias = nnx.Param(jnp.zeros((out_features,)))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kh, kw = self.kernel_size
-    batch_shape = x.shape[:-3]
-    patches = jax.lax.conv_general_dilated_patches(
-      x.reshape((-1,) + x.shape[-3:]),
-      (kh, kw),
-      (1, 1),
-      "SAME",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-    # Patches come out channel-major: (in_channel, kh, kw).
-    kernel = self.kernel[...].transpose(2, 0, 1, 3)
-    out_features = kernel.shape[-1]
-    patches = patches.reshape(batch_shape + patches.shape[1:])
-    y = patches @ kernel.reshape(-1, out_features)
-    return y + self.bias[...].reshape((1,) * (y.ndim - 1) + (-1,))
-
-
 class CNN(nnx.Module):
   """conv(3x3) -> relu -> max-pool(2x2) -> conv(3x3) -> relu -> dropout -> dense.
 
@@ -63,8 +23,9 @@ class CNN(nnx.Module):
     *,
     rngs: nnx.Rngs,
   ):
-    self.conv1 = Conv(1, features[0], rngs=rngs)
-    self.conv2 = Conv(features[0], features[1], rngs=rngs)
+    self.conv1 = nnx.Conv(1, features[0], kernel_size=(3, 3), rngs=rngs)
+    self.conv2 = nnx.Conv(features[0], features[1], kernel_size=(3, 3),
+                          rngs=rngs)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
     # Two 'SAME' convolutions and one 2x2 pool: 8x8 images become 4x4.
     self.dense = nnx.Linear(4 * 4 * features[1], num_classes, rngs=rngs)
