@@ -10,12 +10,21 @@ Contestants (each repeated with ``repeats`` keys):
 
 * jopt: quasirandom `jopt.sweep.run` (at several sizes), successive halving,
   Hyperband, PBT, batched `jopt.sweep.optuna_search`;
-* Optuna at its best: one sequential study, ``TPESampler`` with
-  ``HyperbandPruner`` and with ``MedianPruner``, the validation loss
-  reported after every segment; its init and segment are jitted ONCE with
-  the hyperparameters as arrays, so no trial recompiles (the one compile is
-  charged to every study, as a user running a study in a fresh process pays
-  it);
+* Optuna, segment compiled once (jopt's style): one sequential study,
+  ``TPESampler`` with ``HyperbandPruner`` and with ``MedianPruner``, the
+  validation loss reported after every segment; its init and segment (a
+  ``lax.scan`` of steps) are jitted ONCE with the hyperparameters as
+  arrays, so no trial recompiles (the one compile is charged to every
+  study, as a user running a study in a fresh process pays it). This is
+  Optuna at its best, and the reference of the ratios;
+* Optuna as its users write it (``race_optuna.UserLoopOptuna``): TPE +
+  ``MedianPruner`` over an objective that is a plain Flax NNX training
+  loop: per trial a fresh model and ``nnx.Optimizer(model,
+  optax.adamw(lr, b1=..., weight_decay=...), wrt=nnx.Param)``, host-drawn
+  minibatches, one ``@nnx.jit`` train step per call (retraced and compiled
+  in every trial: the trial's optimizer is part of its cache key), the
+  validation loss reported after every segment; with ``n_jobs=1`` and
+  with ``n_jobs=os.cpu_count()`` (Optuna's threads);
 * Ray Tune when ``ray[tune]`` is importable (otherwise skipped, said so):
   ``ASHAScheduler`` with Ray's ``OptunaSearch`` (TPE), the trial budget of
   the Optuna studies, one compile per Ray worker (``race_ray.py``).
@@ -26,8 +35,8 @@ the mean cross-entropy on the TEST split, which no search sees. Reported:
 median and interquartile range over repeats, against wall-clock (compiles
 included) and member-steps (training steps summed over trials); Optuna's
 and Ray's anytime curves (the incumbent after every trial); the wall-clock
-to reach Optuna's final median true quality; Optuna's and Ray's per-trial
-overhead; where a speed-up can come from on this machine (compile once,
+to reach Optuna's final median true quality, and each user-loop study's
+and Ray's own; Optuna's and Ray's per-trial overhead; where a speed-up can come from on this machine (compile once,
 vmap, budget). The plot goes to ``out/race/anytime.png``; the ratios are
 printed LAST.
 
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +64,7 @@ from jopt.sweep import _executor as jopt_executor
 from jopt.sweep import _population as jopt_population
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from race_optuna import SequentialOptuna, UserLoopOptuna  # noqa: E402
 from race_report import anytime, at, plot, quartiles  # noqa: E402
 from race_task import NAMES, QUICK, ROOT, Budget, Task  # noqa: E402
 
@@ -135,79 +146,6 @@ def jopt_optuna(task, key, rounds, size):
           "pick": res.best().hparams}
 
 
-class SequentialOptuna:
-  """One Optuna study per repeat, as its users write it, compiled once."""
-
-  def __init__(self, task):
-    self.task = task
-    self.init = jax.jit(task.init)
-    self.segment = jax.jit(task.segment)
-    self.warm()
-
-  def warm(self):
-    """Compiles init and segment (once per process); times it."""
-    hp = {k: jnp.float32(0.5) for k in NAMES}
-    start = time.perf_counter()
-    state = self.init(hp, jax.random.key(0))
-    jax.block_until_ready(self.segment(state, hp))
-    self.compile_seconds = time.perf_counter() - start
-
-  def study(self, seed, pruner_name):
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    b, task = self.task.budget, self.task
-    pruner = (optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=b.segments, reduction_factor=3)
-              if pruner_name == "hyperband" else
-              optuna.pruners.MedianPruner(n_startup_trials=5,
-                                          n_warmup_steps=1))
-    # HyperbandPruner picks a trial's bracket from a hash of the study's
-    # name; a fixed name makes a rerun prune the same trials.
-    study = optuna.create_study(
-        study_name=f"race-{pruner_name}-{seed}",
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
-    jax_seconds, steps, timeline = 0.0, 0, []
-
-    def objective(trial):
-      nonlocal jax_seconds, steps
-      hp = {}
-      for name, dist in task.space.items():
-        hp[name] = jnp.float32(trial.suggest_float(
-            name, dist.low, dist.high,
-            log=isinstance(dist, sweep.LogUniform)))
-      start = time.perf_counter()
-      key = jax.random.fold_in(jax.random.key(seed), trial.number)
-      state = self.init(hp, key)
-      value = np.inf
-      for s in range(b.segments):
-        state, m = self.segment(state, hp)
-        value = float(m["val_loss"])  # What a user reports: a host value.
-        steps += b.segment_steps
-        trial.report(value, s)
-        if trial.should_prune():
-          jax_seconds += time.perf_counter() - start
-          raise optuna.TrialPruned()
-      jax_seconds += time.perf_counter() - start
-      return value
-
-    begin = time.perf_counter()
-
-    def record(study, trial):
-      done = [t for t in study.trials
-              if t.state == optuna.trial.TrialState.COMPLETE]
-      pick = min(done, key=lambda t: t.value).params if done else None
-      timeline.append((time.perf_counter() - begin + self.compile_seconds,
-                       steps, pick))
-
-    study.optimize(objective, n_trials=b.optuna_trials, callbacks=[record])
-    wall = time.perf_counter() - begin + self.compile_seconds
-    overhead = (wall - self.compile_seconds - jax_seconds) / b.optuna_trials
-    return {"wall": wall, "steps": steps, "pick": timeline[-1][2],
-            "timeline": timeline, "overhead": overhead,
-            "jax_per_trial": jax_seconds / b.optuna_trials}
-
-
 def ray_contestant():
   """The Ray Tune contestant's module and None, or None and why it skips."""
   try:
@@ -278,9 +216,15 @@ def main(argv=None):
   contestants += [(f"jopt optuna_search {r}x{s}",
                    lambda t, k, r=r, s=s: jopt_optuna(t, k, r, s))
                   for r, s in b.batched]
-  optuna_names = ("Optuna TPE+HyperbandPruner", "Optuna TPE+MedianPruner")
+  optuna_names = tuple(
+      f"Optuna TPE+{p}Pruner, segment compiled once (jopt's style)"
+      for p in ("Hyperband", "Median"))
+  # Optuna as its users write it: a Python loop of nnx.jit steps.
+  users = {f"Optuna TPE+MedianPruner, nnx.jit loop, n_jobs={j}":
+           UserLoopOptuna(task, j) for j in sorted({1, os.cpu_count() or 1})}
+  user_names = tuple(users)
   results = {name: [] for name, _ in contestants}
-  results.update({name: [] for name in optuna_names})
+  results.update({name: [] for name in optuna_names + user_names})
   seq = SequentialOptuna(task)
   # A user runs one search per process and pays its compiles. Repeat 0
   # clears every cache before each search (so it pays them, cold); later
@@ -302,6 +246,8 @@ def main(argv=None):
     for name, pruner in zip(optuna_names, ("hyperband", "median"),
                             strict=True):
       results[name].append(seq.study(r, pruner))
+    for name, user in users.items():  # every trial compiles its own step
+      results[name].append(user.study(r))
     print(f"repeat {r}: " + ", ".join(
         f"{n.split(' ', 1)[1]} {v[-1]['wall']:.1f} s"
         for n, v in results.items()) + f"  [{time.perf_counter() - t0:.0f} s]",
@@ -317,7 +263,7 @@ def main(argv=None):
     runs[0]["compile"] = compile_s
   print("compile cost per search (cold minus warm wall, repeat 0): " + ", ".join(
       f"{n.split(' ', 1)[1]} {results[n][0]['compile']:.1f} s" for n in cold)
-        + f"; Optuna {seq.compile_seconds:.1f} s")
+        + f"; Optuna (segment compiled once) {seq.compile_seconds:.1f} s")
   race_ray, ray_skip = ray_contestant()
   ray_names = ()
   if race_ray is None:
@@ -327,7 +273,7 @@ def main(argv=None):
     ray_names = ("Ray Tune TPE+ASHA",)
     results[ray_names[0]] = race_ray.studies(task.space, b,
                                              args.ray_concurrency, t0)
-  curves = optuna_names + ray_names
+  curves = optuna_names + user_names + ray_names
 
   # Judge every pick (and every incumbent of the Optuna studies) at once.
   for runs in results.values():
@@ -344,17 +290,23 @@ def main(argv=None):
         f"{task.judge_seconds:.1f} s")
 
   print()
-  print(f"{'search':<36}{'true test loss: median [IQR]':>30}"
+  width = max(map(len, results)) + 2
+  print(f"{'search':<{width}}{'true test loss: median [IQR]':>30}"
         f"{'wall s':>9}{'warm s':>9}{'member-steps':>14}")
   for name, runs in results.items():
     q = quartiles([x["true"] for x in runs])
-    warm = [x.get("warm", x["wall"] - seq.compile_seconds) for x in runs]
-    print(f"{name:<36}{q[1]:>12.4f} [{q[0]:.4f}, {q[2]:.4f}]"
-          f"{np.median([x['wall'] for x in runs]):>9.1f}"
-          f"{np.median(warm):>9.1f}"
+    # A user's loop compiles inside every trial: it has no warm wall.
+    warm = "-"
+    if name not in user_names:
+      warm = np.median([x.get("warm", x["wall"] - seq.compile_seconds)
+                        for x in runs])
+      warm = f"{warm:.1f}"
+    print(f"{name:<{width}}{q[1]:>12.4f} [{q[0]:.4f}, {q[2]:.4f}]"
+          f"{np.median([x['wall'] for x in runs]):>9.1f}{warm:>9}"
           f"{int(np.median([x['steps'] for x in runs])):>14d}")
   print("(wall: a fresh process, compiles included; warm: compiles "
-        "excluded, executables already in the process)")
+        "excluded, executables already in the process; the nnx.jit loops "
+        "compile their step in every trial)")
   png = out / "anytime.png"
   plot(png, results, curves)
   print(f"anytime curves: {png}")
@@ -431,9 +383,10 @@ def main(argv=None):
     warm = np.median([x["warm"] for x in results[n]])
     print(f"  compiles excluded: {n:<34} {warm_reach / warm:6.2f}x "
           f"(Optuna {warm_reach:.1f} s vs {warm:.1f} s)")
-  for n in ray_names:
-    # Ray's own reference, as Optuna's: its final median true quality and
-    # when its median anytime curve first reaches it.
+  for n in user_names + ray_names:
+    # The users' loops and Ray, each its own reference, as Optuna's: its
+    # final median true quality and when its median anytime curve first
+    # reaches it.
     rq = quartiles([x["true"] for x in results[n]])[1]
     rgrid, (_, rmed, _) = anytime(results[n], 0)
     rreach = rgrid[np.argmax(rmed <= rq)]
@@ -459,8 +412,6 @@ def show(q):
 
 
 def os_load():
-  import os
-
   return os.getloadavg()
 
 

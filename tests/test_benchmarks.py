@@ -36,9 +36,13 @@ def test_race_quick(tmp_path):
   # Ray Tune is an optional extra: raced where it is installed, else skipped.
   ray = importlib.util.find_spec("ray") is not None
   # The table has every contestant, with a finite median true quality.
+  compiled_once = ", segment compiled once (jopt's style)"
+  user_loops = [f"Optuna TPE+MedianPruner, nnx.jit loop, n_jobs={j}"
+                for j in sorted({1, os.cpu_count() or 1})]
   for name in ("jopt run quasirandom 8", "jopt successive halving",
                "jopt hyperband", "jopt PBT", "jopt optuna_search 2x4",
-               "Optuna TPE+HyperbandPruner", "Optuna TPE+MedianPruner",
+               "Optuna TPE+HyperbandPruner" + compiled_once,
+               "Optuna TPE+MedianPruner" + compiled_once, *user_loops,
                *(["Ray Tune TPE+ASHA"] if ray else [])):
     row = next(line for line in lines if line.startswith(name + " "))
     assert float(row[len(name):].split()[0]) > 0.0, row
@@ -56,6 +60,9 @@ def test_race_quick(tmp_path):
   # --quick: the 5 jopt searches, and Ray where it runs.
   assert sum("wall-clock ratio" in line for line in tail) == 5 + ray
   assert sum(line.startswith("  against Ray Tune") for line in tail) == ray
+  # Each user-loop study is a reference of its own.
+  for name in user_loops:
+    assert any(line.startswith(f"  against {name} ") for line in tail), name
 
 
 def test_race_ray_quick():

@@ -71,6 +71,12 @@ def _lr_segment(state, hp):
   return segment(state, {"lr": hp["learning_rate"]})
 
 
+def _median_pruner():
+  import optuna
+
+  return optuna.pruners.MedianPruner(n_startup_trials=5)
+
+
 # Every search as a function of (devices, max_parallel, checkpoint_dir).
 SEARCHES = {
     "run": lambda **kw: sweep.run(
@@ -90,6 +96,9 @@ SEARCHES = {
     "optuna_search": lambda **kw: sweep.optuna_search(
         train_fn, SPACE, num_rounds=3, batch_size=5, key=KEY, metric="loss",
         **kw),
+    "optuna_search_pruned": lambda **kw: sweep.optuna_search(
+        (init, segment), SPACE, num_rounds=3, batch_size=5, num_segments=4,
+        key=KEY, metric="loss", pruner=_median_pruner(), **kw),
     "lr_find": lambda **kw: sweep.lr_find(
         _lr_init, _lr_segment, key=KEY, min_lr=1e-4, max_lr=10.0,
         num_steps=12, num_seeds=3, **kw),
@@ -98,7 +107,7 @@ CHUNKED = ("run", "run_stepwise")  # the searches that take max_parallel
 
 
 def _search(name, **kw):
-  if name == "optuna_search":
+  if name.startswith("optuna_search"):
     pytest.importorskip("optuna")
   if "max_parallel" in kw and name not in CHUNKED:
     del kw["max_parallel"]
@@ -113,7 +122,7 @@ def _arrays(result):
   out = {f"m/{k}": v for k, v in result.metrics.items()}
   out.update({f"h/{k}": np.asarray(v) for k, v in result.hparams.items()})
   out["diverged"] = result.diverged
-  for name in ("segments_run", "parents", "metric_history"):
+  for name in ("segments_run", "parents", "metric_history", "pruned_at"):
     if getattr(result, name, None) is not None:
       out[name] = getattr(result, name)
   return out
@@ -221,12 +230,15 @@ WITH_SPACE = {
     "optuna_search": lambda space, **kw: sweep.optuna_search(
         train_fn, space, num_rounds=3, batch_size=5, key=KEY, metric="loss",
         **kw),
+    "optuna_search_pruned": lambda space, **kw: sweep.optuna_search(
+        (init, segment), space, num_rounds=3, batch_size=5, num_segments=4,
+        key=KEY, metric="loss", pruner=_median_pruner(), **kw),
 }
 
 
 @pytest.mark.parametrize("name", WITH_SPACE)
 def test_a_checkpoint_of_another_search_is_refused(name, tmp_path):
-  if name == "optuna_search":
+  if name.startswith("optuna_search"):
     pytest.importorskip("optuna")
   folder = str(tmp_path / "ckpt")
   WITH_SPACE[name](SPACE, checkpoint_dir=folder)
@@ -328,10 +340,15 @@ def test_bad_input_is_refused_alike(name, change, match):
   with pytest.raises(ValueError, match=match):
     if name == "run":
       sweep.run(train_fn, space, num_trials=4, progress=False, **kw)
-    elif name == "optuna_search":
+    elif name.startswith("optuna_search"):
       pytest.importorskip("optuna")
-      sweep.optuna_search(train_fn, space, num_rounds=1, batch_size=2,
-                          metric="loss", **kw)
+      if name == "optuna_search_pruned":
+        fn, extra = (init, segment), dict(num_segments=2,
+                                          pruner=_median_pruner())
+      else:
+        fn, extra = train_fn, {}
+      sweep.optuna_search(fn, space, num_rounds=1, batch_size=2,
+                          metric="loss", **extra, **kw)
     elif name == "run_stepwise":
       sweep.run_stepwise(init, segment, space, num_trials=4, num_segments=1,
                          metric="loss", **kw)

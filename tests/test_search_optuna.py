@@ -5,6 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _quadratic_search import (
+    initial_w,
+    quad_init,
+    quad_segment,
+    reference_loss,
+)
 
 from jopt import sweep
 
@@ -110,3 +116,192 @@ def test_optuna_search_without_optuna_says_what_to_install(monkeypatch):
   with pytest.raises(ImportError, match=r'pip install "jopt\[optuna\]"'):
     sweep.optuna_search(bowl_train_fn, BOWL_SPACE, num_rounds=1,
                         batch_size=2, key=jax.random.key(0), metric="loss")
+
+
+# --- The stepwise form, with pruning --------------------------------------------
+
+# lr > 2 diverges on the stiffest direction, lr ~ 1e-3 barely moves: a
+# median pruner has clear losers to stop.
+QUAD_SPACE = {"lr": sweep.log_uniform(1e-3, 2.5)}
+QUAD = (quad_init, quad_segment)
+
+
+def _quad_search(**kw):
+  optuna = pytest.importorskip("optuna")
+  kw.setdefault("pruner", optuna.pruners.MedianPruner(n_startup_trials=4,
+                                                      n_warmup_steps=1))
+  kw.setdefault("sampler", optuna.samplers.RandomSampler(seed=3))
+  return sweep.optuna_search(QUAD, QUAD_SPACE, num_rounds=3, batch_size=4,
+                             num_segments=5, steps_per_segment=3,
+                             key=jax.random.key(2), metric="loss", **kw)
+
+
+def test_a_median_pruner_stops_bad_trials_and_tells_the_study():
+  optuna = pytest.importorskip("optuna")
+  states = optuna.trial.TrialState
+  res = _quad_search()
+  trials = res.study.trials
+  pruned = res.pruned
+  assert 0 < pruned.sum() < len(res)
+  assert not pruned[:4].any()  # the first round has no finished trial to beat
+  assert res.num_compiles == 2  # init and segment, whatever was pruned
+  for i, t in enumerate(trials):
+    curve = res.metrics["loss"][i]
+    if pruned[i]:
+      assert t.state == states.PRUNED
+      step = res.pruned_at[i]
+      assert step >= 1 and res.segments_run[i] == step + 1  # warm-up: 1
+      # The study holds every value reported before the trial was stopped,
+      # and the result holds the last one after it.
+      assert sorted(t.intermediate_values) == list(range(step + 1))
+      np.testing.assert_allclose(
+          [t.intermediate_values[s] for s in range(step + 1)],
+          curve[:step + 1], rtol=1e-6)
+      np.testing.assert_array_equal(curve[step:], curve[step])
+    elif t.state == states.COMPLETE:
+      assert res.segments_run[i] == 5 and res.pruned_at[i] == -1
+      assert t.value == pytest.approx(float(curve[-1]), rel=1e-6)
+  # Every trial trained exactly what it would have trained alone.
+  for i in range(len(res)):
+    w0 = initial_w(jax.random.key(2), trials[i].number)
+    ran = res.segments_run[i]
+    if np.isfinite(curve := res.metrics["loss"][i]).all():
+      np.testing.assert_allclose(
+          curve[ran - 1], reference_loss(res.hparams["lr"][i], w0, ran),
+          rtol=2e-4)
+  assert res.member_steps == 3 * res.segments_run.sum() < 3 * 4 * 5 * 3
+  # The pick is a finished trial, the study's.
+  assert res.best().index not in np.flatnonzero(pruned)
+  assert res.best().hparams["lr"] == pytest.approx(
+      res.study.best_params["lr"], rel=1e-6)
+
+
+def test_pruned_trials_leave_the_others_untouched():
+  # The random sampler asks the same values whatever was pruned, so the
+  # same trials run with and without a pruner.
+  optuna = pytest.importorskip("optuna")
+  pruned = _quad_search()
+  full = _quad_search(pruner=optuna.pruners.NopPruner())
+  np.testing.assert_array_equal(pruned.hparams["lr"], full.hparams["lr"])
+  assert not full.pruned.any() and (full.segments_run == 5).all()
+  for i in range(len(full)):
+    ran = pruned.segments_run[i]
+    np.testing.assert_array_equal(pruned.metrics["loss"][i, :ran],
+                                  full.metrics["loss"][i, :ran])
+
+
+def test_a_pruned_search_resumes_to_the_same_bits(tmp_path, monkeypatch):
+  from test_search_contract import _stop_after_saves, assert_same_bits
+
+  optuna = pytest.importorskip("optuna")
+
+  def search(**kw):
+    return _quad_search(sampler=optuna.samplers.TPESampler(seed=0), **kw)
+
+  whole = search()
+  assert whole.pruned.any()
+  folder = str(tmp_path / "ckpt")
+  _stop_after_saves(monkeypatch, 2, lambda: search(checkpoint_dir=folder))
+  resumed = search(checkpoint_dir=folder)
+  assert_same_bits(whole, resumed)
+  np.testing.assert_array_equal(whole.pruned_at, resumed.pruned_at)
+  assert ([t.state for t in resumed.study.trials]
+          == [t.state for t in whole.study.trials])
+
+
+def test_without_a_pruner_every_trial_trains_fully():
+  # The stepwise form without a pruner trains what one call would: every
+  # trial to the end, each value told, the same curve as a scan.
+  optuna = pytest.importorskip("optuna")
+
+  def train_fn(hp, key):
+    def body(state, _):
+      state, m = quad_segment(state, hp)
+      return state, m["loss"]
+
+    _, curve = jax.lax.scan(body, quad_init(hp, key), None, length=5)
+    return {"loss": curve}
+
+  kw = dict(num_rounds=2, batch_size=4, key=jax.random.key(2),
+            metric="loss")
+  stepwise = sweep.optuna_search(
+      QUAD, QUAD_SPACE, num_segments=5,
+      sampler=optuna.samplers.RandomSampler(seed=3), **kw)
+  whole = sweep.optuna_search(
+      train_fn, QUAD_SPACE, sampler=optuna.samplers.RandomSampler(seed=3),
+      **kw)
+  assert isinstance(stepwise.study.pruner, optuna.pruners.NopPruner)
+  assert all(t.state == optuna.trial.TrialState.COMPLETE
+             for t in stepwise.study.trials)
+  assert not stepwise.pruned.any() and (stepwise.segments_run == 5).all()
+  assert whole.segments_run is None and whole.member_steps is None
+  np.testing.assert_array_equal(stepwise.hparams["lr"], whole.hparams["lr"])
+  np.testing.assert_allclose(stepwise.metrics["loss"], whole.metrics["loss"],
+                             rtol=1e-5)
+
+
+def test_a_study_keeps_its_own_pruner():
+  optuna = pytest.importorskip("optuna")
+  study = optuna.create_study(
+      sampler=optuna.samplers.RandomSampler(seed=3),
+      pruner=optuna.pruners.MedianPruner(n_startup_trials=4,
+                                         n_warmup_steps=1))
+  res = sweep.optuna_search(QUAD, QUAD_SPACE, num_rounds=3, batch_size=4,
+                            num_segments=5, key=jax.random.key(2),
+                            metric="loss", study=study)
+  np.testing.assert_array_equal(res.pruned_at, _quad_search().pruned_at)
+  with pytest.raises(ValueError, match="pruner= is for a new study"):
+    sweep.optuna_search(QUAD, QUAD_SPACE, num_rounds=1, batch_size=2,
+                        num_segments=2, key=jax.random.key(2), metric="loss",
+                        study=study, pruner=optuna.pruners.NopPruner())
+
+
+def test_a_stepwise_nan_trial_stops_and_fails():
+  optuna = pytest.importorskip("optuna")
+
+  def segment(state, hp):
+    state, m = quad_segment(state, hp)
+    return state, {"loss": jnp.where(hp["lr"] > 0.5, jnp.nan, m["loss"])}
+
+  res = sweep.optuna_search(
+      (quad_init, segment), {"lr": sweep.uniform(0.1, 1.0)}, num_rounds=2,
+      batch_size=4, num_segments=3, key=jax.random.key(0), metric="loss",
+      sampler=optuna.samplers.RandomSampler(seed=0))
+  bad = res.hparams["lr"] > 0.5
+  assert bad.any() and not bad.all()
+  np.testing.assert_array_equal(res.diverged, bad)
+  np.testing.assert_array_equal(res.segments_run, np.where(bad, 1, 3))
+  failed = [t.state == optuna.trial.TrialState.FAIL for t in res.study.trials]
+  np.testing.assert_array_equal(failed, bad)
+  assert res.best().index not in np.flatnonzero(bad)
+
+
+def test_pruning_arguments_are_checked():
+  optuna = pytest.importorskip("optuna")
+  kw = dict(num_rounds=1, batch_size=2, key=jax.random.key(0),
+            metric="loss")
+  median = optuna.pruners.MedianPruner()
+  with pytest.raises(ValueError, match="pruner= needs values"):
+    sweep.optuna_search(bowl_train_fn, BOWL_SPACE, pruner=median, **kw)
+  with pytest.raises(ValueError, match="num_segments is needed"):
+    sweep.optuna_search(QUAD, QUAD_SPACE, pruner=median, **kw)
+  with pytest.raises(ValueError, match="num_segments is for"):
+    sweep.optuna_search(bowl_train_fn, BOWL_SPACE, num_segments=2, **kw)
+  with pytest.raises(ValueError, match="num_segments"):
+    sweep.optuna_search(QUAD, QUAD_SPACE, num_segments=0, **kw)
+  with pytest.raises(ValueError, match="BasePruner"):
+    sweep.optuna_search(QUAD, QUAD_SPACE, num_segments=2, pruner="median",
+                        **kw)
+  with pytest.raises(ValueError, match="pair"):
+    sweep.optuna_search((quad_init,), QUAD_SPACE, num_segments=2, **kw)
+
+
+def test_a_pruned_result_saves_and_loads(tmp_path):
+  res = _quad_search()
+  res.save(tmp_path / "pruned.npz")
+  back = sweep.OptunaResult.load(tmp_path / "pruned.npz")
+  np.testing.assert_array_equal(back.pruned_at, res.pruned_at)
+  np.testing.assert_array_equal(back.segments_run, res.segments_run)
+  assert back.member_steps == res.member_steps
+  assert back.best().index == res.best().index
+  assert list(res.to_pandas().columns[-2:]) == ["segments_run", "pruned_at"]

@@ -129,8 +129,8 @@ from jopt.sweep._space import sample as sample
 from jopt.sweep._space import uniform as uniform
 
 # isort: split
-from jopt.sweep._bayes import OptunaResult as OptunaResult
 from jopt.sweep._bayes import optuna_search as optuna_search
+from jopt.sweep._bayes_rounds import OptunaResult as OptunaResult
 from jopt.sweep._halving import hyperband as hyperband
 from jopt.sweep._halving import successive_halving as successive_halving
 from jopt.sweep._lr_find import LRFindResult as LRFindResult

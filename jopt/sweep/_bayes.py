@@ -2,23 +2,24 @@
 
 Each round asks an Optuna study for ``batch_size`` trials, trains them as
 one ``jit(vmap(train_fn))`` call (a fixed batch size, so one compile for the
-whole search) and tells the study their results. Optuna is an optional
+whole search) and tells the study their results; on the stepwise form the
+round trains segment by segment and the study's pruner stops trials between
+segments (the strategies are in `_bayes_rounds.py`). Optuna is an optional
 dependency: ``pip install "jopt[optuna]"``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
-from jopt.sweep import _executor, _loop, _population, _result, _space, _stepwise
+from jopt.sweep import _executor, _loop, _population, _space
+from jopt.sweep._bayes_rounds import OptunaResult, _Optuna, _OptunaStepwise
 
 _INSTALL = 'optuna_search needs Optuna: pip install "jopt[optuna]"'
 
@@ -31,43 +32,6 @@ def _import_optuna():
   return optuna
 
 
-@dataclasses.dataclass(repr=False)
-class OptunaResult(_result.SweepResult):
-  """A `SweepResult` of `optuna_search`, with the study and round of trials.
-
-  Attributes (beyond `SweepResult`'s):
-    study: the ``optuna.Study`` every trial was told to.
-    rounds: [N] int: the round in which each trial was asked.
-    metric, mode: what the search optimized.
-
-  `save` writes everything but the study (load gives ``study=None``); keep
-  a study across sessions with Optuna's own storage (``storage=...``).
-
-  Example: see `optuna_search`; ``res.study.best_params`` and
-  ``res.best()`` agree, ``res.to_pandas()`` lists every trial.
-  """
-
-  study: Any = None
-  rounds: np.ndarray | None = None
-  metric: str = ""
-  mode: str = "min"
-
-  _not_saved = ("study",)  # a live study: Optuna's storage persists it
-
-  def __repr__(self) -> str:
-    return (f"OptunaResult(num_trials={len(self)}, metric={self.metric!r}, "
-            f"num_compiles={self.num_compiles})")
-
-  def best(self, metric: str | None = None, mode: str | None = None):
-    """The best trial (default: by the search's metric and mode)."""
-    return super().best(metric or self.metric, mode or self.mode)
-
-  def top_k(self, metric: str | None = None, k: int = 1,
-            mode: str | None = None):
-    """The ``k`` best trials (default: by the search's metric and mode)."""
-    return super().top_k(metric or self.metric, k, mode or self.mode)
-
-
 def _distribution(optuna, dist):
   d = optuna.distributions
   if isinstance(dist, _space.Choice):
@@ -78,19 +42,6 @@ def _distribution(optuna, dist):
     return d.IntDistribution(dist.low, dist.high)
   return d.FloatDistribution(dist.low, dist.high,
                              log=isinstance(dist, _space.LogUniform))
-
-
-def _passed(dist, value):
-  """The value ``train_fn`` receives for an Optuna parameter value."""
-  if isinstance(dist, _space.Choice):
-    if not all(isinstance(v, (str, int, float, bool)) for v in dist.values):
-      index = value
-    else:
-      index = dist.values.index(value)
-    return dist.from_unit(np.array([(index + 0.5) / len(dist.values)]))[0]
-  if isinstance(dist, _space.IntUniform):
-    return np.int32(value)
-  return np.float32(value)
 
 
 def _make_sampler(optuna, sampler, seed):
@@ -129,7 +80,8 @@ def _quiet(optuna):
 
 
 def optuna_search(
-    train_fn: Callable[[dict[str, jax.Array], jax.Array], dict[str, Any]],
+    train_fn: Callable[[dict[str, jax.Array], jax.Array], dict[str, Any]]
+    | tuple[_population.InitFn, _population.SegmentFn],
     space: Mapping[str, Any],
     *,
     num_rounds: int,
@@ -137,7 +89,10 @@ def optuna_search(
     key: jax.Array,
     metric: str,
     mode: str = "min",
+    num_segments: int | None = None,
+    steps_per_segment: int = 1,
     sampler: Any = None,
+    pruner: Any = None,
     study: Any = None,
     checkpoint_dir: str | None = None,
     progress: bool = False,
@@ -154,6 +109,23 @@ def optuna_search(
   ``fold_in(key, number)``, ``number`` being its Optuna trial number, so a
   continued study never repeats a key.
 
+  Pruning: pass ``train_fn`` as the stepwise pair ``(init, segment)`` of
+  `run_stepwise` and ``num_segments``. A round's trials then train segment
+  by segment; after each segment every live trial reports its ``metric``
+  with ``trial.report(value, step)`` (``step``: the segment's index, from
+  0) and asks ``trial.should_prune()``, as the objective of a sequential
+  study does. A pruned trial is told ``TrialState.PRUNED`` and stops
+  training; the others go on unchanged (the same bits as without
+  pruning). The survivors are packed into the fewest groups of ``lanes``,
+  so pruned trials stop costing compute once they free a whole group on a
+  device (every pruned trial on CPU, where a group is one trial);
+  ``segments_run`` and ``member_steps`` count only the segments each trial
+  was trained. A trial whose value turns non-finite stops and is told as
+  failed. A trial that reaches its last segment completes. Optuna's
+  pruners compare a trial with finished trials, so the trials of a round
+  are judged against earlier rounds, as in a study run with ``n_jobs``
+  equal to the batch size.
+
   For a fixed number of trials, fewer and wider rounds finish sooner only
   where width is free (an accelerator); on CPU, where every device computes
   one trial at a time, more rounds of a smaller batch take about as long
@@ -163,33 +135,48 @@ def optuna_search(
 
   Args:
     train_fn: ``train_fn(hparams, key) -> metrics`` for one trial, as for
-      `jopt.sweep.run`.
+      `jopt.sweep.run`; or the pair ``(init, segment)``, ``init(hparams,
+      key) -> state`` and ``segment(state, hparams) -> (state, metrics)``,
+      as for `jopt.sweep.run_stepwise` (needed for pruning).
     space: a dict ``name -> distribution`` (no static choices).
     num_rounds: ask/train/tell rounds (>= 1).
     batch_size: trials per round (>= 1).
     key: a JAX PRNG key (also seeds the sampler).
-    metric: the metric to optimize.
+    metric: the metric to optimize (and, stepwise, to report and prune by).
     mode: ``"min"`` or ``"max"``.
+    num_segments: segments of a full trial, for the ``(init, segment)``
+      form (>= 1; only with it).
+    steps_per_segment: training steps in one segment, for ``member_steps``.
     sampler: for a new study: ``"tpe"`` (the default; with the constant
       liar, for batches), ``"gp"``, ``"cmaes"``, ``"random"``, or an
       ``optuna.samplers`` instance. ``"cmaes"`` needs the ``cmaes`` package.
+    pruner: for a new study: an ``optuna.pruners.BasePruner`` (needs the
+      ``(init, segment)`` form), or None: no pruning (``NopPruner``).
     study: an existing single-objective study to continue (default: a new
-      in-memory one). It keeps its own sampler, and its direction must
-      agree with ``mode``.
+      in-memory one). It keeps its own sampler and pruner, as a study does
+      in Optuna (``create_study`` gives a ``MedianPruner`` unless told
+      otherwise; it prunes only in the ``(init, segment)`` form), and its
+      direction must agree with ``mode``.
     checkpoint_dir: a folder where the study and every trial so far are
       saved after each round; the same call resumes from it to the same
       result, bit for bit (the study is pickled, so it must be in-memory).
-    progress: show a progress bar (trials).
+    progress: show a progress bar (trials; stepwise: member-segments).
     devices: devices to shard a batch over; default ``jax.devices()``.
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
-    An `OptunaResult` with every trial, in the order they were asked.
+    An `OptunaResult` with every trial, in the order they were asked; in
+    the stepwise form each metric is a [N, num_segments] curve of the
+    values after each segment (held after a trial stopped), and
+    ``pruned_at`` gives the step at which each trial was pruned (-1: not
+    pruned).
 
   Raises:
     ImportError: Optuna is not installed.
     ValueError: a bad count or mode, a study whose direction disagrees
-      with ``mode``, or both ``sampler`` and ``study``.
+      with ``mode``, ``sampler`` or ``pruner`` with ``study``, a pruner
+      without the ``(init, segment)`` form, or ``num_segments`` missing
+      with it.
 
   Example:
     >>> import jax, jax.numpy as jnp, jopt
@@ -200,6 +187,21 @@ def optuna_search(
     ...     num_rounds=3, batch_size=8, key=jax.random.key(0), metric="loss")
     >>> len(res), res.num_compiles
     (24, 1)
+
+    With pruning, on the stepwise form:
+
+    >>> import optuna
+    >>> init = lambda hp, key: jnp.ones(())
+    >>> def segment(x, hp):
+    ...   x = x * (1 - hp["lr"])
+    ...   return x, {"loss": x * x}
+    >>> res = jopt.sweep.optuna_search(
+    ...     (init, segment), {"lr": jopt.sweep.uniform(0.0, 0.5)},
+    ...     num_rounds=3, batch_size=4, num_segments=5,
+    ...     key=jax.random.key(0), metric="loss",
+    ...     pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
+    >>> bool(res.pruned.any()), res.member_steps < 3 * 4 * 5
+    (True, True)
 
   References:
     Akiba et al., `Optuna: a next-generation hyperparameter optimization
@@ -214,6 +216,28 @@ def optuna_search(
       raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
   if mode not in ("min", "max"):
     raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+  stepwise = isinstance(train_fn, tuple)
+  if stepwise:
+    if len(train_fn) != 2 or not all(map(callable, train_fn)):
+      raise ValueError("train_fn must be a function or the pair (init, "
+                       "segment) of the stepwise form.")
+    if num_segments is None:
+      raise ValueError("num_segments is needed with the (init, segment) "
+                       "form: the segments of a full trial.")
+    num_segments = _population.check_int("num_segments", num_segments, 1)
+  elif num_segments is not None:
+    raise ValueError("num_segments is for the (init, segment) form; a "
+                     "train_fn trains a whole trial in one call.")
+  steps_per_segment = _population.check_int("steps_per_segment",
+                                            steps_per_segment, 1)
+  if pruner is not None:
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+      raise ValueError("pruner must be an optuna.pruners.BasePruner, got "
+                       f"{type(pruner).__name__}.")
+    if not stepwise:
+      raise ValueError(
+          "pruner= needs values during training: pass train_fn as the "
+          "pair (init, segment) with num_segments=.")
   seed = int(_space.key_seed(key)[-1])
   direction = "minimize" if mode == "min" else "maximize"
   if study is None:
@@ -221,11 +245,14 @@ def optuna_search(
       study = optuna.create_study(
           direction=direction,
           sampler=_make_sampler(optuna, "tpe" if sampler is None else sampler,
-                                seed))
+                                seed),
+          pruner=optuna.pruners.NopPruner() if pruner is None else pruner)
   else:
-    if sampler is not None:
-      raise ValueError("sampler= is for a new study; the study passed keeps "
-                       "its own sampler (set it when creating the study).")
+    for name, value in (("sampler", sampler), ("pruner", pruner)):
+      if value is not None:
+        raise ValueError(
+            f"{name}= is for a new study; the study passed keeps its own "
+            f"{name} (set it when creating the study).")
     if len(study.directions) != 1:
       raise ValueError("study must be single-objective; got "
                        f"{len(study.directions)} directions.")
@@ -236,135 +263,32 @@ def optuna_search(
           f"{'min' if study.direction.name == 'MINIMIZE' else 'max'!r}.")
   distributions = {n: _distribution(optuna, d) for n, d in space.items()}
   ex = _population.executor_for(batch_size, devices, lanes)
-  search = _Optuna(optuna, ex, _executor.KeySpec(key), space, train_fn,
-                   study, distributions, num_rounds=num_rounds,
-                   batch_size=batch_size, metric=metric, mode=mode)
+  key_spec = _executor.KeySpec(key)
+  settings = dict(num_rounds=num_rounds, batch_size=batch_size, metric=metric,
+                  mode=mode, sampler=repr(type(study.sampler).__name__))
+  if stepwise:
+    search = _OptunaStepwise(
+        optuna, ex, key_spec, space, _population.population_for(*train_fn),
+        study, distributions, num_rounds=num_rounds, batch_size=batch_size,
+        num_segments=num_segments, steps_per_segment=steps_per_segment,
+        metric=metric, mode=mode)
+    functions, total = list(train_fn), num_rounds * batch_size * num_segments
+    settings.update(num_segments=num_segments,
+                    pruner=type(study.pruner).__name__)
+  else:
+    search = _Optuna(optuna, ex, key_spec, space, train_fn, study,
+                     distributions, num_rounds=num_rounds,
+                     batch_size=batch_size, metric=metric, mode=mode)
+    functions, total = [train_fn], num_rounds * batch_size
   ckpt = None
   if checkpoint_dir is not None:
     ckpt = _population.checkpoint_for(
         checkpoint_dir, "optuna_search", space=space, key=key,
-        functions=[train_fn], ex=ex, program=search.program_digest(),
-        num_rounds=num_rounds, batch_size=batch_size, metric=metric,
-        mode=mode, sampler=repr(type(study.sampler).__name__))
+        functions=functions, ex=ex, program=search.program_digest(),
+        **settings)
   with _quiet(optuna):
     result, _ = _loop.iterate(search, ex, checkpoint=ckpt, progress=progress,
-                              total=num_rounds * batch_size,
-                              desc="jopt.sweep.optuna_search")
+                              total=total, desc="jopt.sweep.optuna_search")
   return result
 
 
-class _Optuna:
-  """Batched ask/train/tell as a strategy: one step is one round.
-
-  The study (with its sampler's random state) is part of the saved state,
-  so a resumed search asks exactly what the uninterrupted one asked.
-  """
-
-  def __init__(self, optuna, ex, key, space, train_fn, study, distributions,
-               *, num_rounds, batch_size, metric, mode):
-    self.optuna, self.ex, self.key, self.space = optuna, ex, key, space
-    self.train_fn = train_fn
-    self.study = study
-    self.distributions = distributions
-    self.num_rounds, self.batch_size = num_rounds, batch_size
-    self.metric, self.mode = metric, mode
-    self.size, self.ndev = ex.padded(batch_size), ex.num_devices_for(
-        batch_size)
-    self._program = None
-
-  def _one(self, hp, index, kd):
-    return self.train_fn(hp, _executor.trial_key(self.key.wrap(kd), index))
-
-  def program_digest(self) -> str:
-    import hashlib
-
-    hp = {n: jax.ShapeDtypeStruct((), np.asarray(_passed(
-        d, _first_value(self.distributions[n]))).dtype)
-          for n, d in self.space.items()}
-    kd = jax.ShapeDtypeStruct(self.key.data.shape, self.key.data.dtype)
-    text = jax.jit(self._one).lower(
-        hp, jax.ShapeDtypeStruct((), np.int32), kd).as_text(debug_info=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-  def init(self):
-    return _loop.SearchState(0, {"passed": {n: [] for n in self.space},
-                                 "metrics": {}, "rounds": []})
-
-  def work(self, state):
-    return state.step * self.batch_size
-
-  def terminate(self, state):
-    return state.step >= self.num_rounds
-
-  def device_template(self, state):
-    return None
-
-  def step(self, state):
-    ex, optuna = self.ex, self.optuna
-    study = self.study
-    trials = [study.ask(self.distributions) for _ in range(self.batch_size)]
-    hp = {n: np.array([_passed(d, t.params[n]) for t in trials])
-          for n, d in self.space.items()}
-    ids = np.array([t.number for t in trials], np.int32)
-    rows = _executor.pad_rows(self.batch_size, self.size)
-    args = (ex.put({n: v[rows] for n, v in hp.items()}, self.ndev),
-            ex.put(ids[rows], self.ndev),
-            ex.put_replicated(self.key.data, self.ndev))
-    if self._program is None:
-      self._program = ex.compile(
-          ex.per_trial(self._one, self.ndev, (0, 0, None)), args)
-    ex.note_used(self._program)
-    out = ex.gather(dict(self._program(*args)))
-    out = {k: v[:self.batch_size] for k, v in out.items()}
-    _population.check_metric(out, self.metric)
-    values = _population.ranking_values(out, self.metric, "min")  # inf = bad
-    raw = np.asarray(out[self.metric], np.float64).reshape(
-        self.batch_size, -1)[:, -1]
-    for t, v, ok in zip(trials, raw, np.isfinite(values), strict=True):
-      if ok:
-        study.tell(t, float(v))
-      else:
-        study.tell(t, state=optuna.trial.TrialState.FAIL)
-    h = state.host
-    metrics = {k: [*h["metrics"].get(k, []), v] for k, v in out.items()}
-    host = {"passed": {n: [*h["passed"][n], hp[n]] for n in self.space},
-            "metrics": metrics,
-            "rounds": [*h["rounds"], np.full(self.batch_size, state.step)],
-            "study": np.frombuffer(_pickle_study(study), np.uint8)}
-    return _loop.SearchState(state.step + 1, host)
-
-  def restore(self, state):
-    """Adopts the study saved with a resumed state."""
-    if "study" in state.host:
-      import pickle
-
-      self.study = pickle.loads(state.host["study"].tobytes())
-
-  def postprocess(self, state):
-    h = state.host
-    hparams = {n: np.concatenate(v) for n, v in h["passed"].items()}
-    return _stepwise.make_result(
-        OptunaResult, self.space, hparams,
-        {k: np.concatenate(v) for k, v in h["metrics"].items()},
-        study=self.study, rounds=np.concatenate(h["rounds"]),
-        metric=self.metric, mode=self.mode,
-        num_compiles=self.ex.num_compiles)
-
-
-def _pickle_study(study) -> bytes:
-  import pickle
-
-  try:
-    return pickle.dumps(study)
-  except Exception as e:  # noqa: BLE001  (storages that hold connections)
-    raise ValueError(
-        "checkpoint_dir needs a study that can be pickled (an in-memory "
-        "one); a study with a database storage= persists itself: resume it "
-        "by passing it again, without checkpoint_dir.") from e
-
-
-def _first_value(dist):
-  """A value of an Optuna distribution (for the dtype of what is passed)."""
-  if hasattr(dist, "choices"):
-    return dist.choices[0]
-  return dist.low
