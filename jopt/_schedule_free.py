@@ -360,7 +360,8 @@ def schedule_free_adamw(
     >>> tx = jopt.schedule_free_adamw(learning_rate=0.1)
     >>> params = jnp.array([1.0, -2.0])
     >>> updates, state = tx.update(params, tx.init(params), params)
-    >>> jopt.apply_updates(params, updates)  # the first step is sign(g)
+    >>> # The first step is sign(g), to float32 rounding of 1 - b2**t.
+    >>> jnp.round(jopt.apply_updates(params, updates), 5)
     Array([ 0.9, -1.9], dtype=float32)
 
   References:
