@@ -1,8 +1,8 @@
 """Should a default CPU process expose one JAX device per core?
 
 Each configuration runs in a fresh process, started as a user starts one
-(no XLA flags); the only difference is ``jax.config.update(
-"jax_num_cpu_devices", n)`` right after ``import jax``. Each process times
+(no XLA flags); the only difference is ``jopt.use_cpu_devices(n)`` right
+after ``import jopt``. Each process times
 
 * ordinary JAX code, which runs on device 0 whatever the count: one
   compiled ``lax.scan`` training run (the DESIGN "Performance 1" MLP,
@@ -31,13 +31,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = r"""
 import json, os, sys, time
 n = int(sys.argv[1]); k = int(sys.argv[2]); steps = int(sys.argv[3])
-import jax
-if n > 1:
-  jax.config.update("jax_num_cpu_devices", n)
 sys.path.insert(0, sys.argv[4]); sys.path.insert(0, os.path.dirname(sys.argv[4]))
+import jax
+import jopt
+jopt.use_cpu_devices(n)
 import jax.numpy as jnp, numpy as np
 import sweep as bench
-import jopt
 from jopt import sweep
 x, y, idx = bench.load_data(steps, 128)
 train = bench.make_train(x, y, idx, jopt.adam)

@@ -317,6 +317,7 @@ def plot(tasks, summaries, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
+  jopt.use_cpu_devices()  # one CPU device per core: trials shard over them
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="a smoke run: few steps, two seeds")

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jopt
 from jopt import sweep
 from jopt.sweep import _engine as jopt_engine
 from jopt.sweep import _executor as jopt_executor
@@ -187,6 +188,7 @@ def speed_bound(task, seq):
 
 
 def main(argv=None):
+  jopt.use_cpu_devices()  # one CPU device per core: trials shard over them
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true", help="a smoke run for CI")
   p.add_argument("--repeats", type=int, default=None)

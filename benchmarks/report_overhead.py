@@ -63,6 +63,7 @@ def make_train(x, y, idx, every, reports=None):
 
 
 def main():
+  jopt.use_cpu_devices()  # one CPU device per core: trials shard over them
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--k", type=int, default=32)
   p.add_argument("--steps", type=int, default=300)

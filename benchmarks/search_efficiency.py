@@ -44,6 +44,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+import jopt
 from jopt import sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,6 +71,7 @@ def budget_of_rungs(res, steps):
 
 
 def main(argv=None):
+  jopt.use_cpu_devices()  # one CPU device per core: trials shard over them
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true", help="a smoke run")
   p.add_argument("--grid", type=int, default=27, help="grid size")

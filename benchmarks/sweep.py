@@ -15,12 +15,11 @@ Then the achieved FLOP/s of the sweep against one large matmul on the same
 machine, and the scaling table: time and memory for K = 1 ... 1024, the
 largest K once more in four chunks (``max_parallel``).
 
-By default the process starts as a user starts one (no XLA flags); on
-CPU ``import jopt`` then gives it one JAX device per core (see
-``jopt/_cpu_devices.py``), so the sweep shards its trial axis over the
-cores, while (a), (b) and (c) run on device 0 as usual and keep XLA's
-intra-op threads. ``--cpu-devices N`` sets the count with the XLA flag
-instead (1: JAX's own default of one device, with ``JOPT_CPU_DEVICES=1``).
+By default the process starts as a user starts one (no XLA flags) and
+calls ``jopt.use_cpu_devices()``, as the examples do: on CPU it has one JAX
+device per core, so the sweep shards its trial axis over the cores, while
+(a), (b) and (c) run on device 0 as usual and keep XLA's intra-op threads.
+``--cpu-devices N`` asks for N devices instead (1: JAX's own default).
 Timings are ratios measured side by side in one process, after warm-up,
 best of ``--repeats``.
 
@@ -46,22 +45,14 @@ def _args():
                  help="comma-separated K for the scaling table ('' skips)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--cpu-devices", type=int, default=None,
-                 help="CPU devices via XLA_FLAGS (default: none, as a user "
-                 "starts a process)")
+                 help="CPU devices, given to jopt.use_cpu_devices "
+                 "(default: one per core)")
   p.add_argument("--max-parallel", type=int, default=None)
   p.add_argument("--skip-naive", action="store_true")
   p.add_argument("--lanes", type=int, default=None,
                  help="sweep.run's lanes= (default: the platform's)")
   return p.parse_args()
 
-
-ARGS = _args() if __name__ == "__main__" else None
-if ARGS is not None and ARGS.cpu_devices == 1:
-  os.environ["JOPT_CPU_DEVICES"] = "1"  # JAX's default: one CPU device
-elif ARGS is not None and ARGS.cpu_devices is not None:
-  os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "")
-      + f" --xla_force_host_platform_device_count={ARGS.cpu_devices}")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -72,6 +63,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jopt  # noqa: E402
 from jopt import sweep  # noqa: E402
 from jopt.sweep import _executor  # noqa: E402
+
+ARGS = _args() if __name__ == "__main__" else None
+if ARGS is not None:  # run as a script, not imported by another benchmark
+  jopt.use_cpu_devices(ARGS.cpu_devices)
 
 
 def load_data(steps: int, batch: int):

@@ -6,16 +6,13 @@ program. The API follows Optax: ``init``/``update`` gradient transformations,
 chained from small building blocks.
 """
 
-# One JAX CPU device per core unless the process chose otherwise (see
-# jopt/_cpu_devices.py): first, before anything can start JAX's backends.
-from jopt import _cpu_devices  # noqa: F401  (configures JAX on import)
-
 # Core protocol and composition.
 from jopt._base import EmptyState as EmptyState
 from jopt._base import GradientTransformation as GradientTransformation
 from jopt._base import apply_updates as apply_updates
 from jopt._base import identity as identity
 from jopt._combine import chain as chain
+from jopt._cpu_devices import use_cpu_devices as use_cpu_devices
 
 # Hyperparameters in the state.
 from jopt._hyperparams import HyperparamsState as HyperparamsState
@@ -188,6 +185,7 @@ __all__ = [
     "sgdr_schedule",
     "skip_not_finite",
     "trace",
+    "use_cpu_devices",
     "warmup_cosine_decay_schedule",
     # Learning-rate-free, schedule-free and hypergradient optimizers.
     "DAdaptAdamWState",

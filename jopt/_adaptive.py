@@ -35,7 +35,9 @@ class ScaleByRssState(NamedTuple):
 
 
 @_hyperparams.sweepable(
-    initial_accumulator_value=NON_NEGATIVE, eps=NON_NEGATIVE
+    initial_accumulator_value=NON_NEGATIVE,
+    eps=NON_NEGATIVE,
+    init_only=("initial_accumulator_value",),
 )
 def scale_by_rss(
     initial_accumulator_value: ArrayLike = 0.1,
@@ -50,7 +52,8 @@ def scale_by_rss(
   See `adagrad` for the optimizer.
 
   Args:
-    initial_accumulator_value: the starting value ``s_init`` (>= 0).
+    initial_accumulator_value: the starting value ``s_init`` (>= 0); read
+      only by ``init``, so not kept in the state with the other hyperparameters.
     eps: added inside the square root (>= 0).
 
   Returns:
@@ -114,7 +117,10 @@ class ScaleByRmsState(NamedTuple):
 
 
 @_hyperparams.sweepable(
-    decay=DECAY, eps=NON_NEGATIVE, initial_scale=NON_NEGATIVE
+    decay=DECAY,
+    eps=NON_NEGATIVE,
+    initial_scale=NON_NEGATIVE,
+    init_only=("initial_scale",),
 )
 def scale_by_rms(
     decay: ArrayLike = 0.9,
@@ -140,7 +146,8 @@ def scale_by_rms(
   Args:
     decay: the averaging coefficient ``rho`` in [0, 1).
     eps: the stabilising term (>= 0).
-    initial_scale: the starting value of ``nu`` (>= 0).
+    initial_scale: the starting value of ``nu`` (>= 0); read only by
+      ``init``, so not kept in the state with the other hyperparameters.
     eps_in_sqrt: add ``eps`` inside the square root (else outside).
     bias_correction: correct the averages' bias towards their start.
     centered: divide by the moving standard deviation.

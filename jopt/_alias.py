@@ -72,6 +72,7 @@ def sgd(
     learning_rate=NON_NEGATIVE,
     initial_accumulator_value=NON_NEGATIVE,
     eps=NON_NEGATIVE,
+    init_only=("initial_accumulator_value",),
 )
 def adagrad(
     learning_rate: ScalarOrSchedule,
@@ -87,12 +88,14 @@ def adagrad(
 
   Args:
     learning_rate: a non-negative number or a schedule.
-    initial_accumulator_value: the starting sum ``s_init`` (>= 0).
+    initial_accumulator_value: the starting sum ``s_init`` (>= 0); read only by
+      ``init``, so not kept in the state with the other hyperparameters.
     eps: added inside the square root (>= 0).
 
   Returns:
     A `GradientTransformation`: `scale_by_rss` then the learning rate. The
-    numeric arguments live in the state (see `get_hyperparams`).
+    numeric arguments but ``initial_accumulator_value`` live in the state
+    (see `get_hyperparams`).
 
   Example:
     >>> import jax.numpy as jnp
@@ -123,6 +126,7 @@ def adagrad(
     eps=NON_NEGATIVE,
     initial_scale=NON_NEGATIVE,
     momentum=UNIT,
+    init_only=("initial_scale",),
 )
 def rmsprop(
     learning_rate: ScalarOrSchedule,
@@ -153,7 +157,8 @@ def rmsprop(
     learning_rate: a non-negative number or a schedule.
     decay: the averaging coefficient ``rho`` in [0, 1).
     eps: the stabilising term (>= 0).
-    initial_scale: the starting value of ``nu`` (>= 0).
+    initial_scale: the starting value of ``nu`` (>= 0); read only by
+      ``init``, so not kept in the state with the other hyperparameters.
     eps_in_sqrt: add ``eps`` inside the square root (else outside).
     centered: divide by the moving standard deviation (Graves, 2013).
     momentum: the momentum coefficient in [0, 1), or None.

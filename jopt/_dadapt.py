@@ -145,10 +145,7 @@ def _dadapt_adamw(
     new = jax.tree.map(
         moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
     )
-    leaf = lambda x: isinstance(x, tuple)  # noqa: E731
-    exp_avg = jax.tree.map(lambda t: t[0], new, is_leaf=leaf)
-    exp_avg_sq = jax.tree.map(lambda t: t[1], new, is_leaf=leaf)
-    grad_sum = jax.tree.map(lambda t: t[2], new, is_leaf=leaf)
+    exp_avg, exp_avg_sq, grad_sum = _tree_math.unzip(new, updates, 3)
     numerator = (
         sb2 * state.numerator_weighted + (1 - sb2) * dlr * numerator_acum
     )
@@ -159,7 +156,7 @@ def _dadapt_adamw(
     def step(m, v, p):
       p_wide = _tree_math.wide(p, dtype)
       out = -wd * dlr * p_wide - m / (jnp.sqrt(v) + eps_)
-      return out.astype(p.dtype)
+      return out.astype(_numerics.float_dtype(p))
 
     new_updates = jax.tree.map(step, exp_avg, exp_avg_sq, params)
     return new_updates, DAdaptAdamWState(
@@ -292,10 +289,7 @@ def _prodigy(
     new = jax.tree.map(
         moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
     )
-    leaf = lambda x: isinstance(x, tuple)  # noqa: E731
-    exp_avg = jax.tree.map(lambda t: t[0], new, is_leaf=leaf)
-    exp_avg_sq = jax.tree.map(lambda t: t[1], new, is_leaf=leaf)
-    grad_sum = jax.tree.map(lambda t: t[2], new, is_leaf=leaf)
+    exp_avg, exp_avg_sq, grad_sum = _tree_math.unzip(new, updates, 3)
     numerator = b3 * state.numerator_weighted + (d / d0) * dlr * numerator_acum
     estim_lr = _estimate(
         d, coef * numerator, _tree_math.sum_abs(grad_sum, dtype)
@@ -304,7 +298,7 @@ def _prodigy(
     def step(m, v, p):
       p_wide = _tree_math.wide(p, dtype)
       out = -wd * dlr * p_wide - dlr * m / (jnp.sqrt(v) + estim_lr * eps_)
-      return out.astype(p.dtype)
+      return out.astype(_numerics.float_dtype(p))
 
     new_updates = jax.tree.map(step, exp_avg, exp_avg_sq, params)
     return new_updates, ProdigyState(

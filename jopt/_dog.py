@@ -58,7 +58,9 @@ def _check_init_step(init_step: Any) -> tuple[str, Any]:
         f"got {init_step!r}."
     )
   kind, value = init_step
-  _validation.check_range("init_step", value, low=0.0, low_open=True)
+  # 0 is accepted, as Optax accepts it: DoG's first steps are then 0 until
+  # the params move away from ``x_0`` by other means.
+  _validation.check_range("init_step", value, low=0.0)
   return kind, value
 
 
@@ -127,7 +129,7 @@ def scale_by_dog(
 
   Args:
     init_step: ``(kind, value)``, kind one of ``"distance"``,
-      ``"learning_rate"``, ``"heuristic"``; value > 0, stored in the state
+      ``"learning_rate"``, ``"heuristic"``; value >= 0, stored in the state
       as ``init_step_value``.
     eps: added to the sum of squared norms (>= 0).
 
@@ -189,7 +191,7 @@ def dog(
       sets :math:`r_\\epsilon` = value, ``"learning_rate"`` the first step
       size, ``"heuristic"`` :math:`r_\\epsilon` = value
       :math:`(1 + \\lVert x_0\\rVert)` (the paper suggests 1e-6, 1e-4 with
-      batch norm). The value (> 0) lives in the state as
+      batch norm). The value (>= 0) lives in the state as
       ``init_step_value``.
     eps: added to :math:`G_t` (>= 0).
     weight_decay: L2 weight decay added to the gradient (>= 0), or None.

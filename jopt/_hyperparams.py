@@ -155,12 +155,21 @@ def _check_not_in_a_body(name: str) -> None:
     )
 
 
-def sweepable(*names: str, **ranges: Range):
+# Init-only argument -> the constructors that declare it, for the error of
+# `set_hyperparams` (static: filled when the constructors are defined).
+_INIT_ONLY: dict[str, list[str]] = {}
+
+
+def sweepable(*names: str, init_only: tuple[str, ...] = (), **ranges: Range):
   """Decorates a constructor so that its numeric hyperparameters live in the state.
 
   Hyperparameters are named positionally (no range checked here: the body
   may check with `check_range`) or by keyword with their `Range`
   (``b1=DECAY``), which is checked once, on the values the caller gives.
+  Those also named in ``init_only`` are read only by ``init`` (a starting
+  value of the state): they are checked like the others but not kept in the
+  state, since a value set there later would change nothing;
+  `set_hyperparams` refuses them, naming the constructor argument.
 
   The decorated constructor checks the declared ranges, builds the plain
   transformation once (the body's own checks run), and returns a
@@ -181,6 +190,9 @@ def sweepable(*names: str, **ranges: Range):
   """
   declared = {**{name: _validation.ANY for name in names}, **ranges}
   decays = frozenset(n for n, r in declared.items() if r.complement)
+  if not set(init_only) <= set(declared):
+    raise TypeError(f"init_only {sorted(set(init_only) - set(declared))} "
+                    "are not declared hyperparameters.")
 
   def decorator(raw: Callable[..., _base.GradientTransformation]):
     signature = inspect.signature(raw)
@@ -189,6 +201,8 @@ def sweepable(*names: str, **ranges: Range):
       raise TypeError(f"{raw.__name__} has no argument {sorted(missing)}.")
 
     name = raw.__name__
+    for arg in init_only:
+      _INIT_ONLY.setdefault(arg, []).append(name)
 
     @functools.wraps(raw)
     def body(*args, **kwargs):
@@ -201,10 +215,15 @@ def sweepable(*names: str, **ranges: Range):
       bound = signature.bind(*args, **kwargs)
       bound.apply_defaults()
       arguments = dict(bound.arguments)
+      for arg in declared:
+        _validation.check_real(arg, arguments[arg])
       for arg, allowed in ranges.items():
         allowed.check(arg, arguments[arg])
       plain = body(**arguments)
-      numeric = {n: arguments[n] for n in declared if _is_numeric(arguments[n])}
+      numeric = {
+          n: arguments[n] for n in declared
+          if n not in init_only and _is_numeric(arguments[n])
+      }
       if not numeric:
         return plain
 
@@ -319,6 +338,14 @@ def _resolve(state: Any, names) -> dict[str, tuple[tuple[str, ...], str]]:
       resolved[requested] = matches[0]
     elif not matches:
       available = sorted(get_hyperparams(state))
+      bare = requested.rsplit("/", 1)[-1]
+      if bare in _INIT_ONLY:
+        makers = " or ".join(f"`{m}`" for m in _INIT_ONLY[bare])
+        raise ValueError(
+            f"{requested!r} is read only when the state is initialised, so "
+            f"it is not in the state: pass `{bare}=` to the constructor "
+            f"({makers}) and call `init` again. Settable here: {available}."
+        )
       raise ValueError(
           f"No hyperparameter named {requested!r} in this state; "
           f"available: {available}."
@@ -330,6 +357,27 @@ def _resolve(state: Any, names) -> dict[str, tuple[tuple[str, ...], str]]:
           f"optimizer; name one of {options}."
       )
   return resolved
+
+
+def _settable_shape(name: str, value: Any, stored: tuple[int, ...]):
+  """``stored``, if ``value`` broadcasts to it; else a ValueError.
+
+  A value never grows the stored shape: a [3] learning rate set in an
+  unbatched state would make every param [3]-shaped.
+  """
+  shape = jnp.shape(value)
+  try:
+    fits = jnp.broadcast_shapes(shape, stored) == tuple(stored)
+  except ValueError:
+    fits = False
+  if not fits:
+    raise ValueError(
+        f"Hyperparameter {name!r}: got a value of shape {list(shape)}, but "
+        f"this state holds it with shape {list(stored)} (a scalar, or one "
+        "value per trial of a state batched by jax.vmap). To sweep several "
+        "values, build or vmap the state over them."
+    )
+  return tuple(stored)
 
 
 def set_hyperparams(state: Any, **values: Any) -> Any:
@@ -351,8 +399,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     A new state (``state`` itself is not modified).
 
   Raises:
-    ValueError: a name that is not in the state, or a bare name that several
-      parts share.
+    ValueError: a name that is not in the state, a bare name that several
+      parts share, a value whose shape does not broadcast to the stored one
+      (a value never adds a batch axis), or a complex value.
 
   Example:
     >>> import jax.numpy as jnp
@@ -382,7 +431,8 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         wrapper = old if callable(old) and hasattr(old, "replace") else None
         old = jnp.asarray(old)
         value = values[requested]
-        shape = jnp.broadcast_shapes(jnp.shape(value), old.shape)
+        _validation.check_real(requested, value)
+        shape = _settable_shape(requested, value, old.shape)
         if name in complements:
           decay = _numerics.make_decay(value)
           complements[name] = jnp.broadcast_to(decay.complement, shape)

@@ -167,7 +167,8 @@ def mechanize(
     def step(p, x, dp, u):
       delta = dp - _tree_math.wide(u, dtype)
       new_p = _tree_math.wide(x, dtype) - s_total * delta
-      return (new_p - _tree_math.wide(p, dtype)).astype(p.dtype)
+      return (new_p - _tree_math.wide(p, dtype)).astype(
+          _numerics.float_dtype(p))
 
     new_updates = jax.tree.map(step, params, x0, delta_prev, base_updates)
     return new_updates, MechanicState(

@@ -145,7 +145,8 @@ def schedule_free(
     b1: the interpolation coefficient, in (0, 1].
     weight_lr_power: the power of the learning rate in the averaging
       weights (>= 0); downweights the warmup steps.
-    state_dtype: dtype of :math:`z`; defaults to the params' dtype.
+    state_dtype: dtype of :math:`z`; defaults to the params' dtype (float
+      for integer params).
 
   Returns:
     A `GradientTransformation` with state `ScheduleFreeState`; ``update``
@@ -177,7 +178,7 @@ def schedule_free(
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     z = jax.tree.map(
-        lambda p: jnp.array(p, dtype=state_dtype or jnp.asarray(p).dtype),
+        lambda p: jnp.array(p, dtype=state_dtype or _numerics.float_dtype(p)),
         params,
     )
     return ScheduleFreeState(
@@ -222,7 +223,7 @@ def schedule_free(
       x = (y.astype(wide) - (1 - b) * z_old.astype(wide)) / b
       x = (1 - c) * x + c * z_new.astype(wide)
       new_y = b * x + (1 - b) * z_new.astype(wide)
-      return (new_y - y.astype(wide)).astype(y.dtype)
+      return (new_y - y.astype(wide)).astype(_numerics.float_dtype(y))
 
     updates = jax.tree.map(step, params, state.z, z)
     return updates, ScheduleFreeState(
@@ -281,7 +282,8 @@ def schedule_free_sgd(
       learning rate (>= 0), or None.
     weight_lr_power: the power of the learning rate in the averaging
       weights (>= 0).
-    state_dtype: dtype of :math:`z`; defaults to the params' dtype.
+    state_dtype: dtype of :math:`z`; defaults to the params' dtype (float
+      for integer params).
 
   Returns:
     A `GradientTransformation` with a `ScheduleFreeState` inside; ``update``
@@ -313,8 +315,8 @@ def schedule_free_sgd(
 
 
 @_hyperparams.sweepable(
-    "learning_rate", "warmup_steps", "b1", "b2", "eps", "weight_decay",
-    "weight_lr_power",
+    "learning_rate", "warmup_steps", "b1", "eps", "weight_decay",
+    "weight_lr_power", b2=_validation.DECAY,
 )
 def schedule_free_adamw(
     learning_rate: ArrayLike = 0.0025,
@@ -345,7 +347,8 @@ def schedule_free_adamw(
     weight_decay: decoupled weight decay, scaled by the learning rate (>= 0).
     weight_lr_power: the power of the learning rate in the averaging
       weights (>= 0).
-    state_dtype: dtype of :math:`z`; defaults to the params' dtype.
+    state_dtype: dtype of :math:`z`; defaults to the params' dtype (float
+      for integer params).
 
   Returns:
     A `GradientTransformation` with a `ScheduleFreeState` inside; ``update``
@@ -357,7 +360,8 @@ def schedule_free_adamw(
     >>> tx = jopt.schedule_free_adamw(learning_rate=0.1)
     >>> params = jnp.array([1.0, -2.0])
     >>> updates, state = tx.update(params, tx.init(params), params)
-    >>> jopt.apply_updates(params, updates)  # the first step is sign(g)
+    >>> # The first step is sign(g), to float32 rounding of 1 - b2**t.
+    >>> jnp.round(jopt.apply_updates(params, updates), 5)
     Array([ 0.9, -1.9], dtype=float32)
 
   References:
@@ -366,8 +370,9 @@ def schedule_free_adamw(
     `Accelerating neural network training: an analysis of the AlgoPerf
     competition <https://arxiv.org/abs/2502.15015>`_.
   """
+  # b2 is declared a decay: a Python number keeps 1 - b2 at full precision
+  # in the state, as Optax computes it (its range is checked there too).
   _validation.check_range("learning_rate", learning_rate, low=0.0)
-  _validation.check_range("b2", b2, low=0.0, high=1.0, high_open=True)
   _validation.check_range("eps", eps, low=0.0)
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   lr = _warmup(learning_rate, warmup_steps)

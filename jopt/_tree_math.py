@@ -66,6 +66,18 @@ def sq_norm(tree: Any, dtype: Any) -> jax.Array:
   )
 
 
+def unzip(tree: Any, like: Any, n: int) -> tuple[Any, ...]:
+  """Splits a tree of ``n``-tuples shaped like ``like`` into ``n`` trees.
+
+  Transposed against ``like``'s structure, so a tuple in the params (a leaf
+  of ``like``'s container, not a leaf) is never taken for one of the
+  ``n``-tuples.
+  """
+  return jax.tree.transpose(
+      jax.tree.structure(like), jax.tree.structure((0,) * n), tree
+  )
+
+
 def require_params(name: str, params: Any) -> None:
   if params is None:
     raise ValueError(

@@ -30,6 +30,22 @@ def _describe(low, high, low_open, high_open) -> str:
   return f"in {lo}, {hi}"
 
 
+def check_real(name: str, value: Any) -> None:
+  """Raises ``ValueError`` when a hyperparameter's value is complex.
+
+  Stored as float32, a complex value would silently lose its imaginary
+  part. Traced values are checked too (by dtype); callables (schedules) and
+  ``None`` are not.
+  """
+  if value is None or callable(value):
+    return
+  if np.iscomplexobj(value):
+    raise ValueError(
+        f"`{name}` must be real; got a complex value ({value!r}). "
+        "Hyperparameters are real numbers (complex params are fine)."
+    )
+
+
 def check_range(
     name: str,
     value: Any,
@@ -42,9 +58,11 @@ def check_range(
 ) -> None:
   """Raises ``ValueError`` when a concrete numeric ``value`` is out of range.
 
-  Callables (schedules), ``None`` and traced values are not checked. Arrays
+  A complex value is refused (see `check_real`), traced or not. Otherwise
+  callables (schedules), ``None`` and traced values are not checked. Arrays
   of values (a sweep built outside `jax.vmap`) are checked elementwise.
   """
+  check_real(name, value)
   if value is None or callable(value) or not is_concrete(value):
     return
   # numpy, not jnp: under jit (JAX >= 0.7) jnp.asarray of a constant is a

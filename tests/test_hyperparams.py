@@ -243,3 +243,79 @@ def test_declared_decay_keeps_its_complement():
   assert float(state.complements["decay"]) == float(jnp.float32(1 - 0.9))
   with pytest.raises(ValueError, match="decay"):
     _declared(1.0, decay=1.0)
+
+
+# --- Issue 19: shapes, init-only arguments, complex values ---------------------
+
+
+def test_a_value_never_adds_a_batch_axis():
+  state = jopt.sgd(0.1).init(PARAMS)
+  with pytest.raises(ValueError, match=r"'learning_rate'.*shape \[3\].*"
+                     r"shape \[\]"):
+    jopt.set_hyperparams(state, learning_rate=jnp.array([0.1, 0.2, 0.3]))
+  # A batched state (one value per trial, from vmap) takes a value per
+  # trial or one for all; another number of trials is refused.
+  batched = jax.vmap(lambda lr: jopt.sgd(lr).init(PARAMS))(
+      jnp.array([0.1, 0.2, 0.3]))
+  new = jopt.set_hyperparams(batched, learning_rate=jnp.array([1.0, 2.0, 3.0]))
+  chex.assert_trees_all_close(jopt.get_hyperparams(new)["learning_rate"],
+                              jnp.array([1.0, 2.0, 3.0]))
+  new = jopt.set_hyperparams(batched, learning_rate=0.5)
+  chex.assert_shape(jopt.get_hyperparams(new)["learning_rate"], (3,))
+  with pytest.raises(ValueError, match="'learning_rate'"):
+    jopt.set_hyperparams(batched, learning_rate=jnp.ones(2))
+
+
+INIT_ONLY = [
+    (lambda v: jopt.scale_by_rss(initial_accumulator_value=v),
+     "initial_accumulator_value", "scale_by_rss"),
+    (lambda v: jopt.adagrad(0.1, initial_accumulator_value=v),
+     "initial_accumulator_value", "adagrad"),
+    (lambda v: jopt.scale_by_rms(initial_scale=v), "initial_scale",
+     "scale_by_rms"),
+    (lambda v: jopt.rmsprop(0.1, initial_scale=v), "initial_scale",
+     "rmsprop"),
+]
+
+
+@pytest.mark.parametrize("make, name, constructor", INIT_ONLY,
+                         ids=[c for _, _, c in INIT_ONLY])
+def test_init_only_arguments_are_not_settable(make, name, constructor):
+  # Read only by `init`: a value set in the state later would change
+  # nothing, so it is not there, and a write names the constructor.
+  tx = make(0.5)
+  state = tx.init(PARAMS)
+  assert name not in jopt.get_hyperparams(state)
+  with pytest.raises(ValueError, match=rf"{name}.*`{constructor}`.*init"):
+    jopt.set_hyperparams(state, **{name: 1.0})
+  # The constructor's value still starts the state, a traced one too.
+  expected, _ = _run(tx, state, PARAMS)
+
+  @jax.jit
+  def traced(value):
+    tx = make(value)
+    return _run(tx, tx.init(PARAMS), PARAMS)[0]
+
+  chex.assert_trees_all_close(traced(0.5), expected, rtol=1e-6)
+  assert not jnp.allclose(traced(2.0)["w"], expected["w"])
+
+
+@pytest.mark.parametrize("build", [
+    lambda: jopt.sgd(0.1 + 0.2j),
+    lambda: jopt.adam(jnp.asarray(1e-3 + 1e-4j)),
+    lambda: jopt.scale(1j),
+    lambda: jopt.schedule_free_sgd(0.1 + 1j),
+    lambda: jopt.prodigy(1.0 + 1j),
+], ids=["sgd", "adam_array", "scale", "schedule_free_sgd", "prodigy"])
+def test_a_complex_hyperparameter_is_refused(build):
+  with pytest.raises(ValueError, match=r"`(learning_rate|step_size)` must "
+                     r"be real"):
+    build()
+
+
+def test_set_hyperparams_refuses_a_complex_value():
+  state = jopt.sgd(0.1).init(PARAMS)
+  with pytest.raises(ValueError, match="`learning_rate` must be real"):
+    jopt.set_hyperparams(state, learning_rate=0.1 + 0.1j)
+  with pytest.raises(ValueError, match="`learning_rate` must be real"):
+    jax.jit(lambda v: jopt.sgd(v).init(PARAMS))(jnp.asarray(0.1 + 0.1j))

@@ -20,6 +20,12 @@ matplotlib.use("Agg")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import jopt  # noqa: E402
+
+# One JAX CPU device per core, so that the sweeps run a trial on each core:
+# before any JAX work (the modules below build arrays when imported).
+jopt.use_cpu_devices()
+
 import iris  # noqa: E402
 import tuner  # noqa: E402
 import xor  # noqa: E402

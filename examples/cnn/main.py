@@ -13,8 +13,14 @@ import argparse
 import dataclasses
 import time
 
-import pandas as pd
-import train
+import jopt
+
+# One JAX CPU device per core, so that the sweep runs a trial on each core:
+# before any JAX work.
+jopt.use_cpu_devices()
+
+import pandas as pd  # noqa: E402
+import train  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt import _cpu_devices
 from jopt.sweep import _checkpoint, _common, _executor, _report, _space
 from jopt.sweep._result import SweepResult
 
@@ -324,6 +325,7 @@ def run(
                          grid_points=grid_points)
   n = len(next(iter(passed.values())))
   devices = list(devices) if devices is not None else jax.devices()
+  _cpu_devices.hint_if_one_cpu_device(devices)
   ex = _executor.Executor(
       devices, _executor.lanes_for(n, devices[0].platform, lanes),
       None if compiler_options is None else dict(compiler_options))

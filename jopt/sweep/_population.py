@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt import _cpu_devices
 from jopt.sweep import _checkpoint, _executor, _space
 
 InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
@@ -290,6 +291,7 @@ def executor_for(n: int, devices: Sequence[jax.Device] | None,
     raise ValueError("devices must be None or a non-empty list of devices.")
   _executor.check_lanes(lanes)
   devices = list(devices) if devices is not None else jax.devices()
+  _cpu_devices.hint_if_one_cpu_device(devices)
   return _executor.Executor(
       devices, _executor.lanes_for(n, devices[0].platform, lanes),
       compiler_options)
