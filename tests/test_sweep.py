@@ -132,6 +132,7 @@ def test_bad_distribution_raises(make):
      "2 points"),
     (dict(space=SPACE, num_trials=2, max_parallel=0), "max_parallel"),
     (dict(space=SPACE, num_trials=2, folds=0), "folds"),
+    (dict(space=SPACE, num_trials=2, seeds=0), "seeds"),
 ])
 def test_bad_run_arguments_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -305,6 +306,64 @@ def test_cross_validation_vmaps_folds_inside_trials():
   assert "err_per_fold" not in res.to_pandas().columns
 
 
+def _noisy(hparams, key):
+  # A noisy validation loss: the seed decides as much as the rate does.
+  w = jax.random.normal(key, (4,))
+  for _ in range(3):
+    w = w - hparams["lr"] * (w - jnp.asarray(_X[0]))
+  return {"val": jnp.sum(w ** 2), "curve": w}
+
+
+def test_seeds_train_each_configuration_with_several_keys():
+  space = {"lr": sweep.uniform(0.05, 0.6)}
+  res = sweep.run(_noisy, space, num_trials=8, key=KEY, seeds=3,
+                  progress=False)
+  assert res.num_compiles == 1
+  assert res.metrics["val_per_seed"].shape == (8, 3)
+  assert res.metrics["curve_per_seed"].shape == (8, 3, 4)
+  # Seed s is the run whose train_fn folds s into the trial's key.
+  alone = [sweep.run(
+      lambda hp, key, s=s: _noisy(hp, jax.random.fold_in(key, s)), space,
+      num_trials=8, key=KEY, progress=False) for s in range(3)]
+  per_seed = np.stack([r.metrics["val"] for r in alone], axis=1)
+  # One more vmapped axis may change XLA's kernels: float32 rounding.
+  np.testing.assert_allclose(res.metrics["val_per_seed"], per_seed,
+                             rtol=1e-5)
+  mean = per_seed.mean(axis=1)
+  np.testing.assert_allclose(res.metrics["val"], mean, rtol=1e-5)
+  np.testing.assert_allclose(
+      res.metrics["val_se"], per_seed.std(axis=1, ddof=1) / np.sqrt(3),
+      rtol=1e-4)
+  # best() ranks by the mean: the pick of the mean of the separate runs,
+  # which is not what any single seed picks here.
+  assert res.best("val").index == int(np.argmin(mean))
+  assert {int(np.argmin(per_seed[:, s])) for s in range(3)} != {
+      int(np.argmin(mean))}
+  table = res.to_pandas()
+  assert {"val", "val_se"} <= set(table.columns)
+  assert "val_per_seed" not in table.columns
+  assert " ± " in repr(res.best("val"))
+
+
+def test_a_trial_prints_on_one_short_line(result):
+  text = repr(result.best("loss"))
+  assert "\n" not in text and len(text) < 300
+  assert "values, last" in text  # a curve is summarised, not dumped
+
+
+def test_progress_bar_shows_the_ranking_metric(monkeypatch, capsys):
+  pytest.importorskip("tqdm")
+  monkeypatch.setenv("JOPT_PROGRESS", "1")
+  space = {"lr": sweep.choice([0.01, 0.2, 0.4, 0.45])}
+  res = sweep.run(_quadratic, space, key=KEY, strategy="grid", max_parallel=2,
+                  progress_metric="loss")
+  err = capsys.readouterr().err
+  assert f"best loss={float(res.best('loss').metrics['loss']):.4g}" in err
+  with pytest.raises(ValueError, match="progress_mode"):
+    sweep.run(_quadratic, space, key=KEY, strategy="grid",
+              progress_metric="loss", progress_mode="lowest")
+
+
 def test_progress_bar_advances_per_chunk(monkeypatch, capsys):
   pytest.importorskip("tqdm")
   monkeypatch.setenv("JOPT_PROGRESS", "1")
@@ -375,6 +434,29 @@ def test_plots_write_pngs(result, tmp_path):
       result, diverged=np.ones(len(result), bool))
   with pytest.raises(ValueError, match="all 11 diverged"):
     all_diverged.plot_parallel("loss")
+
+
+def test_plot_axes_survive_an_outlier_and_do_not_join_samples(result):
+  # One near-diverged trial (28.2 among losses near 1) must not flatten the
+  # others, and random samples of a 4-D space are not joined by lines.
+  loss = np.linspace(0.5, 1.5, len(result)).astype(np.float32)
+  loss[3] = -28.2  # negative: no log axis, so the clip is what helps
+  bumped = dataclasses.replace(result, metrics={**result.metrics,
+                                                "loss": -loss})
+  fig = bumped.plot("loss")
+  ax = fig.axes[0]
+  assert ax.get_yscale() == "linear"
+  assert ax.get_ylim()[1] < 5.0
+  assert all(line.get_linestyle() == "None" for line in ax.get_lines())
+  spread = dataclasses.replace(result, metrics={
+      **result.metrics, "loss": np.geomspace(1e-3, 10.0, len(result))})
+  assert spread.plot("loss").axes[0].get_yscale() == "log"
+  one_dim = sweep.run(lambda hp, key: {"loss": (hp["lr"] - 0.3) ** 2},
+                      {"lr": sweep.choice([0.1, 0.2, 0.4])}, key=KEY,
+                      strategy="grid", progress=False, seeds=2)
+  ax = one_dim.plot("loss").axes[0]
+  assert any(line.get_linestyle() == "-" for line in ax.get_lines())
+  assert ax.get_legend() is not None  # mean ± se
 
 
 def test_a_choice_of_functions_saves_their_names(tmp_path):

@@ -30,6 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--batch-size", type=int, help="minibatch size")
   parser.add_argument("--seed", type=int, help="split, sampling and keys")
   parser.add_argument(
+    "--seeds", type=int, help="seeds per configuration (ranked by the mean)"
+  )
+  parser.add_argument(
     "--out", default="out/cnn_sweep", help="folder for the table and plots"
   )
   parser.add_argument(
@@ -56,6 +59,7 @@ def main(argv=None) -> dict:
     "num_steps": args.steps,
     "batch_size": args.batch_size,
     "seed": args.seed,
+    "seeds": args.seeds,
   }
   config = dataclasses.replace(
     config, **{k: v for k, v in overrides.items() if v is not None}

@@ -45,6 +45,9 @@ class Config:
     curve_every: the loss curve holds the mean training loss of every
       ``curve_every`` steps.
     seed: fixes the data split, the trials' hyperparameters and keys.
+    seeds: trains every configuration with this many seeds (one program)
+      and ranks configurations by the mean validation loss; 1 trains each
+      once.
   """
 
   num_trials: int = 16
@@ -56,6 +59,7 @@ class Config:
   dropout_rate: float = 0.25
   curve_every: int = 10
   seed: int = 0
+  seeds: int = 1
 
 
 QUICK = Config(num_trials=4, num_steps=20, batch_size=32, curve_every=5)
@@ -198,6 +202,8 @@ def run(
     key=jax.random.key(config.seed),
     strategy="quasirandom",
     progress=progress,
+    progress_metric="val_loss",
+    seeds=None if config.seeds == 1 else config.seeds,
   )
   sweep_seconds = time.perf_counter() - start
 

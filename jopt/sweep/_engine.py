@@ -45,9 +45,10 @@ class _Group:
   """The trials sharing one set of static values, and their executable."""
 
   def __init__(self, train_fn, space, static_values, folds, key_spec,
-               reporting=False):
+               reporting=False, seeds=None):
     self.train_fn = train_fn
     self.folds = folds
+    self.seeds = seeds
     self.static_values = static_values
     self.reporting = reporting
     self.dyn_names = [n for n, d in space.items() if not d.static]
@@ -59,12 +60,21 @@ class _Group:
       hp = {**static_values, **hp_dyn}
       hp = {n: hp[n] for n in names}
       trial_key = _executor.trial_key(key, index)
-      with _report.tracing(index, reporting):
+
+      def one_seed(trial_key):
         if folds is None:
           return _check_metrics(train_fn(hp, trial_key))
         fold_ids = jnp.arange(folds, dtype=jnp.int32)
         return jax.vmap(
             lambda f: _check_metrics(train_fn(hp, trial_key, f)))(fold_ids)
+
+      with _report.tracing(index, reporting):
+        if seeds is None:
+          return one_seed(trial_key)
+        # Seed s trains with fold_in(trial key, s): one more vmapped axis.
+        seed_ids = jnp.arange(seeds, dtype=jnp.int32)
+        return jax.vmap(lambda s: one_seed(
+            jax.random.fold_in(trial_key, s)))(seed_ids)
 
     self.one_trial = one_trial
 
@@ -119,7 +129,8 @@ class _Group:
     config = tuple(str(getattr(jax.config, name, None)) for name in (
         "jax_enable_x64", "jax_numpy_rank_promotion",
         "jax_numpy_dtype_promotion", "jax_default_matmul_precision"))
-    return (statics, self.folds, self.reporting, _report.REPORTS_PER_CALL,
+    return (statics, self.folds, self.seeds, self.reporting,
+            _report.REPORTS_PER_CALL,
             size, ndev, ex.lanes,
             tuple((n, str(v.dtype)) for n, v in hp_dyn.items()),
             spec.data.shape, str(spec.data.dtype), str(spec.impl),
@@ -180,13 +191,15 @@ def _plan_call(ex: _executor.Executor, n: int, max_parallel: int | None):
   return min(full, max(unit, max_parallel // unit * unit)), ndev
 
 
-def _validate(train_fn, key, max_parallel, folds, devices, lanes):
+def _validate(train_fn, key, max_parallel, folds, devices, lanes,
+              seeds=None):
   if not callable(train_fn):
     raise ValueError(f"train_fn must be callable, got {train_fn!r}.")
   if key is None:
     raise ValueError("run needs key=, a JAX PRNG key.")
   _space.key_seed(key)
-  for name, v in (("max_parallel", max_parallel), ("folds", folds)):
+  for name, v in (("max_parallel", max_parallel), ("folds", folds),
+                  ("seeds", seeds)):
     if v is not None and (not _space._is_int(v) or v < 1):
       raise ValueError(f"{name} must be None or an int >= 1, got {v!r}.")
   if devices is not None and not devices:
@@ -209,6 +222,9 @@ def run(
     devices: Sequence[jax.Device] | None = None,
     compiler_options: Mapping[str, Any] | None = None,
     lanes: int | None = None,
+    seeds: int | None = None,
+    progress_metric: str | None = None,
+    progress_mode: str = "min",
 ) -> SweepResult:
   """Trains every trial of a hyperparameter search as one compiled program.
 
@@ -263,6 +279,12 @@ def run(
     progress: show a tqdm bar when tqdm is installed (``jopt[progress]``;
       the environment variable ``JOPT_PROGRESS=0`` turns it off). Without
       tqdm the sweep runs silently.
+    progress_metric: the metric the bar shows the best value of, among
+      finished trials (the one you will rank by, e.g. ``"val_loss"``; with
+      ``seeds`` its mean over seeds). None: the bar shows the first value
+      of the live reports of `jopt.sweep.scan` / `report` instead.
+    progress_mode: ``"min"`` or ``"max"``: what is best for
+      ``progress_metric``.
     checkpoint_dir: a folder to save the trials of each finished call in;
       rerunning the same call, with any ``max_parallel``, runs only the
       missing trials and returns the same result as an uninterrupted run,
@@ -277,6 +299,14 @@ def run(
       inside the trials. Every fold gets the trial's key. Each metric comes
       back averaged over folds (``name``) and per fold (``name_per_fold``,
       shape [N, k, ...]).
+    seeds: train every configuration with this many seeds, in the same
+      program: seed ``s`` of trial ``i`` gets the key
+      ``fold_in(fold_in(key, i), s)``, one more vmapped axis inside the
+      trial. Each metric comes back as its mean over seeds (``name``), its
+      standard error (``name_se``) and per seed (``name_per_seed``, shape
+      [N, seeds, ...]); `SweepResult.best` ranks by the mean, so one lucky
+      seed does not decide the pick. A trial is diverged when any seed
+      diverged. With ``folds`` too, folds are averaged first, per seed.
     grid_points: points per continuous dimension for ``strategy="grid"``.
     devices: the devices to shard trials over; default ``jax.devices()``
       (on a JAX cluster, every process's).
@@ -320,7 +350,10 @@ def run(
     raise ValueError(
         f"strategy must be one of {_space.STRATEGIES}, got {strategy!r}.")
   _space.check_num_trials(num_trials, strategy)
-  _validate(train_fn, key, max_parallel, folds, devices, lanes)
+  _validate(train_fn, key, max_parallel, folds, devices, lanes, seeds)
+  if progress_mode not in ("min", "max"):
+    raise ValueError(
+        f"progress_mode must be 'min' or 'max', got {progress_mode!r}.")
   passed = _space.sample(space, num_trials, key, strategy,
                          grid_points=grid_points)
   n = len(next(iter(passed.values())))
@@ -342,7 +375,8 @@ def run(
         name: space[name].python_value(v)
         for name, v in zip(static_names, static_key, strict=True)}
     group_objs.append(_Group(train_fn, space, static_values, folds, key_spec,
-                             reporting=_common.progress_wanted(progress)))
+                             reporting=_common.progress_wanted(progress),
+                             seeds=seeds))
 
   ckpt = None
   if checkpoint_dir is not None:
@@ -354,7 +388,8 @@ def run(
         key=_space.key_seed(key).tolist(), strategy=strategy,
         num_trials=n, folds=folds, grid_points=grid_points,
         lanes=ex.lanes, train_fn=_checkpoint.function_identity(train_fn),
-        program=program.hexdigest()[:16])
+        program=program.hexdigest()[:16],
+        **({} if seeds is None else {"seeds": seeds}))
     ckpt = _checkpoint.Checkpoint(checkpoint_dir, fields,
                                   writer=jax.process_index() == 0)
 
@@ -362,7 +397,8 @@ def run(
                              enabled=progress)
   per_trial: list[dict[str, np.ndarray]] = []
   try:
-    with _report.Reporter(bar) as reporter:
+    with _report.Reporter(bar, metric=progress_metric,
+                          mode=progress_mode) as reporter:
       for g, (group, members) in enumerate(
           zip(group_objs, groups.values(), strict=True)):
         per_trial.append(_run_group(
@@ -374,7 +410,9 @@ def run(
                       [g.static_values for g in group_objs])
   diverged = _common.diverged_mask(metrics, n)
   if folds is not None:
-    metrics = _fold_means(metrics)
+    metrics = _fold_means(metrics, axis=1 if seeds is None else 2)
+  if seeds is not None:
+    metrics = _seed_stats(metrics)
   hparams = {k: space[k].decode(v) for k, v in passed.items()}
   return SweepResult(hparams=hparams, metrics=metrics, diverged=diverged,
                      space=space, num_compiles=ex.num_compiles,
@@ -453,7 +491,7 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
     for indices, out in ckpt.load_trials(g, members):
       done_rows.append(np.array([rows[int(t)] for t in indices]))
       done_out.append(out)
-      reporter.finish(indices)
+      reporter.finish(indices, _scores(out, reporter.metric, group))
   todo = np.setdiff1d(np.arange(n), np.concatenate(done_rows)
                       if done_rows else np.zeros(0, int))
   if len(todo):
@@ -471,7 +509,7 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
         ckpt.save_trials(g, members[part], out)
       done_rows.append(part)
       done_out.append(out)
-      reporter.finish(members[part])
+      reporter.finish(members[part], _scores(out, reporter.metric, group))
     if check_after:
       _warn_if_over_budget(ex, group, size, ndev, hp_dyn)
   order = np.concatenate(done_rows)
@@ -517,11 +555,40 @@ def _assemble(per_group, members, n, static_values):
   return metrics
 
 
-def _fold_means(metrics):
+def _scores(out, metric, group):
+  """Each trial's value of ``metric`` in a call's raw output (per seed and
+  fold before averaging): averaged over seeds and folds, a curve's last
+  value. None when no metric is shown or the output lacks it."""
+  if metric is None or metric not in out:
+    return None
+  v = np.asarray(out[metric], np.float64)
+  for extra in (group.seeds, group.folds):
+    if extra is not None:
+      v = v.mean(axis=1)
+  return v.reshape(len(v), -1)[:, -1]
+
+
+def _fold_means(metrics, axis=1):
   out = {}
   for name, v in metrics.items():
-    mean = v.mean(axis=1)
+    mean = v.mean(axis=axis)
     out[name] = mean.astype(v.dtype) if np.issubdtype(
         v.dtype, np.floating) else mean
     out[f"{name}_per_fold"] = v
+  return out
+
+
+def _seed_stats(metrics):
+  """Per-seed metrics [N, S, ...] -> mean, standard error and per seed."""
+  out = {}
+  for name, v in metrics.items():
+    seeds = v.shape[1]
+    as_float = v.astype(np.float64)
+    mean = as_float.mean(axis=1)
+    se = (as_float.std(axis=1, ddof=1) / np.sqrt(seeds) if seeds > 1
+          else np.zeros_like(mean))
+    dtype = v.dtype if np.issubdtype(v.dtype, np.floating) else np.float64
+    out[name] = mean.astype(dtype)
+    out[f"{name}_se"] = se.astype(dtype)
+    out[f"{name}_per_seed"] = v
   return out

@@ -53,21 +53,54 @@ def _positions(values: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
   return np.array([labels.index(str(v)) for v in values], float), labels
 
 
+def _y_axis(ax, y: np.ndarray) -> float:
+  """A log y axis for positive values spread over a decade or more; else a
+  linear one clipped above the bulk, so one outlier (an almost diverged
+  trial) does not flatten the rest. Returns the top edge."""
+  if not y.size:
+    return 1.0
+  if np.all(y > 0) and y.max() / y.min() >= 10.0:
+    ax.set_yscale("log")
+    return float(y.max())
+  q1, q3 = np.percentile(y, [25, 75])
+  top = float(min(y.max(), q3 + 3.0 * max(q3 - q1, 1e-12)))
+  if top < y.max():
+    low = float(y.min())
+    ax.set_ylim(low - 0.05 * (top - low), top + 0.05 * (top - low))
+  return top
+
+
 def plot(result, metric: str, path: str | os.PathLike | None = None):
   """`SweepResult.plot` of ``result``."""
   _matplotlib("SweepResult.plot")
   y = result.scalar(metric).astype(np.float64)
+  se_name = f"{metric}_se"
+  se = (result.scalar(se_name).astype(np.float64)
+        if se_name in result.metrics else None)
   ok = ~result._failed() & np.isfinite(y)
   names = list(result.hparams)
   fig = _figure(len(names))
   axes = fig.subplots(1, len(names), squeeze=False)[0]
-  top = np.max(y[ok]) if ok.any() else 1.0
   for ax, name in zip(axes, names, strict=True):
     x, labels = _positions(result.hparams[name])
     order = np.argsort(x[ok], kind="stable")
-    ax.plot(x[ok][order], y[ok][order], "o-", ms=4, lw=0.8, alpha=0.8)
+    xs, ys = x[ok][order], y[ok][order]
+    # A line only through a one-dimensional sweep: joining samples of a
+    # several-dimensional space draws a path that means nothing.
+    style = "o-" if len(names) == 1 else "o"
+    if se is not None:
+      ax.errorbar(xs, ys, yerr=se[ok][order], fmt=style, ms=4, lw=0.8,
+                  capsize=2, alpha=0.8, label="mean ± se")
+    else:
+      ax.plot(xs, ys, style, ms=4, lw=0.8, alpha=0.8)
+    top = _y_axis(ax, ys)
+    clipped = ys > top
+    if clipped.any():
+      ax.plot(xs[clipped], np.full(clipped.sum(), top), "^", color="C1",
+              ms=5, label="above the axis")
     if (~ok).any():
       ax.plot(x[~ok], np.full((~ok).sum(), top), "rx", label="diverged")
+    if (~ok).any() or clipped.any() or se is not None:
       ax.legend(loc="best", fontsize="small")
     if _is_log(result, name):
       ax.set_xscale("log")

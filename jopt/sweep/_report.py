@@ -263,9 +263,14 @@ def tracing(trial: Any, enabled: bool):
 class Reporter:
   """Turns the callbacks of running trials into progress on one bar."""
 
-  def __init__(self, bar: Any, interval: float = 0.2):
+  def __init__(self, bar: Any, interval: float = 0.2,
+               metric: str | None = None, mode: str = "min"):
     self.bar = bar
     self.interval = interval
+    # With a metric, the bar shows its best value among finished trials
+    # (what the search ranks by) instead of the live training reports.
+    self.metric = metric
+    self.sign = 1.0 if mode == "min" else -1.0
     self.done: dict[int, float] = {}  # trial -> fraction counted on the bar
     self.best: tuple[str, float, float] | None = None  # name, value, sign
     self.pending = 0.0
@@ -298,7 +303,7 @@ class Reporter:
         if gain > 0:
           self.done[trial] = fraction
           self.pending += gain
-      if values:
+      if values and self.metric is None:
         name, value = next(iter(values.items()))
         value = float(np.asarray(value))
         if math.isfinite(value) and (
@@ -306,12 +311,22 @@ class Reporter:
           self.best = (name, value, sign)
     self._draw()
 
-  def finish(self, trials: Any) -> None:
-    """Counts ``trials`` as complete (their call returned)."""
+  def finish(self, trials: Any, scores: Any = None) -> None:
+    """Counts ``trials`` as complete (their call returned).
+
+    ``scores``: their values of ``metric``, when the bar shows it.
+    """
     with self.lock:
       for t in np.asarray(trials).tolist():
         self.pending += 1.0 - self.done.get(t, 0.0)
         self.done[t] = 1.0
+      if self.metric is not None and scores is not None:
+        finite = [float(v) for v in np.asarray(scores, np.float64).ravel()
+                  if math.isfinite(v)]
+        if finite:
+          value = min(finite) if self.sign > 0 else max(finite)
+          if self.best is None or self.sign * value < self.sign * self.best[1]:
+            self.best = (self.metric, value, self.sign)
     self._draw()
 
   def _draw(self, force: bool = False) -> None:

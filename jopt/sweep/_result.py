@@ -18,11 +18,45 @@ from jopt.sweep import _common, _space
 
 
 class Trial(NamedTuple):
-  """One trial of a sweep: its index, hyperparameters and metrics."""
+  """One trial of a sweep: its index, hyperparameters and metrics.
+
+  Its repr is one short line: scalar metrics as numbers (``mean ± se``
+  for a sweep with ``seeds``), curves as their length and last value.
+  """
 
   index: int
   hparams: dict[str, Any]
   metrics: dict[str, np.ndarray]
+
+  def __repr__(self) -> str:
+    hp = ", ".join(f"{k!r}: {_short(v)}" for k, v in self.hparams.items())
+    shown = []
+    for name, v in self.metrics.items():
+      if any(name.endswith(s) and name[:-len(s)] in self.metrics
+             for s in _DERIVED):
+        continue  # shown with (or summarised by) its base metric
+      v = np.asarray(v)
+      if v.ndim == 0:
+        text = _short(v.item())
+        se = self.metrics.get(f"{name}_se")
+        if se is not None and np.ndim(se) == 0:
+          text += f" ± {_short(np.asarray(se).item())}"
+      else:
+        last = _short(v.reshape(-1)[-1].item()) if v.size else "-"
+        text = f"<{'x'.join(map(str, v.shape))} values, last {last}>"
+      shown.append(f"{name!r}: {text}")
+    return (f"Trial(index={self.index}, hparams={{{hp}}}, "
+            f"metrics={{{', '.join(shown)}}})")
+
+
+# Metrics derived from a base metric ``name`` by `run`'s seeds and folds.
+_DERIVED = ("_se", "_per_seed", "_per_fold")
+
+
+def _short(v: Any) -> str:
+  if isinstance(v, (float, np.floating)):
+    return f"{float(v):.4g}"
+  return repr(_python(v)) if isinstance(v, np.generic) else repr(v)
 
 
 def _python(v: Any) -> Any:
@@ -220,7 +254,9 @@ class SweepResult:
 
     Columns: the hyperparameters, each scalar metric, the last value of each
     curve metric, then ``diverged``. Per-fold metrics of a cross-validated
-    sweep (``name_per_fold``) are left out: their fold mean is ``name``.
+    sweep (``name_per_fold``) are left out: their fold mean is ``name``;
+    so are per-seed metrics (``name_per_seed``) of a sweep with ``seeds``:
+    their mean is ``name`` and its standard error ``name_se``.
     A metric whose name is already a column (a hyperparameter, or
     ``diverged``) gets the suffix ``_metric``, as pandas' ``merge``
     suffixes overlapping columns, so no column is ever overwritten.
@@ -230,7 +266,10 @@ class SweepResult:
     cols: dict[str, Any] = dict(self.hparams)
     taken = set(cols) | set(info)
     for name in self.metrics:
-      if name.endswith("_per_fold") and name[: -len("_per_fold")] in self.metrics:
+      if (name.endswith("_per_fold")
+          and name[: -len("_per_fold")] in self.metrics) or (
+              name.endswith("_per_seed")
+              and name[: -len("_per_seed")] in self.metrics):
         continue
       column = name
       while column in taken or (column != name and column in self.metrics):
@@ -308,8 +347,14 @@ class SweepResult:
   def plot(self, metric: str, path: str | os.PathLike | None = None):
     """``metric`` against each hyperparameter, one panel each.
 
-    Log-spaced dimensions get a log x axis (the learning-rate "U" curve);
-    diverged trials are red crosses on the top edge. Needs matplotlib.
+    Log-spaced dimensions get a log x axis (the learning-rate "U" curve).
+    The y axis is logarithmic for positive values spread over a decade or
+    more, otherwise clipped above the bulk of the trials (clipped ones are
+    triangles on the top edge), so one bad trial does not flatten the
+    rest; diverged trials are red crosses on the top edge. The points are
+    joined only in a sweep of one hyperparameter. With ``seeds``, each
+    point is the mean over seeds with its standard error. Needs
+    matplotlib.
 
     Args:
       metric: a metric name (curves use their last value).
