@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt import _plateau
 from jopt.sweep import _common, _executor, _loop, _result, _space
 from jopt.sweep._population import (
   InitFn,
@@ -45,6 +44,7 @@ from jopt.sweep._population import (
   population_for,
   program_digest,
 )
+from jopt.transforms import _plateau
 
 # --- Results ------------------------------------------------------------------
 

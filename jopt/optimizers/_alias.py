@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jopt import (
-    _adaptive,
-    _base,
-    _combine,
-    _hyperparams,
-    _regularize,
-    _scale,
-)
+from jopt import _base, _hyperparams
 from jopt._base import ArrayLike, ScalarOrSchedule
 from jopt._validation import DECAY, NON_NEGATIVE, UNIT
+from jopt.transforms import _adaptive, _combine, _regularize, _scale
 
 
 @_hyperparams.sweepable(learning_rate=NON_NEGATIVE, momentum=UNIT)

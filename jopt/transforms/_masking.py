@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from jopt import _base, _combine, _validation
+from jopt import _base, _validation
+from jopt.transforms import _combine
 
 # Optax's own class (an empty pytree node standing in for a masked-out
 # subtree), so jopt's and Optax's masked states hold the same nodes.

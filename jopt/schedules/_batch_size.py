@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from jopt import _validation
 from jopt._base import ArrayLike
-from jopt._schedules import as_float
+from jopt.schedules._schedules import as_float
 
 BatchSizeSchedule = Callable[[ArrayLike], jax.Array]
 

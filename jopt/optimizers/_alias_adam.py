@@ -1,6 +1,6 @@
 """The Adam family of optimizers: `adam`, `adamw`, `nadam`, `adamax`, `amsgrad`.
 
-Each is a chain of building blocks from `jopt._adam` (and
+Each is a chain of building blocks from `jopt.transforms._adam` (and
 `add_decayed_weights`) followed by the learning rate, under Optax's names,
 signatures and defaults.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jopt import _adam, _base, _combine, _hyperparams, _regularize, _scale
+from jopt import _base, _hyperparams
 from jopt._base import ArrayLike, ScalarOrSchedule
 from jopt._validation import DECAY, NON_NEGATIVE, UNIT
+from jopt.transforms import _adam, _combine, _regularize, _scale
 
 _ADAM_RANGES = dict(
     learning_rate=NON_NEGATIVE,

@@ -15,19 +15,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import (
-    _adaptive,
-    _base,
-    _combine,
-    _hyperparams,
-    _numerics,
-    _regularize,
-    _scale,
-    _schedules,
-    _tree_math,
-    _validation,
-)
+from jopt import _base, _hyperparams, _numerics, _tree_math, _validation
 from jopt._base import ArrayLike, ScalarOrSchedule
+from jopt.schedules import _schedules
+from jopt.transforms import _adaptive, _combine, _regularize, _scale
 
 
 class ScheduleFreeState(NamedTuple):

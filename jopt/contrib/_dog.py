@@ -16,16 +16,9 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import (
-    _base,
-    _combine,
-    _hyperparams,
-    _regularize,
-    _scale,
-    _tree_math,
-    _validation,
-)
+from jopt import _base, _hyperparams, _tree_math, _validation
 from jopt._base import ArrayLike, ScalarOrSchedule
+from jopt.transforms import _combine, _regularize, _scale
 
 InitStepKind = Literal["distance", "learning_rate", "heuristic"]
 _KINDS = ("distance", "learning_rate", "heuristic")

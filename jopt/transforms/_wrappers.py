@@ -15,7 +15,8 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
-from jopt import _base, _combine, _numerics, _validation
+from jopt import _base, _numerics, _validation
+from jopt.transforms import _combine
 
 
 def _all_finite(tree: Any) -> jax.Array:

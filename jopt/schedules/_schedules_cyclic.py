@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jopt import _validation
 from jopt._base import ArrayLike, Schedule
-from jopt._schedules import (
+from jopt.schedules._schedules import (
     as_float,
     join_schedules,
     warmup_cosine_decay_schedule,

@@ -12,15 +12,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt import (
-    _base,
-    _combine,
-    _hyperparams,
-    _numerics,
-    _tree_math,
-    _validation,
-)
+from jopt import _base, _hyperparams, _numerics, _tree_math, _validation
 from jopt._base import ArrayLike
+from jopt.transforms import _combine
 
 
 class MechanicState(NamedTuple):

@@ -1,0 +1,4 @@
+"""Learning-rate-free, schedule-free and hypergradient methods.
+
+Implementation only: every public name is exported by `jopt`.
+"""
