@@ -1,4 +1,5 @@
-"""Regressions of the sweep engine: each test failed on the old engine."""
+"""The engine of `sweep.run`: trial files, static groups, the memory budget,
+reusing programs, single trials and bfloat16 checkpoints."""
 
 import glob
 import os
