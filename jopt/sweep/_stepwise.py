@@ -55,7 +55,9 @@ class AdaptiveResult(_result.SweepResult):
 
   ``hparams`` are the values each trial started with (user values),
   ``metrics`` each trial's last reported metrics; `best` and `top_k` rank by
-  the search's ``metric`` and ``mode`` unless told otherwise.
+  the search's ``metric`` and ``mode`` unless told otherwise, and only the
+  trials trained to the end (``final_trials``) unless
+  ``full_budget=False``.
 
   Attributes (beyond `SweepResult`'s):
     metric: the metric the search ranked by.
@@ -112,14 +114,50 @@ class AdaptiveResult(_result.SweepResult):
     return self.member_segments * self.steps_per_segment
 
   def top_k(self, metric: str | None = None, k: int = 1,
-            mode: str | None = None) -> list[_result.Trial]:
-    """The ``k`` best trials (default: by the search's metric and mode)."""
-    return super().top_k(metric or self.metric, k, mode or self.mode)
+            mode: str | None = None, *,
+            full_budget: bool = True) -> list[_result.Trial]:
+    """The ``k`` best trials (default: by the search's metric and mode).
 
-  def best(self, metric: str | None = None,
-           mode: str | None = None) -> _result.Trial:
-    """The best trial (default: by the search's metric and mode)."""
-    return super().best(metric or self.metric, mode or self.mode)
+    Args:
+      metric: a metric name (default: the search's).
+      k: how many trials (fewer when fewer qualify).
+      mode: ``"min"`` or ``"max"`` (default: the search's).
+      full_budget: rank only the ``final_trials``, those trained to the
+        end (as Optuna's ``best_trial`` ignores pruned trials); a trial
+        stopped at a lower rung reports its metric at a smaller budget,
+        which a metric that rises late (an overfitting validation loss)
+        makes look better than it is, and it has no final state. False
+        ranks every trial by its last value, whatever its budget. Results
+        without ``final_trials`` (`run_stepwise`) rank every trial.
+
+    Returns:
+      Trials, best first; ties keep trial order.
+    """
+    metric, mode = metric or self.metric, mode or self.mode
+    if not full_budget or self.final_trials is None:
+      return super().top_k(metric, k, mode)
+    ranked = super().top_k(metric, k, mode)  # checks the arguments
+    if len(ranked) == k:
+      ranked = super().top_k(metric, len(self), mode)
+    final = set(np.asarray(self.final_trials).tolist())
+    return [t for t in ranked if t.index in final][:k]
+
+  def best(self, metric: str | None = None, mode: str | None = None, *,
+           full_budget: bool = True) -> _result.Trial:
+    """The best trial (default: by the search's metric and mode).
+
+    Only trials trained to the end count, unless ``full_budget=False``
+    (see `top_k`).
+    """
+    metric = metric or self.metric
+    top = self.top_k(metric, 1, mode, full_budget=full_budget)
+    if top:
+      return top[0]
+    if full_budget and self.final_trials is not None:
+      raise ValueError(
+          f"no trial trained to the full budget has a finite {metric!r}; "
+          f"best(full_budget=False) ranks the trials stopped earlier too.")
+    raise ValueError(f"no trial has a finite {metric!r}: all diverged.")
 
   def _info_columns(self) -> dict[str, np.ndarray]:
     """`to_pandas` adds a ``segments_run`` column."""
