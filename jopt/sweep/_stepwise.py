@@ -212,7 +212,8 @@ def _fit_chunk(pop, ex, hparams, key, n, masked):
           f"one group of {ex.lanes} lanes per device needs {footprint} "
           f"bytes per segment, more than the memory budget of {budget} "
           f"bytes; running it anyway. Pass a smaller lanes= (or raise "
-          f"JOPT_SWEEP_MEMORY_BYTES).", ResourceWarning, stacklevel=3)
+          f"JOPT_SWEEP_MEMORY_BYTES).", _common.MemoryBudgetWarning,
+          stacklevel=3)
       return chunk
     smaller = int(chunk * budget / footprint) // unit * unit
     chunk = max(unit, min(smaller, chunk - unit))
