@@ -344,6 +344,10 @@ def pbt(
   Args:
     init: ``init(hparams, key) -> state`` for one member.
     segment: ``segment(state, hparams) -> (state, metrics)`` for one member.
+      Before it runs, the state's jopt or Optax-injected hyperparameters
+      named as a dimension of ``space`` are set to the member's values, so
+      a copied state trains at its explored values (an NNX state split
+      with ``nnx.state`` is not searched: see `jopt.sweep.run_stepwise`).
     space: a dict ``name -> distribution`` (no static choices).
     population: members (>= 2, and ``quantile * population >= 1``).
     key: a JAX PRNG key; member ``i`` is initialized with ``fold_in(key, i)``.

@@ -10,6 +10,17 @@ two pieces:
   fixed number of steps (a ``lax.scan``) and reports metrics (scalars, or
   curves whose last value is used for ranking).
 
+A search trains with the hyperparameters it records: before each segment,
+a dimension of the space named as a hyperparameter of the state (a jopt
+optimizer state or Optax's ``inject_hyperparams`` one, named as
+`jopt.get_hyperparams` names it) is written into the state, so a segment
+that builds nothing from ``hparams`` still trains at the trial's values
+(a PBT member at its explored rate). A state split by Flax NNX
+(``nnx.state((model, optimizer))``) holds the optimizer state as NNX
+variables, out of the search's sight: after ``nnx.merge``, the segment
+writes the values itself, ``optimizer.opt_state = jopt.set_hyperparams(
+optimizer.opt_state, learning_rate=hparams["learning_rate"])``.
+
 `jopt.sweep._population.Population` runs both over many trials with the
 shared executor. `run_stepwise` is the simplest strategy over it: a
 population trained for a number of segments with per-trial early stopping;
@@ -367,7 +378,9 @@ def run_stepwise(
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.
-    segment: ``segment(state, hparams) -> (state, metrics)`` for one trial.
+    segment: ``segment(state, hparams) -> (state, metrics)`` for one trial;
+      the state's hyperparameters named as a dimension of ``space`` are
+      set to the trial's values before it runs (see the module docs).
     space: a dict ``name -> distribution``.
     num_segments: the most segments a trial trains for (> 0).
     key: a JAX PRNG key; trial ``i`` gets ``fold_in(key, i)``.
