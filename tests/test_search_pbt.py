@@ -179,3 +179,16 @@ def test_pbt_copies_nothing_when_no_member_is_finite():
   np.testing.assert_array_equal(res.parents, np.tile(np.arange(4), (3, 1)))
   np.testing.assert_array_equal(res.hparam_history["lr"][0],
                                 res.hparam_history["lr"][2])
+
+
+def test_pbt_refuses_a_missing_metric_before_training():
+  trained = []
+
+  def segment(state, hp):
+    jax.debug.callback(lambda: trained.append(1))
+    return count_segment(state, hp)
+
+  with pytest.raises(ValueError, match="'loss' is not among"):
+    sweep.pbt(count_init, segment, SPACE, population=4,
+              key=jax.random.key(0), num_rounds=2, metric="loss")
+  assert not trained

@@ -430,6 +430,7 @@ def pbt(
   ex = _population.executor_for(population, devices, lanes)
   pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
+  _stepwise.check_segment_metric(pop, hparams, key_spec, metric)
   settings = dict(num_quantile=num_quantile,
                   segments_per_round=segments_per_round, metric=metric,
                   mode=mode, perturb=perturb, resample_prob=resample_prob,

@@ -194,6 +194,19 @@ def last_values(metrics: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
   return out
 
 
+def check_segment_metric(pop, hparams, key, metric):
+  """Raises before any training unless the segment returns ``metric``.
+
+  Reads the segment's metrics from its trace (`jax.eval_shape`), so a
+  misspelt metric costs no compile and no training.
+  """
+  state = pop.state_template(hparams, key)
+  hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
+        for k, v in hparams.items()}
+  _, metrics = jax.eval_shape(pop.segment_fn, state, hp)
+  check_metric(metrics, metric)
+
+
 # --- A population run with per-trial early stopping ------------------------------
 
 
@@ -432,6 +445,7 @@ def run_stepwise(
   ex = executor_for(n, devices, lanes)
   pop = population_for(init, segment)
   key_spec = _executor.KeySpec(key)
+  check_segment_metric(pop, hparams, key_spec, metric)
   stopper = _make_stopper(early_stopping, mode)
   # A chunk is whole groups of lanes: the lane width is the search's, so
   # results do not depend on max_parallel (or on the memory fit).
