@@ -87,3 +87,17 @@ def test_the_memory_warning_shows_under_python_default_filters():
                        capture_output=True, text=True, timeout=300,
                        check=True)
   assert "MemoryBudgetWarning" in out.stderr and "lanes=" in out.stderr
+
+
+def test_a_last_smaller_chunk_reuses_the_chunks_programs():
+  def run(max_parallel):
+    return sweep.run_stepwise(
+        init, segment, SPACE, num_trials=10, key=KEY, num_segments=2,
+        metric="loss", devices=jax.devices()[:1], lanes=2,
+        max_parallel=max_parallel, early_stopping=1)
+
+  whole, chunked = run(None), run(4)  # chunks of 4, 4 and 2 trials
+  assert chunked.num_compiles == whole.num_compiles == 3  # + stop update
+  for k in whole.metrics:
+    np.testing.assert_array_equal(chunked.metrics[k], whole.metrics[k])
+  np.testing.assert_array_equal(chunked.segments_run, whole.segments_run)

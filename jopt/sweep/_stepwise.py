@@ -280,8 +280,8 @@ class _RunStepwise:
     return template
 
   def relayout(self, state, tree):
-    n = len(self._indices(state.host["chunk"]))
-    return _loop.packed_relayout(self.ex, n, tree, state.ndev)
+    # Every chunk, the last one too, runs in a whole chunk's rows.
+    return _loop.packed_relayout(self.ex, self.chunk, tree, state.ndev)
 
   def _stop_program(self):
     stopper, metric = self.stopper, self.metric
@@ -298,8 +298,12 @@ class _RunStepwise:
     idx = self._indices(h["chunk"])
     device, ndev = state.device, state.ndev
     if device is None:
+      # A last, smaller chunk is padded to a whole chunk (repeating its
+      # first trial), so it runs the programs the other chunks compiled.
+      rows = idx[_executor.pad_rows(len(idx), self.chunk)]
       pstate, hp, ndev = self.pop.init(
-          self.ex, {k: v[idx] for k, v in self.hparams.items()}, self.key, idx)
+          self.ex, {k: v[rows] for k, v in self.hparams.items()}, self.key,
+          rows)
       device = {"state": pstate, "hp": hp}
       if self.stopper is not None:
         size = len(jax.tree.leaves(hp)[0])
@@ -463,7 +467,8 @@ def run_stepwise(
       program=program_digest(pop, hparams, key_spec) if checkpoint_dir
       else "", strategy=strategy, num_trials=n, grid_points=grid_points,
       num_segments=num_segments, metric=metric, mode=mode,
-      early_stopping=repr(early_stopping), chunk=chunk)
+      early_stopping=repr(early_stopping), chunk=chunk,
+      layout="whole chunks")
   result, wall = _loop.iterate(strategy_obj, ex, checkpoint=ckpt,
                                progress=progress, total=n * num_segments,
                                desc="jopt.sweep.run_stepwise")
