@@ -143,3 +143,43 @@ def test_halving_rejects_bad_configuration(kwargs):
           "metric": "loss", **kwargs}
   with pytest.raises(ValueError):
     sweep.successive_halving(quad_init, quad_segment, SPACE, **args)
+
+
+def count_init(hp, key):
+  del hp, key
+  return {"t": jnp.zeros((), jnp.float32)}
+
+
+def overfitting_segment(state, hp):
+  # A validation loss that falls with lr and rises with training: a trial
+  # stopped early reads lower than the trial trained to the end.
+  t = state["t"] + 1
+  return {"t": t}, {"loss": 1 / hp["lr"] + 0.1 * t}
+
+
+@pytest.mark.parametrize("search", ["halving", "hyperband"])
+def test_best_counts_only_trials_trained_to_the_full_budget(search):
+  space = {"lr": sweep.uniform(1.0, 9.0)}
+  if search == "halving":
+    space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0,
+                                 9.0])}
+    res = sweep.successive_halving(
+        count_init, overfitting_segment, space, num_trials=9,
+        key=jax.random.key(0), max_segments=9, metric="loss",
+        strategy="grid")
+  else:
+    res = sweep.hyperband(count_init, overfitting_segment, space,
+                          key=jax.random.key(0), max_segments=9,
+                          metric="loss")
+  final = set(res.final_trials.tolist())
+  best = res.best()
+  assert best.index in final and res.segments_run[best.index] == 9
+  finals = [i for i in final if np.isfinite(res.scalar("loss")[i])]
+  assert best.index == min(finals, key=lambda i: res.scalar("loss")[i])
+  assert [t.index for t in res.top_k(k=len(res))] == sorted(
+      finals, key=lambda i: res.scalar("loss")[i])
+  # At any budget, a trial stopped at 3 segments reads lower.
+  anywhere = res.best(full_budget=False)
+  assert res.segments_run[anywhere.index] < 9
+  assert anywhere.metrics["loss"] < best.metrics["loss"]
+  assert len(res.top_k(k=len(res), full_budget=False)) == len(res)

@@ -146,3 +146,49 @@ def test_pbt_rejects_bad_configuration(kwargs):
           "metric": "score", **kwargs}
   with pytest.raises(ValueError):
     sweep.pbt(count_init, count_segment, SPACE, **args)
+
+
+def diverging_segment(state, hp):
+  # Members with lr < 4 diverge: their state and score turn NaN.
+  x = state["x"] + jnp.where(hp["lr"] < 4.0, jnp.nan, hp["lr"])
+  return {"x": x}, {"score": x}
+
+
+@pytest.mark.parametrize("key", range(4))
+def test_pbt_never_copies_a_diverged_member(key):
+  # quantile 0.5 of 4 members: two parents wanted, one member finite.
+  space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0])}
+  with np.errstate(invalid="ignore"):
+    res = sweep.pbt(count_init, diverging_segment, space, population=4,
+                    key=jax.random.key(key), num_rounds=2, quantile=0.5,
+                    perturb=(1.0,), resample_prob=0.0, metric="score",
+                    mode="max", strategy="grid")
+  # Ranked 3, then the diverged 0, 1, 2: the top two are 3 and 0, the
+  # bottom two 1 and 2, and member 3 is the only parent they may copy.
+  np.testing.assert_array_equal(res.parents[1], [0, 3, 3, 3])
+  np.testing.assert_array_equal(res.hparam_history["lr"][1], [1, 3, 3, 4])
+
+
+def test_pbt_copies_nothing_when_no_member_is_finite():
+  space = {"lr": sweep.choice([1.0, 2.0, 3.0])}
+  nan_segment = lambda s, hp: ({"x": s["x"] + jnp.nan},  # noqa: E731
+                               {"score": s["x"] + jnp.nan})
+  res = sweep.pbt(count_init, nan_segment, space, population=4,
+                  key=jax.random.key(0), num_rounds=3, quantile=0.5,
+                  metric="score")
+  np.testing.assert_array_equal(res.parents, np.tile(np.arange(4), (3, 1)))
+  np.testing.assert_array_equal(res.hparam_history["lr"][0],
+                                res.hparam_history["lr"][2])
+
+
+def test_pbt_refuses_a_missing_metric_before_training():
+  trained = []
+
+  def segment(state, hp):
+    jax.debug.callback(lambda: trained.append(1))
+    return count_segment(state, hp)
+
+  with pytest.raises(ValueError, match="'loss' is not among"):
+    sweep.pbt(count_init, segment, SPACE, population=4,
+              key=jax.random.key(0), num_rounds=2, metric="loss")
+  assert not trained

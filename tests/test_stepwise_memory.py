@@ -1,5 +1,10 @@
 """`run_stepwise` fits its chunks to the memory budget, as `run` does."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,6 +64,40 @@ def test_a_population_over_the_budget_runs_in_chunks_with_the_same_result(
 
 def test_one_group_over_the_budget_warns_and_runs(monkeypatch):
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
-  with pytest.warns(ResourceWarning, match="lanes="):
+  with pytest.warns(sweep.MemoryBudgetWarning, match="lanes="):
     result = _search()
   assert np.all(np.isfinite(result.metrics["loss"]))
+
+
+def test_the_memory_warning_shows_under_python_default_filters():
+  # Python's default filters hide a ResourceWarning; this one is shown.
+  code = textwrap.dedent("""
+      import jax, jax.numpy as jnp
+      from jopt import sweep
+      sweep.run_stepwise(
+          lambda hp, key: jnp.ones(3), lambda x, hp: (x, {"loss": x[0]}),
+          {"lr": sweep.uniform(0.1, 0.2)}, num_trials=2, num_segments=1,
+          key=jax.random.key(0), metric="loss")
+  """)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+  env.update(JOPT_SWEEP_MEMORY_BYTES="1", PYTHONPATH=os.pathsep.join(
+      [os.path.dirname(os.path.dirname(os.path.dirname(sweep.__file__))),
+       env.get("PYTHONPATH", "")]))
+  out = subprocess.run([sys.executable, "-c", code], env=env,
+                       capture_output=True, text=True, timeout=300,
+                       check=True)
+  assert "MemoryBudgetWarning" in out.stderr and "lanes=" in out.stderr
+
+
+def test_a_last_smaller_chunk_reuses_the_chunks_programs():
+  def run(max_parallel):
+    return sweep.run_stepwise(
+        init, segment, SPACE, num_trials=10, key=KEY, num_segments=2,
+        metric="loss", devices=jax.devices()[:1], lanes=2,
+        max_parallel=max_parallel, early_stopping=1)
+
+  whole, chunked = run(None), run(4)  # chunks of 4, 4 and 2 trials
+  assert chunked.num_compiles == whole.num_compiles == 3  # + stop update
+  for k in whole.metrics:
+    np.testing.assert_array_equal(chunked.metrics[k], whole.metrics[k])
+  np.testing.assert_array_equal(chunked.segments_run, whole.segments_run)

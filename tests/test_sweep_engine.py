@@ -109,7 +109,7 @@ def test_one_group_over_the_memory_budget_says_so(monkeypatch, num_trials):
   # 4 trials shrink to one group first; 1 trial cannot shrink, so its
   # footprint is measured while it runs and checked after.
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
-  with pytest.warns(ResourceWarning, match="lanes") as record:
+  with pytest.warns(sweep.MemoryBudgetWarning, match="lanes") as record:
     res = sweep.run(quad, SPACE, num_trials=num_trials, key=KEY,
                     progress=False, devices=jax.devices()[:1])
   assert len(res) == num_trials and res.memory_bytes > 1

@@ -114,6 +114,7 @@ plots; curves become scalars over steps. It needs tensorboardX
 (``pip install "jopt[tensorboard]"``), not TensorFlow.
 """
 
+from jopt.sweep._common import MemoryBudgetWarning as MemoryBudgetWarning
 from jopt.sweep._engine import run as run
 from jopt.sweep._result import SweepResult as SweepResult
 from jopt.sweep._result import Trial as Trial
@@ -150,6 +151,7 @@ __all__ = [
     "IntUniform",
     "LRFindResult",
     "LogUniform",
+    "MemoryBudgetWarning",
     "OptunaResult",
     "PBTResult",
     "SweepResult",

@@ -11,6 +11,7 @@
   nothing, so a missing optional package never fails a sweep.
 * `require`: imports an optional package or raises an ImportError naming
   the extra to install.
+* `MemoryBudgetWarning`: the warning of a call over the memory budget.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+
+
+class MemoryBudgetWarning(UserWarning):
+  """A sweep runs one group of lanes per device over the memory budget.
+
+  A `UserWarning`, so Python's default filters show it (they hide a
+  ``ResourceWarning``): the advice (a smaller ``lanes=``, or a larger
+  ``JOPT_SWEEP_MEMORY_BYTES``) comes before an out-of-memory failure.
+  """
+
 
 # Key of the entry that records the dtypes numpy's file format cannot name.
 _DTYPES_KEY = "__dtypes__"

@@ -256,8 +256,8 @@ def run(
   ``JOPT_SWEEP_MEMORY_BYTES`` when set). When it does not fit, the call
   shrinks (in proportion, then along the line through the last two
   footprints) and is compiled again, down to one group of lanes per
-  device; if even that does not fit, a ResourceWarning says so (pass a
-  smaller ``lanes``).
+  device; if even that does not fit, a `MemoryBudgetWarning` says so (pass
+  a smaller ``lanes``).
 
   Divergence: a trial whose metrics contain NaN or Inf (float16 and
   bfloat16 included) is flagged in ``result.diverged``; trials are
@@ -469,7 +469,7 @@ def _warn_over_budget(ex, footprint, budget, stacklevel):
       f"one group of {ex.lanes} lanes per device needs {footprint} bytes, "
       f"more than the memory budget of {budget} bytes; running it anyway. "
       f"Pass a smaller lanes= (or raise JOPT_SWEEP_MEMORY_BYTES).",
-      ResourceWarning, stacklevel=stacklevel)
+      _common.MemoryBudgetWarning, stacklevel=stacklevel)
 
 
 def _warn_if_over_budget(ex, group, size, ndev, hp_dyn):

@@ -188,6 +188,7 @@ def _search(init, segment, space, key, brackets, *, eta, metric, mode,
   ex = _population.executor_for(max(n for n, _ in brackets), devices, lanes)
   pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
+  _stepwise.check_segment_metric(pop, hparams, key_spec, metric)
   search = _Halving(pop, ex, key_spec, space, hparams, brackets, eta=eta,
                     metric=metric, mode=mode,
                     steps_per_segment=steps_per_segment)

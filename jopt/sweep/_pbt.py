@@ -154,16 +154,22 @@ def _exploit(space, rng, *, score, hparams, pool, population, num_quantile,
   """Exploit and explore on the host: ``(parent, hparams)`` of the members.
 
   The bottom ``num_quantile`` members (by ``score``, lower is better) copy
-  a member drawn from the top ``num_quantile`` and move its values.
+  a member drawn from the top ``num_quantile`` and move its values. Only
+  a member with a finite score is ever a parent: with fewer finite members
+  than ``num_quantile`` the parents are drawn from those, and with none
+  nothing is copied (nor explored) this round.
   ``score``, ``hparams`` and ``pool`` hold one row per real member.
   """
   members = np.arange(population)
   parent = members.copy()
   if exploit:
-    order = np.argsort(np.asarray(score), kind="stable")
+    score = np.asarray(score)
+    order = np.argsort(score, kind="stable")
     top = order[:num_quantile]
+    top = top[np.isfinite(score[top])]
     bottom = order[population - num_quantile:]
-    parent[bottom] = top[rng.integers(0, num_quantile, num_quantile)]
+    if len(top):
+      parent[bottom] = top[rng.integers(0, len(top), num_quantile)]
   replaced = parent != members
   return parent, {
       name: _explore_one(dist, np.asarray(hparams[name])[parent], replaced,
@@ -326,14 +332,22 @@ def pbt(
   (non-finite values last; one validation value is noisy, and ranking on it
   copies members that were merely lucky); each of the ``floor(quantile * population)``
   worst copies the state and hyperparameters of a member drawn uniformly
-  from as many best ones, then explores: with probability ``resample_prob``
-  a hyperparameter is redrawn from its distribution, otherwise it is
-  multiplied by a factor drawn from ``perturb`` and clipped to its range
-  (a choice moves to the next value up or down; an int is rounded).
+  from as many best ones, then explores. A member whose score is not
+  finite (diverged) is never a parent: when fewer members than that are
+  finite, the parents are drawn from the finite ones alone, and when none
+  is finite the round copies nothing. Replaced members explore: with
+  probability ``resample_prob`` a hyperparameter is redrawn from its
+  distribution, otherwise it is multiplied by a factor drawn from
+  ``perturb`` and clipped to its range (a choice moves to the next value
+  up or down; an int is rounded).
 
   Args:
     init: ``init(hparams, key) -> state`` for one member.
     segment: ``segment(state, hparams) -> (state, metrics)`` for one member.
+      Before it runs, the state's jopt or Optax-injected hyperparameters
+      named as a dimension of ``space`` are set to the member's values, so
+      a copied state trains at its explored values (an NNX state split
+      with ``nnx.state`` is not searched: see `jopt.sweep.run_stepwise`).
     space: a dict ``name -> distribution`` (no static choices).
     population: members (>= 2, and ``quantile * population >= 1``).
     key: a JAX PRNG key; member ``i`` is initialized with ``fold_in(key, i)``.
@@ -416,6 +430,7 @@ def pbt(
   ex = _population.executor_for(population, devices, lanes)
   pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
+  _stepwise.check_segment_metric(pop, hparams, key_spec, metric)
   settings = dict(num_quantile=num_quantile,
                   segments_per_round=segments_per_round, metric=metric,
                   mode=mode, perturb=perturb, resample_prob=resample_prob,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _cpu_devices
-from jopt.sweep import _checkpoint, _executor, _space
+from jopt.sweep import _checkpoint, _executor, _space, _state_hparams
 
 InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
 SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
@@ -101,6 +101,10 @@ class Population:
   successive halving, then Hyperband compile each shape once (halving and
   Hyperband one shape each: their largest population's, see `placement`).
 
+  Before each segment, the trial's values of the hyperparameters that its
+  state holds under the same names are written into the state
+  (`jopt.sweep._state_hparams`): a search trains with what it records.
+
   Args:
     init: ``init(hparams, key) -> state`` for one trial.
     segment: ``segment(state, hparams) -> (state, metrics)`` for one trial.
@@ -108,7 +112,7 @@ class Population:
 
   def __init__(self, init: InitFn, segment: SegmentFn):
     self.init_fn = init
-    self.segment_fn = segment
+    self.segment_fn = _state_hparams.applying_hparams(segment)
     self._programs: dict[Any, Any] = {}
 
   def _program(self, ex: _executor.Executor, name: str, build, args):

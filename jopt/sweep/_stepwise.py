@@ -10,6 +10,17 @@ two pieces:
   fixed number of steps (a ``lax.scan``) and reports metrics (scalars, or
   curves whose last value is used for ranking).
 
+A search trains with the hyperparameters it records: before each segment,
+a dimension of the space named as a hyperparameter of the state (a jopt
+optimizer state or Optax's ``inject_hyperparams`` one, named as
+`jopt.get_hyperparams` names it) is written into the state, so a segment
+that builds nothing from ``hparams`` still trains at the trial's values
+(a PBT member at its explored rate). A state split by Flax NNX
+(``nnx.state((model, optimizer))``) holds the optimizer state as NNX
+variables, out of the search's sight: after ``nnx.merge``, the segment
+writes the values itself, ``optimizer.opt_state = jopt.set_hyperparams(
+optimizer.opt_state, learning_rate=hparams["learning_rate"])``.
+
 `jopt.sweep._population.Population` runs both over many trials with the
 shared executor. `run_stepwise` is the simplest strategy over it: a
 population trained for a number of segments with per-trial early stopping;
@@ -55,7 +66,9 @@ class AdaptiveResult(_result.SweepResult):
 
   ``hparams`` are the values each trial started with (user values),
   ``metrics`` each trial's last reported metrics; `best` and `top_k` rank by
-  the search's ``metric`` and ``mode`` unless told otherwise.
+  the search's ``metric`` and ``mode`` unless told otherwise, and only the
+  trials trained to the end (``final_trials``) unless
+  ``full_budget=False``.
 
   Attributes (beyond `SweepResult`'s):
     metric: the metric the search ranked by.
@@ -112,14 +125,50 @@ class AdaptiveResult(_result.SweepResult):
     return self.member_segments * self.steps_per_segment
 
   def top_k(self, metric: str | None = None, k: int = 1,
-            mode: str | None = None) -> list[_result.Trial]:
-    """The ``k`` best trials (default: by the search's metric and mode)."""
-    return super().top_k(metric or self.metric, k, mode or self.mode)
+            mode: str | None = None, *,
+            full_budget: bool = True) -> list[_result.Trial]:
+    """The ``k`` best trials (default: by the search's metric and mode).
 
-  def best(self, metric: str | None = None,
-           mode: str | None = None) -> _result.Trial:
-    """The best trial (default: by the search's metric and mode)."""
-    return super().best(metric or self.metric, mode or self.mode)
+    Args:
+      metric: a metric name (default: the search's).
+      k: how many trials (fewer when fewer qualify).
+      mode: ``"min"`` or ``"max"`` (default: the search's).
+      full_budget: rank only the ``final_trials``, those trained to the
+        end (as Optuna's ``best_trial`` ignores pruned trials); a trial
+        stopped at a lower rung reports its metric at a smaller budget,
+        which a metric that rises late (an overfitting validation loss)
+        makes look better than it is, and it has no final state. False
+        ranks every trial by its last value, whatever its budget. Results
+        without ``final_trials`` (`run_stepwise`) rank every trial.
+
+    Returns:
+      Trials, best first; ties keep trial order.
+    """
+    metric, mode = metric or self.metric, mode or self.mode
+    if not full_budget or self.final_trials is None:
+      return super().top_k(metric, k, mode)
+    ranked = super().top_k(metric, k, mode)  # checks the arguments
+    if len(ranked) == k:
+      ranked = super().top_k(metric, len(self), mode)
+    final = set(np.asarray(self.final_trials).tolist())
+    return [t for t in ranked if t.index in final][:k]
+
+  def best(self, metric: str | None = None, mode: str | None = None, *,
+           full_budget: bool = True) -> _result.Trial:
+    """The best trial (default: by the search's metric and mode).
+
+    Only trials trained to the end count, unless ``full_budget=False``
+    (see `top_k`).
+    """
+    metric = metric or self.metric
+    top = self.top_k(metric, 1, mode, full_budget=full_budget)
+    if top:
+      return top[0]
+    if full_budget and self.final_trials is not None:
+      raise ValueError(
+          f"no trial trained to the full budget has a finite {metric!r}; "
+          f"best(full_budget=False) ranks the trials stopped earlier too.")
+    raise ValueError(f"no trial has a finite {metric!r}: all diverged.")
 
   def _info_columns(self) -> dict[str, np.ndarray]:
     """`to_pandas` adds a ``segments_run`` column."""
@@ -143,6 +192,19 @@ def last_values(metrics: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
     v = np.asarray(v)[:n]
     out[k] = v.reshape(n, -1)[:, -1] if v.ndim > 1 else v
   return out
+
+
+def check_segment_metric(pop, hparams, key, metric):
+  """Raises before any training unless the segment returns ``metric``.
+
+  Reads the segment's metrics from its trace (`jax.eval_shape`), so a
+  misspelt metric costs no compile and no training.
+  """
+  state = pop.state_template(hparams, key)
+  hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
+        for k, v in hparams.items()}
+  _, metrics = jax.eval_shape(pop.segment_fn, state, hp)
+  check_metric(metrics, metric)
 
 
 # --- A population run with per-trial early stopping ------------------------------
@@ -174,7 +236,8 @@ def _fit_chunk(pop, ex, hparams, key, n, masked):
           f"one group of {ex.lanes} lanes per device needs {footprint} "
           f"bytes per segment, more than the memory budget of {budget} "
           f"bytes; running it anyway. Pass a smaller lanes= (or raise "
-          f"JOPT_SWEEP_MEMORY_BYTES).", ResourceWarning, stacklevel=3)
+          f"JOPT_SWEEP_MEMORY_BYTES).", _common.MemoryBudgetWarning,
+          stacklevel=3)
       return chunk
     smaller = int(chunk * budget / footprint) // unit * unit
     chunk = max(unit, min(smaller, chunk - unit))
@@ -217,8 +280,8 @@ class _RunStepwise:
     return template
 
   def relayout(self, state, tree):
-    n = len(self._indices(state.host["chunk"]))
-    return _loop.packed_relayout(self.ex, n, tree, state.ndev)
+    # Every chunk, the last one too, runs in a whole chunk's rows.
+    return _loop.packed_relayout(self.ex, self.chunk, tree, state.ndev)
 
   def _stop_program(self):
     stopper, metric = self.stopper, self.metric
@@ -235,8 +298,12 @@ class _RunStepwise:
     idx = self._indices(h["chunk"])
     device, ndev = state.device, state.ndev
     if device is None:
+      # A last, smaller chunk is padded to a whole chunk (repeating its
+      # first trial), so it runs the programs the other chunks compiled.
+      rows = idx[_executor.pad_rows(len(idx), self.chunk)]
       pstate, hp, ndev = self.pop.init(
-          self.ex, {k: v[idx] for k, v in self.hparams.items()}, self.key, idx)
+          self.ex, {k: v[rows] for k, v in self.hparams.items()}, self.key,
+          rows)
       device = {"state": pstate, "hp": hp}
       if self.stopper is not None:
         size = len(jax.tree.leaves(hp)[0])
@@ -328,7 +395,9 @@ def run_stepwise(
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.
-    segment: ``segment(state, hparams) -> (state, metrics)`` for one trial.
+    segment: ``segment(state, hparams) -> (state, metrics)`` for one trial;
+      the state's hyperparameters named as a dimension of ``space`` are
+      set to the trial's values before it runs (see the module docs).
     space: a dict ``name -> distribution``.
     num_segments: the most segments a trial trains for (> 0).
     key: a JAX PRNG key; trial ``i`` gets ``fold_in(key, i)``.
@@ -380,6 +449,7 @@ def run_stepwise(
   ex = executor_for(n, devices, lanes)
   pop = population_for(init, segment)
   key_spec = _executor.KeySpec(key)
+  check_segment_metric(pop, hparams, key_spec, metric)
   stopper = _make_stopper(early_stopping, mode)
   # A chunk is whole groups of lanes: the lane width is the search's, so
   # results do not depend on max_parallel (or on the memory fit).
@@ -397,7 +467,8 @@ def run_stepwise(
       program=program_digest(pop, hparams, key_spec) if checkpoint_dir
       else "", strategy=strategy, num_trials=n, grid_points=grid_points,
       num_segments=num_segments, metric=metric, mode=mode,
-      early_stopping=repr(early_stopping), chunk=chunk)
+      early_stopping=repr(early_stopping), chunk=chunk,
+      layout="whole chunks")
   result, wall = _loop.iterate(strategy_obj, ex, checkpoint=ckpt,
                                progress=progress, total=n * num_segments,
                                desc="jopt.sweep.run_stepwise")
