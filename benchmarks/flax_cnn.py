@@ -43,7 +43,6 @@ from sklearn.model_selection import train_test_split
 
 import jopt
 from jopt import sweep
-from jopt.sweep import _executor as jopt_executor
 
 # One CPU device per core, as the README tells a user to start; the Flax
 # loop runs on the first device, as it would.
@@ -167,7 +166,7 @@ def main() -> None:
     loop_losses = flax_loop(rates, *split)
     times["flax loop"].append(time.perf_counter() - start)
 
-    jopt_executor._EXECUTABLES.clear()
+    sweep.clear_caches()
     jax.clear_caches()
     start = time.perf_counter()
     sweep_losses = jopt_sweep(rates, *split)

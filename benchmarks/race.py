@@ -47,7 +47,6 @@ printed LAST.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import sys
@@ -60,9 +59,6 @@ import numpy as np
 
 import jopt
 from jopt import sweep
-from jopt.sweep import _engine as jopt_engine
-from jopt.sweep import _executor as jopt_executor
-from jopt.sweep import _population as jopt_population
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from race_optuna import SequentialOptuna, UserLoopOptuna  # noqa: E402
@@ -78,26 +74,10 @@ def _timed(fn):
   return out, time.perf_counter() - start
 
 
-@contextlib.contextmanager
 def cold_start():
-  """A search as in a fresh process: jopt's and JAX's caches emptied.
-
-  jopt keeps executables (by program), populations (by init and segment)
-  and traced sweeps (by train_fn); they are put back afterwards, so that
-  the later, warm repeats of every search find their own programs.
-  """
-  caches = (jopt_executor._EXECUTABLES, jopt_population._POPULATIONS,  # noqa: SLF001
-            jopt_engine._TRACED)  # noqa: SLF001
-  saved = [dict(c) for c in caches]
+  """Empties jopt's and JAX's caches: the next search runs as in a new process."""
+  sweep.clear_caches()
   jax.clear_caches()
-  for c in caches:
-    c.clear()
-  try:
-    yield
-  finally:
-    for c, old in zip(caches, saved, strict=True):
-      for k, v in old.items():
-        c.setdefault(k, v)
 
 
 def jopt_run(task, key, n):
@@ -238,12 +218,17 @@ def main(argv=None):
     key = jax.random.key(r)
     for name, fn in contestants:
       if r == 0:
-        with cold_start():
-          results[name].append(fn(task, key))
+        cold_start()
+        results[name].append(fn(task, key))
         cold[name] = results[name][0]["wall"]
       else:
         results[name].append(fn(task, key))
     if r == 0:
+      # Each cold start emptied the programs of the searches before it:
+      # compile them again, untimed, so later repeats run warm.
+      if b.repeats > 1:
+        for _, fn in contestants:
+          fn(task, key)
       seq.warm()  # Its executables were cleared with the others'.
     for name, pruner in zip(optuna_names, ("hyperband", "median"),
                             strict=True):

@@ -62,7 +62,6 @@ import optax  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jopt  # noqa: E402
 from jopt import sweep  # noqa: E402
-from jopt.sweep import _executor  # noqa: E402
 
 ARGS = _args() if __name__ == "__main__" else None
 if ARGS is not None:  # run as a script, not imported by another benchmark
@@ -189,11 +188,11 @@ def main(args):
 
   def run_sweep(space=space, devices=None, max_parallel=args.max_parallel,
                 fresh=True):
-    # Each run compiles afresh, as a new process would: the executor's
-    # cache of identical programs is emptied first (unless ``fresh`` is
-    # False: a rerun in the same process, as a notebook cell run twice).
+    # Each run compiles afresh, as a new process would: jopt's caches are
+    # emptied first (unless ``fresh`` is False: a rerun in the same
+    # process, as a notebook cell run twice).
     if fresh:
-      _executor._EXECUTABLES.clear()
+      sweep.clear_caches()
     return sweep.run(lambda h, k: {"loss": train(h["lr"], k)}, space,
                      key=root, strategy="grid", progress=False,
                      max_parallel=max_parallel, devices=devices,

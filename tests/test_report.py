@@ -233,3 +233,33 @@ def test_scan_caps_the_callbacks_of_a_call_and_keeps_the_values(
   for k in quiet.metrics:
     np.testing.assert_array_equal(one.metrics[k], quiet.metrics[k])
     np.testing.assert_array_equal(eight.metrics[k], quiet.metrics[k])
+
+
+def test_report_in_a_jitted_helper_works_in_every_sweep(received, monkeypatch):
+  # A notebook: the helper is defined once, the sweep's cell runs again
+  # with a new train_fn. The helper's trace of the first sweep held that
+  # sweep's trial tracer; a later sweep must trace it again, not reuse it.
+  monkeypatch.setenv("JOPT_PROGRESS", "1")
+
+  @jax.jit
+  def helper(t, w):
+    sweep.report(t, num_steps=3, loss=jnp.sum(w * w))
+    return 0.5 * w
+
+  for run in range(2):
+    def fn(hp, key):
+      def step(w, t):
+        return helper(t, w), None
+
+      w, _ = jax.lax.scan(step, hp["lr"] * jax.random.normal(key, (2,)),
+                          jnp.arange(3))
+      return {"loss": jnp.sum(w * w)}
+
+    received.clear()
+    sweep.run(fn, SPACE, num_trials=2, key=KEY, progress=True)
+    assert {(trial, at) for trial, at, _ in received} == {
+        (trial, at) for trial in range(2) for at in range(3)}, run
+  # Outside a sweep the helper reports nothing (its trace without a lane).
+  received.clear()
+  helper(0, jnp.ones(2))
+  assert received == []

@@ -70,6 +70,8 @@ def test_rerun_loads_every_chunk_and_recomputes_missing_ones(tmp_path):
     (dict(space={**SPACE, "lr": sweep.log_uniform(1e-3, 0.2)}), "space"),
     (dict(fn=other_fn), "train_fn"),
     (dict(lanes=4), "lanes"),
+    # Other options compile another program: its trials would not match.
+    (dict(compiler_options={}), "compiler_options"),
 ])
 def test_checkpoint_of_another_call_is_refused(tmp_path, change, match):
   _run(tmp_path)

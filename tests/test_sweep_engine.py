@@ -118,20 +118,18 @@ def test_one_group_over_the_memory_budget_says_so(monkeypatch, num_trials):
 
 
 def test_rerunning_the_same_sweep_reuses_its_executable():
-  from jopt.sweep import _executor
-
   def fn(hp, key):
     return {"loss": hp["lr"] * jnp.sum(jax.random.normal(key, (7,)))}
 
   first = sweep.run(fn, SPACE, num_trials=5, key=KEY, progress=False)
-  before = _executor.COMPILES[0]
   second = sweep.run(fn, SPACE, num_trials=5, key=KEY, progress=False)
-  assert _executor.COMPILES[0] == before  # the same program: no compile
+  # The same program: no compile.
+  assert second.num_compiles == second.num_cached == 1
   np.testing.assert_array_equal(first.metrics["loss"], second.metrics["loss"])
   # Another function with the same shapes is a different program.
-  sweep.run(lambda hp, key: {"loss": fn(hp, key)["loss"] + 1.0}, SPACE,
-            num_trials=5, key=KEY, progress=False)
-  assert _executor.COMPILES[0] == before + 1
+  other = sweep.run(lambda hp, key: {"loss": fn(hp, key)["loss"] + 1.0},
+                    SPACE, num_trials=5, key=KEY, progress=False)
+  assert other.num_compiles == 1 and other.num_cached == 0
 
 
 def test_rerunning_with_the_same_function_does_not_trace_it_again():

@@ -105,6 +105,13 @@ times per trial from outside its inner loop, is the cheap way to report
 from a long loop. Stepwise searches move their bar after every segment by
 themselves.
 
+Caches
+------
+A sweep called again in the same process (a notebook cell run twice)
+reuses the programs compiled for an earlier one with the same functions,
+shapes, JAX settings, compiler options and devices. Every such cache is
+bounded; `clear_caches` empties them all.
+
 TensorBoard
 -----------
 ``result.to_tensorboard(logdir)`` (`to_tensorboard`) writes one run per
@@ -132,6 +139,7 @@ from jopt.sweep._space import uniform as uniform
 # isort: split
 from jopt.sweep._bayes import optuna_search as optuna_search
 from jopt.sweep._bayes_rounds import OptunaResult as OptunaResult
+from jopt.sweep._caches import clear_caches as clear_caches
 from jopt.sweep._halving import hyperband as hyperband
 from jopt.sweep._halving import successive_halving as successive_halving
 from jopt.sweep._lr_find import LRFindResult as LRFindResult
@@ -158,6 +166,7 @@ __all__ = [
     "Trial",
     "Uniform",
     "choice",
+    "clear_caches",
     "hyperband",
     "int_uniform",
     "log_uniform",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _cpu_devices
-from jopt.sweep import _checkpoint, _common, _executor, _report, _space
+from jopt.sweep import (
+    _caches,
+    _checkpoint,
+    _common,
+    _executor,
+    _report,
+    _space,
+)
 from jopt.sweep._result import SweepResult
 
 TRIALS_AXIS = _executor.TRIALS_AXIS
@@ -96,13 +102,14 @@ class _Group:
     """The compiled program for calls of ``size`` trials over ``ndev``."""
     if (size, ndev) not in self.compiled:
       traced_key = self._traced_key(ex, size, ndev, hp_dyn)
-      hit = _traced_get(self.train_fn, traced_key)
+      hit = _TRACED.get(traced_key, owner=self.train_fn)
       if hit is not None:
         # The same train_fn object, shapes and settings as a call before:
         # like jax.jit, reuse its program without tracing train_fn again.
         ex.num_compiles += 1
-        self.compiled[(size, ndev)] = hit
-        return hit
+        ex.num_cached += 1
+        self.compiled[(size, ndev)] = hit[0]
+        return hit[0]
       spec = self.key_spec
       per_trial = ex.per_trial(
           lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd),
@@ -118,24 +125,29 @@ class _Group:
       with _report.reports_per_trial(
           max(1, _report.REPORTS_PER_CALL // per_device)):
         self.compiled[(size, ndev)] = ex.compile(per_trial, (hp, index, kd))
-      _traced_put(self.train_fn, traced_key, self.compiled[(size, ndev)],
-                  self.static_values)
+      # The entry holds the static values its key may name by id.
+      _TRACED.put(traced_key, (self.compiled[(size, ndev)],
+                               dict(self.static_values)), owner=self.train_fn)
     return self.compiled[(size, ndev)]
 
   def _traced_key(self, ex, size, ndev, hp_dyn) -> tuple:
+    """What decides the program beyond ``train_fn``, as jax.jit keys it.
+
+    Static values by value (like ``jax.jit``'s static arguments), or by id
+    if unhashable; the JAX settings in force (`_caches.trace_context`);
+    the layout, compiler options and devices.
+    """
     spec = self.key_spec
-    statics = tuple(sorted((k, type(v).__name__, id(v))
-                           for k, v in self.static_values.items()))
-    config = tuple(str(getattr(jax.config, name, None)) for name in (
-        "jax_enable_x64", "jax_numpy_rank_promotion",
-        "jax_numpy_dtype_promotion", "jax_default_matmul_precision"))
+    statics = tuple(sorted(((k, type(v).__name__, _static_key(v))
+                            for k, v in self.static_values.items()),
+                           key=repr))
     return (statics, self.folds, self.seeds, self.reporting,
             _report.REPORTS_PER_CALL,
             size, ndev, ex.lanes,
             tuple((n, str(v.dtype)) for n, v in hp_dyn.items()),
             spec.data.shape, str(spec.data.dtype), str(spec.impl),
             tuple(d.id for d in ex.devices), repr(ex.compiler_options),
-            config)
+            _caches.trace_context())
 
   def __call__(self, ex, size, ndev, hp_dyn, index) -> dict[str, np.ndarray]:
     compiled = self.executable(ex, size, ndev, hp_dyn)
@@ -147,31 +159,20 @@ class _Group:
     return ex.gather(dict(out))
 
 
-# train_fn -> {settings: executable}: a sweep called again with the same
+# (train_fn, settings) -> executable: a sweep called again with the same
 # function object skips tracing and lowering, as jax.jit does (the
 # executable cache of `_executor` then catches a new object with the same
-# program, at the cost of one lowering). Entries hold the static values
-# whose ids they are keyed by, so those ids stay theirs.
-_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_TRACED_PER_FUNCTION = 16
+# program, at the cost of one lowering). Entries live no longer than their
+# train_fn.
+_TRACED = _caches.Cache("programs by training function", 64)
 
 
-def _traced_get(train_fn, key):
+def _static_key(value: Any) -> Any:
   try:
-    entry = _TRACED.get(train_fn, {}).get(key)
-  except TypeError:  # not weak-referenceable (or unhashable): no cache
-    return None
-  return None if entry is None else entry[0]
-
-
-def _traced_put(train_fn, key, compiled, static_values) -> None:
-  try:
-    per_fn = _TRACED.setdefault(train_fn, {})
+    hash(value)
   except TypeError:
-    return
-  if len(per_fn) >= _TRACED_PER_FUNCTION:
-    per_fn.pop(next(iter(per_fn)))
-  per_fn[key] = (compiled, dict(static_values))
+    return ("id", id(value))
+  return ("value", value)
 
 
 def _plan_call(ex: _executor.Executor, n: int, max_parallel: int | None):
@@ -289,7 +290,8 @@ def run(
       rerunning the same call, with any ``max_parallel``, runs only the
       missing trials and returns the same result as an uninterrupted run,
       bit for bit. A folder made by a different call (space, key, strategy,
-      number of trials, folds, lanes or training function) is refused with
+      number of trials, folds, lanes, compiler options or training
+      function) is refused with
       a ValueError, and so is any file in it that does not carry this
       call's fingerprint or cannot be read (its name is given). The
       function is compared by its lowered program (one trial's StableHLO),
@@ -327,8 +329,9 @@ def run(
   Returns:
     A `SweepResult` with ``hparams``, ``metrics``, ``diverged``,
     ``num_compiles`` (programs the sweep ran: one per static group and call
-    shape; an identical program compiled earlier in the process is reused,
-    so ``compile_time`` is then near zero) and ``compile_time``.
+    shape), ``num_cached`` (how many of them an earlier sweep in the process
+    had compiled, reused until `clear_caches`; ``compile_time`` is then
+    near zero) and ``compile_time``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jopt
@@ -389,6 +392,7 @@ def run(
         num_trials=n, folds=folds, grid_points=grid_points,
         lanes=ex.lanes, train_fn=_checkpoint.function_identity(train_fn),
         program=program.hexdigest()[:16],
+        compiler_options=sorted((ex.compiler_options or {}).items()),
         **({} if seeds is None else {"seeds": seeds}))
     ckpt = _checkpoint.Checkpoint(checkpoint_dir, fields,
                                   writer=jax.process_index() == 0)
@@ -416,7 +420,7 @@ def run(
   hparams = {k: space[k].decode(v) for k, v in passed.items()}
   return SweepResult(hparams=hparams, metrics=metrics, diverged=diverged,
                      space=space, num_compiles=ex.num_compiles,
-                     compile_time=ex.compile_time,
+                     num_cached=ex.num_cached, compile_time=ex.compile_time,
                      memory_bytes=ex.memory_bytes)
 
 

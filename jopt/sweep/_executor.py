@@ -28,9 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jopt.sweep._caches import Cache
 from jopt.sweep._conv import canonical_convs
 
 TRIALS_AXIS = "trials"
@@ -97,7 +96,7 @@ def memory_budget(device: jax.Device) -> int:
   return CPU_MEMORY_BUDGET
 
 
-_FOOTPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FOOTPRINTS = Cache("footprints of compiled programs", 64)
 
 
 def compiled_bytes(compiled: Any) -> int | None:
@@ -106,10 +105,9 @@ def compiled_bytes(compiled: Any) -> int | None:
   Remembered per program: XLA's memory analysis takes about as long as a
   small trial runs, and a sweep asks for it on every call.
   """
-  try:
-    return _FOOTPRINTS[compiled]
-  except (KeyError, TypeError):
-    pass
+  footprint = _FOOTPRINTS.get(None, owner=compiled, default=_UNKNOWN)
+  if footprint is not _UNKNOWN:
+    return footprint
   try:
     ma = compiled.memory_analysis()
   except Exception:  # noqa: BLE001  (not every backend implements it)
@@ -117,11 +115,11 @@ def compiled_bytes(compiled: Any) -> int | None:
   footprint = None if ma is None else int(
       ma.argument_size_in_bytes + ma.output_size_in_bytes
       + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
-  try:
-    _FOOTPRINTS[compiled] = footprint
-  except TypeError:  # not weak-referenceable: ask again next time
-    pass
+  _FOOTPRINTS.put(None, footprint, owner=compiled)
   return footprint
+
+
+_UNKNOWN = object()
 
 
 # --- Keys ---------------------------------------------------------------------
@@ -187,14 +185,11 @@ def trial_key(root: jax.Array, index: jax.Array) -> jax.Array:
 # --- Executable cache -----------------------------------------------------------
 
 # Rerunning a search in one process (a notebook cell run twice) lowers the
-# same program again; the executable is reused when the lowered text, the
-# compile options and the devices are the same. Keyed by content, so a
-# different function never hits.
-_EXECUTABLES: dict[str, Any] = {}
-_EXECUTABLES_LOCK = threading.Lock()
-_MAX_EXECUTABLES = 32
-# Compiles done by XLA in this process (cache hits excluded), for tests.
-COMPILES = [0]
+# same program again; the executable is reused when the lowered text (which
+# holds what every JAX setting made of the function), the compile options and
+# the devices are the same. Keyed by content, so a different program never
+# hits.
+_EXECUTABLES = Cache("executables by program text", 32)
 
 
 def _cache_key(lowered: Any, options: dict | None, devices) -> str:
@@ -215,6 +210,12 @@ class Executor:
       ``jax.devices()``.
     lanes: trials computed side by side per device (see `lanes_for`).
     compiler_options: XLA options; None chooses `default_compiler_options`.
+
+  Attributes:
+    num_compiles: programs this executor's search needed, compiled or
+      taken from the process's caches (`jopt.sweep.clear_caches`).
+    num_cached: how many of them came from those caches.
+    compile_time: seconds spent tracing, lowering and compiling.
   """
 
   def __init__(self, devices: Sequence[jax.Device] | None = None,
@@ -230,6 +231,7 @@ class Executor:
     self.multiprocess = len({d.process_index for d in self.devices}) > 1 or (
         jax.process_count() > 1)
     self.num_compiles = 0
+    self.num_cached = 0
     self.compile_time = 0.0
     self.memory_bytes: int | None = None
     self._meshes: dict[int, Mesh] = {}
@@ -418,16 +420,13 @@ class Executor:
       fn = canonical_convs(fn)
     lowered = jax.jit(fn, donate_argnums=tuple(donate)).lower(*args)
     key = _cache_key(lowered, self.compiler_options, self.devices)
-    with _EXECUTABLES_LOCK:
-      compiled = _EXECUTABLES.get(key)
+    compiled = _EXECUTABLES.get(key)
     self.num_compiles += 1  # programs this search needed, cached or not
     if compiled is None:
       compiled = lowered.compile(compiler_options=self.compiler_options)
-      COMPILES[0] += 1
-      with _EXECUTABLES_LOCK:
-        if len(_EXECUTABLES) >= _MAX_EXECUTABLES:
-          _EXECUTABLES.pop(next(iter(_EXECUTABLES)))
-        _EXECUTABLES[key] = compiled
+      _EXECUTABLES.put(key, compiled)
+    else:
+      self.num_cached += 1
     self.compile_time += time.perf_counter() - start
     return compiled
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import numbers
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _cpu_devices
-from jopt.sweep import _checkpoint, _executor, _space, _state_hparams
+from jopt.sweep import _caches, _checkpoint, _executor, _space, _state_hparams
 
 InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
 SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
@@ -113,20 +112,23 @@ class Population:
   def __init__(self, init: InitFn, segment: SegmentFn):
     self.init_fn = init
     self.segment_fn = _state_hparams.applying_hparams(segment)
-    self._programs: dict[Any, Any] = {}
 
   def _program(self, ex: _executor.Executor, name: str, build, args):
     # Every argument is trial-sharded (or replicated) over the first devices
-    # of ``ex``: the leaves' shapes and the devices used decide the program.
-    # ``args`` may be arrays or sharded ShapeDtypeStructs (to size a call).
+    # of ``ex``: the leaves' shapes and the devices used decide the program,
+    # with the JAX settings in force and the compiler options. ``args`` may
+    # be arrays or sharded ShapeDtypeStructs (to size a call).
     leaves = jax.tree.leaves(args)
     shapes = tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
     key = (name, ex.lanes, tuple(d.id for d in ex.devices),
            leaves[0].sharding.mesh.devices.size,
-           repr(ex.compiler_options), jax.tree.structure(args), shapes)
-    if key not in self._programs:
-      self._programs[key] = ex.compile(build(), args)
-    return self._programs[key]
+           repr(ex.compiler_options), jax.tree.structure(args), shapes,
+           _caches.trace_context())
+    program = _PROGRAMS.get(key, owner=self)
+    if program is None:
+      program = ex.compile(build(), args)
+      _PROGRAMS.put(key, program, owner=self)
+    return program
 
   def _run(self, ex: _executor.Executor, name: str, build, args):
     program = self._program(ex, name, build, args)
@@ -276,15 +278,20 @@ class Population:
                                ex.gather(tree)), new.ndev)
 
 
-_POPULATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# A population's programs, by population, layout, shapes and settings; and
+# the population of each pair of functions, so searches on the same
+# functions share their programs. Entries live no longer than their owner.
+_PROGRAMS = _caches.Cache("programs of populations", 64)
+_POPULATIONS = _caches.Cache("populations by functions", 32)
 
 
 def population_for(init: InitFn, segment: SegmentFn) -> Population:
   """The `Population` of ``(init, segment)``, shared by every search."""
-  by_init = _POPULATIONS.setdefault(segment, weakref.WeakKeyDictionary())
-  if init not in by_init:
-    by_init[init] = Population(init, segment)
-  return by_init[init]
+  population = _POPULATIONS.get(id(init), owner=segment)
+  if population is None or population.init_fn is not init:
+    population = Population(init, segment)
+    _POPULATIONS.put(id(init), population, owner=segment)
+  return population
 
 
 def executor_for(n: int, devices: Sequence[jax.Device] | None,
@@ -313,7 +320,9 @@ def checkpoint_for(checkpoint_dir: str | None, search: str, *,
       search=search, space=_checkpoint.space_identity(space),
       key=_space.key_seed(key).tolist(), lanes=ex.lanes,
       functions=[_checkpoint.function_identity(f) for f in functions],
-      program=program, **settings)
+      program=program,
+      compiler_options=sorted((ex.compiler_options or {}).items()),
+      **settings)
   return _checkpoint.Checkpoint(checkpoint_dir, fields,
                                 writer=jax.process_index() == 0)
 

@@ -7,17 +7,19 @@ shows the best value so far. When progress is off (``progress=False``,
 ``JOPT_PROGRESS=0``, or outside a sweep) `report` adds nothing to the
 program, so it costs nothing.
 
-The sweep decides at trace time: while it lowers its program it marks the
-trace as reporting (for its own thread only) and names the trial each lane
-computes. The callback is one function per set of metric names, which
-hands the values to the sweep running now, so an executable compiled for
-one sweep can be reused by the next.
+The sweep decides at trace time: while it lowers its program it names the
+trial each lane computes in a JAX user context (`jax.make_user_context`,
+for its own thread only). The context is part of the key ``jax.jit`` caches
+traces by, so a user's own jitted helper that calls `report` is traced again
+for each sweep's lanes instead of reusing a trace that holds the tracer of
+an earlier one. The callback is one function per set of metric names,
+which hands the values to the sweep running now, so an executable compiled
+for one sweep can be reused by the next.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import threading
 import time
@@ -28,12 +30,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_TRACE = threading.local()  # (trial index, tracer) while a sweep lowers
+from jopt.sweep import _caches
+
+_TRACE = threading.local()  # the report budget while a sweep lowers
 # Callbacks `scan` makes per device in one call of a sweep, at most (or
 # ``num_reports`` per trial, if fewer): enough for a smooth bar.
 REPORTS_PER_CALL = 64
 _LOCK = threading.Lock()
 _RUNNING: list[Reporter] = []  # the sweep whose calls are executing
+
+
+class _Lane:
+  """The trial a lane computes, while a sweep lowers (hashed by identity)."""
+
+  __slots__ = ("trial",)
+
+  def __init__(self, trial: Any):
+    self.trial = trial
+
+
+# The `_Lane` of the trace being lowered now, or None (progress off, or not
+# in a sweep). In jax.jit's cache key: see the module docstring.
+_LANE = jax.make_user_context(None)
+_RECEIVERS = _caches.Cache("progress callbacks by metric names", 256)
 
 
 def report(step: Any, *, num_steps: int | None = None, every: int = 1,
@@ -77,9 +96,10 @@ def report(step: Any, *, num_steps: int | None = None, every: int = 1,
     raise ValueError(f"every must be an int >= 1, got {every!r}.")
   if mode not in ("min", "max"):
     raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
-  trial = getattr(_TRACE, "trial", None)
-  if trial is None:
+  lane = _LANE.value
+  if lane is None:
     return
+  trial = lane.trial
   step = jnp.asarray(step)
   total = -1 if num_steps is None else int(num_steps)
   # One float32 array per call: JAX places every argument of a host
@@ -185,7 +205,7 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
   # every ``stride``-th time (and at the last), under a conditional.
   budget = getattr(_TRACE, "reports", None)
   stride = 1 if budget is None else -(-n // max(1, budget))
-  reporting = getattr(_TRACE, "trial", None) is not None
+  reporting = _LANE.value is not None
 
   def segment(carry, inputs):
     i, seg_xs = inputs
@@ -221,11 +241,18 @@ def _mean_metrics(carry: Any, ys: Any) -> dict[str, Any]:
   return {}
 
 
-@functools.cache
 def _receiver(names: tuple[str, ...]):
   # One function per set of metric names, so that a program lowered again
   # (a notebook cell run twice) names the same callback and its executable
   # is reused.
+  receive = _RECEIVERS.get(names)
+  if receive is None:
+    receive = _new_receiver(names)
+    _RECEIVERS.put(names, receive)
+  return receive
+
+
+def _new_receiver(names: tuple[str, ...]):
   def receive(packed) -> None:
     packed = np.asarray(packed)
     trial, step, total, sign = packed[:4].view(np.int32).tolist()
@@ -252,12 +279,8 @@ def reports_per_trial(count: int | None):
 @contextlib.contextmanager
 def tracing(trial: Any, enabled: bool):
   """While lowering: `report` calls made now belong to lane ``trial``."""
-  previous = getattr(_TRACE, "trial", None)
-  _TRACE.trial = trial if enabled else None
-  try:
+  with _LANE(_Lane(trial) if enabled else None):
     yield
-  finally:
-    _TRACE.trial = previous
 
 
 class Reporter:

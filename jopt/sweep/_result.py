@@ -157,6 +157,8 @@ class SweepResult:
     memory_bytes: the largest per-device footprint of a compiled chunk
       (arguments + outputs + temporaries, from XLA's memory analysis), or
       None when nothing was compiled or the backend does not report it.
+    num_cached: how many of the ``num_compiles`` programs an earlier sweep in
+      the process had compiled (reused until `jopt.sweep.clear_caches`).
 
   Example:
     >>> import numpy as np, jopt
@@ -178,6 +180,7 @@ class SweepResult:
   num_compiles: int = 0
   compile_time: float = 0.0
   memory_bytes: int | None = None
+  num_cached: int = 0
 
   def __len__(self) -> int:
     return len(self.diverged)
