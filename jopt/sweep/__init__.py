@@ -69,9 +69,8 @@ always uses
 Several hosts: call ``jax.distributed.initialize(...)`` in every process
 and run the same script (see docs/guides/multiprocess.md). Every process
 samples the same trials (sampling is deterministic in ``key``), places its
-shards with
-``jax.make_array_from_callback``, and gets the whole result (gathered
-from every process); only process 0 writes checkpoint files.
+shards with ``jax.make_array_from_callback``, and gets the whole result
+(gathered from every process); only process 0 writes checkpoint files.
 
 Memory
 ------
