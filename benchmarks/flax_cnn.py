@@ -14,8 +14,8 @@ momentum 0.9, ``--steps`` steps of batch 128, then the validation loss.
   the step's static graph, so each rate compiles again, as it does for a
   user).
 * ``jopt.sweep.run``: the same model and steps as one pure ``train_fn``
-  (``nnx.split``/``nnx.merge`` around `jopt.sweep.scan`, the README's NNX
-  recipe), every rate in one compiled, sharded program; first call, so
+  (``nnx.split``/``nnx.merge`` around `jopt.sweep.scan`, the NNX recipe
+  of docs/guides/sweeps.md), every rate in one compiled, sharded program; first call, so
   its compile is included.
 
 Both train on the same batches (drawn on the host from one seed) from the

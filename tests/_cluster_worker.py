@@ -5,7 +5,7 @@ cluster of CPU processes over gloo on localhost, 2 devices each, runs
 `sweep.run`, successive halving and PBT, and saves each result as
 ``OUT_DIR/<search>-<process id>.npz``. With NUM_PROCESSES = 1 it runs the
 same searches in one plain process (no cluster), for reference. This is
-the recipe of the README's "Several hosts" section.
+the recipe of docs/guides/multiprocess.md.
 """
 
 import os

@@ -1,6 +1,6 @@
 """Searches on a JAX cluster: 2 processes x 2 CPU devices over gloo.
 
-Each process runs tests/_cluster_worker.py (the README's recipe) unchanged;
+Each process runs tests/_cluster_worker.py (the recipe of docs/guides/multiprocess.md) unchanged;
 every process must return the same result, bit for bit, as one plain
 process, and only process 0 writes checkpoint files.
 """

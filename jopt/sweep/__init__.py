@@ -67,10 +67,10 @@ always uses
 ``jax.random.fold_in(key, i)``.
 
 Several hosts: call ``jax.distributed.initialize(...)`` in every process
-and run the same script (see the README). Every process samples the same
-trials (sampling is deterministic in ``key``), places its shards with
-``jax.make_array_from_callback``, and gets the whole result (gathered
-from every process); only process 0 writes checkpoint files.
+and run the same script (see docs/guides/multiprocess.md). Every process
+samples the same trials (sampling is deterministic in ``key``), places its
+shards with ``jax.make_array_from_callback``, and gets the whole result
+(gathered from every process); only process 0 writes checkpoint files.
 
 Memory
 ------

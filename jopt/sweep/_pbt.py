@@ -31,8 +31,10 @@ from jopt.sweep import _executor, _loop, _population, _space, _stepwise
 class PBTResult(_stepwise.AdaptiveResult):
   """An `AdaptiveResult` with the lineage of population-based training.
 
-  Attributes (beyond `AdaptiveResult`'s; ``hparams`` and ``metrics`` are the
-  final round's):
+  Its ``hparams`` and ``metrics`` are the final round's. The attributes
+  below come in addition to `AdaptiveResult`'s.
+
+  Attributes:
     parents: [R, P] int: ``parents[r, i]`` is the member whose state and
       hyperparameters member ``i`` took at the start of round ``r`` (itself
       when it was not replaced; round 0 is the identity).

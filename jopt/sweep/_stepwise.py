@@ -68,16 +68,17 @@ class AdaptiveResult(_result.SweepResult):
   ``metrics`` each trial's last reported metrics; `best` and `top_k` rank by
   the search's ``metric`` and ``mode`` unless told otherwise, and only the
   trials trained to the end (``final_trials``) unless
-  ``full_budget=False``.
+  ``full_budget=False``. The attributes below come in addition to
+  `SweepResult`'s.
 
-  Attributes (beyond `SweepResult`'s):
+  Attributes:
     metric: the metric the search ranked by.
     mode: ``"min"`` or ``"max"``.
     segments_run: [N] int: segments each trial was trained for.
     steps_per_segment: steps in one segment (for `member_steps`).
     wall_time: seconds the search took.
     history: per-strategy record (rungs, segment calls...).
-    final_trials: indices of the trials trained to the end, and
+    final_trials: indices of the trials trained to the end.
     final_state: their states, stacked along the leading axis (None when
       not kept).
 
