@@ -4,7 +4,6 @@ Build with ``sphinx-build -W -b html docs docs/_build/html`` from the
 repository root, after ``pip install -e ".[docs]"``.
 """
 
-import os
 import pathlib
 import shutil
 import sys
