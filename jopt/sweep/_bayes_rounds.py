@@ -21,10 +21,13 @@ from jopt.sweep import _executor, _loop, _population, _result, _space, _stepwise
 class OptunaResult(_result.SweepResult):
   """A `SweepResult` of `optuna_search`, with the study and round of trials.
 
-  Attributes (beyond `SweepResult`'s):
+  The attributes below come in addition to `SweepResult`'s.
+
+  Attributes:
     study: the ``optuna.Study`` every trial was told to.
     rounds: [N] int: the round in which each trial was asked.
-    metric, mode: what the search optimized.
+    metric: the metric the search optimized.
+    mode: ``"min"`` or ``"max"``.
     segments_run: [N] int: segments each trial was trained for (the
       stepwise form; None for a one-call ``train_fn``).
     pruned_at: [N] int: the step (segment index) at which the study's
