@@ -118,7 +118,7 @@ def _passed(dist, value):
   return np.float32(value)
 
 
-class _Optuna:
+class _Optuna(_loop.Strategy):
   """Batched ask/train/tell as a strategy: one step is one round.
 
   The study (with its sampler's random state) is part of the saved state,

@@ -38,7 +38,7 @@ def rung_budgets(eta: int, min_segments: int, max_segments: int) -> list[int]:
   return budgets
 
 
-class _Halving:
+class _Halving(_loop.Strategy):
   """Brackets of successive halving as a strategy: one step is one rung."""
 
   def __init__(self, pop, ex, key, space, hparams, brackets, *, eta, metric,

@@ -12,10 +12,11 @@ and placed back on the devices when resumed.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import numpy as np
@@ -40,36 +41,57 @@ class SearchState:
   ndev: int = 1
 
 
-class Strategy(Protocol):
-  """How one search chooses what to train next."""
+class Strategy(abc.ABC):
+  """How one search chooses what to train next; `iterate` drives it.
 
-  def init(self) -> SearchState: ...
+  A strategy implements the abstract hooks; `iterate` owns checkpoints,
+  progress and the clock. Before `init`, `iterate` sets ``progress`` (a
+  `Progress`) for the strategy to count its member-segments on.
+  """
 
-  def step(self, state: SearchState) -> SearchState: ...
+  progress: Progress
 
-  def terminate(self, state: SearchState) -> bool: ...
+  @abc.abstractmethod
+  def init(self) -> SearchState:
+    """The state before the first step (a fresh search)."""
 
-  def postprocess(self, state: SearchState) -> Any: ...
+  @abc.abstractmethod
+  def step(self, state: SearchState) -> SearchState:
+    """Trains what the search chose next; the state after it."""
 
+  @abc.abstractmethod
+  def terminate(self, state: SearchState) -> bool:
+    """Whether the search is done."""
+
+  @abc.abstractmethod
+  def postprocess(self, state: SearchState) -> Any:
+    """The search's result, from its final state."""
+
+  @abc.abstractmethod
+  def work(self, state: SearchState) -> int:
+    """Units of progress done by ``state`` (member-segments)."""
+
+  @abc.abstractmethod
   def device_template(self, state: SearchState) -> Any:
     """The structure of a saved ``state.device`` (leaves may be anything).
 
     Called only when the saved state had a device part.
     """
-    ...
-
-  def work(self, state: SearchState) -> int:
-    """Units of progress done by ``state`` (member-segments)."""
-    ...
 
   def relayout(self, state: SearchState, tree: Any) -> tuple[Any, int]:
     """A saved device state (host arrays) -> ``(tree, ndev)`` for this run.
 
     A search may resume on other devices than it was saved on, and its
-    rows are laid out per device count. Strategies with a device state
-    implement it (`packed_relayout` for trials packed at the front).
+    rows are laid out per device count: a strategy with a device state
+    overrides this (`packed_relayout` for trials packed at the front). By
+    default the rows stay as saved.
     """
-    ...
+    return tree, state.ndev
+
+  def restore(self, state: SearchState) -> None:
+    """Rebuilds host objects the strategy keeps itself (a study) after a
+    resumed ``state`` is loaded. By default there are none."""
+    del state
 
 
 def packed_relayout(ex: _executor.Executor, n: int, tree: Any,
@@ -158,12 +180,9 @@ def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
       raise ValueError(f"the state in {ckpt.directory!r} does not fit this "
                        f"search's training state; use a new checkpoint_dir.")
     tree = jax.tree.unflatten(treedef, leaves)
-    if hasattr(strategy, "relayout"):
-      tree, state.ndev = strategy.relayout(state, tree)
+    tree, state.ndev = strategy.relayout(state, tree)
     state.device = ex.put(tree, state.ndev)
-  restore = getattr(strategy, "restore", None)
-  if restore is not None:  # host objects a strategy keeps itself (a study)
-    restore(state)
+  strategy.restore(state)
   return state
 
 

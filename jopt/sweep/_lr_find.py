@@ -153,7 +153,7 @@ def _fixed_trial(init, segment, num_steps, metric, smoothing,
   return one_run
 
 
-class _LRFind:
+class _LRFind(_loop.Strategy):
   """The range test as a one-step strategy (checkpointed when done)."""
 
   def __init__(self, ex, key, one, lrs, num_seeds, num_rates, smoothing,

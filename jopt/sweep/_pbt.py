@@ -198,7 +198,7 @@ def _take_rows(state, parent, *, sharding):
       jnp.take(x, parent, axis=0), sharding), state)
 
 
-class _PBT:
+class _PBT(_loop.Strategy):
   """Population-based training as a strategy: one step is one round."""
 
   def __init__(self, pop, ex, key, space, hparams, pool, *, population,

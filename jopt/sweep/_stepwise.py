@@ -244,7 +244,7 @@ def _fit_chunk(pop, ex, hparams, key, n, masked):
     chunk = max(unit, min(smaller, chunk - unit))
 
 
-class _RunStepwise:
+class _RunStepwise(_loop.Strategy):
   """`run_stepwise` as a strategy: one step is one segment of one chunk."""
 
   def __init__(self, pop, ex, key, space, hparams, *, chunk, num_segments,
