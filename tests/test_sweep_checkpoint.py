@@ -177,3 +177,19 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
   fresh = sweep.SweepResult.load(tmp_path / "fresh.npz")
   _assert_same(resumed, fresh)
   assert resumed.num_compiles == 1 and len(resumed) == 16
+
+
+def _reserved_names_fn(hparams, key):
+  loss = hparams["lr"] + 0 * jax.random.uniform(key)
+  return {"__indices__": loss, "__dtypes__": 2 * loss, "__meta__": 3 * loss,
+          "indices": 4 * loss, "m0": 5 * loss}
+
+
+def test_any_metric_name_round_trips_through_chunk_files(tmp_path):
+  first = _run(tmp_path, fn=_reserved_names_fn)
+  again = _run(tmp_path, fn=_reserved_names_fn)
+  assert again.num_compiles == 0
+  assert sorted(again.metrics) == sorted(first.metrics)
+  _assert_same(first, again)
+  np.testing.assert_allclose(again.metrics["m0"],
+                             5 * again.metrics["__indices__"], rtol=1e-6)

@@ -26,7 +26,9 @@ import numpy as np
 from jopt.sweep import _common
 
 _MANIFEST = "manifest.json"
-_VERSION = 3  # 3: files carry the digest and their trial indices
+# 3: files carry the digest and their trial indices; 4: metrics are stored
+# under positional keys (any metric name, "__meta__" included, is safe).
+_VERSION = 4
 
 
 def function_identity(fn: Callable[..., Any]) -> str:
@@ -148,10 +150,13 @@ class Checkpoint:
       return
     indices = np.asarray(indices, np.int64)
     name = f"trials-{group:04d}-{int(indices[0]):07d}-{len(indices):06d}.npz"
+    # Metrics go under positional keys, their names in the meta, so no
+    # metric name can collide with the file's own entries.
     meta = {"digest": self.digest, "group": group,
             "metrics": list(metrics)}
     write_npz(os.path.join(self.directory, name), meta,
-              {"__indices__": indices, **metrics})
+              {"indices": indices,
+               **{f"m{i}": v for i, v in enumerate(metrics.values())}})
 
   def load_trials(self, group: int, members: np.ndarray
                   ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
@@ -171,12 +176,14 @@ class Checkpoint:
       path = os.path.join(self.directory, name)
       meta, arrays = read_npz(path)
       self._check(path, meta)
-      indices = arrays.pop("__indices__", None)
+      indices = arrays.pop("indices", None)
+      names = meta.get("metrics", [])
       if (meta.get("group") != group or indices is None
-          or sorted(arrays) != sorted(meta.get("metrics", []))
+          or sorted(arrays) != sorted(f"m{i}" for i in range(len(names)))
           or any(len(v) != len(indices) for v in arrays.values())):
         raise ValueError(f"{path} is inconsistent (group, trial indices or "
                          f"metrics do not match); delete it to recompute.")
+      arrays = {name: arrays[f"m{i}"] for i, name in enumerate(names)}
       ids = indices.tolist()
       if not set(ids) <= allowed or seen & set(ids) or len(set(ids)) != len(
           ids):
