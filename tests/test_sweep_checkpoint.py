@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _quadratic_search import quad_init, quad_segment
 
+import jopt
 from jopt import sweep
 from jopt.sweep import _checkpoint
 
@@ -193,3 +195,24 @@ def test_any_metric_name_round_trips_through_chunk_files(tmp_path):
   _assert_same(first, again)
   np.testing.assert_allclose(again.metrics["m0"],
                              5 * again.metrics["__indices__"], rtol=1e-6)
+
+
+def _stepwise(tmp_path, **kw):
+  kw.setdefault("early_stopping", 2)
+  return sweep.run_stepwise(
+      quad_init, quad_segment, {"lr": sweep.choice([0.0, 0.5, 1.0, 1.5])},
+      num_segments=8, key=KEY, metric="loss", strategy="grid", lanes=2,
+      checkpoint_dir=str(tmp_path / "ckpt"), **kw)
+
+
+def test_early_stopping_rule_resumes_with_a_new_rule_object(tmp_path):
+  # A rule made again (as a new process makes it) has new functions, at
+  # new addresses: the fingerprint holds what it computes, not its repr.
+  first = _stepwise(tmp_path, early_stopping=jopt.early_stopping(2))
+  with open(tmp_path / "ckpt" / "manifest.json") as f:
+    assert " at 0x" not in f.read()
+  again = _stepwise(tmp_path, early_stopping=jopt.early_stopping(2))
+  assert again.num_compiles == 0  # the search was finished: nothing ran
+  _assert_same(first, again)
+  with pytest.raises(ValueError, match="early_stopping"):
+    _stepwise(tmp_path, early_stopping=jopt.early_stopping(3))

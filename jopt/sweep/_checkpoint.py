@@ -21,6 +21,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import _common
@@ -64,6 +66,24 @@ def space_identity(space: Mapping[str, Any]) -> str:
     else:
       parts.append(f"{name!r}: {dist!r}")
   return "{" + ", ".join(parts) + "}"
+
+
+def rule_identity(rule: Any) -> str:
+  """A stopping rule (``init()``, ``update(state, value)``) as stable text.
+
+  A number or None is its repr; a rule object is its type and a hash of its
+  lowered programs, which hold the values it closes over (a patience, a
+  margin), so the text is the same in every process and differs between
+  rules that stop differently (a repr would hold function addresses).
+  """
+  if rule is None or isinstance(rule, (bool, int, float, np.generic)):
+    return repr(rule.item() if isinstance(rule, np.generic) else rule)
+  init = jax.jit(rule.init).lower()
+  update = jax.jit(rule.update).lower(
+      init.out_info, jax.ShapeDtypeStruct((), jnp.float32))
+  text = init.as_text(debug_info=False) + update.as_text(debug_info=False)
+  return (f"{type(rule).__module__}.{type(rule).__qualname__}:"
+          f"{hashlib.sha256(text.encode()).hexdigest()[:16]}")
 
 
 def fingerprint(**fields: Any) -> dict[str, str]:

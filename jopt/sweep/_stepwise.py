@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _plateau
-from jopt.sweep import _common, _executor, _loop, _result, _space
+from jopt.sweep import (_checkpoint, _common, _executor, _loop, _result,
+                        _space)
 from jopt.sweep._population import (
   InitFn,
   SegmentFn,
@@ -397,7 +398,7 @@ def run_stepwise(
       program=program_digest(pop, hparams, key_spec) if checkpoint_dir
       else "", strategy=strategy, num_trials=n, grid_points=grid_points,
       num_segments=num_segments, metric=metric, mode=mode,
-      early_stopping=repr(early_stopping), chunk=chunk)
+      early_stopping=_checkpoint.rule_identity(early_stopping), chunk=chunk)
   result, wall = _loop.iterate(strategy_obj, ex, checkpoint=ckpt,
                                progress=progress, total=n * num_segments,
                                desc="jopt.sweep.run_stepwise")
