@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _plateau
-from jopt.sweep import (_checkpoint, _common, _executor, _loop, _result,
-                        _space)
+from jopt.sweep import _checkpoint, _common, _executor, _loop, _result, _space
 from jopt.sweep._population import (
   InitFn,
   SegmentFn,
