@@ -216,3 +216,47 @@ def test_early_stopping_rule_resumes_with_a_new_rule_object(tmp_path):
   _assert_same(first, again)
   with pytest.raises(ValueError, match="early_stopping"):
     _stepwise(tmp_path, early_stopping=jopt.early_stopping(3))
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def _interrupt_after(monkeypatch, saves):
+  """Makes a stepwise search stop (as if killed) after ``saves`` saves."""
+  from jopt.sweep import _loop
+
+  original, count = _loop.save, [0]
+
+  def save(*args):
+    original(*args)
+    count[0] += 1
+    if count[0] == saves:
+      raise _Interrupted
+
+  monkeypatch.setattr(_loop, "save", save)
+  return lambda: monkeypatch.setattr(_loop, "save", original)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_memory_fitted_chunks_resume_on_another_device_count(
+    tmp_path, monkeypatch):
+  # A budget of one byte fits one group of lanes per device: a chunk of 8
+  # trials on 4 devices, of 4 on 2. The search saved mid-chunk on 4
+  # devices resumes on 2 to the uninterrupted result.
+  monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
+  kw = dict(num_segments=3, key=KEY, metric="loss", num_trials=16,
+            lanes=2, early_stopping=2)
+  space = {"lr": sweep.log_uniform(0.01, 1.5)}
+  reference = sweep.run_stepwise(quad_init, quad_segment, space, **kw)
+  restore = _interrupt_after(monkeypatch, 2)
+  with pytest.raises(_Interrupted):
+    sweep.run_stepwise(quad_init, quad_segment, space, **kw,
+                       devices=jax.devices()[:4],
+                       checkpoint_dir=str(tmp_path / "ckpt"))
+  restore()
+  resumed = sweep.run_stepwise(quad_init, quad_segment, space, **kw,
+                               devices=jax.devices()[:2],
+                               checkpoint_dir=str(tmp_path / "ckpt"))
+  _assert_same(reference, resumed)
+  np.testing.assert_array_equal(reference.segments_run, resumed.segments_run)

@@ -189,25 +189,30 @@ class _RunStepwise:
     self.hparams = hparams
     self.n = len(next(iter(hparams.values())))
     self.chunk = chunk
-    self.num_chunks = -(-self.n // chunk)
     self.num_segments = num_segments
     self.metric, self.mode = metric, mode
     self.stopper = stopper
     self.steps_per_segment = steps_per_segment
 
-  def _indices(self, c):
-    return np.arange(c * self.chunk, min((c + 1) * self.chunk, self.n))
+  def _indices(self, h):
+    """The trials of the chunk in training (``h["end"]`` set as it starts).
+
+    A chunk's bounds are saved with it, so a search resumed with another
+    chunk size (another memory fit, other devices) finishes the chunk it
+    saved and then cuts its own: results do not depend on chunking.
+    """
+    return np.arange(h["start"], h["end"])
 
   def init(self):
     return _loop.SearchState(0, {
-        "chunk": 0, "segment": 0, "calls": 0, "curves": {},
+        "start": 0, "end": 0, "segment": 0, "calls": 0, "curves": {},
         "segments_run": np.zeros(self.n, np.int64)})
 
   def work(self, state):
     return int(np.sum(state.host["segments_run"]))
 
   def terminate(self, state):
-    return state.host["chunk"] >= self.num_chunks
+    return state.host["start"] >= self.n
 
   def device_template(self, state):
     template = {"state": self.pop.state_template(self.hparams, self.key),
@@ -217,7 +222,7 @@ class _RunStepwise:
     return template
 
   def relayout(self, state, tree):
-    n = len(self._indices(state.host["chunk"]))
+    n = len(self._indices(state.host))
     return _loop.packed_relayout(self.ex, n, tree, state.ndev)
 
   def _stop_program(self):
@@ -232,8 +237,10 @@ class _RunStepwise:
 
   def step(self, state):
     h = dict(state.host)
-    idx = self._indices(h["chunk"])
     device, ndev = state.device, state.ndev
+    if device is None:
+      h["end"] = min(h["start"] + self.chunk, self.n)
+    idx = self._indices(h)
     if device is None:
       pstate, hp, ndev = self.pop.init(
           self.ex, {k: v[idx] for k, v in self.hparams.items()}, self.key, idx)
@@ -280,7 +287,7 @@ class _RunStepwise:
       for c in curves.values():  # a chunk that stopped early holds its values
         c[idx[:, None], np.arange(s + 1, self.num_segments)] = c[idx, s][
             :, None]
-      h.update(chunk=h["chunk"] + 1, segment=0)
+      h.update(start=h["end"], segment=0)
       device = None
     return _loop.SearchState(state.step + 1, h, device, ndev)
 
@@ -345,7 +352,8 @@ def run_stepwise(
     steps_per_segment: steps in a segment, for the member-step count.
     checkpoint_dir: a folder where the search state is saved after every
       segment; the same call resumes from it to the same result, bit for
-      bit, and a folder of another search is refused.
+      bit (with any ``max_parallel``, on any devices), and a folder of
+      another search is refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard trials over; default ``jax.devices()``.
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
@@ -397,7 +405,7 @@ def run_stepwise(
       program=program_digest(pop, hparams, key_spec) if checkpoint_dir
       else "", strategy=strategy, num_trials=n, grid_points=grid_points,
       num_segments=num_segments, metric=metric, mode=mode,
-      early_stopping=_checkpoint.rule_identity(early_stopping), chunk=chunk)
+      early_stopping=_checkpoint.rule_identity(early_stopping))
   result, wall = _loop.iterate(strategy_obj, ex, checkpoint=ckpt,
                                progress=progress, total=n * num_segments,
                                desc="jopt.sweep.run_stepwise")
