@@ -128,32 +128,68 @@ class Checkpoint:
     self.fields = dict(fields)
     self.digest = hashlib.sha256(json.dumps(
         [_VERSION, self.fields], sort_keys=True).encode()).hexdigest()[:24]
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, _MANIFEST)
-    if os.path.exists(path):
+    data = json.dumps({"version": _VERSION, "fingerprint": self.fields,
+                       "digest": self.digest}, indent=1,
+                      sort_keys=True).encode()
+
+    def check_or_write():
+      os.makedirs(directory, exist_ok=True)
+      if os.path.exists(path):
+        self._check_manifest(path)
+      elif self.writer:
+        with _common.atomic_write(path) as f:
+          f.write(data)
+
+    self._everywhere(check_or_write, writer_only=False)
+
+  def _check_manifest(self, path: str) -> None:
+    try:
+      with open(path) as f:
+        manifest = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{path} is not a readable manifest ({e}); delete "
+                       f"the folder or use a new checkpoint_dir.") from e
+    stored, fields = manifest.get("fingerprint", {}), self.fields
+    diff = sorted(k for k in set(stored) | set(fields)
+                  if stored.get(k) != fields.get(k))
+    if diff or manifest.get("version") != _VERSION:
+      details = "; ".join(
+          f"{k}: checkpoint has {stored.get(k)!r}, this call has "
+          f"{fields.get(k)!r}" for k in diff)
+      raise ValueError(
+          f"checkpoint_dir {self.directory!r} holds a search made for a "
+          f"different call ({details or 'format version'}). Use a new "
+          f"checkpoint_dir or delete this one.")
+
+  def _everywhere(self, action: Callable[[], None], *,
+                  writer_only: bool = True) -> None:
+    """Runs ``action`` (in the writer only); if it fails anywhere, all raise.
+
+    On a cluster every process learns whether any process failed (one
+    tiny collective per write), so a failed write (a full disk, a
+    read-only folder) stops every process instead of leaving the others
+    waiting in the next collective.
+    """
+    error = None
+    if self.writer or not writer_only:
       try:
-        with open(path) as f:
-          manifest = json.load(f)
-      except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable manifest ({e}); delete "
-                         f"the folder or use a new checkpoint_dir.") from e
-      stored = manifest.get("fingerprint", {})
-      diff = sorted(k for k in set(stored) | set(fields)
-                    if stored.get(k) != fields.get(k))
-      if diff or manifest.get("version") != _VERSION:
-        details = "; ".join(
-            f"{k}: checkpoint has {stored.get(k)!r}, this call has "
-            f"{fields.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"checkpoint_dir {directory!r} holds a search made for a "
-            f"different call ({details or 'format version'}). Use a new "
-            f"checkpoint_dir or delete this one.")
-    elif self.writer:
-      data = json.dumps({"version": _VERSION, "fingerprint": self.fields,
-                         "digest": self.digest}, indent=1,
-                        sort_keys=True).encode()
-      with _common.atomic_write(path) as f:
-        f.write(data)
+        action()
+      except Exception as e:  # noqa: BLE001  (re-raised below)
+        error = e
+    failed = error is not None
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      failed = bool(np.any(multihost_utils.process_allgather(
+          np.int32(failed))))
+    if error is not None:
+      raise error
+    if failed:
+      raise RuntimeError(
+          f"another process of the cluster failed to write or read "
+          f"checkpoint_dir {self.directory!r} (its error says why); every "
+          f"process stops.")
 
   def _check(self, path: str, meta: Mapping[str, Any]) -> None:
     if meta.get("digest") != self.digest:
@@ -166,17 +202,16 @@ class Checkpoint:
 
   def save_trials(self, group: int, indices: np.ndarray,
                   metrics: Mapping[str, np.ndarray]) -> None:
-    if not self.writer:
-      return
     indices = np.asarray(indices, np.int64)
     name = f"trials-{group:04d}-{int(indices[0]):07d}-{len(indices):06d}.npz"
     # Metrics go under positional keys, their names in the meta, so no
     # metric name can collide with the file's own entries.
     meta = {"digest": self.digest, "group": group,
             "metrics": list(metrics)}
-    write_npz(os.path.join(self.directory, name), meta,
-              {"indices": indices,
-               **{f"m{i}": v for i, v in enumerate(metrics.values())}})
+    self._everywhere(lambda: write_npz(
+        os.path.join(self.directory, name), meta,
+        {"indices": indices,
+         **{f"m{i}": v for i, v in enumerate(metrics.values())}}))
 
   def load_trials(self, group: int, members: np.ndarray
                   ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
@@ -218,16 +253,18 @@ class Checkpoint:
   def save_state(self, step: int, meta: Mapping[str, Any],
                  arrays: Mapping[str, Any]) -> None:
     """Saves the search state after ``step`` and drops the older ones."""
-    if not self.writer:
-      return
     path = os.path.join(self.directory, f"state-{step:06d}.npz")
-    write_npz(path, {"digest": self.digest, "step": step, **meta}, arrays)
-    for name in os.listdir(self.directory):
-      if name.startswith("state-") and name != os.path.basename(path):
-        try:
-          os.remove(os.path.join(self.directory, name))
-        except FileNotFoundError:
-          pass
+
+    def write():
+      write_npz(path, {"digest": self.digest, "step": step, **meta}, arrays)
+      for name in os.listdir(self.directory):
+        if name.startswith("state-") and name != os.path.basename(path):
+          try:
+            os.remove(os.path.join(self.directory, name))
+          except FileNotFoundError:
+            pass
+
+    self._everywhere(write)
 
   def load_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     """The latest saved state ``(meta, arrays)``, or None."""
