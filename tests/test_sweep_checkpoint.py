@@ -260,3 +260,15 @@ def test_memory_fitted_chunks_resume_on_another_device_count(
                                checkpoint_dir=str(tmp_path / "ckpt"))
   _assert_same(reference, resumed)
   np.testing.assert_array_equal(reference.segments_run, resumed.segments_run)
+
+
+def test_overlapping_chunk_files_of_concurrent_runs_are_adopted(tmp_path):
+  # Two runs of one call at once, with other max_parallel, leave chunk
+  # files whose trials overlap; the next call loads them all.
+  first = _run(tmp_path, max_parallel=4)
+  _run(tmp_path / "other", max_parallel=2)
+  for path in glob.glob(str(tmp_path / "other" / "ckpt" / "trials-*.npz")):
+    os.replace(path, tmp_path / "ckpt" / os.path.basename(path))
+  again = _run(tmp_path, max_parallel=8)
+  assert again.num_compiles == 0
+  _assert_same(first, again)

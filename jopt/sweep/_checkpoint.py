@@ -218,8 +218,9 @@ class Checkpoint:
     """Every finished call of ``group``: ``(trial indices, metrics)``.
 
     Each file is checked: it belongs to this search, its trials are members
-    of the group not seen in another file, and every metric has one row per
-    trial.
+    of the group, each once, and every metric has one row per trial. Trials
+    that an earlier file holds too (runs of the same call at once) are
+    taken from the earlier file.
     """
     allowed = set(np.asarray(members).tolist())
     seen: set[int] = set()
@@ -240,12 +241,16 @@ class Checkpoint:
                          f"metrics do not match); delete it to recompute.")
       arrays = {name: arrays[f"m{i}"] for i, name in enumerate(names)}
       ids = indices.tolist()
-      if not set(ids) <= allowed or seen & set(ids) or len(set(ids)) != len(
-          ids):
+      if not set(ids) <= allowed or len(set(ids)) != len(ids):
         raise ValueError(f"{path} holds trials that are not this group's or "
-                         f"that another file holds; delete it to recompute.")
+                         f"holds a trial twice; delete it to recompute.")
+      # Two runs of the same call at once (say with other max_parallel)
+      # leave overlapping files; a trial's numbers do not depend on its
+      # chunk, so the first file that holds it is as good as any.
+      new = np.array([i not in seen for i in ids], bool)
       seen |= set(ids)
-      out.append((indices, arrays))
+      if new.any():
+        out.append((indices[new], {k: v[new] for k, v in arrays.items()}))
     return out
 
   # States of stepwise searches: one file per boundary --------------------
