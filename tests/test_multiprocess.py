@@ -122,3 +122,31 @@ def test_processes_other_than_zero_write_nothing(search, tmp_path,
               population=4, num_rounds=2, key=key, metric="loss",
               checkpoint_dir=str(folder))
   assert os.listdir(folder) == []
+
+
+def test_a_failed_write_in_process_zero_makes_every_process_raise(tmp_path):
+  # Process 0 (the only writer) meets a full disk; without sharing that,
+  # process 1 would wait in the next collective forever.
+  worker = os.path.join(os.path.dirname(__file__), "_cluster_write_failure.py")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  port = str(_free_port())
+  procs = [subprocess.Popen([sys.executable, worker, port, str(i),
+                             str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+           for i in (0, 1)]
+  logs = []
+  try:
+    for p in procs:
+      logs.append(p.communicate(timeout=300)[0])
+  except subprocess.TimeoutExpired:
+    pytest.fail("a process hung after process 0's write failed")
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, log) in enumerate(zip(procs, logs, strict=True)):
+    assert p.returncode == 0, log[-3000:]
+    error = "OSError" if i == 0 else "RuntimeError"
+    for search in ("run", "pbt"):
+      assert f"raised {search} {error}" in log, log[-3000:]

@@ -85,3 +85,14 @@ def test_run_stepwise_keeps_a_diverged_trial_diverged():
   np.testing.assert_array_equal(res.diverged, [False, True])
   assert res.best().index == 0
   np.testing.assert_array_equal(res.metrics["step"], [[1, 2, 3, 4]] * 2)
+
+
+def test_memory_budget_variable_accepts_floats_and_names_itself(monkeypatch):
+  from jopt.sweep import _executor
+
+  monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "2e9")
+  assert _executor.memory_budget(jax.devices()[0]) == 2_000_000_000
+  for bad in ("two GB", "0", "-5", "inf", "nan"):
+    monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", bad)
+    with pytest.raises(ValueError, match="JOPT_SWEEP_MEMORY_BYTES"):
+      _executor.memory_budget(jax.devices()[0])

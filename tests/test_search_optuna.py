@@ -305,3 +305,37 @@ def test_a_pruned_result_saves_and_loads(tmp_path):
   assert back.member_steps == res.member_steps
   assert back.best().index == res.best().index
   assert list(res.to_pandas().columns[-2:]) == ["segments_run", "pruned_at"]
+
+
+def test_a_resumed_search_tells_the_study_it_is_given(tmp_path, monkeypatch):
+  from test_search_contract import _stop_after_saves, assert_same_bits
+
+  optuna = pytest.importorskip("optuna")
+
+  def search(study, **kw):
+    return _quad_search(sampler=None, pruner=None, study=study, **kw)
+
+  def new_study():
+    return optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=4,
+                                           n_warmup_steps=1))
+
+  whole = search(new_study())
+  folder = str(tmp_path / "ckpt")
+  _stop_after_saves(monkeypatch, 2,
+                    lambda: search(new_study(), checkpoint_dir=folder))
+  # A new process resumes with a new study: it receives every trial.
+  study = new_study()
+  resumed = search(study, checkpoint_dir=folder)
+  assert resumed.study is study and len(study.trials) == 12
+  assert_same_bits(whole, resumed)
+  assert ([(t.state, t.params, t.values) for t in study.trials]
+          == [(t.state, t.params, t.values) for t in whole.study.trials])
+  # A study with trials the checkpoint does not hold is refused.
+  other = new_study()
+  other.enqueue_trial({"lr": 0.5})
+  other.optimize(lambda t: t.suggest_float("lr", 1e-3, 2.5, log=True),
+                 n_trials=1)
+  with pytest.raises(ValueError, match="study passed holds trials"):
+    search(other, checkpoint_dir=folder)

@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _quadratic_search import quad_init, quad_segment
 
+import jopt
 from jopt import sweep
 from jopt.sweep import _checkpoint
 
@@ -179,3 +181,97 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
   fresh = sweep.SweepResult.load(tmp_path / "fresh.npz")
   _assert_same(resumed, fresh)
   assert resumed.num_compiles == 1 and len(resumed) == 16
+
+
+def _reserved_names_fn(hparams, key):
+  loss = hparams["lr"] + 0 * jax.random.uniform(key)
+  return {"__indices__": loss, "__dtypes__": 2 * loss, "__meta__": 3 * loss,
+          "indices": 4 * loss, "m0": 5 * loss}
+
+
+def test_any_metric_name_round_trips_through_chunk_files(tmp_path):
+  first = _run(tmp_path, fn=_reserved_names_fn)
+  again = _run(tmp_path, fn=_reserved_names_fn)
+  assert again.num_compiles == 0
+  assert sorted(again.metrics) == sorted(first.metrics)
+  _assert_same(first, again)
+  np.testing.assert_allclose(again.metrics["m0"],
+                             5 * again.metrics["__indices__"], rtol=1e-6)
+
+
+def _stepwise(tmp_path, **kw):
+  kw.setdefault("early_stopping", 2)
+  return sweep.run_stepwise(
+      quad_init, quad_segment, {"lr": sweep.choice([0.0, 0.5, 1.0, 1.5])},
+      num_segments=8, key=KEY, metric="loss", strategy="grid", lanes=2,
+      checkpoint_dir=str(tmp_path / "ckpt"), **kw)
+
+
+def test_early_stopping_rule_resumes_with_a_new_rule_object(tmp_path):
+  # A rule made again (as a new process makes it) has new functions, at
+  # new addresses: the fingerprint holds what it computes, not its repr.
+  first = _stepwise(tmp_path, early_stopping=jopt.early_stopping(2))
+  with open(tmp_path / "ckpt" / "manifest.json") as f:
+    assert " at 0x" not in f.read()
+  again = _stepwise(tmp_path, early_stopping=jopt.early_stopping(2))
+  assert again.num_compiles == 0  # the search was finished: nothing ran
+  _assert_same(first, again)
+  with pytest.raises(ValueError, match="early_stopping"):
+    _stepwise(tmp_path, early_stopping=jopt.early_stopping(3))
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def _interrupt_after(monkeypatch, saves):
+  """Makes a stepwise search stop (as if killed) after ``saves`` saves."""
+  from jopt.sweep import _loop
+
+  original, count = _loop.save, [0]
+
+  def save(*args):
+    original(*args)
+    count[0] += 1
+    if count[0] == saves:
+      raise _Interrupted
+
+  monkeypatch.setattr(_loop, "save", save)
+  return lambda: monkeypatch.setattr(_loop, "save", original)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::jopt.sweep.MemoryBudgetWarning")
+def test_memory_fitted_chunks_resume_on_another_device_count(
+    tmp_path, monkeypatch):
+  # A budget of one byte fits one group of lanes per device: a chunk of 8
+  # trials on 4 devices, of 4 on 2. The search saved mid-chunk on 4
+  # devices resumes on 2 to the uninterrupted result.
+  monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
+  kw = dict(num_segments=3, key=KEY, metric="loss", num_trials=16,
+            lanes=2, early_stopping=2)
+  space = {"lr": sweep.log_uniform(0.01, 1.5)}
+  reference = sweep.run_stepwise(quad_init, quad_segment, space, **kw)
+  restore = _interrupt_after(monkeypatch, 2)
+  with pytest.raises(_Interrupted):
+    sweep.run_stepwise(quad_init, quad_segment, space, **kw,
+                       devices=jax.devices()[:4],
+                       checkpoint_dir=str(tmp_path / "ckpt"))
+  restore()
+  resumed = sweep.run_stepwise(quad_init, quad_segment, space, **kw,
+                               devices=jax.devices()[:2],
+                               checkpoint_dir=str(tmp_path / "ckpt"))
+  _assert_same(reference, resumed)
+  np.testing.assert_array_equal(reference.segments_run, resumed.segments_run)
+
+
+def test_overlapping_chunk_files_of_concurrent_runs_are_adopted(tmp_path):
+  # Two runs of one call at once, with other max_parallel, leave chunk
+  # files whose trials overlap; the next call loads them all.
+  first = _run(tmp_path, max_parallel=4)
+  _run(tmp_path / "other", max_parallel=2)
+  for path in glob.glob(str(tmp_path / "other" / "ckpt" / "trials-*.npz")):
+    os.replace(path, tmp_path / "ckpt" / os.path.basename(path))
+  again = _run(tmp_path, max_parallel=8)
+  assert again.num_compiles == 0
+  _assert_same(first, again)

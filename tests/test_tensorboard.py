@@ -7,6 +7,7 @@ metrics and their curves.
 """
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -270,3 +271,12 @@ def test_a_failed_write_leaves_nothing_where_tensorboard_looks(tmp_path,
   names = {p.name for p in (tmp_path / "tb").iterdir()}
   assert {r.rsplit("/", 1)[-1] for r in runs} <= names
   assert all(n.startswith("trial_") or n.startswith("events") for n in names)
+
+
+def test_writes_through_a_symlinked_logdir(result, tmp_path):
+  (tmp_path / "real").mkdir()
+  os.symlink(tmp_path / "real", tmp_path / "link")
+  runs = result.to_tensorboard(tmp_path / "link")
+  assert os.path.islink(tmp_path / "link")
+  assert runs and all(
+      os.path.isdir(tmp_path / "real" / os.path.basename(r)) for r in runs)

@@ -160,6 +160,9 @@ def optuna_search(
     checkpoint_dir: a folder where the study and every trial so far are
       saved after each round; the same call resumes from it to the same
       result, bit for bit (the study is pickled, so it must be in-memory).
+      The study of the resumed call (``study`` or a new one) receives the
+      saved trials and the saved sampler, then every new trial; a study
+      holding trials the checkpoint does not is refused.
     progress: show a progress bar (trials; stepwise: member-segments).
     devices: devices to shard a batch over; default ``jax.devices()``.
     lanes: trials computed side by side per device (see `jopt.sweep.run`).

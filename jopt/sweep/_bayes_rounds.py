@@ -204,11 +204,31 @@ class _Optuna(_loop.Strategy):
     return _loop.SearchState(state.step + 1, host)
 
   def restore(self, state):
-    """Adopts the study saved with a resumed state."""
-    if "study" in state.host:
-      import pickle
+    """Continues the study of this call from the one saved with ``state``.
 
-      self.study = pickle.loads(state.host["study"].tobytes())
+    The saved trials this call's study lacks are added to it, and it takes
+    the saved sampler (with its random state), so the study the caller
+    holds receives every trial and asks what the uninterrupted search
+    asked. A study holding trials the saved one does not is refused.
+    """
+    if "study" not in state.host:
+      return
+    import pickle
+
+    saved = pickle.loads(state.host["study"].tobytes())
+    mine = self.study.get_trials(deepcopy=False)
+    theirs = saved.get_trials(deepcopy=False)
+    if len(mine) > len(theirs) or any(
+        (a.number, a.state, a.params, a.values)
+        != (b.number, b.state, b.params, b.values)
+        for a, b in zip(mine, theirs, strict=False)):
+      raise ValueError(
+          f"the study passed holds trials that the study saved in the "
+          f"checkpoint does not ({len(mine)} trials, the checkpoint's "
+          f"{len(theirs)}); resume with the study the search started with "
+          f"(or a new one), or use a new checkpoint_dir.")
+    self.study.add_trials(theirs[len(mine):])
+    self.study.sampler = saved.sampler
 
   def postprocess(self, state):
     h = state.host

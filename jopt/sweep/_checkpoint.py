@@ -21,12 +21,16 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import _common
 
 _MANIFEST = "manifest.json"
-_VERSION = 3  # 3: files carry the digest and their trial indices
+# 3: files carry the digest and their trial indices; 4: metrics are stored
+# under positional keys (any metric name, "__meta__" included, is safe).
+_VERSION = 4
 
 
 def function_identity(fn: Callable[..., Any]) -> str:
@@ -62,6 +66,24 @@ def space_identity(space: Mapping[str, Any]) -> str:
     else:
       parts.append(f"{name!r}: {dist!r}")
   return "{" + ", ".join(parts) + "}"
+
+
+def rule_identity(rule: Any) -> str:
+  """A stopping rule (``init()``, ``update(state, value)``) as stable text.
+
+  A number or None is its repr; a rule object is its type and a hash of its
+  lowered programs, which hold the values it closes over (a patience, a
+  margin), so the text is the same in every process and differs between
+  rules that stop differently (a repr would hold function addresses).
+  """
+  if rule is None or isinstance(rule, (bool, int, float, np.generic)):
+    return repr(rule.item() if isinstance(rule, np.generic) else rule)
+  init = jax.jit(rule.init).lower()
+  update = jax.jit(rule.update).lower(
+      init.out_info, jax.ShapeDtypeStruct((), jnp.float32))
+  text = init.as_text(debug_info=False) + update.as_text(debug_info=False)
+  return (f"{type(rule).__module__}.{type(rule).__qualname__}:"
+          f"{hashlib.sha256(text.encode()).hexdigest()[:16]}")
 
 
 def fingerprint(**fields: Any) -> dict[str, str]:
@@ -106,32 +128,68 @@ class Checkpoint:
     self.fields = dict(fields)
     self.digest = hashlib.sha256(json.dumps(
         [_VERSION, self.fields], sort_keys=True).encode()).hexdigest()[:24]
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, _MANIFEST)
-    if os.path.exists(path):
+    data = json.dumps({"version": _VERSION, "fingerprint": self.fields,
+                       "digest": self.digest}, indent=1,
+                      sort_keys=True).encode()
+
+    def check_or_write():
+      os.makedirs(directory, exist_ok=True)
+      if os.path.exists(path):
+        self._check_manifest(path)
+      elif self.writer:
+        with _common.atomic_write(path) as f:
+          f.write(data)
+
+    self._everywhere(check_or_write, writer_only=False)
+
+  def _check_manifest(self, path: str) -> None:
+    try:
+      with open(path) as f:
+        manifest = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{path} is not a readable manifest ({e}); delete "
+                       f"the folder or use a new checkpoint_dir.") from e
+    stored, fields = manifest.get("fingerprint", {}), self.fields
+    diff = sorted(k for k in set(stored) | set(fields)
+                  if stored.get(k) != fields.get(k))
+    if diff or manifest.get("version") != _VERSION:
+      details = "; ".join(
+          f"{k}: checkpoint has {stored.get(k)!r}, this call has "
+          f"{fields.get(k)!r}" for k in diff)
+      raise ValueError(
+          f"checkpoint_dir {self.directory!r} holds a search made for a "
+          f"different call ({details or 'format version'}). Use a new "
+          f"checkpoint_dir or delete this one.")
+
+  def _everywhere(self, action: Callable[[], None], *,
+                  writer_only: bool = True) -> None:
+    """Runs ``action`` (in the writer only); if it fails anywhere, all raise.
+
+    On a cluster every process learns whether any process failed (one
+    tiny collective per write), so a failed write (a full disk, a
+    read-only folder) stops every process instead of leaving the others
+    waiting in the next collective.
+    """
+    error = None
+    if self.writer or not writer_only:
       try:
-        with open(path) as f:
-          manifest = json.load(f)
-      except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable manifest ({e}); delete "
-                         f"the folder or use a new checkpoint_dir.") from e
-      stored = manifest.get("fingerprint", {})
-      diff = sorted(k for k in set(stored) | set(fields)
-                    if stored.get(k) != fields.get(k))
-      if diff or manifest.get("version") != _VERSION:
-        details = "; ".join(
-            f"{k}: checkpoint has {stored.get(k)!r}, this call has "
-            f"{fields.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"checkpoint_dir {directory!r} holds a search made for a "
-            f"different call ({details or 'format version'}). Use a new "
-            f"checkpoint_dir or delete this one.")
-    elif self.writer:
-      data = json.dumps({"version": _VERSION, "fingerprint": self.fields,
-                         "digest": self.digest}, indent=1,
-                        sort_keys=True).encode()
-      with _common.atomic_write(path) as f:
-        f.write(data)
+        action()
+      except Exception as e:  # noqa: BLE001  (re-raised below)
+        error = e
+    failed = error is not None
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      failed = bool(np.any(multihost_utils.process_allgather(
+          np.int32(failed))))
+    if error is not None:
+      raise error
+    if failed:
+      raise RuntimeError(
+          f"another process of the cluster failed to write or read "
+          f"checkpoint_dir {self.directory!r} (its error says why); every "
+          f"process stops.")
 
   def _check(self, path: str, meta: Mapping[str, Any]) -> None:
     if meta.get("digest") != self.digest:
@@ -144,22 +202,25 @@ class Checkpoint:
 
   def save_trials(self, group: int, indices: np.ndarray,
                   metrics: Mapping[str, np.ndarray]) -> None:
-    if not self.writer:
-      return
     indices = np.asarray(indices, np.int64)
     name = f"trials-{group:04d}-{int(indices[0]):07d}-{len(indices):06d}.npz"
+    # Metrics go under positional keys, their names in the meta, so no
+    # metric name can collide with the file's own entries.
     meta = {"digest": self.digest, "group": group,
             "metrics": list(metrics)}
-    write_npz(os.path.join(self.directory, name), meta,
-              {"__indices__": indices, **metrics})
+    self._everywhere(lambda: write_npz(
+        os.path.join(self.directory, name), meta,
+        {"indices": indices,
+         **{f"m{i}": v for i, v in enumerate(metrics.values())}}))
 
   def load_trials(self, group: int, members: np.ndarray
                   ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Every finished call of ``group``: ``(trial indices, metrics)``.
 
     Each file is checked: it belongs to this search, its trials are members
-    of the group not seen in another file, and every metric has one row per
-    trial.
+    of the group, each once, and every metric has one row per trial. Trials
+    that an earlier file holds too (runs of the same call at once) are
+    taken from the earlier file.
     """
     allowed = set(np.asarray(members).tolist())
     seen: set[int] = set()
@@ -171,19 +232,25 @@ class Checkpoint:
       path = os.path.join(self.directory, name)
       meta, arrays = read_npz(path)
       self._check(path, meta)
-      indices = arrays.pop("__indices__", None)
+      indices = arrays.pop("indices", None)
+      names = meta.get("metrics", [])
       if (meta.get("group") != group or indices is None
-          or sorted(arrays) != sorted(meta.get("metrics", []))
+          or sorted(arrays) != sorted(f"m{i}" for i in range(len(names)))
           or any(len(v) != len(indices) for v in arrays.values())):
         raise ValueError(f"{path} is inconsistent (group, trial indices or "
                          f"metrics do not match); delete it to recompute.")
+      arrays = {name: arrays[f"m{i}"] for i, name in enumerate(names)}
       ids = indices.tolist()
-      if not set(ids) <= allowed or seen & set(ids) or len(set(ids)) != len(
-          ids):
+      if not set(ids) <= allowed or len(set(ids)) != len(ids):
         raise ValueError(f"{path} holds trials that are not this group's or "
-                         f"that another file holds; delete it to recompute.")
+                         f"holds a trial twice; delete it to recompute.")
+      # Two runs of the same call at once (say with other max_parallel)
+      # leave overlapping files; a trial's numbers do not depend on its
+      # chunk, so the first file that holds it is as good as any.
+      new = np.array([i not in seen for i in ids], bool)
       seen |= set(ids)
-      out.append((indices, arrays))
+      if new.any():
+        out.append((indices[new], {k: v[new] for k, v in arrays.items()}))
     return out
 
   # States of stepwise searches: one file per boundary --------------------
@@ -191,16 +258,18 @@ class Checkpoint:
   def save_state(self, step: int, meta: Mapping[str, Any],
                  arrays: Mapping[str, Any]) -> None:
     """Saves the search state after ``step`` and drops the older ones."""
-    if not self.writer:
-      return
     path = os.path.join(self.directory, f"state-{step:06d}.npz")
-    write_npz(path, {"digest": self.digest, "step": step, **meta}, arrays)
-    for name in os.listdir(self.directory):
-      if name.startswith("state-") and name != os.path.basename(path):
-        try:
-          os.remove(os.path.join(self.directory, name))
-        except FileNotFoundError:
-          pass
+
+    def write():
+      write_npz(path, {"digest": self.digest, "step": step, **meta}, arrays)
+      for name in os.listdir(self.directory):
+        if name.startswith("state-") and name != os.path.basename(path):
+          try:
+            os.remove(os.path.join(self.directory, name))
+          except FileNotFoundError:
+            pass
+
+    self._everywhere(write)
 
   def load_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     """The latest saved state ``(meta, arrays)``, or None."""

@@ -85,7 +85,14 @@ def memory_budget(device: jax.Device) -> int:
   """Bytes one call may use on ``device`` (see `jopt.sweep.run`)."""
   env = os.environ.get("JOPT_SWEEP_MEMORY_BYTES")
   if env:
-    return int(env)
+    try:
+      value = float(env)  # "2e9" and "2000000000" alike
+    except ValueError:
+      value = float("nan")
+    if not (value >= 1 and value < float("inf")):
+      raise ValueError(f"JOPT_SWEEP_MEMORY_BYTES must be a number of bytes "
+                       f">= 1 (such as 2e9), got {env!r}.")
+    return int(value)
   try:
     stats = device.memory_stats()
   except Exception:  # noqa: BLE001  (backends without memory stats)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _common, _executor, _loop, _result, _space
+from jopt.sweep import _checkpoint, _common, _executor, _loop, _result, _space
 from jopt.sweep._population import (
   InitFn,
   SegmentFn,
@@ -253,25 +253,30 @@ class _RunStepwise(_loop.Strategy):
     self.hparams = hparams
     self.n = len(next(iter(hparams.values())))
     self.chunk = chunk
-    self.num_chunks = -(-self.n // chunk)
     self.num_segments = num_segments
     self.metric, self.mode = metric, mode
     self.stopper = stopper
     self.steps_per_segment = steps_per_segment
 
-  def _indices(self, c):
-    return np.arange(c * self.chunk, min((c + 1) * self.chunk, self.n))
+  def _indices(self, h):
+    """The trials of the chunk in training (``h["end"]`` set as it starts).
+
+    A chunk's bounds are saved with it, so a search resumed with another
+    chunk size (another memory fit, other devices) finishes the chunk it
+    saved and then cuts its own: results do not depend on chunking.
+    """
+    return np.arange(h["start"], h["end"])
 
   def init(self):
     return _loop.SearchState(0, {
-        "chunk": 0, "segment": 0, "calls": 0, "curves": {},
+        "start": 0, "end": 0, "segment": 0, "calls": 0, "curves": {},
         "segments_run": np.zeros(self.n, np.int64)})
 
   def work(self, state):
     return int(np.sum(state.host["segments_run"]))
 
   def terminate(self, state):
-    return state.host["chunk"] >= self.num_chunks
+    return state.host["start"] >= self.n
 
   def device_template(self, state):
     template = {"state": self.pop.state_template(self.hparams, self.key),
@@ -281,8 +286,9 @@ class _RunStepwise(_loop.Strategy):
     return template
 
   def relayout(self, state, tree):
-    # Every chunk, the last one too, runs in a whole chunk's rows.
-    return _loop.packed_relayout(self.ex, self.chunk, tree, state.ndev)
+    # The saved chunk's trials are its first rows (then padding).
+    n = len(self._indices(state.host))
+    return _loop.packed_relayout(self.ex, n, tree, state.ndev)
 
   def _stop_program(self):
     stopper, metric = self.stopper, self.metric
@@ -296,12 +302,14 @@ class _RunStepwise(_loop.Strategy):
 
   def step(self, state):
     h = dict(state.host)
-    idx = self._indices(h["chunk"])
     device, ndev = state.device, state.ndev
+    if device is None:
+      h["end"] = min(h["start"] + self.chunk, self.n)
+    idx = self._indices(h)
     if device is None:
       # A last, smaller chunk is padded to a whole chunk (repeating its
       # first trial), so it runs the programs the other chunks compiled.
-      rows = idx[_executor.pad_rows(len(idx), self.chunk)]
+      rows = idx[_executor.pad_rows(len(idx), max(len(idx), self.chunk))]
       pstate, hp, ndev = self.pop.init(
           self.ex, {k: v[rows] for k, v in self.hparams.items()}, self.key,
           rows)
@@ -348,7 +356,7 @@ class _RunStepwise(_loop.Strategy):
       for c in curves.values():  # a chunk that stopped early holds its values
         c[idx[:, None], np.arange(s + 1, self.num_segments)] = c[idx, s][
             :, None]
-      h.update(chunk=h["chunk"] + 1, segment=0)
+      h.update(start=h["end"], segment=0)
       device = None
     return _loop.SearchState(state.step + 1, h, device, ndev)
 
@@ -415,7 +423,8 @@ def run_stepwise(
     steps_per_segment: steps in a segment, for the member-step count.
     checkpoint_dir: a folder where the search state is saved after every
       segment; the same call resumes from it to the same result, bit for
-      bit, and a folder of another search is refused.
+      bit (with any ``max_parallel``, on any devices), and a folder of
+      another search is refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard trials over; default ``jax.devices()``.
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
@@ -468,7 +477,7 @@ def run_stepwise(
       program=program_digest(pop, hparams, key_spec) if checkpoint_dir
       else "", strategy=strategy, num_trials=n, grid_points=grid_points,
       num_segments=num_segments, metric=metric, mode=mode,
-      early_stopping=repr(early_stopping), chunk=chunk,
+      early_stopping=_checkpoint.rule_identity(early_stopping),
       layout="whole chunks")
   result, wall = _loop.iterate(strategy_obj, ex, checkpoint=ckpt,
                                progress=progress, total=n * num_segments,

@@ -191,15 +191,18 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
 
   # Written to a temporary sibling folder, then renamed into place: a
   # crash leaves no half-written experiment where TensorBoard looks.
-  parent = os.path.dirname(os.path.abspath(logdir))
+  # A symlinked logdir is written where it points (a rename would hit
+  # the link itself).
+  target = os.path.realpath(logdir)
+  parent = os.path.dirname(target)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(logdir)}-",
+  tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-",
                          dir=parent)
   try:
     _write(tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2, result,
            tmp, [os.path.join(tmp, os.path.basename(r)) for r in runs],
            hparams, metric_names, curves, last_step)
-    os.replace(tmp, logdir)  # logdir is absent or an empty folder
+    os.replace(tmp, target)  # absent or an empty folder
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
