@@ -140,9 +140,24 @@ def test_bad_run_arguments_raise(kwargs, match):
 
 
 def test_train_fn_must_return_a_dict():
-  with pytest.raises(ValueError, match="dict"):
+  with pytest.raises(ValueError, match="dict") as info:
     sweep.run(lambda h, k: h["x"], {"x": sweep.uniform(0.0, 1.0)},
               num_trials=2, key=KEY, progress=False)
+  # The value is described as the user wrote it, not as a tracer.
+  assert "got an array of shape ()" in str(info.value)
+  assert "Tracer" not in str(info.value)
+
+
+@pytest.mark.parametrize("value, what", [
+    (lambda x: {"inner": x}, "is a dict"),
+    (lambda x: None, "is None"),
+])
+def test_a_metric_that_is_not_an_array_is_named(value, what):
+  with pytest.raises(ValueError, match=f"metric 'loss' {what}: metrics must "
+                     r"be arrays \(a scalar or a curve"):
+    sweep.run(lambda h, k: {"ok": h["x"], "loss": value(h["x"])},
+              {"x": sweep.uniform(0.0, 1.0)}, num_trials=2, key=KEY,
+              progress=False)
 
 
 # ----------------------------------------------------------------- engine

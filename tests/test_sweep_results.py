@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -86,6 +87,34 @@ def test_save_load_keeps_narrow_float_metrics_bit_for_bit(tmp_path, dtype):
     assert back.metrics[name].dtype == value.dtype
     np.testing.assert_array_equal(_bits(back.metrics[name]), _bits(value))
   np.testing.assert_array_equal(back.diverged, res.diverged)
+
+
+def _typed(values):
+  return [(type(v), v) for v in values]
+
+
+def test_save_load_keeps_none_tuple_and_int_choices_as_they_were(tmp_path):
+  values = [None, (1, 2), 3]
+  static_cost = {None: 0.5, (1, 2): 0.0, 3: 1.0}
+
+  def train_fn(hp, key):
+    del key
+    # "d" arrives as an index into its values, "s" as the value itself.
+    return {"loss": hp["d"].astype(jnp.float32) + static_cost[hp["s"]]}
+
+  res = sweep.run(
+      train_fn, {"s": sweep.choice(values, static=True),
+                 "d": sweep.choice(values)},
+      key=jax.random.key(0), strategy="grid", progress=False)
+  res.save(tmp_path / "r.npz")
+  back = sweep.SweepResult.load(tmp_path / "r.npz")
+  assert back.space == res.space
+  for name in ("s", "d"):
+    assert _typed(back.space[name].values) == _typed(values)
+    assert _typed(back.hparams[name]) == _typed(res.hparams[name])
+  best = back.best("loss")
+  assert best.index == res.best("loss").index
+  assert _typed(best.hparams.values()) == _typed([(1, 2), None])
 
 
 def test_save_arrays_round_trips_every_dtype_through_paths_and_files(

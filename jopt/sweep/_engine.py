@@ -36,15 +36,37 @@ compiled_bytes = _executor.compiled_bytes
 default_compiler_options = _executor.default_compiler_options
 
 
+def _describe(value: Any) -> str:
+  """What ``value`` is, in the user's terms (no tracer internals)."""
+  if value is None:
+    return "None"
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    return f"an array of shape {tuple(value.shape)} ({value.dtype})"
+  return f"a {type(value).__name__}"
+
+
 def _check_metrics(metrics: Any) -> dict[str, jax.Array]:
   if not isinstance(metrics, Mapping) or not all(
       isinstance(k, str) for k in metrics):
     raise ValueError(
-        "train_fn must return a dict name -> array of metrics, got "
-        f"{type(metrics).__name__}.")
+        "train_fn must return a dict of metrics (name -> array), got "
+        f"{_describe(metrics)}.")
   if not metrics:
     raise ValueError("train_fn returned no metrics.")
-  return {k: jnp.asarray(v) for k, v in metrics.items()}
+  out = {}
+  for name, value in metrics.items():
+    bad = value is None or isinstance(value, (Mapping, str, bytes))
+    if not bad:
+      try:
+        out[name] = jnp.asarray(value)
+      except (TypeError, ValueError):
+        bad = True
+    if bad:
+      raise ValueError(
+          f"train_fn's metric {name!r} is {_describe(value)}: metrics must "
+          "be arrays (a scalar or a curve per trial), not nested dicts or "
+          "None.")
+  return out
 
 
 class _Group:

@@ -63,14 +63,79 @@ def _python(v: Any) -> Any:
   return v.item() if isinstance(v, np.generic) else v
 
 
+def _value_to_json(value: Any) -> Any:
+  """A choice value as JSON that `_value_from_json` turns back into it.
+
+  None, bools, ints, floats and strings are plain JSON; tuples and lists
+  (of such values) are tagged so each comes back as what it was; anything
+  else (a function) is saved by its `value_name` and loads as that text.
+  """
+  value = _python(value)
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  if isinstance(value, (tuple, list)):
+    kind = "tuple" if isinstance(value, tuple) else "list"
+    return {kind: [_value_to_json(v) for v in value]}
+  return {"name": value_name(value)}
+
+
+def _value_from_json(spec: Any) -> Any:
+  if not isinstance(spec, dict):
+    return spec
+  (kind, value), = spec.items()
+  if kind == "tuple":
+    return tuple(_value_from_json(v) for v in value)
+  if kind == "list":
+    return [_value_from_json(v) for v in value]
+  return value  # a name
+
+
+def _choice_index(dist: _space.Choice, value: Any) -> int | None:
+  """The index of ``value`` in ``dist.values`` (same type), or None."""
+  for i, orig in enumerate(dist.values):
+    if orig is value:
+      return i
+  for i, orig in enumerate(dist.values):
+    try:
+      if type(orig) is type(value) and bool(orig == value):
+        return i
+    except (TypeError, ValueError):
+      continue
+  return None
+
+
+def _choice_indices(dist: Any, values: np.ndarray) -> np.ndarray | None:
+  """``values`` (object dtype) as int32 indices into ``dist.values``.
+
+  None when ``dist`` is not a choice or holds some value not among them.
+  """
+  if not isinstance(dist, _space.Choice):
+    return None
+  out = np.empty(values.shape, np.int32)
+  for i, v in np.ndenumerate(values):
+    index = _choice_index(dist, v)
+    if index is None:
+      return None
+    out[i] = index
+  return out
+
+
+def _choice_values(dist: _space.Choice, indices: np.ndarray) -> np.ndarray:
+  """The values at ``indices``: strings as a str array, else objects."""
+  out = np.empty(indices.shape, dtype=object)
+  for i, v in np.ndenumerate(indices):
+    out[i] = dist.values[int(v)]
+  if all(isinstance(v, str) for v in dist.values):
+    return out.astype(str)
+  return out
+
+
 def _space_to_json(space: Mapping[str, _space.Distribution]) -> dict:
   out = {}
   for name, d in space.items():
     if isinstance(d, _space.Choice):
-      values = [_python(v) for v in d.values]
-      if not all(isinstance(v, (str, int, float, bool)) for v in values):
-        values = [value_name(v) for v in values]
-      out[name] = {"kind": "choice", "values": values, "static": d.static}
+      out[name] = {"kind": "choice", "static": d.static,
+                   "values": [_value_to_json(v) for v in d.values]}
     else:
       kind = {_space.Uniform: "uniform", _space.LogUniform: "log_uniform",
               _space.IntUniform: "int_uniform"}[type(d)]
@@ -82,7 +147,8 @@ def _space_from_json(spec: Mapping[str, Any]) -> dict[str, _space.Distribution]:
   out = {}
   for name, d in spec.items():
     if d["kind"] == "choice":
-      out[name] = _space.choice(d["values"], static=d["static"])
+      out[name] = _space.choice([_value_from_json(v) for v in d["values"]],
+                                static=d["static"])
     else:
       out[name] = getattr(_space, d["kind"])(d["low"], d["high"])
   return out
@@ -292,17 +358,26 @@ class SweepResult:
     Every field is written (for the results of adaptive searches, their
     search record too) except the live objects a subclass names in
     ``_not_saved``, which `load` sets to None. Metrics keep their dtype,
-    bfloat16 included. The file is written under a temporary name and
-    renamed over ``path``, so a crash during the save leaves the previous
-    file whole.
+    bfloat16 included. Choice values (in the space and the hyperparameters)
+    that are None, bools, numbers, strings, or tuples and lists of them load
+    as they were; others load as their names (a function as its module and
+    qualified name).
+    The file is written under a temporary name and renamed over ``path``,
+    so a crash during the save leaves the previous file whole.
     """
     arrays: dict[str, np.ndarray] = {}
     hp_names, m_names = list(self.hparams), list(self.metrics)
+    as_indices = []  # object hyperparameters saved as choice indices
     for i, n in enumerate(hp_names):
       v = self.hparams[n]
-      arrays[f"h{i}"] = (np.asarray([value_name(x) for x in v.ravel()]
-                                    ).reshape(v.shape)
-                         if v.dtype == object else v)
+      if v.dtype == object:
+        indices = _choice_indices(self.space.get(n), v)
+        if indices is not None:
+          as_indices.append(n)
+          v = indices
+        else:
+          v = np.asarray([value_name(x) for x in v.ravel()]).reshape(v.shape)
+      arrays[f"h{i}"] = v
     for i, n in enumerate(m_names):
       arrays[f"m{i}"] = self.metrics[n]
     fields = {}
@@ -315,6 +390,7 @@ class SweepResult:
         raise TypeError(f"{type(self).__name__}.save: field {f.name!r}: "
                         f"{e}") from None
     meta = {"hparams": hp_names, "metrics": m_names,
+            "hparams_as_indices": as_indices,
             "space": _space_to_json(self.space), "fields": fields}
     arrays["__meta__"] = np.asarray(json.dumps(meta))
     _common.save_arrays(path, arrays)
@@ -327,12 +403,14 @@ class SweepResult:
     if "fields" not in meta:
       raise ValueError(f"{os.fspath(path)}: not a result written by "
                        "SweepResult.save of this jopt version.")
+    space = _space_from_json(meta["space"])
     hparams = {n: data[f"h{i}"] for i, n in enumerate(meta["hparams"])}
+    for n in meta.get("hparams_as_indices", ()):
+      hparams[n] = _choice_values(space[n], hparams[n])
     metrics = {n: data[f"m{i}"] for i, n in enumerate(meta["metrics"])}
     stored = {k: _decode(v, data) for k, v in meta["fields"].items()}
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(hparams=hparams, metrics=metrics,
-               space=_space_from_json(meta["space"]),
+    return cls(hparams=hparams, metrics=metrics, space=space,
                **{k: v for k, v in stored.items() if k in names})
 
   def to_tensorboard(self, logdir: str | os.PathLike, *,
