@@ -147,7 +147,10 @@ class _Plugin:
     )
     if report.failed:
       entry["outcome"] = "failed"
-      entry["message"] = str(report.longrepr).splitlines()[-1][:300]
+      crash = getattr(report.longrepr, "reprcrash", None)
+      message = (crash.message.splitlines()[0] if crash
+                 else str(report.longrepr).splitlines()[-1])
+      entry["message"] = message[:300]
     elif report.skipped and entry["outcome"] == "passed":
       entry["outcome"] = "skipped"
     if report.when == "call" or report.failed:
