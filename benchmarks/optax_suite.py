@@ -31,6 +31,13 @@ import subprocess
 import sys
 import tempfile
 
+# Optax's modules of the contrib optimizers jopt implements.
+_CONTRIB = [
+    "optax.contrib._dadapt_adamw", "optax.contrib._prodigy",
+    "optax.contrib._dog", "optax.contrib._mechanic",
+    "optax.contrib._schedule_free", "optax.contrib._reduce_on_plateau",
+]
+
 # Test file (relative to the optax package) -> modules whose names jopt
 # replaces: the module under test, then the namespaces re-exporting it.
 SUBJECTS = {
@@ -63,6 +70,13 @@ SUBJECTS = {
     "contrib/_reduce_on_plateau_test.py": [
         "optax.contrib._reduce_on_plateau", "optax.contrib", "optax",
     ],
+    "contrib/_mechanic_test.py": ["optax.contrib._mechanic", "optax.contrib"],
+    "contrib/_schedule_free_test.py": [
+        "optax.contrib._schedule_free", "optax.contrib",
+    ],
+    # The suite every contrib optimizer runs; Optax's core optimizers (the
+    # `sgd` or `adam` that `mechanize` wraps) stay Optax's.
+    "contrib/_common_test.py": [*_CONTRIB, "optax.contrib"],
     "_src/update_test.py": ["optax._src.update", "optax"],
     "_src/float64_test.py": [
         "optax._src.alias", "optax._src.transform", "optax._src.base",
@@ -133,7 +147,10 @@ class _Plugin:
     )
     if report.failed:
       entry["outcome"] = "failed"
-      entry["message"] = str(report.longrepr).splitlines()[-1][:300]
+      crash = getattr(report.longrepr, "reprcrash", None)
+      message = (crash.message.splitlines()[0] if crash
+                 else str(report.longrepr).splitlines()[-1])
+      entry["message"] = message[:300]
     elif report.skipped and entry["outcome"] == "passed":
       entry["outcome"] = "skipped"
     if report.when == "call" or report.failed:

@@ -93,3 +93,28 @@ def test_search_efficiency_quick():
   assert [line.split(":")[0].strip() for line in tail] == [
       "successive halving", "hyperband", "PBT"]
   assert all(line.rstrip().endswith(("MET", "MISSED")) for line in tail)
+
+
+def test_optax_suite_on_two_contrib_files():
+  # optax_suite has no --quick mode: two small files stand in for the run.
+  optax = pytest.importorskip("optax")
+  tests_dir = pathlib.Path(optax.__file__).parent / "contrib"
+  if not (tests_dir / "_mechanic_test.py").exists():
+    pytest.skip("this Optax does not ship its test sources")
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  env.pop("XLA_FLAGS", None)
+  done = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "optax_suite.py"),
+       "--files", "_mechanic_test.py,_schedule_free_test.py", "--failures"],
+      capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+      check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  lines = done.stdout.splitlines()
+  for name in ("contrib/_mechanic_test.py", "contrib/_schedule_free_test.py"):
+    row = next(line for line in lines if line.startswith(name + " "))
+    assert int(re.search(r"\d+ / +(\d+)", row).group(1)) > 0, row
+  # What fails reads an Optax state field that jopt keeps in inner_state.
+  failures = [line for line in lines if line.startswith("FAIL ")]
+  assert failures, done.stdout
+  assert all("AttributeError: 'HyperparamsState' object has no attribute"
+             in line for line in failures), failures

@@ -414,6 +414,24 @@ def test_signature_matches_optax_contrib(name):
     assert ours[key].default == p.default, (name, key)
 
 
+@pytest.mark.parametrize("name", ["dadapt_adamw", "prodigy", "dog"])
+def test_constant_schedule_matches_its_value(name):
+  # Optax's contrib suite checks this only for a `learning_rate` annotated
+  # with Optax's own alias, so it skips jopt's constructors.
+  params = init_params()
+  runs = []
+  for learning_rate in (optax.constant_schedule(0.5), 0.5):
+    tx = getattr(jopt, name)(learning_rate=learning_rate)
+    p, state = params, tx.init(params)
+    for _ in range(5):
+      updates, state = tx.update(jax.grad(loss)(p), state, p)
+      p = optax.apply_updates(p, updates)
+    runs.append(p)
+  chex.assert_trees_all_equal(*runs)
+  moved = jax.tree.map(lambda a, b: not jnp.array_equal(a, b), runs[0], params)
+  assert all(jax.tree.leaves(moved))
+
+
 def test_default_hyperparameters_in_state():
   params = init_params()
   hp = jopt.get_hyperparams(jopt.prodigy().init(params))

@@ -346,3 +346,40 @@ def test_add_decayed_weights_takes_any_sign_as_in_optax():
   chex.assert_trees_all_close(updates, -0.5 * jnp.ones(2))
   with pytest.raises(ValueError, match="weight_decay"):
     jopt.adamw(0.1, weight_decay=-0.5)
+
+
+def _contrib_pairs():
+  """The same contrib optimizer in jopt and in Optax."""
+  plateau = dict(patience=2, cooldown=1, min_scale=0.01)
+  return {
+      "mechanize": (jopt.mechanize(optax.sgd(0.1), s_init=1e-8),
+                    optax.contrib.mechanize(optax.sgd(0.1), s_init=1e-8)),
+      "schedule_free": (
+          jopt.schedule_free(optax.sgd(1.0), 1.0, state_dtype=jnp.bfloat16),
+          optax.contrib.schedule_free(optax.sgd(1.0), 1.0,
+                                      state_dtype=jnp.bfloat16)),
+      "reduce_on_plateau": (jopt.reduce_on_plateau(**plateau),
+                            optax.contrib.reduce_on_plateau(**plateau)),
+  }
+
+
+@pytest.mark.parametrize("name", ["mechanize", "schedule_free",
+                                  "reduce_on_plateau"])
+def test_contrib_states_keep_optax_state_in_inner_state(name):
+  # Optax's contrib tests read `state.m`, `state.z` or unpack
+  # `scale, best_value, ... = state`; in jopt these are in `inner_state`.
+  ours, theirs = _contrib_pairs()[name]
+  params = jnp.array([1.0, -2.0])
+  grads = jnp.array([0.5, 0.25])
+  states = []
+  for tx in (ours, theirs):
+    with standard_promotion:
+      state = tx.init(params)
+      for _ in range(4):  # a plateau: the value never improves
+        _, state = tx.update(grads, state, params, value=jnp.array(1.0))
+    states.append(state)
+  assert isinstance(states[0], jopt.HyperparamsState)
+  assert type(states[0].inner_state).__name__ == type(states[1]).__name__
+  chex.assert_trees_all_close(tuple(states[0].inner_state), tuple(states[1]))
+  chex.assert_trees_all_equal_dtypes(tuple(states[0].inner_state),
+                                     tuple(states[1]))
