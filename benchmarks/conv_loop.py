@@ -40,10 +40,10 @@ from jopt.sweep._conv import canonical_convs
 
 # Per-executable options tried on the plain loop (none is process-wide).
 OPTIONS = [
-    {"xla_cpu_use_onednn": True},
-    {"xla_cpu_use_xnnpack": True},
-    {"xla_cpu_copy_insertion_use_region_analysis": True},
-    {"xla_backend_optimization_level": 1},
+  {"xla_cpu_use_onednn": True},
+  {"xla_cpu_use_xnnpack": True},
+  {"xla_cpu_copy_insertion_use_region_analysis": True},
+  {"xla_backend_optimization_level": 1},
 ]
 
 
@@ -51,38 +51,73 @@ def parse_args() -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--steps", type=int, default=30, help="steps per timed run")
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--layout", choices=["NHWC", "NCHW"], default="NHWC",
-                 help="the input's layout (kernel HWIO or OIHW)")
-  p.add_argument("--variants", action="store_true",
-                 help="also time strided, dilated, 1x1, grouped, VALID, "
-                 "1-D and 3-D convolutions")
+  p.add_argument(
+    "--layout",
+    choices=["NHWC", "NCHW"],
+    default="NHWC",
+    help="the input's layout (kernel HWIO or OIHW)",
+  )
+  p.add_argument(
+    "--variants",
+    action="store_true",
+    help="also time strided, dilated, 1x1, grouped, VALID, "
+    "1-D and 3-D convolutions",
+  )
   return p.parse_args()
 
 
 # name: (x shape, kernel shape, dimension numbers, conv keyword arguments)
 VARIANTS = {
-    "strided 2x2, SAME": ((128, 8, 8, 32), (3, 3, 32, 64), "NHWC",
-                          dict(window_strides=(2, 2), padding="SAME")),
-    "dilated 2, SAME": ((128, 6, 6, 32), (3, 3, 32, 64), "NHWC",
-                        dict(window_strides=(1, 1), padding="SAME",
-                             rhs_dilation=(2, 2))),
-    "1x1": ((128, 4, 4, 32), (1, 1, 32, 64), "NHWC",
-            dict(window_strides=(1, 1), padding="VALID")),
-    "grouped (4 groups)": ((128, 4, 4, 32), (3, 3, 8, 64), "NHWC",
-                           dict(window_strides=(1, 1), padding="SAME",
-                                feature_group_count=4)),
-    "VALID": ((128, 6, 6, 32), (3, 3, 32, 64), "NHWC",
-              dict(window_strides=(1, 1), padding="VALID")),
-    "1-D, width 16": ((128, 16, 32), (3, 32, 64), "NWC",
-                      dict(window_strides=(1,), padding="SAME")),
-    "3-D, 4x4x4": ((32, 4, 4, 4, 16), (3, 3, 3, 16, 32), "NDHWC",
-                   dict(window_strides=(1, 1, 1), padding="SAME")),
+  "strided 2x2, SAME": (
+    (128, 8, 8, 32),
+    (3, 3, 32, 64),
+    "NHWC",
+    dict(window_strides=(2, 2), padding="SAME"),
+  ),
+  "dilated 2, SAME": (
+    (128, 6, 6, 32),
+    (3, 3, 32, 64),
+    "NHWC",
+    dict(window_strides=(1, 1), padding="SAME", rhs_dilation=(2, 2)),
+  ),
+  "1x1": (
+    (128, 4, 4, 32),
+    (1, 1, 32, 64),
+    "NHWC",
+    dict(window_strides=(1, 1), padding="VALID"),
+  ),
+  "grouped (4 groups)": (
+    (128, 4, 4, 32),
+    (3, 3, 8, 64),
+    "NHWC",
+    dict(window_strides=(1, 1), padding="SAME", feature_group_count=4),
+  ),
+  "VALID": (
+    (128, 6, 6, 32),
+    (3, 3, 32, 64),
+    "NHWC",
+    dict(window_strides=(1, 1), padding="VALID"),
+  ),
+  "1-D, width 16": (
+    (128, 16, 32),
+    (3, 32, 64),
+    "NWC",
+    dict(window_strides=(1,), padding="SAME"),
+  ),
+  "3-D, 4x4x4": (
+    (32, 4, 4, 4, 16),
+    (3, 3, 3, 16, 32),
+    "NDHWC",
+    dict(window_strides=(1, 1, 1), padding="SAME"),
+  ),
 }
 
 
 def variant_rows(steps: int, repeats: int) -> None:
-  print(f"\n{'variant (weight-gradient step)':<28} {'python':>8} "
-        f"{'loop':>8} {'canonical':>10} {'loop/py':>8} {'canon/py':>9}")
+  print(
+    f"\n{'variant (weight-gradient step)':<28} {'python':>8} "
+    f"{'loop':>8} {'canonical':>10} {'loop/py':>8} {'canon/py':>9}"
+  )
   for name, (x_shape, w_shape, layout, kwargs) in VARIANTS.items():
     kx, kw = jax.random.split(jax.random.key(0))
     x = jax.random.normal(kx, x_shape)
@@ -90,8 +125,11 @@ def variant_rows(steps: int, repeats: int) -> None:
     dn = (layout, layout[1:-1] + "IO", layout)
 
     def step(w, x, dn=dn, kwargs=kwargs):
-      return w - 1e-4 * jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(
-          x, w, dimension_numbers=dn, **kwargs) ** 2))(w)
+      return w - 1e-4 * jax.grad(
+        lambda w: jnp.sum(
+          lax.conv_general_dilated(x, w, dimension_numbers=dn, **kwargs) ** 2
+        )
+      )(w)
 
     def loop(w, x, step=step):
       return lax.fori_loop(0, steps, lambda i, w: step(w, x), w)
@@ -106,8 +144,9 @@ def variant_rows(steps: int, repeats: int) -> None:
     py, _ = timed(python_loop, (w, x), steps, repeats)
     lp, _ = timed(jax.jit(loop), (w, x), steps, repeats)
     cn, _ = timed(jax.jit(canonical_convs(loop)), (w, x), steps, repeats)
-    print(f"{name:<28} {py:8.2f} {lp:8.2f} {cn:10.2f} {lp / py:8.2f} "
-          f"{cn / py:9.2f}")
+    print(
+      f"{name:<28} {py:8.2f} {lp:8.2f} {cn:10.2f} {lp / py:8.2f} {cn / py:9.2f}"
+    )
 
 
 def problem(layout: str):
@@ -122,8 +161,7 @@ def problem(layout: str):
     dn = ("NCHW", "OIHW", "NCHW")
 
   def conv(x, w):
-    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                    dimension_numbers=dn)
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
 
   return x, w, conv
 
@@ -160,10 +198,12 @@ def main() -> None:
       w = jitted_step(w, x)
     return w
 
-  rows = [("python loop", python_loop),
-          ("fori_loop", jax.jit(loop)),
-          ("fori_loop, canonical (jopt)", jax.jit(canonical_convs(loop))),
-          ("fori_loop, unrolled", jax.jit(unrolled))]
+  rows = [
+    ("python loop", python_loop),
+    ("fori_loop", jax.jit(loop)),
+    ("fori_loop, canonical (jopt)", jax.jit(canonical_convs(loop))),
+    ("fori_loop, unrolled", jax.jit(unrolled)),
+  ]
   lowered = jax.jit(loop).lower(w, x)
   for options in OPTIONS:
     try:
@@ -173,10 +213,14 @@ def main() -> None:
       continue
     rows.append((f"fori_loop, {options}", compiled))
 
-  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, layout "
-        f"{args.layout}, {steps} steps, median of {args.repeats}")
-  print(f"{'weight-gradient step':<62} {'ms/step':>8} {'x python':>9} "
-        f"{'max |diff|':>11}")
+  print(
+    f"jax {jax.__version__}, {jax.devices()[0].device_kind}, layout "
+    f"{args.layout}, {steps} steps, median of {args.repeats}"
+  )
+  print(
+    f"{'weight-gradient step':<62} {'ms/step':>8} {'x python':>9} "
+    f"{'max |diff|':>11}"
+  )
   base, reference = None, None
   for name, fn in rows:
     ms, out = timed(fn, (w, x), steps, args.repeats)
@@ -187,16 +231,22 @@ def main() -> None:
 
   # Only the weight gradient is slow inside the loop.
   def forward_loop(w, x):
-    return lax.fori_loop(0, steps, lambda i, x: 0.5 * conv(x, w)[..., :32]
-                         + x, x)
+    return lax.fori_loop(
+      0, steps, lambda i, x: 0.5 * conv(x, w)[..., :32] + x, x
+    )
 
   def input_grad_loop(w, x):
     return lax.fori_loop(
-        0, steps, lambda i, x: x - 1e-4 * jax.grad(
-            lambda x: jnp.sum(conv(x, w) ** 2))(x), x)
+      0,
+      steps,
+      lambda i, x: x - 1e-4 * jax.grad(lambda x: jnp.sum(conv(x, w) ** 2))(x),
+      x,
+    )
 
-  for name, fn in [("forward conv, fori_loop", forward_loop),
-                   ("input gradient, fori_loop", input_grad_loop)]:
+  for name, fn in [
+    ("forward conv, fori_loop", forward_loop),
+    ("input gradient, fori_loop", input_grad_loop),
+  ]:
     ms, _ = timed(jax.jit(fn), (w, x), steps, args.repeats)
     print(f"{name:<62} {ms:8.2f}")
   if args.variants:

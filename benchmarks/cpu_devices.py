@@ -83,20 +83,38 @@ def main():
   for _ in range(args.repeats):
     for n in counts:
       proc = subprocess.run(
-          [sys.executable, "-c", CHILD, str(n), str(args.k),
-           str(args.steps), HERE],
-          env=env, capture_output=True, text=True, check=True)
-      line = [ln for ln in proc.stdout.splitlines()
-              if ln.startswith("RESULT ")][-1]
-      got = json.loads(line[len("RESULT "):])
+        [
+          sys.executable,
+          "-c",
+          CHILD,
+          str(n),
+          str(args.k),
+          str(args.steps),
+          HERE,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+      )
+      line = [
+        ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")
+      ][-1]
+      got = json.loads(line[len("RESULT ") :])
       mine = best.setdefault(n, {})
       for name, value in got.items():
         mine[name] = min(mine.get(name, value), value)
   base = counts[0]
-  print(f"{os.cpu_count()} cores; K={args.k}, steps={args.steps}; best of "
-        f"{args.repeats} processes per configuration; seconds")
-  names = ["sweep_end_to_end", "sweep_again", "ordinary_scan",
-           "ordinary_matmul"]
+  print(
+    f"{os.cpu_count()} cores; K={args.k}, steps={args.steps}; best of "
+    f"{args.repeats} processes per configuration; seconds"
+  )
+  names = [
+    "sweep_end_to_end",
+    "sweep_again",
+    "ordinary_scan",
+    "ordinary_matmul",
+  ]
   print(f"{'devices':>8} " + " ".join(f"{n:>17}" for n in names))
   for n in counts:
     print(f"{n:>8} " + " ".join(f"{best[n][m]:>17.3f}" for m in names))

@@ -94,10 +94,12 @@ def data(steps: int):
   digits = load_digits()
   x = (digits.images / 16.0).astype(np.float32)[..., None]
   x_tr, x_val, y_tr, y_val = train_test_split(
-      x, digits.target.astype(np.int32), test_size=0.2, random_state=0)
+    x, digits.target.astype(np.int32), test_size=0.2, random_state=0
+  )
   rng = np.random.default_rng(0)
-  batches = np.stack([rng.choice(len(x_tr), BATCH, replace=False)
-                      for _ in range(steps)])
+  batches = np.stack(
+    [rng.choice(len(x_tr), BATCH, replace=False) for _ in range(steps)]
+  )
   return x_tr, y_tr, x_val, y_val, batches
 
 
@@ -105,8 +107,9 @@ def flax_loop(rates, x_tr, y_tr, x_val, y_val, batches) -> np.ndarray:
   losses = []
   for lr in rates:
     model = CNN(rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.sgd(float(lr), momentum=0.9),
-                              wrt=nnx.Param)
+    optimizer = nnx.Optimizer(
+      model, optax.sgd(float(lr), momentum=0.9), wrt=nnx.Param
+    )
     model.train()
     for idx in batches:
       train_step(model, optimizer, x_tr[idx], y_tr[idx])
@@ -123,7 +126,8 @@ def jopt_sweep(rates, x_tr, y_tr, x_val, y_val, batches) -> np.ndarray:
     del key  # the same weights and dropout stream as the loop's
     model = CNN(rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(
-        model, jopt.sgd(hparams["lr"], momentum=0.9), wrt=nnx.Param)
+      model, jopt.sgd(hparams["lr"], momentum=0.9), wrt=nnx.Param
+    )
     model.train()
     graphdef, state = nnx.split((model, optimizer))
 
@@ -138,9 +142,14 @@ def jopt_sweep(rates, x_tr, y_tr, x_val, y_val, batches) -> np.ndarray:
     model.eval()
     return {"val_loss": loss_fn(model, x_val, y_val)}
 
-  res = sweep.run(train_fn, {"lr": sweep.choice(list(rates))},
-                  num_trials=len(rates), key=jax.random.key(0),
-                  strategy="grid", progress=False)
+  res = sweep.run(
+    train_fn,
+    {"lr": sweep.choice(list(rates))},
+    num_trials=len(rates),
+    key=jax.random.key(0),
+    strategy="grid",
+    progress=False,
+  )
   order = np.argsort(np.asarray(res.hparams["lr"]))
   return np.asarray(res.metrics["val_loss"])[order]
 
@@ -149,15 +158,21 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--rates", type=int, default=8)
   p.add_argument("--steps", type=int, default=60)
-  p.add_argument("--repeats", type=int, default=2,
-                 help="cold runs of each; the best is reported")
+  p.add_argument(
+    "--repeats",
+    type=int,
+    default=2,
+    help="cold runs of each; the best is reported",
+  )
   args = p.parse_args()
 
   rates = np.geomspace(1e-3, 0.3, args.rates)
   split = data(args.steps)
-  print(f"jax {jax.__version__}, {len(jax.devices())} x "
-        f"{jax.devices()[0].device_kind} device(s); {args.rates} rates x "
-        f"{args.steps} steps, batch {BATCH}; best of {args.repeats} cold runs")
+  print(
+    f"jax {jax.__version__}, {len(jax.devices())} x "
+    f"{jax.devices()[0].device_kind} device(s); {args.rates} rates x "
+    f"{args.steps} steps, batch {BATCH}; best of {args.repeats} cold runs"
+  )
 
   times = {"flax loop": [], "jopt.sweep.run": []}
   for _ in range(args.repeats):
@@ -175,13 +190,19 @@ def main() -> None:
   rel = np.abs(sweep_losses - loop_losses) / np.abs(loop_losses)
   for lr, a, b in zip(rates, loop_losses, sweep_losses, strict=True):
     print(f"  lr {lr:8.4f}  val loss: flax loop {a:.5f}  jopt {b:.5f}")
-  print(f"validation losses: median relative difference {np.median(rel):.1e},"
-        f" max {np.max(rel):.1e}")
+  print(
+    f"validation losses: median relative difference {np.median(rel):.1e},"
+    f" max {np.max(rel):.1e}"
+  )
   best = {k: min(v) for k, v in times.items()}
   for k, v in best.items():
-    print(f"{k:<16} {v:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[k])})")
-  print(f"RATIO jopt.sweep.run vs flax loop: "
-        f"{best['flax loop'] / best['jopt.sweep.run']:.2f}x faster (target >= 3x)")
+    print(
+      f"{k:<16} {v:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[k])})"
+    )
+  print(
+    f"RATIO jopt.sweep.run vs flax loop: "
+    f"{best['flax loop'] / best['jopt.sweep.run']:.2f}x faster (target >= 3x)"
+  )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,21 @@ def main():
   lrs = np.geomspace(1e-4, 1e-1, args.k).astype(np.float32)
   space = {"lr": sweep.choice(lrs.tolist())}
   root = jax.random.key(0)
-  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
-        f"{len(jax.devices())} devices, {os.cpu_count()} cores; K={args.k}, "
-        f"steps={args.steps}")
+  print(
+    f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
+    f"{len(jax.devices())} devices, {os.cpu_count()} cores; K={args.k}, "
+    f"steps={args.steps}"
+  )
 
   def run(width):
-    return sweep.run(lambda h, k: {"loss": train(h["lr"], k)}, space,
-                     key=root, strategy="grid", progress=False, lanes=width)
+    return sweep.run(
+      lambda h, k: {"loss": train(h["lr"], k)},
+      space,
+      key=root,
+      strategy="grid",
+      progress=False,
+      lanes=width,
+    )
 
   widths = [int(w) for w in args.widths.split(",")]
   for w in widths:  # compile (and warm) each width once

@@ -54,14 +54,14 @@ import model as cnn_model  # noqa: E402
 # the hypergradient methods Optax lacks). Mechanic wraps Adam at learning
 # rate 1, as its paper and Optax's docstring suggest.
 METHODS = {
-    "schedule_free_adamw": lambda: jopt.schedule_free_adamw(),
-    "schedule_free_sgd": lambda: jopt.schedule_free_sgd(),
-    "prodigy": lambda: jopt.prodigy(),
-    "dadapt_adamw": lambda: jopt.dadapt_adamw(),
-    "dog": lambda: jopt.dog(),
-    "mechanize_adam": lambda: jopt.mechanize(jopt.adam(1.0)),
-    "sgd_hd": lambda: jopt.sgd_hd(),
-    "adam_hd": lambda: jopt.adam_hd(),
+  "schedule_free_adamw": lambda: jopt.schedule_free_adamw(),
+  "schedule_free_sgd": lambda: jopt.schedule_free_sgd(),
+  "prodigy": lambda: jopt.prodigy(),
+  "dadapt_adamw": lambda: jopt.dadapt_adamw(),
+  "dog": lambda: jopt.dog(),
+  "mechanize_adam": lambda: jopt.mechanize(jopt.adam(1.0)),
+  "sgd_hd": lambda: jopt.sgd_hd(),
+  "adam_hd": lambda: jopt.adam_hd(),
 }
 SCHEDULE_FREE = ("schedule_free_adamw", "schedule_free_sgd")
 
@@ -77,12 +77,12 @@ class Task:
 def default_tasks(quick: bool) -> list[Task]:
   if quick:
     return [
-        Task("cnn_digits", 10, (1e-3, 1e-2), 32),
-        Task("mlp_diabetes", 10, (1e-3, 1e-2), None),
+      Task("cnn_digits", 10, (1e-3, 1e-2), 32),
+      Task("mlp_diabetes", 10, (1e-3, 1e-2), None),
     ]
   return [
-      Task("cnn_digits", 300, tuple(np.logspace(-4, -0.5, 8).tolist()), 64),
-      Task("mlp_diabetes", 500, tuple(np.logspace(-4, 0, 9).tolist()), None),
+    Task("cnn_digits", 300, tuple(np.logspace(-4, -0.5, 8).tolist()), 64),
+    Task("mlp_diabetes", 500, tuple(np.logspace(-4, 0, 9).tolist()), None),
   ]
 
 
@@ -92,8 +92,9 @@ def load(task: Task):
     splits = cnn_data.load_splits(seed=0)
     # The example's NNX model, used functionally: its parameters are the
     # pytree the optimizers see; graph and the rest of its state are fixed.
-    template = cnn_model.CNN(features=(8, 16), dropout_rate=0.0,
-                             rngs=nnx.Rngs(0))
+    template = cnn_model.CNN(
+      features=(8, 16), dropout_rate=0.0, rngs=nnx.Rngs(0)
+    )
     graphdef, _, rest = nnx.split(template, nnx.Param, ...)
     train = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
     val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
@@ -105,8 +106,9 @@ def load(task: Task):
     def init(key):
       # A fresh model in the trace (NNX variables are not shared across
       # traces), its parameters drawn from `key` as the example does.
-      model = cnn_model.CNN(features=(8, 16), dropout_rate=0.0,
-                            rngs=nnx.Rngs(0))
+      model = cnn_model.CNN(
+        features=(8, 16), dropout_rate=0.0, rngs=nnx.Rngs(0)
+      )
       cnn_model.init_params(model, key)
       return nnx.state(model, nnx.Param)
 
@@ -140,10 +142,10 @@ def make_train_fn(task: Task):
   num_adamw = len(task.lrs)
   # Arm -> optimizer branch (0 is AdamW) and AdamW learning rate.
   branch_of_arm = jnp.asarray(
-      [0] * num_adamw + list(range(1, len(METHODS) + 1)), jnp.int32
+    [0] * num_adamw + list(range(1, len(METHODS) + 1)), jnp.int32
   )
   lr_of_arm = jnp.asarray(
-      list(task.lrs) + [task.lrs[0]] * len(METHODS), jnp.float32
+    list(task.lrs) + [task.lrs[0]] * len(METHODS), jnp.float32
   )
   sf_branches = [1 + list(METHODS).index(m) for m in SCHEDULE_FREE]
   num_train = x_train.shape[0]
@@ -171,16 +173,17 @@ def make_train_fn(task: Task):
       def branch_fn(i):
         def update(states):
           updates, new = txs[i].update(grads, states[i], params)
-          return updates, states[:i] + (new,) + states[i + 1:]
+          return updates, states[:i] + (new,) + states[i + 1 :]
+
         return update
 
       updates, states = jax.lax.switch(
-          branch, [branch_fn(i) for i in range(len(txs))], states
+        branch, [branch_fn(i) for i in range(len(txs))], states
       )
       return (jopt.apply_updates(params, updates), states), value
 
     (params, states), train_curve = jax.lax.scan(
-        step, (params, states), jax.random.split(data_key, task.steps)
+      step, (params, states), jax.random.split(data_key, task.steps)
     )
 
     def sf_eval(i):
@@ -188,17 +191,17 @@ def make_train_fn(task: Task):
 
     is_sf = jnp.isin(branch, jnp.asarray(sf_branches, jnp.int32))
     eval_params = jax.lax.cond(
-        is_sf,
-        lambda: jax.lax.switch(
-            jnp.argmax(jnp.asarray(sf_branches) == branch),
-            [sf_eval(i) for i in sf_branches],
-        ),
-        lambda: params,
+      is_sf,
+      lambda: jax.lax.switch(
+        jnp.argmax(jnp.asarray(sf_branches) == branch),
+        [sf_eval(i) for i in sf_branches],
+      ),
+      lambda: params,
     )
     return {
-        "val_loss": loss(eval_params, x_val, y_val),
-        "final_train_loss": loss(eval_params, x_train, y_train),
-        "train_loss": train_curve,
+      "val_loss": loss(eval_params, x_val, y_val),
+      "final_train_loss": loss(eval_params, x_train, y_train),
+      "train_loss": train_curve,
     }
 
   return train_fn
@@ -207,13 +210,16 @@ def make_train_fn(task: Task):
 def race(task: Task, num_seeds: int, progress: bool):
   train_fn = make_train_fn(task)
   space = {
-      "arm": sweep.choice(arms(task)),
-      "seed": sweep.choice(list(range(num_seeds))),
+    "arm": sweep.choice(arms(task)),
+    "seed": sweep.choice(list(range(num_seeds))),
   }
   start = time.perf_counter()
   result = sweep.run(
-      train_fn, space, key=jax.random.key(0), strategy="grid",
-      progress=progress,
+    train_fn,
+    space,
+    key=jax.random.key(0),
+    strategy="grid",
+    progress=progress,
   )
   seconds = time.perf_counter() - start
   return result, seconds
@@ -231,38 +237,52 @@ def summarise(task: Task, result) -> dict:
     train_finite = train[arm == name][np.isfinite(train[arm == name])]
     q = np.percentile(finite, [25, 50, 75]) if finite.size else [np.nan] * 3
     rows[name] = {
-        "median": float(q[1]), "q25": float(q[0]), "q75": float(q[2]),
-        "min": float(np.min(finite)) if finite.size else float("nan"),
-        "max": float(np.max(finite)) if finite.size else float("nan"),
-        "diverged": int(np.sum(~np.isfinite(values))),
-        "seeds": [float(v) for v in values],
-        "train_median": (float(np.median(train_finite)) if train_finite.size
-                         else float("nan")),
+      "median": float(q[1]),
+      "q25": float(q[0]),
+      "q75": float(q[2]),
+      "min": float(np.min(finite)) if finite.size else float("nan"),
+      "max": float(np.max(finite)) if finite.size else float("nan"),
+      "diverged": int(np.sum(~np.isfinite(values))),
+      "seeds": [float(v) for v in values],
+      "train_median": (
+        float(np.median(train_finite)) if train_finite.size else float("nan")
+      ),
     }
   adamw = {k: v for k, v in rows.items() if k.startswith("adamw")}
   best = min(adamw, key=lambda k: adamw[k]["median"])
-  return {"arms": rows, "best_adamw": best,
-          "best_adamw_median": rows[best]["median"]}
+  return {
+    "arms": rows,
+    "best_adamw": best,
+    "best_adamw_median": rows[best]["median"],
+  }
 
 
 def print_table(task: Task, summary: dict, seconds: float, result) -> None:
   best = summary["best_adamw_median"]
-  print(f"\n== {task.name}: {task.steps} steps, "
-        f"{'full batch' if task.batch_size is None else task.batch_size}, "
-        f"{len(result.metrics['val_loss'])} trials in {seconds:.1f} s, "
-        f"{result.num_compiles} compile(s) ({result.compile_time:.1f} s) ==")
-  print("validation loss over seeds (median, IQR, min-max, median / best "
-        "tuned AdamW median), diverged seeds, and the median final training "
-        "loss")
-  print(f"{'arm':24s} {'median':>9s} {'IQR':>19s} {'min-max':>19s} "
-        f"{'/ best':>7s} {'NaN':>4s} {'train':>8s}")
+  print(
+    f"\n== {task.name}: {task.steps} steps, "
+    f"{'full batch' if task.batch_size is None else task.batch_size}, "
+    f"{len(result.metrics['val_loss'])} trials in {seconds:.1f} s, "
+    f"{result.num_compiles} compile(s) ({result.compile_time:.1f} s) =="
+  )
+  print(
+    "validation loss over seeds (median, IQR, min-max, median / best "
+    "tuned AdamW median), diverged seeds, and the median final training "
+    "loss"
+  )
+  print(
+    f"{'arm':24s} {'median':>9s} {'IQR':>19s} {'min-max':>19s} "
+    f"{'/ best':>7s} {'NaN':>4s} {'train':>8s}"
+  )
   for name, row in summary["arms"].items():
     mark = " *" if name == summary["best_adamw"] else ""
-    print(f"{name:24s} {row['median']:9.4f} "
-          f"[{row['q25']:7.4f}, {row['q75']:7.4f}] "
-          f"[{row['min']:7.4f}, {row['max']:7.4f}] "
-          f"{row['median'] / best:7.2f} {row['diverged']:4d} "
-          f"{row['train_median']:8.4f}{mark}")
+    print(
+      f"{name:24s} {row['median']:9.4f} "
+      f"[{row['q25']:7.4f}, {row['q75']:7.4f}] "
+      f"[{row['min']:7.4f}, {row['max']:7.4f}] "
+      f"{row['median'] / best:7.2f} {row['diverged']:4d} "
+      f"{row['train_median']:8.4f}{mark}"
+    )
 
 
 def plot(tasks, summaries, path: Path) -> None:
@@ -276,13 +296,19 @@ def plot(tasks, summaries, path: Path) -> None:
     lrs = np.asarray(task.lrs)
     med = np.asarray([r["median"] for r in adamw])
     left.plot(lrs, med, "o-", color="k", label="AdamW (median)")
-    left.fill_between(lrs, [r["q25"] for r in adamw],
-                      [r["q75"] for r in adamw], color="k", alpha=0.15,
-                      label="AdamW IQR")
+    left.fill_between(
+      lrs,
+      [r["q25"] for r in adamw],
+      [r["q75"] for r in adamw],
+      color="k",
+      alpha=0.15,
+      label="AdamW IQR",
+    )
     colors = [f"C{i}" for i in range(len(METHODS))]
     for method, color in zip(METHODS, colors, strict=True):
-      left.axhline(rows[method]["median"], color=color, ls="--", lw=1,
-                   label=method)
+      left.axhline(
+        rows[method]["median"], color=color, ls="--", lw=1, label=method
+      )
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("AdamW learning rate")
@@ -291,23 +317,36 @@ def plot(tasks, summaries, path: Path) -> None:
     left.legend(fontsize=7)
     best = rows[summary["best_adamw"]]
     right.axhspan(best["q25"], best["q75"], color="k", alpha=0.15)
-    right.axhline(best["median"], color="k",
-                  label=f"tuned AdamW ({summary['best_adamw']})")
+    right.axhline(
+      best["median"], color="k", label=f"tuned AdamW ({summary['best_adamw']})"
+    )
     for i, (method, color) in enumerate(zip(METHODS, colors, strict=True)):
       row = rows[method]
       seeds = np.asarray(row["seeds"])
       if row["diverged"]:
-        right.annotate(f"{row['diverged']} diverged", (i, best["median"]),
-                       ha="center", va="bottom", fontsize=7, color=color,
-                       rotation=90)
-      right.scatter(np.full(seeds.shape, i), seeds, color=color, s=12,
-                    alpha=0.6)
-      right.errorbar(i, row["median"],
-                     yerr=[[row["median"] - row["q25"]],
-                           [row["q75"] - row["median"]]],
-                     fmt="o", color=color, capsize=4)
-    right.set_xticks(range(len(METHODS)), list(METHODS), rotation=30,
-                     ha="right", fontsize=8)
+        right.annotate(
+          f"{row['diverged']} diverged",
+          (i, best["median"]),
+          ha="center",
+          va="bottom",
+          fontsize=7,
+          color=color,
+          rotation=90,
+        )
+      right.scatter(
+        np.full(seeds.shape, i), seeds, color=color, s=12, alpha=0.6
+      )
+      right.errorbar(
+        i,
+        row["median"],
+        yerr=[[row["median"] - row["q25"]], [row["q75"] - row["median"]]],
+        fmt="o",
+        color=color,
+        capsize=4,
+      )
+    right.set_xticks(
+      range(len(METHODS)), list(METHODS), rotation=30, ha="right", fontsize=8
+    )
     right.set_yscale("log")
     right.set_ylabel("final validation loss (each seed, median, IQR)")
     right.set_title(f"{task.name}: each method at its defaults")
@@ -319,23 +358,37 @@ def plot(tasks, summaries, path: Path) -> None:
 def main(argv=None) -> dict:
   jopt.use_cpu_devices()  # one CPU device per core: trials shard over them
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="a smoke run: few steps, two seeds")
-  parser.add_argument("--seeds", type=int, default=None,
-                      help="seeds per arm (default 5; 2 with --quick)")
-  parser.add_argument("--tasks", nargs="+", default=None,
-                      choices=["cnn_digits", "mlp_diabetes"],
-                      help="which tasks to race (default: both)")
+  parser.add_argument(
+    "--quick", action="store_true", help="a smoke run: few steps, two seeds"
+  )
+  parser.add_argument(
+    "--seeds",
+    type=int,
+    default=None,
+    help="seeds per arm (default 5; 2 with --quick)",
+  )
+  parser.add_argument(
+    "--tasks",
+    nargs="+",
+    default=None,
+    choices=["cnn_digits", "mlp_diabetes"],
+    help="which tasks to race (default: both)",
+  )
   parser.add_argument("--out", default=str(ROOT / "out" / "lr_free"))
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
   num_seeds = args.seeds or (2 if args.quick else 5)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  tasks = [t for t in default_tasks(args.quick)
-           if args.tasks is None or t.name in args.tasks]
-  print(f"jax {jax.__version__}, {jax.device_count()} "
-        f"{jax.devices()[0].platform} device(s), {num_seeds} seeds per arm")
+  tasks = [
+    t
+    for t in default_tasks(args.quick)
+    if args.tasks is None or t.name in args.tasks
+  ]
+  print(
+    f"jax {jax.__version__}, {jax.device_count()} "
+    f"{jax.devices()[0].platform} device(s), {num_seeds} seeds per arm"
+  )
   total = time.perf_counter()
   summaries, report = [], {}
   for task in tasks:
@@ -344,16 +397,21 @@ def main(argv=None) -> dict:
     print_table(task, summary, seconds, result)
     summaries.append(summary)
     report[task.name] = {
-        **summary, "steps": task.steps, "batch_size": task.batch_size,
-        "seconds": seconds, "num_compiles": result.num_compiles,
-        "compile_time": result.compile_time,
+      **summary,
+      "steps": task.steps,
+      "batch_size": task.batch_size,
+      "seconds": seconds,
+      "num_compiles": result.num_compiles,
+      "compile_time": result.compile_time,
     }
   plot(tasks, summaries, out / "lr_free.png")
   report["total_seconds"] = time.perf_counter() - total
   report["num_seeds"] = num_seeds
   (out / "summary.json").write_text(json.dumps(report, indent=2))
-  print(f"\ntotal {report['total_seconds']:.1f} s; wrote {out / 'lr_free.png'}"
-        f" and {out / 'summary.json'}")
+  print(
+    f"\ntotal {report['total_seconds']:.1f} s; wrote {out / 'lr_free.png'}"
+    f" and {out / 'summary.json'}"
+  )
   return report
 
 

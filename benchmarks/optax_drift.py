@@ -21,14 +21,14 @@ import optax
 import jopt
 
 OPTIMIZERS = {
-    "adam": lambda lib: lib.adam(1e-2),
-    "adamw": lambda lib: lib.adamw(1e-2, weight_decay=1e-2),
-    "nadam": lambda lib: lib.nadam(1e-2),
-    "amsgrad": lambda lib: lib.amsgrad(1e-2),
-    "adamax": lambda lib: lib.adamax(1e-2),
-    "rmsprop": lambda lib: lib.rmsprop(1e-2),
-    "lion": lambda lib: lib.lion(1e-3),
-    "sgd_momentum": lambda lib: lib.sgd(1e-2, momentum=0.9),
+  "adam": lambda lib: lib.adam(1e-2),
+  "adamw": lambda lib: lib.adamw(1e-2, weight_decay=1e-2),
+  "nadam": lambda lib: lib.nadam(1e-2),
+  "amsgrad": lambda lib: lib.amsgrad(1e-2),
+  "adamax": lambda lib: lib.adamax(1e-2),
+  "rmsprop": lambda lib: lib.rmsprop(1e-2),
+  "lion": lambda lib: lib.lion(1e-3),
+  "sgd_momentum": lambda lib: lib.sgd(1e-2, momentum=0.9),
 }
 
 

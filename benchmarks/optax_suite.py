@@ -33,55 +33,81 @@ import tempfile
 
 # Optax's modules of the contrib optimizers jopt implements.
 _CONTRIB = [
-    "optax.contrib._dadapt_adamw", "optax.contrib._prodigy",
-    "optax.contrib._dog", "optax.contrib._mechanic",
-    "optax.contrib._schedule_free", "optax.contrib._reduce_on_plateau",
+  "optax.contrib._dadapt_adamw",
+  "optax.contrib._prodigy",
+  "optax.contrib._dog",
+  "optax.contrib._mechanic",
+  "optax.contrib._schedule_free",
+  "optax.contrib._reduce_on_plateau",
 ]
 
 # Test file (relative to the optax package) -> modules whose names jopt
 # replaces: the module under test, then the namespaces re-exporting it.
 SUBJECTS = {
-    "_src/alias_test.py": ["optax._src.alias", "optax"],
-    "_src/transform_test.py": [
-        "optax._src.transform", "optax.transforms", "optax",
-    ],
-    "_src/combine_test.py": ["optax._src.combine", "optax"],
-    "transforms/_clipping_test.py": [
-        "optax.transforms._clipping", "optax.transforms", "optax",
-    ],
-    "transforms/_masking_test.py": [
-        "optax.transforms._masking", "optax.transforms", "optax",
-    ],
-    "transforms/_accumulation_test.py": [
-        "optax.transforms._accumulation", "optax.transforms", "optax",
-    ],
-    "transforms/_conditionality_test.py": [
-        "optax.transforms._conditionality", "optax.transforms", "optax",
-    ],
-    "transforms/_adding_test.py": [
-        "optax.transforms._adding", "optax.transforms", "optax",
-    ],
-    "schedules/_schedule_test.py": [
-        "optax.schedules._schedule", "optax.schedules", "optax",
-    ],
-    "schedules/_join_test.py": [
-        "optax.schedules._join", "optax.schedules", "optax",
-    ],
-    "contrib/_reduce_on_plateau_test.py": [
-        "optax.contrib._reduce_on_plateau", "optax.contrib", "optax",
-    ],
-    "contrib/_mechanic_test.py": ["optax.contrib._mechanic", "optax.contrib"],
-    "contrib/_schedule_free_test.py": [
-        "optax.contrib._schedule_free", "optax.contrib",
-    ],
-    # The suite every contrib optimizer runs; Optax's core optimizers (the
-    # `sgd` or `adam` that `mechanize` wraps) stay Optax's.
-    "contrib/_common_test.py": [*_CONTRIB, "optax.contrib"],
-    "_src/update_test.py": ["optax._src.update", "optax"],
-    "_src/float64_test.py": [
-        "optax._src.alias", "optax._src.transform", "optax._src.base",
-        "optax._src.update", "optax.transforms", "optax",
-    ],
+  "_src/alias_test.py": ["optax._src.alias", "optax"],
+  "_src/transform_test.py": [
+    "optax._src.transform",
+    "optax.transforms",
+    "optax",
+  ],
+  "_src/combine_test.py": ["optax._src.combine", "optax"],
+  "transforms/_clipping_test.py": [
+    "optax.transforms._clipping",
+    "optax.transforms",
+    "optax",
+  ],
+  "transforms/_masking_test.py": [
+    "optax.transforms._masking",
+    "optax.transforms",
+    "optax",
+  ],
+  "transforms/_accumulation_test.py": [
+    "optax.transforms._accumulation",
+    "optax.transforms",
+    "optax",
+  ],
+  "transforms/_conditionality_test.py": [
+    "optax.transforms._conditionality",
+    "optax.transforms",
+    "optax",
+  ],
+  "transforms/_adding_test.py": [
+    "optax.transforms._adding",
+    "optax.transforms",
+    "optax",
+  ],
+  "schedules/_schedule_test.py": [
+    "optax.schedules._schedule",
+    "optax.schedules",
+    "optax",
+  ],
+  "schedules/_join_test.py": [
+    "optax.schedules._join",
+    "optax.schedules",
+    "optax",
+  ],
+  "contrib/_reduce_on_plateau_test.py": [
+    "optax.contrib._reduce_on_plateau",
+    "optax.contrib",
+    "optax",
+  ],
+  "contrib/_mechanic_test.py": ["optax.contrib._mechanic", "optax.contrib"],
+  "contrib/_schedule_free_test.py": [
+    "optax.contrib._schedule_free",
+    "optax.contrib",
+  ],
+  # The suite every contrib optimizer runs; Optax's core optimizers (the
+  # `sgd` or `adam` that `mechanize` wraps) stay Optax's.
+  "contrib/_common_test.py": [*_CONTRIB, "optax.contrib"],
+  "_src/update_test.py": ["optax._src.update", "optax"],
+  "_src/float64_test.py": [
+    "optax._src.alias",
+    "optax._src.transform",
+    "optax._src.base",
+    "optax._src.update",
+    "optax.transforms",
+    "optax",
+  ],
 }
 
 # Names jopt exports that are types or helpers, not the code under test:
@@ -143,13 +169,16 @@ class _Plugin:
 
   def pytest_runtest_logreport(self, report):
     entry = self.results.setdefault(
-        report.nodeid, {"outcome": "passed", "used": False}
+      report.nodeid, {"outcome": "passed", "used": False}
     )
     if report.failed:
       entry["outcome"] = "failed"
       crash = getattr(report.longrepr, "reprcrash", None)
-      message = (crash.message.splitlines()[0] if crash
-                 else str(report.longrepr).splitlines()[-1])
+      message = (
+        crash.message.splitlines()[0]
+        if crash
+        else str(report.longrepr).splitlines()[-1]
+      )
       entry["message"] = message[:300]
     elif report.skipped and entry["outcome"] == "passed":
       entry["outcome"] = "skipped"
@@ -169,18 +198,30 @@ def _run_one(path: str, modules: list[str], report: str) -> int:
     ini = pathlib.Path(tmp) / "pytest.ini"
     ini.write_text("[pytest]\n")
     return pytest.main(
-        [path, "-q", "-p", "no:cacheprovider", "-c", str(ini),
-         "--rootdir", tmp, "-W", "ignore"],
-        plugins=[_Plugin(modules, report)],
+      [
+        path,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(ini),
+        "--rootdir",
+        tmp,
+        "-W",
+        "ignore",
+      ],
+      plugins=[_Plugin(modules, report)],
     )
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--files", default="",
-                      help="comma-separated file names (default: all)")
-  parser.add_argument("--failures", action="store_true",
-                      help="list the failing applicable tests")
+  parser.add_argument(
+    "--files", default="", help="comma-separated file names (default: all)"
+  )
+  parser.add_argument(
+    "--failures", action="store_true", help="list the failing applicable tests"
+  )
   parser.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args._child:
@@ -192,39 +233,55 @@ def main() -> None:
 
   root = pathlib.Path(optax.__file__).parent
   wanted = [f for f in args.files.split(",") if f]
-  files = [k for k in SUBJECTS
-           if not wanted or pathlib.Path(k).name in wanted]
+  files = [k for k in SUBJECTS if not wanted or pathlib.Path(k).name in wanted]
   missing = [k for k in files if not (root / k).exists()]
   if missing:
-    sys.exit(f"Optax's test sources are not installed ({missing[0]} is "
-             f"missing under {root}); nothing to run.")
+    sys.exit(
+      f"Optax's test sources are not installed ({missing[0]} is "
+      f"missing under {root}); nothing to run."
+    )
   print(f"optax {optax.__version__} from {root}")
   total_pass = total_applicable = 0
   failures = []
   for rel in files:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
       report = f.name
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    env = dict(
+      os.environ,
+      PYTHONPATH=os.pathsep.join(
         [str(pathlib.Path(__file__).resolve().parents[1])]
-        + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+        + os.environ.get("PYTHONPATH", "").split(os.pathsep)
+      ),
+    )
     subprocess.run(
-        [sys.executable, __file__, "--_child", str(root / rel), report],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        check=False,
+      [sys.executable, __file__, "--_child", str(root / rel), report],
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+      check=False,
     )
     with open(report) as f:
       text = f.read()
     os.unlink(report)
     results = json.loads(text) if text else {}
-    applicable = {k: v for k, v in results.items()
-                  if v["used"] and v["outcome"] != "skipped"}
+    applicable = {
+      k: v
+      for k, v in results.items()
+      if v["used"] and v["outcome"] != "skipped"
+    }
     passed = sum(v["outcome"] == "passed" for v in applicable.values())
-    failures += [(k, v.get("message", "")) for k, v in applicable.items()
-                 if v["outcome"] == "failed"]
+    failures += [
+      (k, v.get("message", ""))
+      for k, v in applicable.items()
+      if v["outcome"] == "failed"
+    ]
     total_pass += passed
     total_applicable += len(applicable)
-    print(f"{rel:40s} {passed:4d} / {len(applicable):4d} "
-          f"(not applicable: {len(results) - len(applicable)})", flush=True)
+    print(
+      f"{rel:40s} {passed:4d} / {len(applicable):4d} "
+      f"(not applicable: {len(results) - len(applicable)})",
+      flush=True,
+    )
   print(f"{'total':40s} {total_pass:4d} / {total_applicable:4d}")
   if args.failures:
     for nodeid, message in failures:

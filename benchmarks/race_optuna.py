@@ -54,17 +54,21 @@ class SequentialOptuna:
     # HyperbandPruner picks a trial's bracket from a hash of the study's
     # name; a fixed name makes a rerun prune the same trials.
     study = optuna.create_study(
-        study_name=f"race-{pruner_name}-{seed}",
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+      study_name=f"race-{pruner_name}-{seed}",
+      sampler=optuna.samplers.TPESampler(seed=seed),
+      pruner=pruner,
+    )
     jax_seconds, steps, timeline = 0.0, 0, []
 
     def objective(trial):
       nonlocal jax_seconds, steps
       hp = {}
       for name, dist in task.space.items():
-        hp[name] = jnp.float32(trial.suggest_float(
-            name, dist.low, dist.high,
-            log=isinstance(dist, sweep.LogUniform)))
+        hp[name] = jnp.float32(
+          trial.suggest_float(
+            name, dist.low, dist.high, log=isinstance(dist, sweep.LogUniform)
+          )
+        )
       start = time.perf_counter()
       key = jax.random.fold_in(jax.random.key(seed), trial.number)
       state = self.init(hp, key)
@@ -83,24 +87,32 @@ class SequentialOptuna:
     begin = time.perf_counter()
 
     def record(study, trial):
-      done = [t for t in study.trials
-              if t.state == optuna.trial.TrialState.COMPLETE]
+      done = [
+        t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+      ]
       pick = min(done, key=lambda t: t.value).params if done else None
-      timeline.append((time.perf_counter() - begin + self.compile_seconds,
-                       steps, pick))
+      timeline.append(
+        (time.perf_counter() - begin + self.compile_seconds, steps, pick)
+      )
 
     study.optimize(objective, n_trials=b.optuna_trials, callbacks=[record])
     wall = time.perf_counter() - begin + self.compile_seconds
     overhead = (wall - self.compile_seconds - jax_seconds) / b.optuna_trials
-    return {"wall": wall, "steps": steps, "pick": timeline[-1][2],
-            "timeline": timeline, "overhead": overhead,
-            "jax_per_trial": jax_seconds / b.optuna_trials}
+    return {
+      "wall": wall,
+      "steps": steps,
+      "pick": timeline[-1][2],
+      "timeline": timeline,
+      "overhead": overhead,
+      "jax_per_trial": jax_seconds / b.optuna_trials,
+    }
 
 
 def _pruner(optuna, name, segments):
   if name == "hyperband":
     return optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=segments, reduction_factor=3)
+      min_resource=1, max_resource=segments, reduction_factor=3
+    )
   return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
@@ -136,9 +148,10 @@ class UserLoopOptuna:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     b, task = self.task.budget, self.task
     study = optuna.create_study(
-        study_name=f"race-user-loop-{self.n_jobs}-{seed}",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=_pruner(optuna, "median", b.segments))
+      study_name=f"race-user-loop-{self.n_jobs}-{seed}",
+      sampler=optuna.samplers.TPESampler(seed=seed),
+      pruner=_pruner(optuna, "median", b.segments),
+    )
     lock = threading.Lock()
     steps, timeline = 0, []
     # Jitted afresh for each study, as in the fresh process of a user's
@@ -150,14 +163,17 @@ class UserLoopOptuna:
       hp = dict(DEFAULTS)
       for name, dist in task.space.items():
         hp[name] = trial.suggest_float(
-            name, dist.low, dist.high,
-            log=isinstance(dist, sweep.LogUniform))
+          name, dist.low, dist.high, log=isinstance(dist, sweep.LogUniform)
+        )
       key = jax.random.fold_in(jax.random.key(seed), trial.number)
       model = cnn_train.create_model(task.cfg, jax.random.split(key)[0])
       optimizer = nnx.Optimizer(
-          model, optax.adamw(hp["learning_rate"], b1=hp["b1"],
-                             weight_decay=hp["weight_decay"]),
-          wrt=nnx.Param)
+        model,
+        optax.adamw(
+          hp["learning_rate"], b1=hp["b1"], weight_decay=hp["weight_decay"]
+        ),
+        wrt=nnx.Param,
+      )
       rng = np.random.default_rng([seed, trial.number])
       value = np.inf
       for s in range(b.segments):
@@ -176,14 +192,23 @@ class UserLoopOptuna:
 
     def record(study, trial):
       with lock:
-        done = [t for t in study.trials
-                if t.state == optuna.trial.TrialState.COMPLETE]
+        done = [
+          t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+        ]
         pick = min(done, key=lambda t: t.value).params if done else None
         timeline.append((time.perf_counter() - begin, steps, pick))
 
-    study.optimize(objective, n_trials=b.optuna_trials, n_jobs=self.n_jobs,
-                   callbacks=[record])
+    study.optimize(
+      objective,
+      n_trials=b.optuna_trials,
+      n_jobs=self.n_jobs,
+      callbacks=[record],
+    )
     wall = time.perf_counter() - begin
     timeline.sort(key=lambda p: p[0])
-    return {"wall": wall, "steps": steps, "pick": timeline[-1][2],
-            "timeline": timeline}
+    return {
+      "wall": wall,
+      "steps": steps,
+      "pick": timeline[-1][2],
+      "timeline": timeline,
+    }

@@ -68,8 +68,7 @@ def _worker_task(budget: Budget):
     init, segment = jax.jit(task.init), jax.jit(task.segment)
     hp = {k: jnp.float32(0.5) for k in NAMES}
     jax.block_until_ready(segment(init(hp, jax.random.key(0)), hp))
-    _WORKER[budget] = (init, segment, time.perf_counter() - start,
-                       time.time())
+    _WORKER[budget] = (init, segment, time.perf_counter() - start, time.time())
   return _WORKER[budget]
 
 
@@ -86,8 +85,15 @@ def trainable(config, budget: Budget, seed: int):
     state, m = segment(state, hp)
     value = float(m["val_loss"])  # What a user reports: a host value.
     jax_s = time.perf_counter() - start
-    tune.report({"val_loss": value, "jax_s": jax_s, "compile_s": compile_s,
-                 "ready_at": ready_at, "pid": os.getpid()})
+    tune.report(
+      {
+        "val_loss": value,
+        "jax_s": jax_s,
+        "compile_s": compile_s,
+        "ready_at": ready_at,
+        "pid": os.getpid(),
+      }
+    )
     start = time.perf_counter()
 
 
@@ -117,76 +123,104 @@ class _Recorder(tune.Callback):
     self.trials += 1
     last = trial.last_result
     if last.get("training_iteration") == self.budget.segments:
-      self.full.append((last["val_loss"],
-                        {k: float(trial.config[k]) for k in NAMES}))
+      self.full.append(
+        (last["val_loss"], {k: float(trial.config[k]) for k in NAMES})
+      )
     pick = min(self.full, key=lambda x: x[0])[1] if self.full else None
-    self.timeline.append((time.perf_counter() - self.begin + self.offset,
-                          self.steps, pick))
+    self.timeline.append(
+      (time.perf_counter() - self.begin + self.offset, self.steps, pick)
+    )
 
 
 class RayTune:
   """``ray.init`` once per process, then one ASHA study per call."""
 
-  def __init__(self, space: dict, budget: Budget, storage: Path,
-               concurrency: int = 1):
+  def __init__(
+    self, space: dict, budget: Budget, storage: Path, concurrency: int = 1
+  ):
     self.space, self.budget, self.concurrency = space, budget, concurrency
     self.storage = storage
     start = time.perf_counter()
     # Workers import this module and race_task by name.
-    path = os.pathsep.join([str(HERE), str(ROOT),
-                            os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join(
+      [str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    )
     with warnings.catch_warnings():
       # JAX warns of any fork; Ray's daemons are forked and exec'd at once.
       warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
-      ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-               logging_level=logging.ERROR, configure_logging=True,
-               runtime_env={"env_vars": {"PYTHONPATH": path}})
+      ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+      )
     self.init_seconds = time.perf_counter() - start
 
   def study(self, seed: int) -> dict:
     """One study; its wall carries ``ray.init``, as a fresh process's."""
     b = self.budget
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = {name: (tune.loguniform if isinstance(d, sweep.LogUniform)
-                    else tune.uniform)(d.low, d.high)
-             for name, d in self.space.items()}
+    space = {
+      name: (
+        tune.loguniform if isinstance(d, sweep.LogUniform) else tune.uniform
+      )(d.low, d.high)
+      for name, d in self.space.items()
+    }
     begin, begin_epoch = time.perf_counter(), time.time()
     recorder = _Recorder(b, begin, self.init_seconds)
     tuner = tune.Tuner(
-        tune.with_parameters(trainable, budget=b, seed=seed),
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            metric="val_loss", mode="min", num_samples=b.optuna_trials,
-            search_alg=OptunaSearch(
-                sampler=optuna.samplers.TPESampler(seed=seed)),
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration", max_t=b.segments,
-                grace_period=1, reduction_factor=3),
-            max_concurrent_trials=self.concurrency, reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=f"race-asha-{seed}", storage_path=str(self.storage),
-            verbose=0, callbacks=[recorder]))
+      tune.with_parameters(trainable, budget=b, seed=seed),
+      param_space=space,
+      tune_config=tune.TuneConfig(
+        metric="val_loss",
+        mode="min",
+        num_samples=b.optuna_trials,
+        search_alg=OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed)),
+        scheduler=ASHAScheduler(
+          time_attr="training_iteration",
+          max_t=b.segments,
+          grace_period=1,
+          reduction_factor=3,
+        ),
+        max_concurrent_trials=self.concurrency,
+        reuse_actors=True,
+      ),
+      run_config=tune.RunConfig(
+        name=f"race-asha-{seed}",
+        storage_path=str(self.storage),
+        verbose=0,
+        callbacks=[recorder],
+      ),
+    )
     tuner.fit()
     fit = time.perf_counter() - begin
     # Before its first worker has compiled, a study can run no trial.
     setup = min(r for _, r in recorder.workers.values()) - begin_epoch
     # Trials run at once overlap their JAX work.
     jax_wall = recorder.jax_s / self.concurrency
-    return {"wall": fit + self.init_seconds,
-            "warm": fit - setup,
-            "steps": recorder.steps, "pick": recorder.timeline[-1][2],
-            "timeline": recorder.timeline, "trials": recorder.trials,
-            "setup": setup, "workers": len(recorder.workers),
-            "compile": max(c for c, _ in recorder.workers.values()),
-            "overhead": (fit - setup - jax_wall) / recorder.trials,
-            "jax_per_trial": recorder.jax_s / recorder.trials}
+    return {
+      "wall": fit + self.init_seconds,
+      "warm": fit - setup,
+      "steps": recorder.steps,
+      "pick": recorder.timeline[-1][2],
+      "timeline": recorder.timeline,
+      "trials": recorder.trials,
+      "setup": setup,
+      "workers": len(recorder.workers),
+      "compile": max(c for c, _ in recorder.workers.values()),
+      "overhead": (fit - setup - jax_wall) / recorder.trials,
+      "jax_per_trial": recorder.jax_s / recorder.trials,
+    }
 
   def close(self):
     ray.shutdown()
 
 
-def studies(space: dict, budget: Budget, concurrency: int,
-            t0: float) -> list[dict]:
+def studies(
+  space: dict, budget: Budget, concurrency: int, t0: float
+) -> list[dict]:
   """``budget.repeats`` studies (seeds 0, 1, ...) in one Ray session.
 
   Tune's files (results, trial logs) go to a temporary folder: the race
@@ -198,19 +232,25 @@ def studies(space: dict, budget: Budget, concurrency: int,
     try:
       for r in range(budget.repeats):
         runs.append(tuner.study(r))
-        print(f"Ray repeat {r}: {runs[-1]['wall']:.1f} s "
-              f"({runs[-1]['trials']} trials, first worker ready after "
-              f"{runs[-1]['setup']:.1f} s)"
-              f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        print(
+          f"Ray repeat {r}: {runs[-1]['wall']:.1f} s "
+          f"({runs[-1]['trials']} trials, first worker ready after "
+          f"{runs[-1]['setup']:.1f} s)"
+          f"  [{time.perf_counter() - t0:.0f} s]",
+          flush=True,
+        )
     finally:
       tuner.close()
-  med = {k: float(np.median([x[k] for x in runs]))
-         for k in ("setup", "compile")}
-  print(f"Ray Tune ASHA: ray.init {tuner.init_seconds:.1f} s (charged to "
-        f"every study, as a fresh process pays it); per study the first "
-        f"worker's start + compile {med['setup']:.1f} s (of which building "
-        f"the task and compiling its init + segment {med['compile']:.1f} s); "
-        f"{concurrency} trial(s) at once")
+  med = {
+    k: float(np.median([x[k] for x in runs])) for k in ("setup", "compile")
+  }
+  print(
+    f"Ray Tune ASHA: ray.init {tuner.init_seconds:.1f} s (charged to "
+    f"every study, as a fresh process pays it); per study the first "
+    f"worker's start + compile {med['setup']:.1f} s (of which building "
+    f"the task and compiling its init + segment {med['compile']:.1f} s); "
+    f"{concurrency} trial(s) at once"
+  )
   return runs
 
 
@@ -221,12 +261,16 @@ def main(argv=None):
   p.add_argument("--concurrency", type=int, default=1)
   args = p.parse_args(argv)
   b = dataclasses.replace(QUICK if args.quick else Budget(), repeats=1)
-  run, = studies(Task(b).space, b, args.concurrency, time.perf_counter())
-  print(f"study wall {run['wall']:.1f} s, warm {run['warm']:.1f} s; "
-        f"{run['trials']} trials, {run['steps']} member-steps; "
-        f"{run['workers']} worker(s)")
-  print(f"per-trial overhead {run['overhead'] * 1e3:.1f} ms, JAX work "
-        f"{run['jax_per_trial'] * 1e3:.0f} ms per trial")
+  (run,) = studies(Task(b).space, b, args.concurrency, time.perf_counter())
+  print(
+    f"study wall {run['wall']:.1f} s, warm {run['warm']:.1f} s; "
+    f"{run['trials']} trials, {run['steps']} member-steps; "
+    f"{run['workers']} worker(s)"
+  )
+  print(
+    f"per-trial overhead {run['overhead'] * 1e3:.1f} ms, JAX work "
+    f"{run['jax_per_trial'] * 1e3:.0f} ms per trial"
+  )
   print(f"steps per finished trial: {[t[1] for t in run['timeline']]}")
   print(f"pick: {run['pick']}")
 

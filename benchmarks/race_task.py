@@ -70,10 +70,19 @@ class Budget:
   optuna_trials: int = 24
 
 
-QUICK = Budget(features=(4, 8), segment_steps=4, segments=3, repeats=2,
-               seeds=3, run_trials=(8,), sh_trials=9, hb_iterations=1,
-               population=4,
-               batched=((2, 4),), optuna_trials=6)
+QUICK = Budget(
+  features=(4, 8),
+  segment_steps=4,
+  segments=3,
+  repeats=2,
+  seeds=3,
+  run_trials=(8,),
+  sh_trials=9,
+  hb_iterations=1,
+  population=4,
+  batched=((2, 4),),
+  optuna_trials=6,
+)
 
 
 class Task:
@@ -86,25 +95,33 @@ class Task:
   def __init__(self, budget: Budget, space: dict | None = None):
     self.budget = budget
     splits = cnn_data.load_splits(seed=0)
-    self.x_tr, self.y_tr = jnp.asarray(splits.x_train), jnp.asarray(
-        splits.y_train)
+    self.x_tr, self.y_tr = (
+      jnp.asarray(splits.x_train),
+      jnp.asarray(splits.y_train),
+    )
     self.x_va, self.y_va = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
-    self.x_te, self.y_te = jnp.asarray(splits.x_test), jnp.asarray(
-        splits.y_test)
+    self.x_te, self.y_te = (
+      jnp.asarray(splits.x_test),
+      jnp.asarray(splits.y_test),
+    )
     defaults = cnn_train.Config()
-    self.cfg = cnn_train.Config(features=budget.features, dropout_rate=0.0,
-                                batch_size=budget.batch_size)
+    self.cfg = cnn_train.Config(
+      features=budget.features, dropout_rate=0.0, batch_size=budget.batch_size
+    )
     self.space = space or {
-        "learning_rate": sweep.log_uniform(*defaults.learning_rate),
-        "weight_decay": sweep.log_uniform(*defaults.weight_decay),
-        "b1": sweep.uniform(0.5, 0.99),
+      "learning_rate": sweep.log_uniform(*defaults.learning_rate),
+      "weight_decay": sweep.log_uniform(*defaults.weight_decay),
+      "b1": sweep.uniform(0.5, 0.99),
     }
     model = cnn_train.create_model(self.cfg, jax.random.key(0))
     self.graphdef, _, self.rest = nnx.split(model, nnx.Param, ...)
     # Built with placeholders: a trial's values live in its optimizer state
     # (set_hyperparams), so PBT can change them between rounds.
-    self.tx = jopt.adamw(DEFAULTS["learning_rate"], b1=DEFAULTS["b1"],
-                         weight_decay=DEFAULTS["weight_decay"])
+    self.tx = jopt.adamw(
+      DEFAULTS["learning_rate"],
+      b1=DEFAULTS["b1"],
+      weight_decay=DEFAULTS["weight_decay"],
+    )
     self.judge_fn = jax.jit(jax.vmap(self._true_loss))
     self.cache: dict[tuple, float] = {}
     self.judge_seconds = 0.0
@@ -130,26 +147,31 @@ class Task:
     def step(carry, k):
       params, opt_state = carry
       idx = jax.random.randint(k, (bs,), 0, n)
-      loss, g = jax.value_and_grad(self.xent)(params, self.x_tr[idx],
-                                              self.y_tr[idx])
+      loss, g = jax.value_and_grad(self.xent)(
+        params, self.x_tr[idx], self.y_tr[idx]
+      )
       updates, opt_state = self.tx.update(g, opt_state, params)
       return (jopt.apply_updates(params, updates), opt_state), loss
 
     key, sub = jax.random.split(jax.random.wrap_key_data(key))
     (params, opt_state), _ = jax.lax.scan(
-        step, (params, opt_state),
-        jax.random.split(sub, self.budget.segment_steps))
+      step,
+      (params, opt_state),
+      jax.random.split(sub, self.budget.segment_steps),
+    )
     val = self.xent(params, self.x_va, self.y_va)
     return (params, opt_state, jax.random.key_data(key)), {"val_loss": val}
 
   def train_fn(self, hp, key):
     """One full trial, for `run` and `optuna_search`."""
+
     def body(state, _):
       state, m = self.segment(state, hp)
       return state, m["val_loss"]
 
-    _, curve = jax.lax.scan(body, self.init(hp, key), None,
-                            length=self.budget.segments)
+    _, curve = jax.lax.scan(
+      body, self.init(hp, key), None, length=self.budget.segments
+    )
     return {"val_loss": curve[-1], "val_curve": curve}
 
   def _true_loss(self, schedule, key):
@@ -170,11 +192,16 @@ class Task:
     between picks are not seed luck), none of which any search uses.
     """
     s = self.budget.segments
-    scheds = [{k: np.broadcast_to(np.asarray(p.get(k, DEFAULTS[k]),
-                                             np.float32), (s,))
-               for k in NAMES} for p in picks]
-    tags = [tuple(np.round(np.concatenate([d[k] for k in NAMES]), 7))
-            for d in scheds]
+    scheds = [
+      {
+        k: np.broadcast_to(np.asarray(p.get(k, DEFAULTS[k]), np.float32), (s,))
+        for k in NAMES
+      }
+      for p in picks
+    ]
+    tags = [
+      tuple(np.round(np.concatenate([d[k] for k in NAMES]), 7)) for d in scheds
+    ]
     todo = list(dict.fromkeys(t for t in tags if t not in self.cache))
     if todo:
       start = time.perf_counter()
@@ -182,16 +209,20 @@ class Task:
       width = 24
       losses = []
       for i in range(0, len(rows), width):
-        chunk = rows[i:i + width]
+        chunk = rows[i : i + width]
         chunk = chunk + [chunk[0]] * (width - len(chunk))
         arr = np.asarray([t for t, _ in chunk], np.float32).reshape(
-            width, len(NAMES), s)
+          width, len(NAMES), s
+        )
         sched = {k: jnp.asarray(arr[:, j]) for j, k in enumerate(NAMES)}
-        keys = jax.vmap(lambda i: jax.random.fold_in(
-            jax.random.key(10**6), i))(jnp.asarray([sd for _, sd in chunk]))
-        losses.extend(np.asarray(self.judge_fn(sched, keys))[:len(rows[i:i + width])])
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(10**6), i))(
+          jnp.asarray([sd for _, sd in chunk])
+        )
+        losses.extend(
+          np.asarray(self.judge_fn(sched, keys))[: len(rows[i : i + width])]
+        )
       for j, t in enumerate(todo):
-        vals = losses[j * self.budget.seeds:(j + 1) * self.budget.seeds]
+        vals = losses[j * self.budget.seeds : (j + 1) * self.budget.seeds]
         self.cache[t] = float(np.mean(vals))
       self.judge_seconds += time.perf_counter() - start
     return [self.cache[t] for t in tags]

@@ -45,18 +45,24 @@ def make_train(x, y, idx, every, reports=None):
       t, batch_idx = inputs
       params, state = carry
       loss, grads = jax.value_and_grad(bench.loss_fn)(
-          params, x[batch_idx], y[batch_idx])
+        params, x[batch_idx], y[batch_idx]
+      )
       updates, state = tx.update(grads, state, params)
       if every:
         sweep.report(t, num_steps=steps, every=every, loss=loss)
       return (jopt.apply_updates(params, updates), state), loss
 
     if reports:
-      _, losses = sweep.scan(step, (params, tx.init(params)),
-                             (jnp.arange(steps), idx), num_reports=reports)
+      _, losses = sweep.scan(
+        step,
+        (params, tx.init(params)),
+        (jnp.arange(steps), idx),
+        num_reports=reports,
+      )
     else:
-      _, losses = jax.lax.scan(step, (params, tx.init(params)),
-                               (jnp.arange(steps), idx))
+      _, losses = jax.lax.scan(
+        step, (params, tx.init(params)), (jnp.arange(steps), idx)
+      )
     return losses
 
   return train
@@ -75,22 +81,33 @@ def main():
   lrs = np.geomspace(1e-4, 1e-1, args.k).astype(np.float32)
   space = {"lr": sweep.choice(lrs.tolist())}
   root = jax.random.key(0)
-  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
-        f"{len(jax.devices())} devices, {os.cpu_count()} cores; K={args.k}, "
-        f"steps={args.steps}")
+  print(
+    f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
+    f"{len(jax.devices())} devices, {os.cpu_count()} cores; K={args.k}, "
+    f"steps={args.steps}"
+  )
   # name: (report every, jopt.sweep.scan reports, progress on)
-  variants = {"off": (0, None, False),
-              "report every step": (1, None, True),
-              "report every 10th step": (10, None, True),
-              "sweep.scan, 10 reports": (0, 10, True),
-              "sweep.scan, progress off": (0, 10, False)}
-  trains = {name: make_train(x, y, idx, every, reports)
-            for name, (every, reports, _) in variants.items()}
+  variants = {
+    "off": (0, None, False),
+    "report every step": (1, None, True),
+    "report every 10th step": (10, None, True),
+    "sweep.scan, 10 reports": (0, 10, True),
+    "sweep.scan, progress off": (0, 10, False),
+  }
+  trains = {
+    name: make_train(x, y, idx, every, reports)
+    for name, (every, reports, _) in variants.items()
+  }
 
   def run(name):
     progress = variants[name][2]
-    return sweep.run(lambda h, k: {"loss": trains[name](h["lr"], k)}, space,
-                     key=root, strategy="grid", progress=progress)
+    return sweep.run(
+      lambda h, k: {"loss": trains[name](h["lr"], k)},
+      space,
+      key=root,
+      strategy="grid",
+      progress=progress,
+    )
 
   results = {name: run(name) for name in variants}  # compile and warm up
   times = {name: [] for name in variants}
@@ -99,17 +116,23 @@ def main():
       start = time.perf_counter()
       run(name)
       times[name].append(time.perf_counter() - start)
+
   def same(a, b):
-    return np.array_equal(results[a].metrics["loss"],
-                          results[b].metrics["loss"])
+    return np.array_equal(
+      results[a].metrics["loss"], results[b].metrics["loss"]
+    )
 
   best = {n: min(t) for n, t in times.items()}
-  print("\nresults identical with and without reporting: "
-        f"report {same('report every step', 'off')}, "
-        f"sweep.scan {same('sweep.scan, 10 reports', 'sweep.scan, progress off')}")
+  print(
+    "\nresults identical with and without reporting: "
+    f"report {same('report every step', 'off')}, "
+    f"sweep.scan {same('sweep.scan, 10 reports', 'sweep.scan, progress off')}"
+  )
   for name in variants:
-    print(f"{name:>26}: {best[name]:.3f} s   "
-          f"{best[name] / best['off']:.3f}x the run without reporting")
+    print(
+      f"{name:>26}: {best[name]:.3f} s   "
+      f"{best[name] / best['off']:.3f}x the run without reporting"
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ def true_loss(config, splits, hparams, retrain) -> float:
   for s in range(3):
     key = jax.random.fold_in(jax.random.key(10_000), s)
     model, _ = retrain({k: jnp.float32(v) for k, v in hparams.items()}, key)
-    losses.append(float(train.evaluate(model, splits.x_test,
-                                       splits.y_test)["loss"]))
+    losses.append(
+      float(train.evaluate(model, splits.x_test, splits.y_test)["loss"])
+    )
   return float(np.mean(losses))
 
 
@@ -66,24 +67,38 @@ def main() -> None:
     for seeds in (None, 3):
       sweep.clear_caches()  # each sweep pays its compile, as a new process
       start = time.perf_counter()
-      res = sweep.run(train_fn, space, num_trials=config.num_trials,
-                      key=jax.random.key(r), strategy="quasirandom",
-                      progress=False, seeds=seeds)
+      res = sweep.run(
+        train_fn,
+        space,
+        num_trials=config.num_trials,
+        key=jax.random.key(r),
+        strategy="quasirandom",
+        progress=False,
+        seeds=seeds,
+      )
       wall = time.perf_counter() - start
       best = res.best("val_loss")
-      row[seeds] = (wall, best.index,
-                    true_loss(config, splits, best.hparams, retrain))
+      row[seeds] = (
+        wall,
+        best.index,
+        true_loss(config, splits, best.hparams, retrain),
+      )
     rows.append(row)
-    print(f"key {r}: seeds=1 {row[None][0]:.1f} s pick {row[None][1]} "
-          f"true {row[None][2]:.4f} | seeds=3 {row[3][0]:.1f} s pick "
-          f"{row[3][1]} true {row[3][2]:.4f}", flush=True)
+    print(
+      f"key {r}: seeds=1 {row[None][0]:.1f} s pick {row[None][1]} "
+      f"true {row[None][2]:.4f} | seeds=3 {row[3][0]:.1f} s pick "
+      f"{row[3][1]} true {row[3][2]:.4f}",
+      flush=True,
+    )
   ratio = [row[3][0] / row[None][0] for row in rows]
   changed = sum(row[3][1] != row[None][1] for row in rows)
-  print(f"RESULT seeds=3 costs {np.median(ratio):.2f}x the wall time of "
-        f"seeds=1 (median over {len(rows)} keys); the pick changed in "
-        f"{changed} of {len(rows)}; median true test loss of the pick: "
-        f"seeds=1 {np.median([r[None][2] for r in rows]):.4f}, seeds=3 "
-        f"{np.median([r[3][2] for r in rows]):.4f}")
+  print(
+    f"RESULT seeds=3 costs {np.median(ratio):.2f}x the wall time of "
+    f"seeds=1 (median over {len(rows)} keys); the pick changed in "
+    f"{changed} of {len(rows)}; median true test loss of the pick: "
+    f"seeds=1 {np.median([r[None][2] for r in rows]):.4f}, seeds=3 "
+    f"{np.median([r[3][2] for r in rows]):.4f}"
+  )
 
 
 if __name__ == "__main__":

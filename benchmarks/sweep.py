@@ -41,16 +41,26 @@ def _args():
   p.add_argument("--k", type=int, default=32, help="learning rates compared")
   p.add_argument("--steps", type=int, default=300)
   p.add_argument("--batch", type=int, default=128)
-  p.add_argument("--ks", default="1,8,32,128,512,1024",
-                 help="comma-separated K for the scaling table ('' skips)")
+  p.add_argument(
+    "--ks",
+    default="1,8,32,128,512,1024",
+    help="comma-separated K for the scaling table ('' skips)",
+  )
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--cpu-devices", type=int, default=None,
-                 help="CPU devices, given to jopt.use_cpu_devices "
-                 "(default: one per core)")
+  p.add_argument(
+    "--cpu-devices",
+    type=int,
+    default=None,
+    help="CPU devices, given to jopt.use_cpu_devices (default: one per core)",
+  )
   p.add_argument("--max-parallel", type=int, default=None)
   p.add_argument("--skip-naive", action="store_true")
-  p.add_argument("--lanes", type=int, default=None,
-                 help="sweep.run's lanes= (default: the platform's)")
+  p.add_argument(
+    "--lanes",
+    type=int,
+    default=None,
+    help="sweep.run's lanes= (default: the platform's)",
+  )
   return p.parse_args()
 
 
@@ -82,10 +92,12 @@ def load_data(steps: int, batch: int):
 
 def init_params(key):
   k1, k2 = jax.random.split(key)
-  return {"w1": jax.random.normal(k1, (64, 256)) * 0.125,
-          "b1": jnp.zeros(256),
-          "w2": jax.random.normal(k2, (256, 10)) * 0.0625,
-          "b2": jnp.zeros(10)}
+  return {
+    "w1": jax.random.normal(k1, (64, 256)) * 0.125,
+    "b1": jnp.zeros(256),
+    "w2": jax.random.normal(k2, (256, 10)) * 0.0625,
+    "b2": jnp.zeros(10),
+  }
 
 
 def loss_fn(params, xb, yb):
@@ -105,7 +117,8 @@ def make_train(x, y, idx, make_opt):
     def step(carry, batch_idx):
       params, state = carry
       loss, grads = jax.value_and_grad(loss_fn)(
-          params, x[batch_idx], y[batch_idx])
+        params, x[batch_idx], y[batch_idx]
+      )
       updates, state = tx.update(grads, state, params)
       return (jopt.apply_updates(params, updates), state), loss
 
@@ -186,21 +199,30 @@ def main(args):
   keys = [jax.random.fold_in(root, i) for i in range(args.k)]
   space = {"lr": sweep.choice(lrs.tolist())}
 
-  def run_sweep(space=space, devices=None, max_parallel=args.max_parallel,
-                fresh=True):
+  def run_sweep(
+    space=space, devices=None, max_parallel=args.max_parallel, fresh=True
+  ):
     # Each run compiles afresh, as a new process would: jopt's caches are
     # emptied first (unless ``fresh`` is False: a rerun in the same
     # process, as a notebook cell run twice).
     if fresh:
       sweep.clear_caches()
-    return sweep.run(lambda h, k: {"loss": train(h["lr"], k)}, space,
-                     key=root, strategy="grid", progress=False,
-                     max_parallel=max_parallel, devices=devices,
-                     lanes=args.lanes)
+    return sweep.run(
+      lambda h, k: {"loss": train(h["lr"], k)},
+      space,
+      key=root,
+      strategy="grid",
+      progress=False,
+      max_parallel=max_parallel,
+      devices=devices,
+      lanes=args.lanes,
+    )
 
-  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
-        f"{len(jax.devices())} devices, {os.cpu_count()} cores; "
-        f"K={args.k}, steps={args.steps}, batch={args.batch}")
+  print(
+    f"jax {jax.__version__}, {jax.devices()[0].device_kind} x "
+    f"{len(jax.devices())} devices, {os.cpu_count()} cores; "
+    f"K={args.k}, steps={args.steps}, batch={args.batch}"
+  )
 
   scan = jax.jit(train)
   start = time.perf_counter()
@@ -222,13 +244,20 @@ def main(args):
   vmap_compile = time.perf_counter() - start
 
   def run_scan():
-    return jnp.stack([scan_compiled(lr, k) for lr, k in zip(
-        lrs, keys, strict=True)])
+    return jnp.stack(
+      [scan_compiled(lr, k) for lr, k in zip(lrs, keys, strict=True)]
+    )
 
   one_device = jax.devices()[:1]
   result = run_sweep()  # warm-up (tracing caches, thread pools)
-  times = {"scan": [], "vmap": [], "sweep": [], "sweep_run": [],
-           "sweep1": [], "sweep1_run": []}
+  times = {
+    "scan": [],
+    "vmap": [],
+    "sweep": [],
+    "sweep_run": [],
+    "sweep1": [],
+    "sweep1_run": [],
+  }
   cpu = {k: [] for k in times}
   scan_losses = None
 
@@ -252,22 +281,33 @@ def main(args):
         result = res
   best = {k: min(v) if v else float("nan") for k, v in times.items()}
   best_cpu = {k: min(v) if v else float("nan") for k, v in cpu.items()}
-  final_diff = np.max(np.abs(result.metrics["loss"][:, -1]
-                             - np.asarray(scan_losses)[:, -1]))
+  final_diff = np.max(
+    np.abs(result.metrics["loss"][:, -1] - np.asarray(scan_losses)[:, -1])
+  )
 
   print("\nwall s (CPU s of all threads), best of", args.repeats)
-  print(f"(b) scan: 1 compile {scan_compile:.2f} s; {args.k} calls "
-        f"{best['scan']:.3f} ({best_cpu['scan']:.2f})")
-  print(f"(c) hand-written vmap: 1 compile {vmap_compile:.2f} s; run "
-        f"{best['vmap']:.3f} ({best_cpu['vmap']:.2f})")
-  print(f"jopt.sweep.run on {len(jax.devices())} device(s): "
-        f"{best['sweep']:.3f} end to end, {result.num_compiles} compile "
-        f"taking {result.compile_time:.2f}; run {best['sweep_run']:.3f}")
+  print(
+    f"(b) scan: 1 compile {scan_compile:.2f} s; {args.k} calls "
+    f"{best['scan']:.3f} ({best_cpu['scan']:.2f})"
+  )
+  print(
+    f"(c) hand-written vmap: 1 compile {vmap_compile:.2f} s; run "
+    f"{best['vmap']:.3f} ({best_cpu['vmap']:.2f})"
+  )
+  print(
+    f"jopt.sweep.run on {len(jax.devices())} device(s): "
+    f"{best['sweep']:.3f} end to end, {result.num_compiles} compile "
+    f"taking {result.compile_time:.2f}; run {best['sweep_run']:.3f}"
+  )
   if len(jax.devices()) > 1:
-    print(f"jopt.sweep.run on 1 device: {best['sweep1']:.3f} end to end; "
-          f"run {best['sweep1_run']:.3f}")
-  print(f"max |final loss - (b)|: {final_diff:.1e} (float32 reassociation "
-        f"in batched matmuls, amplified by 300 steps)")
+    print(
+      f"jopt.sweep.run on 1 device: {best['sweep1']:.3f} end to end; "
+      f"run {best['sweep1_run']:.3f}"
+    )
+  print(
+    f"max |final loss - (b)|: {final_diff:.1e} (float32 reassociation "
+    f"in batched matmuls, amplified by 300 steps)"
+  )
   t_sweep, t_run, t_scan = best["sweep"], best["sweep_run"], best["scan"]
   summary = []  # (what, ratio, target): printed last
   if not args.skip_naive:
@@ -275,60 +315,89 @@ def main(args):
     naive(x, y, idx, lrs, keys)
     t_naive = time.perf_counter() - start
     print(f"(a) naive loop, {args.k} compiles: {t_naive:.3f}")
-    print(f"\nspeedup vs (a) naive, end to end:        "
-          f"{t_naive / t_sweep:6.2f}x   (target >= 10x)")
-    summary.append(("vs (a) the naive loop, end to end", t_naive / t_sweep,
-                    ">= 10x"))
-  print(f"speedup vs (b) scan, compiled, running:  "
-        f"{t_scan / t_run:6.2f}x   (target >= 1.5x)")
-  print(f"speedup vs (b) scan, incl. compiles:     "
-        f"{(t_scan + scan_compile) / t_sweep:6.2f}x")
-  summary += [("vs (b) the compiled scan, compiles included",
-               (t_scan + scan_compile) / t_sweep, ">= 1.5x"),
-              ("vs (b) the compiled scan, running", t_scan / t_run, ""),
-              ("vs (c) hand-written vmap, running", best["vmap"] / t_run, "")]
-  print(f"speedup vs (c) vmap, running:            "
-        f"{best['vmap'] / t_run:6.2f}x")
-  print(f"(c) vmap vs (b) scan, running:           "
-        f"{t_scan / best['vmap']:6.2f}x")
+    print(
+      f"\nspeedup vs (a) naive, end to end:        "
+      f"{t_naive / t_sweep:6.2f}x   (target >= 10x)"
+    )
+    summary.append(
+      ("vs (a) the naive loop, end to end", t_naive / t_sweep, ">= 10x")
+    )
+  print(
+    f"speedup vs (b) scan, compiled, running:  "
+    f"{t_scan / t_run:6.2f}x   (target >= 1.5x)"
+  )
+  print(
+    f"speedup vs (b) scan, incl. compiles:     "
+    f"{(t_scan + scan_compile) / t_sweep:6.2f}x"
+  )
+  summary += [
+    (
+      "vs (b) the compiled scan, compiles included",
+      (t_scan + scan_compile) / t_sweep,
+      ">= 1.5x",
+    ),
+    ("vs (b) the compiled scan, running", t_scan / t_run, ""),
+    ("vs (c) hand-written vmap, running", best["vmap"] / t_run, ""),
+  ]
+  print(
+    f"speedup vs (c) vmap, running:            {best['vmap'] / t_run:6.2f}x"
+  )
+  print(
+    f"(c) vmap vs (b) scan, running:           {t_scan / best['vmap']:6.2f}x"
+  )
   if len(jax.devices()) > 1:
-    print(f"sweep on 1 device vs (b) scan, running:  "
-          f"{t_scan / best['sweep1_run']:6.2f}x")
+    print(
+      f"sweep on 1 device vs (b) scan, running:  "
+      f"{t_scan / best['sweep1_run']:6.2f}x"
+    )
 
   # DESIGN.md "Performance 3": achieved FLOP/s against one large matmul.
   flops = matmul_flops(args.k, args.steps, args.batch)
   peak = large_matmul_flops_per_s()
-  print(f"\nhardware efficiency: {flops / 1e9:.0f} GFLOP of matmuls; sweep "
-        f"running {flops / t_run / 1e9:.1f} GFLOP/s, (b) scan "
-        f"{flops / t_scan / 1e9:.1f}, one 2048x2048 matmul "
-        f"{peak / 1e9:.1f} GFLOP/s: the sweep runs at "
-        f"{flops / t_run / peak:.0%} of it")
+  print(
+    f"\nhardware efficiency: {flops / 1e9:.0f} GFLOP of matmuls; sweep "
+    f"running {flops / t_run / 1e9:.1f} GFLOP/s, (b) scan "
+    f"{flops / t_scan / 1e9:.1f}, one 2048x2048 matmul "
+    f"{peak / 1e9:.1f} GFLOP/s: the sweep runs at "
+    f"{flops / t_run / peak:.0%} of it"
+  )
   if not args.skip_naive:
     floor = flops / peak
-    print(f"(a) / (matmul time at that rate + the sweep's compile), the most "
-          f"this machine allows: {t_naive / (floor + result.compile_time):.1f}x")
+    print(
+      f"(a) / (matmul time at that rate + the sweep's compile), the most "
+      f"this machine allows: {t_naive / (floor + result.compile_time):.1f}x"
+    )
 
   if args.ks:
     summary += k_table(args, best, scan_first, run_sweep)
-  print(f"\nRATIOS (jopt.sweep.run, K = {args.k} unless said; above 1 = "
-        f"jopt faster):")
+  print(
+    f"\nRATIOS (jopt.sweep.run, K = {args.k} unless said; above 1 = "
+    f"jopt faster):"
+  )
   for what, ratio, target in summary:
-    print(f"  {what:<52} {ratio:6.2f}x" + (f"   target {target}" if target
-                                          else ""))
+    print(
+      f"  {what:<52} {ratio:6.2f}x" + (f"   target {target}" if target else "")
+    )
 
 
 def k_table(args, best, scan_first, run_sweep):
   """The scaling table; returns its ratios for the summary."""
   summary = []
   per_lr = best["scan"] / args.k
-  print(f"\nthe scan's first call after its compile: {scan_first:.3f} s, "
-        f"later calls {per_lr:.3f} s")
-  print("vs scan: the sweep's first call after a fresh compile against the "
-        "scan's later calls; vs scan cold: against the scan's first K calls "
-        "after its compile; rerun: a second call, warm, against the scan's "
-        "later calls")
-  print("\n    K  chunk   total s   compile s   run s   vs scan   vs scan cold"
-        "   memory/device   peak (host RSS or device)   rerun vs scan")
+  print(
+    f"\nthe scan's first call after its compile: {scan_first:.3f} s, "
+    f"later calls {per_lr:.3f} s"
+  )
+  print(
+    "vs scan: the sweep's first call after a fresh compile against the "
+    "scan's later calls; vs scan cold: against the scan's first K calls "
+    "after its compile; rerun: a second call, warm, against the scan's "
+    "later calls"
+  )
+  print(
+    "\n    K  chunk   total s   compile s   run s   vs scan   vs scan cold"
+    "   memory/device   peak (host RSS or device)   rerun vs scan"
+  )
   ks = [int(v) for v in args.ks.split(",")]
   # The largest K once more in four chunks: what max_parallel costs.
   rows = [(k, args.max_parallel) for k in ks] + [(ks[-1], max(1, ks[-1] // 4))]
@@ -355,20 +424,34 @@ def k_table(args, best, scan_first, run_sweep):
       rerun_s = time.perf_counter() - start - again.compile_time
       rerun = f"   {per_lr * k / rerun_s:8.2f}x"
     if k == 1 and max_parallel == args.max_parallel:
-      summary.append(("K = 1, first call after a fresh compile",
-                      per_lr / run_s, ">= 0.9x"))
-      summary.append(("K = 1, the same against the scan's first call",
-                      scan_first / run_s, ""))
+      summary.append(
+        ("K = 1, first call after a fresh compile", per_lr / run_s, ">= 0.9x")
+      )
+      summary.append(
+        (
+          "K = 1, the same against the scan's first call",
+          scan_first / run_s,
+          "",
+        )
+      )
       summary.append(("K = 1, called again", per_lr / rerun_s, ""))
     if k == ks[-1] and max_parallel == args.max_parallel:
-      summary.append((f"K = {k}, vs the scan, running", per_lr * k / run_s,
-                      "no worse than the per-core-device setup"))
-    print(f"{k:5d} {chunk:>6} {total:9.2f} {res.compile_time:11.2f} {run_s:7.2f} "
-          f"{per_lr * k / run_s:8.2f}x "
-          f"{(scan_first + (k - 1) * per_lr) / run_s:13.2f}x "
-          f"{mem / 2**20:11.1f} MiB"
-          f" {peak / 2**20:9.0f} MiB ({what}){rerun}")
+      summary.append(
+        (
+          f"K = {k}, vs the scan, running",
+          per_lr * k / run_s,
+          "no worse than the per-core-device setup",
+        )
+      )
+    print(
+      f"{k:5d} {chunk:>6} {total:9.2f} {res.compile_time:11.2f} {run_s:7.2f} "
+      f"{per_lr * k / run_s:8.2f}x "
+      f"{(scan_first + (k - 1) * per_lr) / run_s:13.2f}x "
+      f"{mem / 2**20:11.1f} MiB"
+      f" {peak / 2**20:9.0f} MiB ({what}){rerun}"
+    )
   return summary
+
 
 if __name__ == "__main__":
   main(ARGS)

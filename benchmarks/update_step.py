@@ -21,10 +21,10 @@ import optax
 import jopt
 
 OPTIMIZERS = {
-    "sgd": lambda lib: lib.sgd(1e-3),
-    "momentum": lambda lib: lib.sgd(1e-3, momentum=0.9),
-    "rmsprop": lambda lib: lib.rmsprop(1e-3),
-    "adam": lambda lib: lib.adam(1e-3),
+  "sgd": lambda lib: lib.sgd(1e-3),
+  "momentum": lambda lib: lib.sgd(1e-3, momentum=0.9),
+  "rmsprop": lambda lib: lib.rmsprop(1e-3),
+  "adam": lambda lib: lib.adam(1e-3),
 }
 
 
@@ -42,8 +42,8 @@ def make_params(size: int, leaves: int, key: jax.Array) -> dict:
   cols = 1024
   keys = jax.random.split(key, leaves)
   return {
-      f"layer{i}": jax.random.normal(k, (per_leaf // cols, cols), jnp.float32)
-      for i, k in enumerate(keys)
+    f"layer{i}": jax.random.normal(k, (per_leaf // cols, cols), jnp.float32)
+    for i, k in enumerate(keys)
   }
 
 
@@ -59,12 +59,13 @@ def make_step(tx, apply_updates):
 
 def bench(name: str, size: int, leaves: int, warmup: int, repeats: int):
   params = make_params(size, leaves, jax.random.key(0))
-  grads = jax.tree.map(lambda p: 1e-3 * p, make_params(size, leaves,
-                                                       jax.random.key(1)))
+  grads = jax.tree.map(
+    lambda p: 1e-3 * p, make_params(size, leaves, jax.random.key(1))
+  )
   runs = {}
   for lib_name, lib, apply in (
-      ("jopt", jopt, jopt.apply_updates),
-      ("optax", optax, optax.apply_updates),
+    ("jopt", jopt, jopt.apply_updates),
+    ("optax", optax, optax.apply_updates),
   ):
     tx = OPTIMIZERS[name](lib)
     p = jax.tree.map(jnp.copy, params)
@@ -90,28 +91,38 @@ def bench(name: str, size: int, leaves: int, warmup: int, repeats: int):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", default="1M,16M",
-                      help="comma-separated parameter counts (K/M suffixes)")
+  parser.add_argument(
+    "--sizes",
+    default="1M,16M",
+    help="comma-separated parameter counts (K/M suffixes)",
+  )
   parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-  parser.add_argument("--leaves", type=int, default=4,
-                      help="number of parameter arrays")
+  parser.add_argument(
+    "--leaves", type=int, default=4, help="number of parameter arrays"
+  )
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=30)
   args = parser.parse_args(argv)
 
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-        f"{args.leaves} leaves, median of {args.repeats} interleaved repeats")
-  header = f"{'optimizer':<10} {'params':>7} {'jopt ms':>9} {'optax ms':>9} " \
-           f"{'jopt/optax':>10}"
+  print(
+    f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+    f"{args.leaves} leaves, median of {args.repeats} interleaved repeats"
+  )
+  header = (
+    f"{'optimizer':<10} {'params':>7} {'jopt ms':>9} {'optax ms':>9} "
+    f"{'jopt/optax':>10}"
+  )
   print(header)
   print("-" * len(header))
   for size_text in args.sizes.split(","):
     size = parse_size(size_text)
     for name in args.optimizers.split(","):
       t = bench(name, size, args.leaves, args.warmup, args.repeats)
-      print(f"{name:<10} {size_text.strip():>7} {1e3 * t['jopt']:9.3f} "
-            f"{1e3 * t['optax']:9.3f} {t['jopt'] / t['optax']:10.3f}",
-            flush=True)
+      print(
+        f"{name:<10} {size_text.strip():>7} {1e3 * t['jopt']:9.3f} "
+        f"{1e3 * t['optax']:9.3f} {t['jopt'] / t['optax']:10.3f}",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -26,16 +26,19 @@ author = "the jopt authors"
 copyright = "the jopt authors"  # noqa: A001  (Sphinx's name for it)
 
 extensions = [
-    "myst_nb",
-    "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
-    "sphinx.ext.mathjax",
-    "sphinx.ext.napoleon",
-    "sphinx.ext.viewcode",
+  "myst_nb",
+  "sphinx.ext.autodoc",
+  "sphinx.ext.autosummary",
+  "sphinx.ext.mathjax",
+  "sphinx.ext.napoleon",
+  "sphinx.ext.viewcode",
 ]
 
-source_suffix = {".rst": "restructuredtext", ".md": "myst-nb",
-                 ".ipynb": "myst-nb"}
+source_suffix = {
+  ".rst": "restructuredtext",
+  ".md": "myst-nb",
+  ".ipynb": "myst-nb",
+}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 templates_path = ["_templates"]
 
@@ -59,8 +62,8 @@ nb_execution_mode = "off"
 html_theme = "sphinx_book_theme"
 html_title = "jopt"
 html_theme_options = {
-    "show_toc_level": 2,
-    "use_download_button": True,
+  "show_toc_level": 2,
+  "use_download_button": True,
 }
 
 

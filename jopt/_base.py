@@ -118,4 +118,3 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)
 
   return jax.tree.map(apply, params, updates, is_leaf=lambda x: x is None)
-

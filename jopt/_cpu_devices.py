@@ -76,17 +76,17 @@ def use_cpu_devices(count: int | None = None) -> int:
     8
   """
   if count is not None and (
-      isinstance(count, bool) or not isinstance(count, int) or count < 1
+    isinstance(count, bool) or not isinstance(count, int) or count < 1
   ):
     raise ValueError(f"`count` must be None or an int >= 1; got {count!r}.")
   chosen = _chosen_count()
   if chosen is not None:
     if count is not None and count != chosen:
       raise ValueError(
-          f"use_cpu_devices(count={count}): this process already chose "
-          f"{chosen} CPU devices (jax_num_cpu_devices, JAX_NUM_CPU_DEVICES "
-          "or --xla_force_host_platform_device_count in XLA_FLAGS). Choose "
-          "one count, in one place."
+        f"use_cpu_devices(count={count}): this process already chose "
+        f"{chosen} CPU devices (jax_num_cpu_devices, JAX_NUM_CPU_DEVICES "
+        "or --xla_force_host_platform_device_count in XLA_FLAGS). Choose "
+        "one count, in one place."
       )
     return chosen
   wanted = count if count is not None else (os.cpu_count() or 1)
@@ -96,10 +96,10 @@ def use_cpu_devices(count: int | None = None) -> int:
     have = len(jax.devices("cpu"))
     if have != wanted:
       raise RuntimeError(
-          f"use_cpu_devices asked for {wanted} CPU devices, but JAX has "
-          f"already started with {have}: call jopt.use_cpu_devices() before "
-          "any JAX computation (at the top of the script, or in the first "
-          "cell of a notebook after restarting its kernel)."
+        f"use_cpu_devices asked for {wanted} CPU devices, but JAX has "
+        f"already started with {have}: call jopt.use_cpu_devices() before "
+        "any JAX computation (at the top of the script, or in the first "
+        "cell of a notebook after restarting its kernel)."
       ) from None
     return have
   return wanted
@@ -113,21 +113,21 @@ def hint_if_one_cpu_device(devices: Sequence[jax.Device]) -> None:
   global _HINTED
   cores = os.cpu_count() or 1
   if (
-      _HINTED
-      or cores < 2
-      or len(devices) != 1
-      or devices[0].platform != "cpu"
-      or jax.process_count() > 1
-      or len(jax.devices("cpu")) > 1
+    _HINTED
+    or cores < 2
+    or len(devices) != 1
+    or devices[0].platform != "cpu"
+    or jax.process_count() > 1
+    or len(jax.devices("cpu")) > 1
   ):
     return
   _HINTED = True
   warnings.warn(
-      f"This sweep runs its trials one at a time on JAX's single CPU "
-      f"device, while this machine has {cores} cores. Call "
-      "jopt.use_cpu_devices() before any JAX computation (at the top of "
-      "the script) to give JAX one CPU device per core: the sweep then "
-      "runs a trial on each.",
-      UserWarning,
-      stacklevel=3,
+    f"This sweep runs its trials one at a time on JAX's single CPU "
+    f"device, while this machine has {cores} cores. Call "
+    "jopt.use_cpu_devices() before any JAX computation (at the top of "
+    "the script) to give JAX one CPU device per core: the sweep then "
+    "runs a trial on each.",
+    UserWarning,
+    stacklevel=3,
   )

@@ -85,16 +85,17 @@ def _values(state: HyperparamsState) -> dict[str, Any]:
   """The values a rebuild is given: decays as `Decay`, the rest as stored."""
   complements = state.complements or {}
   return {
-      name: _numerics.Decay(value, complements[name])
-      if name in complements else value
-      for name, value in state.hyperparams.items()
+    name: _numerics.Decay(value, complements[name])
+    if name in complements
+    else value
+    for name, value in state.hyperparams.items()
   }
 
 
 def inject(
-    factory: Callable[..., _base.GradientTransformation],
-    hyperparams: dict[str, Any],
-    decays: frozenset[str] = frozenset(),
+  factory: Callable[..., _base.GradientTransformation],
+  hyperparams: dict[str, Any],
+  decays: frozenset[str] = frozenset(),
 ) -> _base.GradientTransformation:
   """Keeps ``hyperparams`` in the state and rebuilds ``factory(**hp)``.
 
@@ -112,7 +113,7 @@ def inject(
   def update_fn(updates, state, params=None, **extra_args):
     inner = factory(**_values(state))
     updates, inner_state = inner.update(
-        updates, state.inner_state, params, **extra_args
+      updates, state.inner_state, params, **extra_args
     )
     return updates, state._replace(inner_state=inner_state)
 
@@ -123,7 +124,7 @@ def inject(
 # refuse a public constructor there (see `_check_not_in_a_body`); it never
 # changes what a constructor returns.
 _BODY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "jopt_constructor_body", default=None
+  "jopt_constructor_body", default=None
 )
 
 
@@ -147,11 +148,11 @@ def _check_not_in_a_body(name: str) -> None:
   outer = _BODY.get()
   if outer is not None:
     raise RuntimeError(
-        f"`{name}` was called inside the body of the constructor `{outer}`. "
-        f"Build the part with its plain form, `{name}.plain(...)`: the "
-        f"public `{name}` keeps its own copy of its hyperparameters in the "
-        f"state, which `set_hyperparams` and sweeps of `{outer}` would not "
-        f"reach."
+      f"`{name}` was called inside the body of the constructor `{outer}`. "
+      f"Build the part with its plain form, `{name}.plain(...)`: the "
+      f"public `{name}` keeps its own copy of its hyperparameters in the "
+      f"state, which `set_hyperparams` and sweeps of `{outer}` would not "
+      f"reach."
     )
 
 
@@ -191,8 +192,10 @@ def sweepable(*names: str, init_only: tuple[str, ...] = (), **ranges: Range):
   declared = {**{name: _validation.ANY for name in names}, **ranges}
   decays = frozenset(n for n, r in declared.items() if r.complement)
   if not set(init_only) <= set(declared):
-    raise TypeError(f"init_only {sorted(set(init_only) - set(declared))} "
-                    "are not declared hyperparameters.")
+    raise TypeError(
+      f"init_only {sorted(set(init_only) - set(declared))} "
+      "are not declared hyperparameters."
+    )
 
   def decorator(raw: Callable[..., _base.GradientTransformation]):
     signature = inspect.signature(raw)
@@ -221,8 +224,9 @@ def sweepable(*names: str, init_only: tuple[str, ...] = (), **ranges: Range):
         allowed.check(arg, arguments[arg])
       plain = body(**arguments)
       numeric = {
-          n: arguments[n] for n in declared
-          if n not in init_only and _is_numeric(arguments[n])
+        n: arguments[n]
+        for n in declared
+        if n not in init_only and _is_numeric(arguments[n])
       }
       if not numeric:
         return plain
@@ -244,10 +248,10 @@ def sweepable(*names: str, init_only: tuple[str, ...] = (), **ranges: Range):
 
 
 _HP_NODES = (
-    HyperparamsState,
-    # Optax's inject_hyperparams states: the same two fields.
-    optax.InjectHyperparamsState,
-    optax.InjectStatefulHyperparamsState,
+  HyperparamsState,
+  # Optax's inject_hyperparams states: the same two fields.
+  optax.InjectHyperparamsState,
+  optax.InjectStatefulHyperparamsState,
 )
 
 
@@ -259,7 +263,9 @@ def _key_str(entry: Any) -> str | None:
   for attr in ("idx", "key", "name"):
     if hasattr(entry, attr):
       s = str(getattr(entry, attr))
-      return None if s in ("inner_state", "inner_states", "inner_opt_state") else s
+      return (
+        None if s in ("inner_state", "inner_states", "inner_opt_state") else s
+      )
   return str(entry)
 
 
@@ -312,8 +318,8 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
   for _, name, _ in found:
     counts[name] = counts.get(name, 0) + 1
   return {
-      (name if counts[name] == 1 else _qualified(path, name)): _unwrap(value)
-      for path, name, value in found
+    (name if counts[name] == 1 else _qualified(path, name)): _unwrap(value)
+    for path, name, value in found
   }
 
 
@@ -342,19 +348,19 @@ def _resolve(state: Any, names) -> dict[str, tuple[tuple[str, ...], str]]:
       if bare in _INIT_ONLY:
         makers = " or ".join(f"`{m}`" for m in _INIT_ONLY[bare])
         raise ValueError(
-            f"{requested!r} is read only when the state is initialised, so "
-            f"it is not in the state: pass `{bare}=` to the constructor "
-            f"({makers}) and call `init` again. Settable here: {available}."
+          f"{requested!r} is read only when the state is initialised, so "
+          f"it is not in the state: pass `{bare}=` to the constructor "
+          f"({makers}) and call `init` again. Settable here: {available}."
         )
       raise ValueError(
-          f"No hyperparameter named {requested!r} in this state; "
-          f"available: {available}."
+        f"No hyperparameter named {requested!r} in this state; "
+        f"available: {available}."
       )
     else:
       options = [_qualified(p, n) for p, n in matches]
       raise ValueError(
-          f"Hyperparameter {requested!r} is shared by several parts of the "
-          f"optimizer; name one of {options}."
+        f"Hyperparameter {requested!r} is shared by several parts of the "
+        f"optimizer; name one of {options}."
       )
   return resolved
 
@@ -372,10 +378,10 @@ def _settable_shape(name: str, value: Any, stored: tuple[int, ...]):
     fits = False
   if not fits:
     raise ValueError(
-        f"Hyperparameter {name!r}: got a value of shape {list(shape)}, but "
-        f"this state holds it with shape {list(stored)} (a scalar, or one "
-        "value per trial of a state batched by jax.vmap). To sweep several "
-        "values, build or vmap the state over them."
+      f"Hyperparameter {name!r}: got a value of shape {list(shape)}, but "
+      f"this state holds it with shape {list(stored)} (a scalar, or one "
+      "value per trial of a state batched by jax.vmap). To sweep several "
+      "values, build or vmap the state over them."
     )
   return tuple(stored)
 
@@ -437,13 +443,11 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
           decay = _numerics.make_decay(value)
           complements[name] = jnp.broadcast_to(decay.complement, shape)
           value = decay.value
-        hp[name] = jnp.broadcast_to(
-            jnp.asarray(value).astype(old.dtype), shape
-        )
+        hp[name] = jnp.broadcast_to(jnp.asarray(value).astype(old.dtype), shape)
         if wrapper is not None:  # an NNX variable: a new one, same kind
           hp[name] = wrapper.replace(hp[name])
       leaf = leaf._replace(
-          hyperparams=hp, inner_state=rewrite(leaf.inner_state, here)
+        hyperparams=hp, inner_state=rewrite(leaf.inner_state, here)
       )
       if complements:
         leaf = leaf._replace(complements=complements)

@@ -84,7 +84,7 @@ class Decay(NamedTuple):
 
 def _is_host_number(x: Any) -> bool:
   return isinstance(x, (int, float, np.number, np.ndarray)) and not isinstance(
-      x, bool
+    x, bool
   )
 
 
@@ -130,7 +130,7 @@ def safe_increment(count: jax.Array) -> jax.Array:
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
   """Zeros like each leaf, in ``dtype`` or the leaf's `float_dtype`."""
   return jax.tree.map(
-      lambda x: jnp.zeros_like(x, dtype=dtype or float_dtype(x)), tree
+    lambda x: jnp.zeros_like(x, dtype=dtype or float_dtype(x)), tree
   )
 
 

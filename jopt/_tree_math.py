@@ -43,26 +43,26 @@ def _total(values: list[jax.Array], dtype: Any) -> jax.Array:
 def vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
   """``<a, b>`` over all leaves, in ``dtype`` (at least)."""
   return _total(
-      [
-          jnp.vdot(wide(x, dtype), wide(y, dtype), precision="highest")
-          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-      ],
-      dtype,
+    [
+      jnp.vdot(wide(x, dtype), wide(y, dtype), precision="highest")
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ],
+    dtype,
   )
 
 
 def sum_abs(tree: Any, dtype: Any) -> jax.Array:
   """``sum |x|`` over all leaves (the l1 norm)."""
   return _total(
-      [jnp.sum(jnp.abs(wide(x, dtype))) for x in jax.tree.leaves(tree)], dtype
+    [jnp.sum(jnp.abs(wide(x, dtype))) for x in jax.tree.leaves(tree)], dtype
   )
 
 
 def sq_norm(tree: Any, dtype: Any) -> jax.Array:
   """``sum x^2`` over all leaves (the squared l2 norm)."""
   return _total(
-      [jnp.sum(jnp.square(wide(x, dtype))) for x in jax.tree.leaves(tree)],
-      dtype,
+    [jnp.sum(jnp.square(wide(x, dtype))) for x in jax.tree.leaves(tree)],
+    dtype,
   )
 
 
@@ -74,15 +74,15 @@ def unzip(tree: Any, like: Any, n: int) -> tuple[Any, ...]:
   ``n``-tuples.
   """
   return jax.tree.transpose(
-      jax.tree.structure(like), jax.tree.structure((0,) * n), tree
+    jax.tree.structure(like), jax.tree.structure((0,) * n), tree
   )
 
 
 def require_params(name: str, params: Any) -> None:
   if params is None:
     raise ValueError(
-        f"{name}: `update` needs the current params: "
-        "call `update(updates, state, params)`."
+      f"{name}: `update` needs the current params: "
+      "call `update(updates, state, params)`."
     )
 
 

@@ -41,20 +41,20 @@ def check_real(name: str, value: Any) -> None:
     return
   if np.iscomplexobj(value):
     raise ValueError(
-        f"`{name}` must be real; got a complex value ({value!r}). "
-        "Hyperparameters are real numbers (complex params are fine)."
+      f"`{name}` must be real; got a complex value ({value!r}). "
+      "Hyperparameters are real numbers (complex params are fine)."
     )
 
 
 def check_range(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    integer: bool = False,
+  name: str,
+  value: Any,
+  *,
+  low: float | None = None,
+  high: float | None = None,
+  low_open: bool = False,
+  high_open: bool = False,
+  integer: bool = False,
 ) -> None:
   """Raises ``ValueError`` when a concrete numeric ``value`` is out of range.
 
@@ -84,8 +84,8 @@ def check_tree_match(name: str, reference: Any, other: Any) -> None:
   other_def = jax.tree.structure(other)
   if ref_def != other_def:
     raise ValueError(
-        f"`{name}` does not match the structure the optimizer state was "
-        f"initialised with.\n  expected: {ref_def}\n  got:      {other_def}"
+      f"`{name}` does not match the structure the optimizer state was "
+      f"initialised with.\n  expected: {ref_def}\n  got:      {other_def}"
     )
 
 
@@ -93,8 +93,8 @@ def check_transform(name: str, tx: Any) -> None:
   """Raises ``TypeError`` unless ``tx`` has ``init`` and ``update``."""
   if not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise TypeError(
-        f"{name} is a {type(tx).__name__}, not a gradient transformation "
-        "(an object with `init` and `update`)."
+      f"{name} is a {type(tx).__name__}, not a gradient transformation "
+      "(an object with `init` and `update`)."
     )
 
 
@@ -124,13 +124,13 @@ class Range(NamedTuple):
 
   def check(self, name: str, value: Any) -> None:
     check_range(
-        name,
-        value,
-        low=self.low,
-        high=self.high,
-        low_open=self.low_open,
-        high_open=self.high_open,
-        integer=self.integer,
+      name,
+      value,
+      low=self.low,
+      high=self.high,
+      low_open=self.low_open,
+      high_open=self.high_open,
+      integer=self.integer,
     )
 
 

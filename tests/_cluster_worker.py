@@ -20,8 +20,9 @@ import jax  # noqa: E402
 
 if num_processes > 1:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes,
-                             process_id=process_id)
+  jax.distributed.initialize(
+    f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id
+  )
 
 import jax.numpy as jnp  # noqa: E402
 
@@ -75,21 +76,41 @@ space = {"lr": sweep.log_uniform(1e-3, 0.5)}
 key = jax.random.key(7)
 ckpt = os.path.join(out, f"ckpt-{num_processes}")
 results = {
-    "run": sweep.run(train_fn, space, num_trials=10, key=key,
-                     checkpoint_dir=os.path.join(ckpt, "run")),
-    "halving": sweep.successive_halving(
-        init, segment, space, num_trials=9, key=key, max_segments=9,
-        metric="loss", checkpoint_dir=os.path.join(ckpt, "halving")),
-    "pbt": sweep.pbt(init, segment, space, population=8, key=key,
-                     num_rounds=3, metric="loss",
-                     checkpoint_dir=os.path.join(ckpt, "pbt")),
+  "run": sweep.run(
+    train_fn,
+    space,
+    num_trials=10,
+    key=key,
+    checkpoint_dir=os.path.join(ckpt, "run"),
+  ),
+  "halving": sweep.successive_halving(
+    init,
+    segment,
+    space,
+    num_trials=9,
+    key=key,
+    max_segments=9,
+    metric="loss",
+    checkpoint_dir=os.path.join(ckpt, "halving"),
+  ),
+  "pbt": sweep.pbt(
+    init,
+    segment,
+    space,
+    population=8,
+    key=key,
+    num_rounds=3,
+    metric="loss",
+    checkpoint_dir=os.path.join(ckpt, "pbt"),
+  ),
 }
 # Live progress on: every process traces the same callbacks (so the
 # programs stay identical), and only process 0 draws the bar.
 os.environ["JOPT_PROGRESS"] = "1"
 print("progress-start", flush=True)
-results["report"] = sweep.run(reporting_train_fn, space, num_trials=10,
-                              key=key, progress=True)
+results["report"] = sweep.run(
+  reporting_train_fn, space, num_trials=10, key=key, progress=True
+)
 sys.stderr.flush()
 print("progress-end", flush=True)
 for name, result in results.items():

@@ -18,8 +18,9 @@ os.environ["JOPT_PROGRESS"] = "0"
 import jax  # noqa: E402
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2,
-                           process_id=process_id)
+jax.distributed.initialize(
+  f"127.0.0.1:{port}", num_processes=2, process_id=process_id
+)
 
 import jax.numpy as jnp  # noqa: E402
 
@@ -37,15 +38,24 @@ if process_id == 0:
 space = {"lr": sweep.log_uniform(1e-3, 0.5)}
 key = jax.random.key(7)
 searches = {
-    "run": lambda: sweep.run(
-        lambda hp, k: {"loss": hp["lr"] * jax.random.uniform(k)}, space,
-        num_trials=8, key=key, max_parallel=4,
-        checkpoint_dir=os.path.join(out, "run")),
-    "pbt": lambda: sweep.pbt(
-        lambda hp, k: jnp.zeros(()),
-        lambda s, hp: (s + hp["lr"], {"loss": s}), space, population=4,
-        num_rounds=2, key=key, metric="loss",
-        checkpoint_dir=os.path.join(out, "pbt")),
+  "run": lambda: sweep.run(
+    lambda hp, k: {"loss": hp["lr"] * jax.random.uniform(k)},
+    space,
+    num_trials=8,
+    key=key,
+    max_parallel=4,
+    checkpoint_dir=os.path.join(out, "run"),
+  ),
+  "pbt": lambda: sweep.pbt(
+    lambda hp, k: jnp.zeros(()),
+    lambda s, hp: (s + hp["lr"], {"loss": s}),
+    space,
+    population=4,
+    num_rounds=2,
+    key=key,
+    metric="loss",
+    checkpoint_dir=os.path.join(out, "pbt"),
+  ),
 }
 for name, search in searches.items():
   try:

@@ -20,8 +20,8 @@ def init_params():
   """A nested pytree with a matrix and a scalar leaf (kept small: compile
   time grows with the number of leaves)."""
   return {
-      "dense": {"w": jax.random.normal(jax.random.key(0), (3, 4))},
-      "scale": jnp.asarray(1.5, jnp.float32),  # strong-typed, as from init
+    "dense": {"w": jax.random.normal(jax.random.key(0), (3, 4))},
+    "scale": jnp.asarray(1.5, jnp.float32),  # strong-typed, as from init
   }
 
 
@@ -73,7 +73,7 @@ def run_in_bfloat16(tx):
       return (jopt.apply_updates(p, updates), s), updates
 
     (params, state), updates = jax.lax.scan(
-        body, (params, tx.init(params)), None, length=BF16_STEPS
+      body, (params, tx.init(params)), None, length=BF16_STEPS
     )
     return updates, state, params
 
@@ -85,8 +85,8 @@ def run_in_bfloat16(tx):
 
 # A nested tree with a matrix, a vector and a scalar leaf.
 NESTED_PARAMS = {
-    "w": jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.3]]),
-    "inner": {"b": jnp.array([0.1, -0.2]), "s": jnp.array(0.7)},
+  "w": jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.3]]),
+  "inner": {"b": jnp.array([0.1, -0.2]), "s": jnp.array(0.7)},
 }
 
 
@@ -95,13 +95,13 @@ def gradient_sequence(num_steps, params, seed=0):
   ``params``: standard normal draws, so with sign flips and mixed scales."""
   rng = np.random.default_rng(seed)
   return [
-      jax.tree.map(
-          lambda p: jnp.asarray(
-              rng.normal(size=np.shape(p)), dtype=jnp.asarray(p).dtype
-          ),
-          params,
-      )
-      for _ in range(num_steps)
+    jax.tree.map(
+      lambda p: jnp.asarray(
+        rng.normal(size=np.shape(p)), dtype=jnp.asarray(p).dtype
+      ),
+      params,
+    )
+    for _ in range(num_steps)
   ]
 
 

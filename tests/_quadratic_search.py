@@ -17,8 +17,10 @@ STEPS = 3  # gradient steps per segment
 
 def quad_init(hp, key):
   del hp
-  return {"w": jax.random.normal(key, (3,), jnp.float32),
-          "t": jnp.zeros((), jnp.int32)}
+  return {
+    "w": jax.random.normal(key, (3,), jnp.float32),
+    "t": jnp.zeros((), jnp.int32),
+  }
 
 
 def quad_segment(state, hp):
@@ -40,8 +42,9 @@ def reference_loss(lr, w0, segments):
 
 
 def initial_w(key, trial):
-  return np.asarray(quad_init(None, jax.random.fold_in(key, trial))["w"],
-                    np.float64)
+  return np.asarray(
+    quad_init(None, jax.random.fold_in(key, trial))["w"], np.float64
+  )
 
 
 SPACE = {"lr": sweep.uniform(0.05, 1.9)}

@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _load():
   spec = importlib.util.spec_from_file_location(
-      "_jopt_benchmark_lr_free", ROOT / "benchmarks" / "lr_free.py"
+    "_jopt_benchmark_lr_free", ROOT / "benchmarks" / "lr_free.py"
   )
   module = importlib.util.module_from_spec(spec)
   sys.modules[spec.name] = module
@@ -25,8 +25,16 @@ def test_quick_race(tmp_path, capsys):
   bench = _load()
   # The diabetes task only: the CNN's compile would double the test's time,
   # and both tasks share every line of the racing code.
-  report = bench.main(["--quick", "--tasks", "mlp_diabetes", "--no-progress",
-                       "--out", str(tmp_path)])
+  report = bench.main(
+    [
+      "--quick",
+      "--tasks",
+      "mlp_diabetes",
+      "--no-progress",
+      "--out",
+      str(tmp_path),
+    ]
+  )
   out = capsys.readouterr().out
   task = report["mlp_diabetes"]
   assert task["num_compiles"] == 1  # every arm and seed: one program

@@ -19,13 +19,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(script, *args):
-  env = {**os.environ, "JOPT_PROGRESS": "0", "MPLBACKEND": "Agg",
-         "PYTHONPATH": str(ROOT)}
+  env = {
+    **os.environ,
+    "JOPT_PROGRESS": "0",
+    "MPLBACKEND": "Agg",
+    "PYTHONPATH": str(ROOT),
+  }
   env.pop("XLA_FLAGS", None)  # A plain process: one CPU device.
   done = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
-      capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200,
-      check=False)
+    [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=ROOT,
+    timeout=1200,
+    check=False,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   return done.stdout
 
@@ -37,25 +46,36 @@ def test_race_quick(tmp_path):
   ray = importlib.util.find_spec("ray") is not None
   # The table has every contestant, with a finite median true quality.
   compiled_once = ", segment compiled once (jopt's style)"
-  user_loops = [f"Optuna TPE+MedianPruner, nnx.jit loop, n_jobs={j}"
-                for j in sorted({1, os.cpu_count() or 1})]
-  for name in ("jopt run quasirandom 8", "jopt successive halving",
-               "jopt hyperband", "jopt PBT", "jopt optuna_search 2x4",
-               "Optuna TPE+HyperbandPruner" + compiled_once,
-               "Optuna TPE+MedianPruner" + compiled_once, *user_loops,
-               *(["Ray Tune TPE+ASHA"] if ray else [])):
+  user_loops = [
+    f"Optuna TPE+MedianPruner, nnx.jit loop, n_jobs={j}"
+    for j in sorted({1, os.cpu_count() or 1})
+  ]
+  for name in (
+    "jopt run quasirandom 8",
+    "jopt successive halving",
+    "jopt hyperband",
+    "jopt PBT",
+    "jopt optuna_search 2x4",
+    "Optuna TPE+HyperbandPruner" + compiled_once,
+    "Optuna TPE+MedianPruner" + compiled_once,
+    *user_loops,
+    *(["Ray Tune TPE+ASHA"] if ray else []),
+  ):
     row = next(line for line in lines if line.startswith(name + " "))
-    assert float(row[len(name):].split()[0]) > 0.0, row
-  skipped = [line for line in lines
-             if line.startswith("Ray Tune ASHA: skipped")]
+    assert float(row[len(name) :].split()[0]) > 0.0, row
+  skipped = [
+    line for line in lines if line.startswith("Ray Tune ASHA: skipped")
+  ]
   assert len(skipped) == (0 if ray else 1), skipped
   for tool in ("Optuna", *(["Ray Tune"] if ray else [])):
-    assert any(line.startswith(f"{tool} per-trial overhead")
-               for line in lines), tool
+    assert any(
+      line.startswith(f"{tool} per-trial overhead") for line in lines
+    ), tool
   assert (tmp_path / "anytime.png").stat().st_size > 0
   # The ratios come last.
-  tail = lines[lines.index(next(line for line in lines
-                                if line.startswith("RATIOS"))):]
+  tail = lines[
+    lines.index(next(line for line in lines if line.startswith("RATIOS"))) :
+  ]
   assert tail[-1].startswith("RESULT:")
   # --quick: the 5 jopt searches, and Ray where it runs.
   assert sum("wall-clock ratio" in line for line in tail) == 5 + ray
@@ -68,8 +88,7 @@ def test_race_quick(tmp_path):
 def test_race_ray_quick():
   pytest.importorskip("ray.tune")
   out = _run("race_ray.py")
-  study = re.search(r"(\d+) trials, (\d+) member-steps; (\d+) worker",
-                    out)
+  study = re.search(r"(\d+) trials, (\d+) member-steps; (\d+) worker", out)
   assert study, out
   trials, steps, workers = map(int, study.groups())
   # The Optuna studies' trial budget (QUICK: 6 trials of 3 x 4 steps).
@@ -79,8 +98,11 @@ def test_race_ray_quick():
   assert 6 * 4 <= steps < 6 * 12 and steps % 4 == 0, out
   # One reused worker ran every trial: the step compiled once, not per trial.
   assert workers == 1, out
-  pick = re.search(r"pick: \{'learning_rate': ([\d.e-]+), 'weight_decay': "
-                   r"([\d.e-]+), 'b1': ([\d.e-]+)\}", out)
+  pick = re.search(
+    r"pick: \{'learning_rate': ([\d.e-]+), 'weight_decay': "
+    r"([\d.e-]+), 'b1': ([\d.e-]+)\}",
+    out,
+  )
   assert pick, out
   lr, wd, b1 = map(float, pick.groups())
   assert 1e-4 <= lr <= 1e-1 and 1e-5 <= wd <= 1e-1 and 0.5 <= b1 <= 0.99
@@ -88,10 +110,15 @@ def test_race_ray_quick():
 
 def test_search_efficiency_quick():
   lines = _run("search_efficiency.py").splitlines()
-  tail = lines[lines.index(next(line for line in lines
-                                if line.startswith("TARGETS"))) + 1:]
+  tail = lines[
+    lines.index(next(line for line in lines if line.startswith("TARGETS")))
+    + 1 :
+  ]
   assert [line.split(":")[0].strip() for line in tail] == [
-      "successive halving", "hyperband", "PBT"]
+    "successive halving",
+    "hyperband",
+    "PBT",
+  ]
   assert all(line.rstrip().endswith(("MET", "MISSED")) for line in tail)
 
 
@@ -104,10 +131,20 @@ def test_optax_suite_on_two_contrib_files():
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
   env.pop("XLA_FLAGS", None)
   done = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / "optax_suite.py"),
-       "--files", "_mechanic_test.py,_schedule_free_test.py", "--failures"],
-      capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
-      check=False)
+    [
+      sys.executable,
+      str(ROOT / "benchmarks" / "optax_suite.py"),
+      "--files",
+      "_mechanic_test.py,_schedule_free_test.py",
+      "--failures",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=ROOT,
+    timeout=600,
+    check=False,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   lines = done.stdout.splitlines()
   for name in ("contrib/_mechanic_test.py", "contrib/_schedule_free_test.py"):
@@ -116,5 +153,7 @@ def test_optax_suite_on_two_contrib_files():
   # What fails reads an Optax state field that jopt keeps in inner_state.
   failures = [line for line in lines if line.startswith("FAIL ")]
   assert failures, done.stdout
-  assert all("AttributeError: 'HyperparamsState' object has no attribute"
-             in line for line in failures), failures
+  assert all(
+    "AttributeError: 'HyperparamsState' object has no attribute" in line
+    for line in failures
+  ), failures

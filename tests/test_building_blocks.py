@@ -46,8 +46,8 @@ VALUES = (1.0, 0.8, 0.8, 0.8, 0.9, 0.85, 0.5, 0.5)
 # Gradients with a NaN at steps 2 and 3, for `apply_if_finite`: two skipped
 # steps in a row, then a finite one.
 NAN_GRADS = [
-    {**g, "scale": jnp.float32(jnp.nan)} if step in (2, 3) else g
-    for step, g in enumerate(GRADS)
+  {**g, "scale": jnp.float32(jnp.nan)} if step in (2, 3) else g
+  for step, g in enumerate(GRADS)
 ]
 
 
@@ -128,39 +128,51 @@ def _reduce_on_plateau(lib, factor):
 DECAYS = (0.5, 0.75, 0.875)
 
 ROWS = [
-    Row("identity", _named("identity")),
-    Row("scale", _named("scale"), ("step_size", (-0.5, 2.0, 0.25))),
-    Row("scale_by_learning_rate", _named("scale_by_learning_rate"),
-        ("learning_rate", (0.25, 0.5, 1.0))),
-    Row("scale_by_schedule", _scale_by_schedule,
-        ("init_value", (0.5, 1.0, 2.0))),
-    Row("trace", _named("trace"), ("decay", DECAYS)),
-    Row("trace_nesterov", _named("trace", nesterov=True), ("decay", DECAYS)),
-    # Not `initial_accumulator_value`: only `init` reads it, so a new value
-    # set in an initialised state changes nothing.
-    Row("scale_by_rss", _named("scale_by_rss"), ("eps", (0.125, 0.25, 0.5))),
-    Row("scale_by_rms", _named("scale_by_rms"), ("decay", DECAYS)),
-    Row("scale_by_rms_centered", _centered_rms, ("decay", DECAYS)),
-    Row("scale_by_adam", _named("scale_by_adam"), ("b1", DECAYS)),
-    Row("scale_by_adamax", _named("scale_by_adamax"), ("b2", DECAYS)),
-    Row("scale_by_amsgrad", _named("scale_by_amsgrad"), ("b2", DECAYS)),
-    # A sign: b1 must move far to flip one over 8 steps.
-    Row("scale_by_lion", _named("scale_by_lion"), ("b1", (0.0, 0.5, 0.875))),
-    Row("add_decayed_weights", _named("add_decayed_weights"),
-        ("weight_decay", (0.125, 0.25, 0.5))),
-    Row("add_l1", _named("add_l1"), ("l1", (0.125, 0.25, 0.5)),
-        closed_form=_l1),
-    Row("clip", _named("clip"), ("max_delta", (0.25, 0.5, 1.0))),
-    Row("clip_by_global_norm", _named("clip_by_global_norm"),
-        ("max_norm", (0.5, 1.0, 8.0))),
-    Row("chain", _chain, ("max_norm", (0.5, 1.0, 8.0))),
-    Row("masked", _masked, ("b1", DECAYS)),
-    Row("partition", _partition, ("decay", DECAYS)),
-    Row("apply_if_finite", _apply_if_finite, ("b1", DECAYS),
-        grads=tuple(NAN_GRADS)),
-    Row("multi_steps", _multi_steps, ("b1", DECAYS)),
-    Row("reduce_on_plateau", _reduce_on_plateau,
-        ("factor", (0.25, 0.5, 0.75)), plateau=True),
+  Row("identity", _named("identity")),
+  Row("scale", _named("scale"), ("step_size", (-0.5, 2.0, 0.25))),
+  Row(
+    "scale_by_learning_rate",
+    _named("scale_by_learning_rate"),
+    ("learning_rate", (0.25, 0.5, 1.0)),
+  ),
+  Row("scale_by_schedule", _scale_by_schedule, ("init_value", (0.5, 1.0, 2.0))),
+  Row("trace", _named("trace"), ("decay", DECAYS)),
+  Row("trace_nesterov", _named("trace", nesterov=True), ("decay", DECAYS)),
+  # Not `initial_accumulator_value`: only `init` reads it, so a new value
+  # set in an initialised state changes nothing.
+  Row("scale_by_rss", _named("scale_by_rss"), ("eps", (0.125, 0.25, 0.5))),
+  Row("scale_by_rms", _named("scale_by_rms"), ("decay", DECAYS)),
+  Row("scale_by_rms_centered", _centered_rms, ("decay", DECAYS)),
+  Row("scale_by_adam", _named("scale_by_adam"), ("b1", DECAYS)),
+  Row("scale_by_adamax", _named("scale_by_adamax"), ("b2", DECAYS)),
+  Row("scale_by_amsgrad", _named("scale_by_amsgrad"), ("b2", DECAYS)),
+  # A sign: b1 must move far to flip one over 8 steps.
+  Row("scale_by_lion", _named("scale_by_lion"), ("b1", (0.0, 0.5, 0.875))),
+  Row(
+    "add_decayed_weights",
+    _named("add_decayed_weights"),
+    ("weight_decay", (0.125, 0.25, 0.5)),
+  ),
+  Row("add_l1", _named("add_l1"), ("l1", (0.125, 0.25, 0.5)), closed_form=_l1),
+  Row("clip", _named("clip"), ("max_delta", (0.25, 0.5, 1.0))),
+  Row(
+    "clip_by_global_norm",
+    _named("clip_by_global_norm"),
+    ("max_norm", (0.5, 1.0, 8.0)),
+  ),
+  Row("chain", _chain, ("max_norm", (0.5, 1.0, 8.0))),
+  Row("masked", _masked, ("b1", DECAYS)),
+  Row("partition", _partition, ("decay", DECAYS)),
+  Row(
+    "apply_if_finite", _apply_if_finite, ("b1", DECAYS), grads=tuple(NAN_GRADS)
+  ),
+  Row("multi_steps", _multi_steps, ("b1", DECAYS)),
+  Row(
+    "reduce_on_plateau",
+    _reduce_on_plateau,
+    ("factor", (0.25, 0.5, 0.75)),
+    plateau=True,
+  ),
 ]
 SWEPT = [r for r in ROWS if r.sweep is not None]
 
@@ -177,7 +189,7 @@ IN_STATE = [r for r in SWEPT if _in_state(r)]
 def _rows(name, rows):
   """A fixture ``name`` that runs a test once per row of ``rows``."""
   return pytest.fixture(name=name, params=rows, ids=[r.id for r in rows])(
-      lambda request: request.param
+    lambda request: request.param
   )
 
 
@@ -233,15 +245,16 @@ def _runners(row: Row) -> Runners:
 
   def built_raw(value):
     inner = row.build(jopt, value)
-    return _scan(inner, inner.init(PARAMS), stack(row.grads), PARAMS,
-                 row.plateau)[0]
+    return _scan(
+      inner, inner.init(PARAMS), stack(row.grads), PARAMS, row.plateau
+    )[0]
 
   return Runners(
-      tx=tx,
-      run=jit_traced_once(run_raw, f"block_run_{row.id}"),
-      run_raw=run_raw,
-      built=jit_traced_once(built_raw, f"block_built_{row.id}"),
-      built_raw=built_raw,
+    tx=tx,
+    run=jit_traced_once(run_raw, f"block_run_{row.id}"),
+    run_raw=run_raw,
+    built=jit_traced_once(built_raw, f"block_built_{row.id}"),
+    built_raw=built_raw,
   )
 
 
@@ -260,8 +273,14 @@ def _reference(row: Row, value: float | None = None):
     return stack([row.closed_form(hp, g, PARAMS) for g in row.grads])
   # Optax is the reference, not under test: eager, standard promotion, and
   # Python-float hyperparameters (some of its constructors branch on them).
-  return _eager(row.build(optax, value), row.grads, PARAMS, row.plateau,
-                NUM_STEPS, standard=True)
+  return _eager(
+    row.build(optax, value),
+    row.grads,
+    PARAMS,
+    row.plateau,
+    NUM_STEPS,
+    standard=True,
+  )
 
 
 def _values(row: Row):
@@ -287,7 +306,7 @@ def test_matches_reference(row):
   updates, _ = _jopt_updates(row)
   chex.assert_trees_all_close(updates, _reference(row), rtol=RTOL, atol=ATOL)
   chex.assert_trees_all_equal_dtypes(
-      jax.tree.map(lambda u: u[0], updates), PARAMS
+    jax.tree.map(lambda u: u[0], updates), PARAMS
   )
 
 
@@ -298,8 +317,9 @@ def test_rows_are_not_trivial():
     if r.id == "identity":
       continue
     moved = jax.tree.map(
-        lambda u, g: jnp.nanmax(jnp.abs(u - g)), _jopt_updates(r)[0],
-        stack(r.grads),
+      lambda u, g: jnp.nanmax(jnp.abs(u - g)),
+      _jopt_updates(r)[0],
+      stack(r.grads),
     )
     assert max(float(m) for m in jax.tree.leaves(moved)) > 1e-3, r.id
 
@@ -312,7 +332,7 @@ def test_jit_matches_eager(row):
   jitted, _ = _jopt_updates(row)
   # Only XLA's fusion differs (a few float32 ulps).
   chex.assert_trees_all_close(
-      eager, jax.tree.map(lambda x: x[:3], jitted), rtol=1e-6, atol=1e-7
+    eager, jax.tree.map(lambda x: x[:3], jitted), rtol=1e-6, atol=1e-7
   )
 
 
@@ -333,15 +353,15 @@ def _bfloat16_run(row: Row):
   params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), PARAMS)
   grads = jax.tree.map(lambda x: x.astype(jnp.bfloat16), stack(row.grads))
   tx = _runners(row).tx
-  return jax.jit(
-      lambda p, g: _scan(tx, tx.init(p), g, p, row.plateau)
-  )(params, grads)
+  return jax.jit(lambda p, g: _scan(tx, tx.init(p), g, p, row.plateau))(
+    params, grads
+  )
 
 
 def test_bfloat16_params_give_bfloat16_updates(row):
   updates, state = _bfloat16_run(row)
   assert {x.dtype for x in jax.tree.leaves(updates)} == {
-      jnp.dtype(jnp.bfloat16)
+    jnp.dtype(jnp.bfloat16)
   }
   for name, value in jopt.get_hyperparams(state).items():
     assert value.dtype == jnp.float32, (name, value.dtype)
@@ -350,8 +370,10 @@ def test_bfloat16_params_give_bfloat16_updates(row):
   # in the block's arithmetic (a moment, a root, a division): measured at
   # most 1.6e-2 from the float32 run (Nesterov momentum), so 3e-2.
   chex.assert_trees_all_close(
-      jax.tree.map(lambda x: x.astype(jnp.float32), updates),
-      _jopt_updates(row)[0], rtol=3e-2, atol=3e-2,
+    jax.tree.map(lambda x: x.astype(jnp.float32), updates),
+    _jopt_updates(row)[0],
+    rtol=3e-2,
+    atol=3e-2,
   )
 
 
@@ -365,24 +387,24 @@ def _looped_built(row: Row):
 
 
 def test_new_value_to_the_constructor_matches_reference_without_recompiling(
-    swept_row,
+  swept_row,
 ):
   looped = _looped_built(swept_row)  # `built` traces once for all values
   for i, value in enumerate(swept_row.sweep[1]):
     chex.assert_trees_all_close(
-        jax.tree.map(lambda x, i=i: x[i], looped),
-        _reference(swept_row, value), rtol=RTOL, atol=ATOL,
+      jax.tree.map(lambda x, i=i: x[i], looped),
+      _reference(swept_row, value),
+      rtol=RTOL,
+      atol=ATOL,
     )
 
 
 def test_vmap_over_constructor_matches_loop(swept_row):
-  vmapped = jax.jit(jax.vmap(_runners(swept_row).built_raw))(
-      _values(swept_row)
-  )
+  vmapped = jax.jit(jax.vmap(_runners(swept_row).built_raw))(_values(swept_row))
   # Vmapped and looped programs are compiled separately: fusion may differ
   # by float32 ulps, as against the reference.
   chex.assert_trees_all_close(
-      vmapped, _looped_built(swept_row), rtol=RTOL, atol=ATOL
+    vmapped, _looped_built(swept_row), rtol=RTOL, atol=ATOL
   )
 
 
@@ -396,10 +418,10 @@ def test_set_hyperparams_takes_effect_without_recompiling(in_state_row):
   state = jopt.set_hyperparams(r.tx.init(PARAMS), **{name: low})
   updates, _ = r.run(state, stack(row.grads))  # no retrace
   chex.assert_trees_all_close(
-      updates, _reference(row, low), rtol=RTOL, atol=ATOL
+    updates, _reference(row, low), rtol=RTOL, atol=ATOL
   )
   changed = jax.tree.map(
-      lambda a, b: jnp.max(jnp.abs(a - b)), updates, _jopt_updates(row)[0]
+    lambda a, b: jnp.max(jnp.abs(a - b)), updates, _jopt_updates(row)[0]
   )
   assert max(float(m) for m in jax.tree.leaves(changed)) > 1e-4
 
@@ -409,25 +431,28 @@ def test_vmap_over_set_hyperparams_state_matches_loop(in_state_row):
   r = _runners(row)
   values = _values(row)
   state = jax.tree.map(
-      lambda x: jnp.broadcast_to(x, (len(values),) + x.shape),
-      r.tx.init(PARAMS),
+    lambda x: jnp.broadcast_to(x, (len(values),) + x.shape),
+    r.tx.init(PARAMS),
   )
   state = jopt.set_hyperparams(state, **{row.sweep[0]: values})
   updates, _ = jax.jit(jax.vmap(r.run_raw, in_axes=(0, None)))(
-      state, stack(row.grads)
+    state, stack(row.grads)
   )
-  chex.assert_trees_all_close(
-      updates, _looped_built(row), rtol=RTOL, atol=ATOL
-  )
+  chex.assert_trees_all_close(updates, _looped_built(row), rtol=RTOL, atol=ATOL)
 
 
 # --- Stateful where Optax is stateless ---------------------------------------
 
 
-@pytest.mark.parametrize("name, value", [
-    ("scale", 0.5), ("clip", 0.5), ("clip_by_global_norm", 1.0),
+@pytest.mark.parametrize(
+  "name, value",
+  [
+    ("scale", 0.5),
+    ("clip", 0.5),
+    ("clip_by_global_norm", 1.0),
     ("add_decayed_weights", 0.25),
-])
+  ],
+)
 def test_stateless_optax_blocks_keep_their_value_in_the_state(name, value):
   # docs/optax_differences.md, entry 1: the value is a hyperparameter a
   # sweep varies, so it lives in the state; `.plain` is Optax's block.
@@ -440,7 +465,7 @@ def test_stateless_optax_blocks_keep_their_value_in_the_state(name, value):
   chex.assert_trees_all_equal_structs(state.inner_state, optax_state)
   with jax.numpy_dtype_promotion("standard"):
     expected, _ = getattr(optax, name)(value).update(
-        GRADS[0], optax_state, PARAMS
+      GRADS[0], optax_state, PARAMS
     )
   for tx in (public(value), plain(value)):
     updates, _ = tx.update(GRADS[0], tx.init(PARAMS), PARAMS)

@@ -45,8 +45,16 @@ def _run(fn, **kw):
 
 def _halving(init, segment):
   return sweep.successive_halving(
-      init, segment, SPACE, num_trials=4, key=KEY, eta=2, max_segments=2,
-      metric="loss", progress=False)
+    init,
+    segment,
+    SPACE,
+    num_trials=4,
+    key=KEY,
+    eta=2,
+    max_segments=2,
+    metric="loss",
+    progress=False,
+  )
 
 
 def test_run_after_a_jax_setting_changes_is_a_fresh_run():
@@ -67,8 +75,7 @@ def test_run_after_a_setting_changes_in_a_context_manager():
     fresh = _run(lambda hp, key: draw(hp, key))
   np.testing.assert_array_equal(again.metrics["loss"], fresh.metrics["loss"])
   assert not np.array_equal(again.metrics["loss"], old.metrics["loss"])
-  np.testing.assert_array_equal(_run(draw).metrics["loss"],
-                                old.metrics["loss"])
+  np.testing.assert_array_equal(_run(draw).metrics["loss"], old.metrics["loss"])
 
 
 def test_halving_after_a_jax_setting_changes_is_a_fresh_search():
@@ -100,9 +107,14 @@ def test_every_sweep_cache_is_registered_and_bounded():
   from jopt.sweep import _engine, _executor, _population, _report
 
   registered = {id(c) for c in _caches._CACHES}
-  for cache in (_executor._EXECUTABLES, _executor._FOOTPRINTS,
-                _engine._TRACED, _population._PROGRAMS,
-                _population._POPULATIONS, _report._RECEIVERS):
+  for cache in (
+    _executor._EXECUTABLES,
+    _executor._FOOTPRINTS,
+    _engine._TRACED,
+    _population._PROGRAMS,
+    _population._POPULATIONS,
+    _report._RECEIVERS,
+  ):
     assert id(cache) in registered
     assert 0 < cache.max_size <= 256
 

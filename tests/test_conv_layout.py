@@ -22,28 +22,60 @@ from jopt.sweep import _conv, _executor
 
 # name: (x shape, kernel shape, dimension numbers, conv kwargs)
 CASES = {
-    "nhwc_same": ((4, 6, 6, 3), (3, 3, 3, 5), ("NHWC", "HWIO", "NHWC"),
-                  dict(window_strides=(1, 1), padding="SAME")),
-    "nhwc_strided_valid": ((4, 7, 7, 3), (3, 3, 3, 4), ("NHWC", "HWIO", "NHWC"),
-                           dict(window_strides=(2, 2), padding="VALID")),
-    "nhwc_dilated": ((2, 8, 8, 2), (3, 3, 2, 4), ("NHWC", "HWIO", "NHWC"),
-                     dict(window_strides=(1, 1), padding="SAME",
-                          rhs_dilation=(2, 2))),
-    "nhwc_lhs_dilated": ((2, 4, 4, 2), (2, 2, 2, 3), ("NHWC", "HWIO", "NHWC"),
-                         dict(window_strides=(1, 1), padding=((1, 1), (0, 1)),
-                              lhs_dilation=(2, 1))),
-    "nhwc_1x1": ((4, 5, 5, 6), (1, 1, 6, 4), ("NHWC", "HWIO", "NHWC"),
-                 dict(window_strides=(1, 1), padding="VALID")),
-    "nhwc_grouped": ((3, 5, 5, 4), (3, 3, 2, 6), ("NHWC", "HWIO", "NHWC"),
-                     dict(window_strides=(1, 1), padding="SAME",
-                          feature_group_count=2)),
-    "nchw_oihw": ((2, 3, 6, 6), (4, 3, 3, 3), ("NCHW", "OIHW", "NCHW"),
-                  dict(window_strides=(1, 2), padding="SAME")),
-    "conv1d": ((3, 9, 2), (3, 2, 4), ("NWC", "WIO", "NWC"),
-               dict(window_strides=(2,), padding="SAME")),
-    "conv3d": ((2, 4, 4, 4, 2), (2, 2, 2, 2, 3),
-               ("NDHWC", "DHWIO", "NDHWC"),
-               dict(window_strides=(1, 1, 1), padding="VALID")),
+  "nhwc_same": (
+    (4, 6, 6, 3),
+    (3, 3, 3, 5),
+    ("NHWC", "HWIO", "NHWC"),
+    dict(window_strides=(1, 1), padding="SAME"),
+  ),
+  "nhwc_strided_valid": (
+    (4, 7, 7, 3),
+    (3, 3, 3, 4),
+    ("NHWC", "HWIO", "NHWC"),
+    dict(window_strides=(2, 2), padding="VALID"),
+  ),
+  "nhwc_dilated": (
+    (2, 8, 8, 2),
+    (3, 3, 2, 4),
+    ("NHWC", "HWIO", "NHWC"),
+    dict(window_strides=(1, 1), padding="SAME", rhs_dilation=(2, 2)),
+  ),
+  "nhwc_lhs_dilated": (
+    (2, 4, 4, 2),
+    (2, 2, 2, 3),
+    ("NHWC", "HWIO", "NHWC"),
+    dict(window_strides=(1, 1), padding=((1, 1), (0, 1)), lhs_dilation=(2, 1)),
+  ),
+  "nhwc_1x1": (
+    (4, 5, 5, 6),
+    (1, 1, 6, 4),
+    ("NHWC", "HWIO", "NHWC"),
+    dict(window_strides=(1, 1), padding="VALID"),
+  ),
+  "nhwc_grouped": (
+    (3, 5, 5, 4),
+    (3, 3, 2, 6),
+    ("NHWC", "HWIO", "NHWC"),
+    dict(window_strides=(1, 1), padding="SAME", feature_group_count=2),
+  ),
+  "nchw_oihw": (
+    (2, 3, 6, 6),
+    (4, 3, 3, 3),
+    ("NCHW", "OIHW", "NCHW"),
+    dict(window_strides=(1, 2), padding="SAME"),
+  ),
+  "conv1d": (
+    (3, 9, 2),
+    (3, 2, 4),
+    ("NWC", "WIO", "NWC"),
+    dict(window_strides=(2,), padding="SAME"),
+  ),
+  "conv3d": (
+    (2, 4, 4, 4, 2),
+    (2, 2, 2, 2, 3),
+    ("NDHWC", "DHWIO", "NDHWC"),
+    dict(window_strides=(1, 1, 1), padding="VALID"),
+  ),
 }
 
 
@@ -52,8 +84,9 @@ def _training_loop(dimension_numbers, kwargs, steps=3):
   forward pass, the input gradient and the weight gradient appears."""
 
   def loss(w, x):
-    y = lax.conv_general_dilated(x, w, dimension_numbers=dimension_numbers,
-                                 **kwargs)
+    y = lax.conv_general_dilated(
+      x, w, dimension_numbers=dimension_numbers, **kwargs
+    )
     return jnp.sum(jnp.tanh(y) ** 2)
 
   def train(w, x):
@@ -70,8 +103,7 @@ def _training_loop(dimension_numbers, kwargs, steps=3):
 def _args(name):
   x_shape, w_shape, _, _ = CASES[name]
   kx, kw = jax.random.split(jax.random.key(0))
-  return (0.3 * jax.random.normal(kw, w_shape),
-          jax.random.normal(kx, x_shape))
+  return (0.3 * jax.random.normal(kw, w_shape), jax.random.normal(kx, x_shape))
 
 
 def _convs(closed):
@@ -108,12 +140,19 @@ def test_every_convolution_is_left_canonical(name):
   before = _convs(jax.make_jaxpr(train)(*args))
   after = _convs(jax.make_jaxpr(_conv.canonical_convs(train))(*args))
   assert len(before) == len(after) == 4  # forward twice, two gradients
-  assert any(not _conv.is_canonical(e.params["dimension_numbers"])
-             for e in before)
+  assert any(
+    not _conv.is_canonical(e.params["dimension_numbers"]) for e in before
+  )
   assert all(_conv.is_canonical(e.params["dimension_numbers"]) for e in after)
   for old, new in zip(before, after, strict=True):  # nothing else changed
-    for key in ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
-                "feature_group_count", "batch_group_count"):
+    for key in (
+      "window_strides",
+      "padding",
+      "lhs_dilation",
+      "rhs_dilation",
+      "feature_group_count",
+      "batch_group_count",
+    ):
       assert old.params[key] == new.params[key]
 
 
@@ -127,21 +166,26 @@ def test_one_step_matches_the_python_loops_step(name):
   w, x = _args(name)
   step = jax.jit(lambda w, x: _training_loop(dn, kwargs, steps=1)(w, x)[0])
   got = jax.jit(_conv.canonical_convs(_training_loop(dn, kwargs, steps=1)))(
-      w, x)[0]
+    w, x
+  )[0]
   chex.assert_trees_all_close(got, step(w, x), rtol=0, atol=2e-6)
 
 
 def test_nested_programs_are_rewritten():
   _, _, dn, kwargs = CASES["nhwc_same"]
   w, x = _args("nhwc_same")
-  grad = jax.grad(lambda w, x: jnp.sum(lax.conv_general_dilated(
-      x, w, dimension_numbers=dn, **kwargs) ** 2))
+  grad = jax.grad(
+    lambda w, x: jnp.sum(
+      lax.conv_general_dilated(x, w, dimension_numbers=dn, **kwargs) ** 2
+    )
+  )
 
   def fn(w, x, flag):
     inner = jax.jit(lambda w, x: grad(w, x))
     checkpointed = jax.checkpoint(lambda w: grad(w, x))
-    return lax.cond(flag, lambda: inner(w, x),
-                    lambda: jax.vmap(checkpointed)(w[None])[0])
+    return lax.cond(
+      flag, lambda: inner(w, x), lambda: jax.vmap(checkpointed)(w[None])[0]
+    )
 
   closed = jax.make_jaxpr(_conv.canonical_convs(fn))(w, x, True)
   convs = _convs(closed)
@@ -149,14 +193,22 @@ def test_nested_programs_are_rewritten():
   assert all(_conv.is_canonical(e.params["dimension_numbers"]) for e in convs)
   for flag in (True, False):
     chex.assert_trees_all_close(
-        jax.jit(_conv.canonical_convs(fn))(w, x, flag),
-        jax.jit(fn)(w, x, flag), rtol=2e-5, atol=2e-5)
+      jax.jit(_conv.canonical_convs(fn))(w, x, flag),
+      jax.jit(fn)(w, x, flag),
+      rtol=2e-5,
+      atol=2e-5,
+    )
 
 
 def test_pytrees_in_and_out():
   def fn(params, batch):
-    y = lax.conv_general_dilated(batch["x"], params[0], (1, 1), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = lax.conv_general_dilated(
+      batch["x"],
+      params[0],
+      (1, 1),
+      "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     return {"y": y, "n": params[1] + 1, "none": None}
 
   w, x = _args("nhwc_same")
@@ -193,9 +245,14 @@ def test_a_sweep_of_a_conv_model_equals_its_trials_run_alone():
     (_, _), losses = train(w * hp["scale"], x)
     return {"loss": losses[-1]}
 
-  res = jopt.sweep.run(train_fn, {"scale": jopt.sweep.uniform(0.5, 1.5)},
-                       num_trials=3, key=jax.random.key(1), progress=False)
-  alone = [jax.jit(train_fn)({"scale": s}, None)["loss"]
-           for s in res.hparams["scale"]]
-  np.testing.assert_allclose(res.metrics["loss"], np.array(alone),
-                             rtol=2e-5)
+  res = jopt.sweep.run(
+    train_fn,
+    {"scale": jopt.sweep.uniform(0.5, 1.5)},
+    num_trials=3,
+    key=jax.random.key(1),
+    progress=False,
+  )
+  alone = [
+    jax.jit(train_fn)({"scale": s}, None)["loss"] for s in res.hparams["scale"]
+  ]
+  np.testing.assert_allclose(res.metrics["loss"], np.array(alone), rtol=2e-5)

@@ -76,8 +76,9 @@ def test_low_precision_momentum_sums_in_the_wider_dtype(nesterov):
   params, grads = jnp.zeros(1), jnp.array([1.001])
   out = {}
   for lib in (jopt, optax):
-    tx = lib.sgd(1.0, momentum=0.9, nesterov=nesterov,
-                 accumulator_dtype=jnp.bfloat16)
+    tx = lib.sgd(
+      1.0, momentum=0.9, nesterov=nesterov, accumulator_dtype=jnp.bfloat16
+    )
     state, steps = tx.init(params), []
     with jax.numpy_dtype_promotion("standard"):
       for _ in range(3):  # step 1 has a zero trace; 2 and 3 use it

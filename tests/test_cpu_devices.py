@@ -17,13 +17,21 @@ FLAG = "--xla_force_host_platform_device_count"
 
 def _run(code, **env_overrides):
   """Runs ``code`` in a fresh process; its last printed line, and stderr."""
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+  env = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")
+  }
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env["JAX_PLATFORMS"] = "cpu"
   env.update(env_overrides)
-  out = subprocess.run([sys.executable, "-c", code], env=env,
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   return out.stdout.strip().splitlines()[-1], out.stderr
 
@@ -47,18 +55,26 @@ print(jax.device_count())
   assert _run(code)[0] == "3"
 
 
-@pytest.mark.parametrize("code, env, expected", [
+@pytest.mark.parametrize(
+  "code, env, expected",
+  [
     ("import jopt, jax", {}, 1),
     ("import jopt, jax", {"JAX_NUM_CPU_DEVICES": "3"}, 3),
     ("import jopt, jax", {"XLA_FLAGS": f"{FLAG}=5"}, 5),
-    ("import jax\njax.config.update('jax_num_cpu_devices', 2)\nimport jopt",
-     {}, 2),
-])
+    (
+      "import jax\njax.config.update('jax_num_cpu_devices', 2)\nimport jopt",
+      {},
+      2,
+    ),
+  ],
+)
 def test_import_keeps_the_count_the_process_chose(code, env, expected):
   assert _run(code + "\nprint(jax.device_count())", **env)[0] == str(expected)
 
 
-@pytest.mark.parametrize("call, env, expected", [
+@pytest.mark.parametrize(
+  "call, env, expected",
+  [
     ("jopt.use_cpu_devices()", {}, CORES),
     ("jopt.use_cpu_devices(3)", {}, 3),
     # A count chosen already is kept, and the same count is no conflict.
@@ -66,28 +82,44 @@ def test_import_keeps_the_count_the_process_chose(code, env, expected):
     ("jopt.use_cpu_devices(5)", {"XLA_FLAGS": f"{FLAG}=5"}, 5),
     ("jopt.use_cpu_devices()", {"JAX_NUM_CPU_DEVICES": "3"}, 3),
     # Called again, as a re-run notebook cell does, after JAX started.
-    ("jopt.use_cpu_devices(3)\njax.numpy.ones(1).block_until_ready()\n"
-     "jopt.use_cpu_devices(3)\njopt.use_cpu_devices()", {}, 3),
-])
+    (
+      "jopt.use_cpu_devices(3)\njax.numpy.ones(1).block_until_ready()\n"
+      "jopt.use_cpu_devices(3)\njopt.use_cpu_devices()",
+      {},
+      3,
+    ),
+  ],
+)
 def test_use_cpu_devices(call, env, expected):
   code = f"import jax, jopt\nn = {call}\nprint(n, jax.device_count())"
   returned, count = _run(code, **env)[0].split()
   assert int(returned) == int(count) == expected
 
 
-@pytest.mark.parametrize("call, env, error, match", [
+@pytest.mark.parametrize(
+  "call, env, error, match",
+  [
     ("jopt.use_cpu_devices(0)", {}, "ValueError", "`count` must be"),
     ("jopt.use_cpu_devices(2.0)", {}, "ValueError", "`count` must be"),
-    ("jopt.use_cpu_devices(3)", {"XLA_FLAGS": f"{FLAG}=5"}, "ValueError",
-     "already chose 5 CPU devices"),
-    ("jax.numpy.ones(1).block_until_ready()\njopt.use_cpu_devices(3)", {},
-     "RuntimeError", "JAX has already started with 1"),
-])
+    (
+      "jopt.use_cpu_devices(3)",
+      {"XLA_FLAGS": f"{FLAG}=5"},
+      "ValueError",
+      "already chose 5 CPU devices",
+    ),
+    (
+      "jax.numpy.ones(1).block_until_ready()\njopt.use_cpu_devices(3)",
+      {},
+      "RuntimeError",
+      "JAX has already started with 1",
+    ),
+  ],
+)
 def test_use_cpu_devices_refuses(call, env, error, match):
   code = f"""
 import jax, jopt
 try:
-  {call.replace(chr(10), chr(10) + '  ')}
+  {call.replace(chr(10), chr(10) + "  ")}
 except {error} as e:
   print(repr(str(e)))
 else:

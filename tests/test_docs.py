@@ -46,13 +46,18 @@ def test_every_public_name_of_jopt_sweep_has_an_api_entry():
 
 def test_the_sweep_page_documents_the_subpackage():
   assert "sweep" in jopt.__all__
-  assert ".. automodule:: jopt.sweep" in (DOCS / "api" / "sweep.rst").read_text()
+  assert (
+    ".. automodule:: jopt.sweep" in (DOCS / "api" / "sweep.rst").read_text()
+  )
 
 
 def test_every_page_is_in_a_toctree():
   index = (DOCS / "index.md").read_text()
-  pages = [p.relative_to(DOCS).with_suffix("").as_posix()
-           for p in DOCS.rglob("*.md") if "_build" not in p.parts]
+  pages = [
+    p.relative_to(DOCS).with_suffix("").as_posix()
+    for p in DOCS.rglob("*.md")
+    if "_build" not in p.parts
+  ]
   pages += ["api/jopt", "api/sweep"]
   notebooks = DOCS.parent / "notebooks"
   pages += [f"notebooks/{p.stem}" for p in notebooks.glob("*.ipynb")]

@@ -22,7 +22,7 @@ def test_doctests(module_name):
   module = importlib.import_module(module_name)
   finder = doctest.DocTestFinder(exclude_empty=True)
   runner = doctest.DocTestRunner(
-      optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
+    optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
   )
   # Only the module's own objects: re-exports are tested where defined.
   tests = [t for t in finder.find(module, module_name) if t.examples]
@@ -30,6 +30,6 @@ def test_doctests(module_name):
     runner.run(test)
   result = runner.summarize(verbose=False)
   assert result.failed == 0, (
-      f"{result.failed} of {result.attempted} doctest examples failed in "
-      f"{module_name} (output above)."
+    f"{result.failed} of {result.attempted} doctest examples failed in "
+    f"{module_name} (output above)."
   )

@@ -15,7 +15,9 @@ import jopt
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("classics")
-  summary = load_example_module("classics").main(["--quick", "--no-progress", "--out", str(out)])
+  summary = load_example_module("classics").main(
+    ["--quick", "--no-progress", "--out", str(out)]
+  )
   return out, summary
 
 

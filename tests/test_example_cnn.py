@@ -150,7 +150,9 @@ def _linen_train_fn(train_lib, model_lib, splits, config):
       "Conv_1": weights["conv2"],
       "Dense_0": weights["dense"],
     }
-    tx = jopt.adamw(hparams["learning_rate"], weight_decay=hparams["weight_decay"])
+    tx = jopt.adamw(
+      hparams["learning_rate"], weight_decay=hparams["weight_decay"]
+    )
 
     def step(carry, batch_key):
       params, opt_state = carry

@@ -9,7 +9,10 @@ import pytest
 import jopt
 from jopt import _hyperparams, _validation
 
-PARAMS = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.2])}
+PARAMS = {
+  "w": jnp.array([[1.0, -2.0], [0.5, 3.0]]),
+  "b": jnp.array([0.1, -0.2]),
+}
 
 
 def _grads(params):
@@ -32,7 +35,11 @@ _run_jit = jax.jit(_run, static_argnums=(0, 3))
 def test_unique_names_are_bare():
   state = jopt.adam(1e-3).init(PARAMS)
   assert sorted(jopt.get_hyperparams(state)) == [
-      "b1", "b2", "eps", "eps_root", "learning_rate"
+    "b1",
+    "b2",
+    "eps",
+    "eps_root",
+    "learning_rate",
   ]
 
 
@@ -110,6 +117,7 @@ def test_scalar_broadcasts_over_a_batched_state():
   hp = jopt.get_hyperparams(states)
   chex.assert_trees_all_equal(hp["b1"], jnp.full((3,), 0.5, jnp.float32))
   chex.assert_trees_all_equal(hp["learning_rate"], lrs)
+
   # The batched state runs under vmap, each member with its values.
   def run(state):
     return _run(jopt.adam(1.0), state, PARAMS)
@@ -120,7 +128,7 @@ def test_scalar_broadcasts_over_a_batched_state():
     one, _ = run(jopt.adam(lr, b1=0.5).init(PARAMS))
     # One compiled program against another: float32 fusion ulps only.
     chex.assert_trees_all_close(
-        jax.tree.map(lambda x, i=i: x[i], final), one, rtol=1e-6, atol=1e-7
+      jax.tree.map(lambda x, i=i: x[i], final), one, rtol=1e-6, atol=1e-7
     )
 
 
@@ -128,12 +136,12 @@ def test_scalar_broadcasts_over_a_batched_state():
 
 
 @pytest.mark.parametrize(
-    "factory, values",
-    [
-        (jopt.adam, dict(learning_rate=3e-3, b1=0.8, b2=0.99, eps=1e-6)),
-        (jopt.sgd, dict(learning_rate=0.05, momentum=0.5)),
-        (jopt.rmsprop, dict(learning_rate=1e-2, decay=0.8)),
-    ],
+  "factory, values",
+  [
+    (jopt.adam, dict(learning_rate=3e-3, b1=0.8, b2=0.99, eps=1e-6)),
+    (jopt.sgd, dict(learning_rate=0.05, momentum=0.5)),
+    (jopt.rmsprop, dict(learning_rate=1e-2, decay=0.8)),
+  ],
 )
 def test_set_equals_built_bit_for_bit(factory, values):
   built = factory(**values)
@@ -157,7 +165,7 @@ def test_set_inside_jit_with_a_traced_value():
     return _run(tx, state, PARAMS, steps=1)[0]
 
   chex.assert_trees_all_close(
-      step(0.2), _run(jopt.sgd(0.2), jopt.sgd(0.2).init(PARAMS), PARAMS, 1)[0]
+    step(0.2), _run(jopt.sgd(0.2), jopt.sgd(0.2).init(PARAMS), PARAMS, 1)[0]
   )
 
 
@@ -178,8 +186,8 @@ def test_finds_optax_inject_hyperparams_state():
 
 def test_optax_and_jopt_learning_rates_in_one_chain_are_qualified():
   tx = jopt.chain(
-      optax.inject_hyperparams(optax.scale_by_learning_rate)(learning_rate=0.1),
-      jopt.sgd(0.2),
+    optax.inject_hyperparams(optax.scale_by_learning_rate)(learning_rate=0.1),
+    jopt.sgd(0.2),
   )
   hp = jopt.get_hyperparams(tx.init(PARAMS))
   assert {"0/learning_rate", "1/learning_rate"} <= set(hp)
@@ -196,7 +204,9 @@ def _scaled(factor):
   return jopt.scale.plain(factor)
 
 
-@_hyperparams.sweepable(factor=_validation.NON_NEGATIVE, decay=_validation.DECAY)
+@_hyperparams.sweepable(
+  factor=_validation.NON_NEGATIVE, decay=_validation.DECAY
+)
 def _declared(factor, decay=0.5):
   del decay
   return jopt.scale.plain(factor)
@@ -220,14 +230,21 @@ def _built_with_a_public_part(factor):
   return jopt.chain(jopt.scale(factor), jopt.identity())
 
 
-@pytest.mark.parametrize("call", [
+@pytest.mark.parametrize(
+  "call",
+  [
     lambda: _built_with_a_public_part(2.0),
     lambda: _built_with_a_public_part.plain(2.0),
     lambda: optax.inject_hyperparams(_built_with_a_public_part.plain)(2.0),
-], ids=["public", "plain", "optax_inject"])
+  ],
+  ids=["public", "plain", "optax_inject"],
+)
 def test_public_constructor_inside_a_body_names_it_and_plain(call):
-  with pytest.raises(RuntimeError, match=r"`scale`.*`_built_with_a_public_part`"
-                     r".*`scale\.plain\(\.\.\.\)`") as error:
+  with pytest.raises(
+    RuntimeError,
+    match=r"`scale`.*`_built_with_a_public_part`"
+    r".*`scale\.plain\(\.\.\.\)`",
+  ) as error:
     call().init(jnp.ones(2))
   assert "set_hyperparams" in str(error.value)
   # The refusal does not outlive the call: top-level constructions work.
@@ -250,16 +267,21 @@ def test_declared_decay_keeps_its_complement():
 
 def test_a_value_never_adds_a_batch_axis():
   state = jopt.sgd(0.1).init(PARAMS)
-  with pytest.raises(ValueError, match=r"'learning_rate'.*shape \[3\].*"
-                     r"shape \[\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"'learning_rate'.*shape \[3\].*"
+    r"shape \[\]",
+  ):
     jopt.set_hyperparams(state, learning_rate=jnp.array([0.1, 0.2, 0.3]))
   # A batched state (one value per trial, from vmap) takes a value per
   # trial or one for all; another number of trials is refused.
   batched = jax.vmap(lambda lr: jopt.sgd(lr).init(PARAMS))(
-      jnp.array([0.1, 0.2, 0.3]))
+    jnp.array([0.1, 0.2, 0.3])
+  )
   new = jopt.set_hyperparams(batched, learning_rate=jnp.array([1.0, 2.0, 3.0]))
-  chex.assert_trees_all_close(jopt.get_hyperparams(new)["learning_rate"],
-                              jnp.array([1.0, 2.0, 3.0]))
+  chex.assert_trees_all_close(
+    jopt.get_hyperparams(new)["learning_rate"], jnp.array([1.0, 2.0, 3.0])
+  )
   new = jopt.set_hyperparams(batched, learning_rate=0.5)
   chex.assert_shape(jopt.get_hyperparams(new)["learning_rate"], (3,))
   with pytest.raises(ValueError, match="'learning_rate'"):
@@ -267,19 +289,28 @@ def test_a_value_never_adds_a_batch_axis():
 
 
 INIT_ONLY = [
-    (lambda v: jopt.scale_by_rss(initial_accumulator_value=v),
-     "initial_accumulator_value", "scale_by_rss"),
-    (lambda v: jopt.adagrad(0.1, initial_accumulator_value=v),
-     "initial_accumulator_value", "adagrad"),
-    (lambda v: jopt.scale_by_rms(initial_scale=v), "initial_scale",
-     "scale_by_rms"),
-    (lambda v: jopt.rmsprop(0.1, initial_scale=v), "initial_scale",
-     "rmsprop"),
+  (
+    lambda v: jopt.scale_by_rss(initial_accumulator_value=v),
+    "initial_accumulator_value",
+    "scale_by_rss",
+  ),
+  (
+    lambda v: jopt.adagrad(0.1, initial_accumulator_value=v),
+    "initial_accumulator_value",
+    "adagrad",
+  ),
+  (
+    lambda v: jopt.scale_by_rms(initial_scale=v),
+    "initial_scale",
+    "scale_by_rms",
+  ),
+  (lambda v: jopt.rmsprop(0.1, initial_scale=v), "initial_scale", "rmsprop"),
 ]
 
 
-@pytest.mark.parametrize("make, name, constructor", INIT_ONLY,
-                         ids=[c for _, _, c in INIT_ONLY])
+@pytest.mark.parametrize(
+  "make, name, constructor", INIT_ONLY, ids=[c for _, _, c in INIT_ONLY]
+)
 def test_init_only_arguments_are_not_settable(make, name, constructor):
   # Read only by `init`: a value set in the state later would change
   # nothing, so it is not there, and a write names the constructor.
@@ -300,16 +331,23 @@ def test_init_only_arguments_are_not_settable(make, name, constructor):
   assert not jnp.allclose(traced(2.0)["w"], expected["w"])
 
 
-@pytest.mark.parametrize("build", [
+@pytest.mark.parametrize(
+  "build",
+  [
     lambda: jopt.sgd(0.1 + 0.2j),
     lambda: jopt.adam(jnp.asarray(1e-3 + 1e-4j)),
     lambda: jopt.scale(1j),
     lambda: jopt.schedule_free_sgd(0.1 + 1j),
     lambda: jopt.prodigy(1.0 + 1j),
-], ids=["sgd", "adam_array", "scale", "schedule_free_sgd", "prodigy"])
+  ],
+  ids=["sgd", "adam_array", "scale", "schedule_free_sgd", "prodigy"],
+)
 def test_a_complex_hyperparameter_is_refused(build):
-  with pytest.raises(ValueError, match=r"`(learning_rate|step_size)` must "
-                     r"be real"):
+  with pytest.raises(
+    ValueError,
+    match=r"`(learning_rate|step_size)` must "
+    r"be real",
+  ):
     build()
 
 

@@ -12,7 +12,10 @@ from flax.training import train_state
 
 import jopt
 
-PARAMS = {"w": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "b": jnp.array([0.1, -0.4])}
+PARAMS = {
+  "w": jnp.array([[0.5, -1.0], [2.0, 0.3]]),
+  "b": jnp.array([0.1, -0.4]),
+}
 STEPS = 4
 # Optax code is the reference here, not under test: it runs with standard
 # dtype promotion wherever it takes part.
@@ -42,14 +45,16 @@ TOL = dict(rtol=2e-5, atol=1e-5)
 def test_jopt_inside_optax_chain():
   with standard_promotion:
     mixed = _run(
-        optax.chain(jopt.clip_by_global_norm(0.5), optax.scale_by_adam(),
-                    jopt.scale(-0.1)),
-        PARAMS,
+      optax.chain(
+        jopt.clip_by_global_norm(0.5), optax.scale_by_adam(), jopt.scale(-0.1)
+      ),
+      PARAMS,
     )
     reference = _run(
-        optax.chain(optax.clip_by_global_norm(0.5), optax.scale_by_adam(),
-                    optax.scale(-0.1)),
-        PARAMS,
+      optax.chain(
+        optax.clip_by_global_norm(0.5), optax.scale_by_adam(), optax.scale(-0.1)
+      ),
+      PARAMS,
     )
   chex.assert_trees_all_close(mixed, reference, **TOL)
 
@@ -57,10 +62,10 @@ def test_jopt_inside_optax_chain():
 def test_optax_inside_jopt_chain():
   with standard_promotion:
     mixed = _run(
-        jopt.chain(optax.clip_by_global_norm(0.5), jopt.adam(0.1)), PARAMS
+      jopt.chain(optax.clip_by_global_norm(0.5), jopt.adam(0.1)), PARAMS
     )
     reference = _run(
-        optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.1)), PARAMS
+      optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.1)), PARAMS
     )
   chex.assert_trees_all_close(mixed, reference, **TOL)
 
@@ -75,7 +80,7 @@ def _plain(lib, name):
 def _factory(lib, name):
   if name == "clipped_sgd":  # the jopt constructor called by the user's code
     return lambda learning_rate: lib.chain(
-        _plain(lib, "clip")(10.0), _plain(lib, "sgd")(learning_rate)
+      _plain(lib, "clip")(10.0), _plain(lib, "sgd")(learning_rate)
     )
   return _plain(lib, name)
 
@@ -105,12 +110,14 @@ def test_optax_inject_hyperparams_drives_a_jopt_constructor(name):
       fixed_state.hyperparams["learning_rate"] = jnp.asarray(0.5)
       out.append(jax.jit(fixed.update)(grads, fixed_state, PARAMS)[0])
       outputs[lib.__name__] = out
-  chex.assert_trees_all_close(outputs["jopt"], outputs["optax"], rtol=1e-6,
-                              atol=1e-7)
+  chex.assert_trees_all_close(
+    outputs["jopt"], outputs["optax"], rtol=1e-6, atol=1e-7
+  )
   if name != "adam":  # the rates used: the schedule's 0.3, 0.2, 0.1, then 0.5
     for out, lr in zip(outputs["jopt"], (0.3, 0.2, 0.1, 0.5), strict=True):
       chex.assert_trees_all_close(
-          out, jax.tree.map(lambda g, lr=lr: -lr * g, grads), rtol=1e-6)
+        out, jax.tree.map(lambda g, lr=lr: -lr * g, grads), rtol=1e-6
+      )
 
 
 def test_extra_args_reach_optax_parts_that_take_them():
@@ -121,7 +128,7 @@ def test_extra_args_reach_optax_parts_that_take_them():
     return updates, state
 
   recorder = optax.GradientTransformationExtraArgs(
-      lambda params: optax.EmptyState(), update
+    lambda params: optax.EmptyState(), update
   )
   tx = jopt.chain(jopt.sgd(0.1), recorder)
   tx.update(PARAMS, tx.init(PARAMS), PARAMS, value=jnp.float32(3.0))
@@ -154,7 +161,7 @@ def test_nnx_optimizer_matches_optax():
   assert losses[-1] < losses[0]
   chex.assert_trees_all_close(losses, ref_losses, **TOL)
   chex.assert_trees_all_close(
-      jax.tree.leaves(params), jax.tree.leaves(ref_params), **TOL
+    jax.tree.leaves(params), jax.tree.leaves(ref_params), **TOL
   )
 
 
@@ -167,7 +174,7 @@ def _linen_train(tx):
   y = jnp.ones((4, 2))
   params = model.init(jax.random.key(0), x)
   state = train_state.TrainState.create(
-      apply_fn=model.apply, params=params, tx=tx
+    apply_fn=model.apply, params=params, tx=tx
   )
 
   @jax.jit
@@ -194,11 +201,11 @@ def test_linen_train_state_matches_optax():
   chex.assert_trees_all_close(state.params, ref_state.params, **TOL)
   # A hyperparameter set in the TrainState's opt_state takes effect.
   frozen = state.replace(
-      opt_state=jopt.set_hyperparams(state.opt_state, learning_rate=0.0)
+    opt_state=jopt.set_hyperparams(state.opt_state, learning_rate=0.0)
   )
   grads = jax.tree.map(jnp.ones_like, frozen.params)
   chex.assert_trees_all_equal(
-      frozen.apply_gradients(grads=grads).params, frozen.params
+    frozen.apply_gradients(grads=grads).params, frozen.params
   )
 
 
@@ -206,9 +213,9 @@ def test_linen_train_state_matches_optax():
 
 
 @pytest.mark.parametrize(
-    "tx",
-    [jopt.adam(0.1), jopt.sgd(0.1, momentum=0.9), jopt.rmsprop(0.1)],
-    ids=["adam", "sgd_momentum", "rmsprop"],
+  "tx",
+  [jopt.adam(0.1), jopt.sgd(0.1, momentum=0.9), jopt.rmsprop(0.1)],
+  ids=["adam", "sgd_momentum", "rmsprop"],
 )
 def test_mismatched_updates_raise_a_clear_error(tx):
   state = tx.init(PARAMS)

@@ -1,5 +1,4 @@
-"""The learning-rate range test, `jopt.sweep.lr_find`.
-"""
+"""The learning-rate range test, `jopt.sweep.lr_find`."""
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +8,9 @@ import pytest
 from jopt import sweep
 
 
-@pytest.mark.parametrize("offset, num_rates", [(0.0, None), (-5.0, None),
-                                               (0.0, 24)])
+@pytest.mark.parametrize(
+  "offset, num_rates", [(0.0, None), (-5.0, None), (0.0, 24)]
+)
 def test_lr_find_lands_near_the_known_best_learning_rate(offset, num_rates):
   # offset -5: the same problem with a loss below zero throughout (a
   # log-likelihood, say), where "4 times the best" would mean nothing.
@@ -26,12 +26,20 @@ def test_lr_find_lands_near_the_known_best_learning_rate(offset, num_rates):
 
   def segment(w, hp):
     loss, g = jax.value_and_grad(
-        lambda w: 0.5 * jnp.mean((jnp.asarray(x) @ w - y) ** 2) + offset)(w)
+      lambda w: 0.5 * jnp.mean((jnp.asarray(x) @ w - y) ** 2) + offset
+    )(w)
     return w - hp["learning_rate"] * g, {"loss": loss}
 
-  res = sweep.lr_find(init, segment, key=jax.random.key(0), min_lr=1e-4,
-                      max_lr=10.0, num_steps=100, num_seeds=2,
-                      num_rates=num_rates)
+  res = sweep.lr_find(
+    init,
+    segment,
+    key=jax.random.key(0),
+    min_lr=1e-4,
+    max_lr=10.0,
+    num_steps=100,
+    num_seeds=2,
+    num_rates=num_rates,
+  )
   # Gradient descent on least squares: 1/L is the classic safe step (2/L
   # diverges). The "minimum" suggestion must land within a factor of 3.
   assert 1 / 3 < res.suggestions["minimum"] * lipschitz < 3
@@ -45,14 +53,27 @@ def test_lr_find_lands_near_the_known_best_learning_rate(offset, num_rates):
   assert fig.axes[0].get_xscale() == "log"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"min_lr": 0.0}, {"min_lr": 1.0, "max_lr": 0.5}, {"num_steps": 2},
-    {"max_lr": float("inf")}, {"num_rates": 2}, {"num_rates": 4.0},
-    {"smoothing": 1.0}, {"diverge_threshold": 1.0}])
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    {"min_lr": 0.0},
+    {"min_lr": 1.0, "max_lr": 0.5},
+    {"num_steps": 2},
+    {"max_lr": float("inf")},
+    {"num_rates": 2},
+    {"num_rates": 4.0},
+    {"smoothing": 1.0},
+    {"diverge_threshold": 1.0},
+  ],
+)
 def test_lr_find_rejects_bad_configuration(kwargs):
   with pytest.raises(ValueError):
-    sweep.lr_find(lambda hp, k: jnp.zeros(()), lambda s, hp: (s, {"loss": s}),
-                  key=jax.random.key(0), **kwargs)
+    sweep.lr_find(
+      lambda hp, k: jnp.zeros(()),
+      lambda s, hp: (s, {"loss": s}),
+      key=jax.random.key(0),
+      **kwargs,
+    )
 
 
 def test_lr_find_old_signature_still_works_and_warns():
@@ -65,12 +86,16 @@ def test_lr_find_old_signature_still_works_and_warns():
     return w - lr * w, 0.5 * w * w
 
   with pytest.warns(DeprecationWarning, match="segment"):
-    old = sweep.lr_find(init, step, key=jax.random.key(0), min_lr=1e-3,
-                        max_lr=10.0, num_steps=50)
-  new = sweep.lr_find(lambda hp, key: jnp.ones(()),
-                      lambda w, hp: (w - hp["learning_rate"] * w,
-                                     {"loss": 0.5 * w * w}),
-                      key=jax.random.key(0), min_lr=1e-3, max_lr=10.0,
-                      num_steps=50)
+    old = sweep.lr_find(
+      init, step, key=jax.random.key(0), min_lr=1e-3, max_lr=10.0, num_steps=50
+    )
+  new = sweep.lr_find(
+    lambda hp, key: jnp.ones(()),
+    lambda w, hp: (w - hp["learning_rate"] * w, {"loss": 0.5 * w * w}),
+    key=jax.random.key(0),
+    min_lr=1e-3,
+    max_lr=10.0,
+    num_steps=50,
+  )
   np.testing.assert_array_equal(old.losses, new.losses)
   assert old.suggestions == new.suggestions

@@ -2,7 +2,6 @@
 separates noise from a fall, and a minimum never below min_lr.
 """
 
-
 import warnings
 
 import jax
@@ -39,9 +38,16 @@ def _init(hp, key):
 @pytest.mark.parametrize("num_rates", [None, 8])
 def test_lr_find_without_descent_warns_and_suggests_nothing(step, num_rates):
   with pytest.warns(UserWarning, match="never fell"):
-    res = sweep.lr_find(_init, step, key=jax.random.key(0), min_lr=1e-3,
-                        max_lr=1.0, num_steps=40, num_seeds=2,
-                        num_rates=num_rates)
+    res = sweep.lr_find(
+      _init,
+      step,
+      key=jax.random.key(0),
+      min_lr=1e-3,
+      max_lr=1.0,
+      num_steps=40,
+      num_seeds=2,
+      num_rates=num_rates,
+    )
   assert set(res.suggestions) == {"steep", "valley", "minimum"}
   assert all(np.isnan(v) for v in res.suggestions.values())
   assert np.isfinite(res.curve[:3]).all()  # the curve is still there
@@ -68,16 +74,20 @@ def test_descent_rule_separates_noise_from_a_fall(smoothing, num_seeds):
 
   rng = np.random.default_rng(0)
   lrs = np.geomspace(1e-7, 10, 100)
-  trends = {"flat": np.ones(100), "rising": 1 + np.linspace(0, 1, 100),
-            "fall": 1 - 0.8 / (1 + np.exp(-3 * (np.log10(lrs) + 3)))}
+  trends = {
+    "flat": np.ones(100),
+    "rising": 1 + np.linspace(0, 1, 100),
+    "fall": 1 - 0.8 / (1 + np.exp(-3 * (np.log10(lrs) + 3))),
+  }
   for name, trend in trends.items():
     for _ in range(100):
       raw = trend + 0.1 * rng.normal(size=(num_seeds, 100))
       curve = _lr_curve._mean_curve(_smoothed(raw, smoothing))
       with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        found = _lr_curve._suggest(lrs, curve, raw,
-                                  _lr_curve._ema_noise(smoothing, 100))
+        found = _lr_curve._suggest(
+          lrs, curve, raw, _lr_curve._ema_noise(smoothing, 100)
+        )
       assert bool(caught) == (name != "fall"), name
       assert np.isnan(found["valley"]) == (name != "fall"), name
 
@@ -88,8 +98,7 @@ def test_ema_noise_matches_the_smoothed_deviation():
   noise = np.random.default_rng(0).normal(size=(20000, 30))
   measured = _smoothed(noise, 0.9).std(axis=0)
   # 20000 samples: the measured deviation is within ~1.5% (3 / sqrt(2n)).
-  np.testing.assert_allclose(measured, _lr_curve._ema_noise(0.9, 30),
-                             rtol=0.02)
+  np.testing.assert_allclose(measured, _lr_curve._ema_noise(0.9, 30), rtol=0.02)
 
 
 def test_lr_find_minimum_never_lies_below_min_lr():
@@ -98,8 +107,15 @@ def test_lr_find_minimum_never_lies_below_min_lr():
   def step(state, hp):
     return state, {"loss": (jnp.log10(hp["learning_rate"]) + 2.5) ** 2 + 1.0}
 
-  res = sweep.lr_find(_init, step, key=jax.random.key(0), min_lr=1e-3,
-                      max_lr=1.0, num_steps=31, smoothing=0.0)
+  res = sweep.lr_find(
+    _init,
+    step,
+    key=jax.random.key(0),
+    min_lr=1e-3,
+    max_lr=1.0,
+    num_steps=31,
+    smoothing=0.0,
+  )
   lowest = res.learning_rates[np.nanargmin(res.curve)]
   assert lowest / 10 < 1e-3
   assert res.suggestions["minimum"] == pytest.approx(1e-3)

@@ -24,13 +24,13 @@ import numpy as np
 import optax
 import pytest
 from _helpers import (
-    BF16_STEPS,
-    init_params,
-    jit_traced_once,
-    loss,
-    run_in_bfloat16,
-    stack,
-    trajectory,
+  BF16_STEPS,
+  init_params,
+  jit_traced_once,
+  loss,
+  run_in_bfloat16,
+  stack,
+  trajectory,
 )
 from jax.flatten_util import ravel_pytree
 
@@ -106,80 +106,138 @@ def _adam_hd_reference(hp, x, steps):
 
 
 ROWS = [
-    Row("schedule_free_sgd",
-        lambda learning_rate=0.1: jopt.schedule_free_sgd(
-            learning_rate, warmup_steps=5, weight_decay=1e-3),
-        ("learning_rate", 0.1),
-        lambda hp: optax.contrib.schedule_free_sgd(
-            hp["learning_rate"], warmup_steps=5, b1=hp["b1"],
-            weight_decay=hp["weight_decay"],
-            weight_lr_power=hp["weight_lr_power"])),
-    Row("schedule_free_adamw",
-        lambda learning_rate=0.05: jopt.schedule_free_adamw(
-            learning_rate, warmup_steps=5, weight_decay=1e-3),
-        ("learning_rate", 0.05),
-        lambda hp: optax.contrib.schedule_free_adamw(
-            hp["learning_rate"], warmup_steps=5, b1=hp["b1"], b2=hp["b2"],
-            eps=hp["eps"], weight_decay=hp["weight_decay"],
-            weight_lr_power=hp["weight_lr_power"])),
-    Row("prodigy",
-        lambda learning_rate=1.0: jopt.prodigy(
-            learning_rate, weight_decay=1e-3),
-        ("learning_rate", 1.0),
-        lambda hp: optax.contrib.prodigy(
-            hp["learning_rate"], betas=(hp["b1"], hp["b2"]), eps=hp["eps"],
-            estim_lr0=hp["estim_lr0"], estim_lr_coef=hp["estim_lr_coef"],
-            weight_decay=hp["weight_decay"])),
-    # The sweep varies estim_lr0, which the state reads at the first update.
-    Row("dadapt_adamw",
-        lambda estim_lr0=1e-6: jopt.dadapt_adamw(
-            estim_lr0=estim_lr0, weight_decay=1e-3),
-        ("estim_lr0", 1e-6),
-        lambda hp: optax.contrib.dadapt_adamw(
-            hp["learning_rate"], betas=(hp["b1"], hp["b2"]), eps=hp["eps"],
-            estim_lr0=hp["estim_lr0"], weight_decay=hp["weight_decay"])),
-    Row("dog",
-        lambda learning_rate=1.0: jopt.dog(learning_rate, weight_decay=1e-3),
-        ("learning_rate", 1.0),
-        lambda hp: optax.contrib.dog(
-            hp["learning_rate"], init_step=("heuristic", hp["init_step_value"]),
-            eps=hp["eps"], weight_decay=hp["weight_decay"])),
-    Row("dog_distance",
-        lambda init_step_value=1e-2: jopt.dog(
-            init_step=("distance", init_step_value)),
-        ("init_step_value", 1e-2),
-        lambda hp: optax.contrib.dog(
-            hp["learning_rate"], init_step=("distance", hp["init_step_value"]),
-            eps=hp["eps"])),
-    Row("mechanize_sgd",
-        lambda s_init=1e-6: jopt.mechanize(jopt.sgd(1.0), s_init=s_init),
-        ("s_init", 1e-6),
-        lambda hp: optax.contrib.mechanize(
-            optax.sgd(hp["learning_rate"]), weight_decay=hp["weight_decay"],
-            eps=hp["eps"], s_init=hp["s_init"])),
-    Row("mechanize_adam",
-        lambda learning_rate=1.0: jopt.mechanize(jopt.adam(learning_rate)),
-        ("learning_rate", 1.0),
-        lambda hp: optax.contrib.mechanize(
-            optax.adam(hp["learning_rate"], b1=hp["b1"], b2=hp["b2"],
-                       eps=hp["base_optimizer_state/eps"]),
-            weight_decay=hp["weight_decay"], eps=hp["eps"],
-            s_init=hp["s_init"]),
-        tol=1e-4),
-    Row("sgd_hd",
-        lambda learning_rate=0.05: jopt.sgd_hd(learning_rate, 1e-2),
-        ("learning_rate", 0.05),
-        reference=_sgd_hd_reference, tol=1e-5),
-    Row("sgd_hd_nesterov",
-        lambda hypergrad_lr=1e-3: jopt.sgd_hd(
-            0.02, hypergrad_lr, momentum=0.9, nesterov=True),
-        ("hypergrad_lr", 1e-3),
-        reference=functools.partial(
-            _sgd_hd_reference, momentum=0.9, nesterov=True), tol=1e-5),
-    Row("adam_hd",
-        lambda hypergrad_lr=1e-3: jopt.adam_hd(0.05, hypergrad_lr),
-        ("hypergrad_lr", 1e-3),
-        reference=_adam_hd_reference, tol=1e-5),
+  Row(
+    "schedule_free_sgd",
+    lambda learning_rate=0.1: jopt.schedule_free_sgd(
+      learning_rate, warmup_steps=5, weight_decay=1e-3
+    ),
+    ("learning_rate", 0.1),
+    lambda hp: optax.contrib.schedule_free_sgd(
+      hp["learning_rate"],
+      warmup_steps=5,
+      b1=hp["b1"],
+      weight_decay=hp["weight_decay"],
+      weight_lr_power=hp["weight_lr_power"],
+    ),
+  ),
+  Row(
+    "schedule_free_adamw",
+    lambda learning_rate=0.05: jopt.schedule_free_adamw(
+      learning_rate, warmup_steps=5, weight_decay=1e-3
+    ),
+    ("learning_rate", 0.05),
+    lambda hp: optax.contrib.schedule_free_adamw(
+      hp["learning_rate"],
+      warmup_steps=5,
+      b1=hp["b1"],
+      b2=hp["b2"],
+      eps=hp["eps"],
+      weight_decay=hp["weight_decay"],
+      weight_lr_power=hp["weight_lr_power"],
+    ),
+  ),
+  Row(
+    "prodigy",
+    lambda learning_rate=1.0: jopt.prodigy(learning_rate, weight_decay=1e-3),
+    ("learning_rate", 1.0),
+    lambda hp: optax.contrib.prodigy(
+      hp["learning_rate"],
+      betas=(hp["b1"], hp["b2"]),
+      eps=hp["eps"],
+      estim_lr0=hp["estim_lr0"],
+      estim_lr_coef=hp["estim_lr_coef"],
+      weight_decay=hp["weight_decay"],
+    ),
+  ),
+  # The sweep varies estim_lr0, which the state reads at the first update.
+  Row(
+    "dadapt_adamw",
+    lambda estim_lr0=1e-6: jopt.dadapt_adamw(
+      estim_lr0=estim_lr0, weight_decay=1e-3
+    ),
+    ("estim_lr0", 1e-6),
+    lambda hp: optax.contrib.dadapt_adamw(
+      hp["learning_rate"],
+      betas=(hp["b1"], hp["b2"]),
+      eps=hp["eps"],
+      estim_lr0=hp["estim_lr0"],
+      weight_decay=hp["weight_decay"],
+    ),
+  ),
+  Row(
+    "dog",
+    lambda learning_rate=1.0: jopt.dog(learning_rate, weight_decay=1e-3),
+    ("learning_rate", 1.0),
+    lambda hp: optax.contrib.dog(
+      hp["learning_rate"],
+      init_step=("heuristic", hp["init_step_value"]),
+      eps=hp["eps"],
+      weight_decay=hp["weight_decay"],
+    ),
+  ),
+  Row(
+    "dog_distance",
+    lambda init_step_value=1e-2: jopt.dog(
+      init_step=("distance", init_step_value)
+    ),
+    ("init_step_value", 1e-2),
+    lambda hp: optax.contrib.dog(
+      hp["learning_rate"],
+      init_step=("distance", hp["init_step_value"]),
+      eps=hp["eps"],
+    ),
+  ),
+  Row(
+    "mechanize_sgd",
+    lambda s_init=1e-6: jopt.mechanize(jopt.sgd(1.0), s_init=s_init),
+    ("s_init", 1e-6),
+    lambda hp: optax.contrib.mechanize(
+      optax.sgd(hp["learning_rate"]),
+      weight_decay=hp["weight_decay"],
+      eps=hp["eps"],
+      s_init=hp["s_init"],
+    ),
+  ),
+  Row(
+    "mechanize_adam",
+    lambda learning_rate=1.0: jopt.mechanize(jopt.adam(learning_rate)),
+    ("learning_rate", 1.0),
+    lambda hp: optax.contrib.mechanize(
+      optax.adam(
+        hp["learning_rate"],
+        b1=hp["b1"],
+        b2=hp["b2"],
+        eps=hp["base_optimizer_state/eps"],
+      ),
+      weight_decay=hp["weight_decay"],
+      eps=hp["eps"],
+      s_init=hp["s_init"],
+    ),
+    tol=1e-4,
+  ),
+  Row(
+    "sgd_hd",
+    lambda learning_rate=0.05: jopt.sgd_hd(learning_rate, 1e-2),
+    ("learning_rate", 0.05),
+    reference=_sgd_hd_reference,
+    tol=1e-5,
+  ),
+  Row(
+    "sgd_hd_nesterov",
+    lambda hypergrad_lr=1e-3: jopt.sgd_hd(
+      0.02, hypergrad_lr, momentum=0.9, nesterov=True
+    ),
+    ("hypergrad_lr", 1e-3),
+    reference=functools.partial(_sgd_hd_reference, momentum=0.9, nesterov=True),
+    tol=1e-5,
+  ),
+  Row(
+    "adam_hd",
+    lambda hypergrad_lr=1e-3: jopt.adam_hd(0.05, hypergrad_lr),
+    ("hypergrad_lr", 1e-3),
+    reference=_adam_hd_reference,
+    tol=1e-5,
+  ),
 ]
 # Tolerances against the reference, measured over the 40 steps on CPU:
 # * Optax rows: the same arithmetic given the same float32 hyperparameters.
@@ -237,8 +295,12 @@ def _reference_path(row: Row, hyperparams: dict):
     def run(params):
       with jax.numpy_dtype_promotion("standard"):
         return trajectory(
-            otx, optax.apply_updates, loss, params, otx.init(params),
-            NUM_STEPS,
+          otx,
+          optax.apply_updates,
+          loss,
+          params,
+          otx.init(params),
+          NUM_STEPS,
         )[0]
 
     return run(params)
@@ -267,8 +329,10 @@ def _hyperparams(row: Row, **changes):
 def test_matches_reference(row):
   path, _ = _jopt_path(row)
   chex.assert_trees_all_close(
-      path, _reference_path(row, _hyperparams(row)), rtol=row.tol,
-      atol=row.tol,
+    path,
+    _reference_path(row, _hyperparams(row)),
+    rtol=row.tol,
+    atol=row.tol,
   )
   # The run moved the params: a comparison of two frozen paths proves nothing.
   moved = path["dense"]["w"][-1] - init_params()["dense"]["w"]
@@ -297,8 +361,10 @@ def test_jit_matches_eager(row):
   jitted, _ = _jopt_path(row)
   # Only XLA's fusion differs (a few float32 ulps per step).
   chex.assert_trees_all_close(
-      stack(eager), jax.tree.map(lambda x: x[:3], jitted), rtol=1e-6,
-      atol=1e-7,
+    stack(eager),
+    jax.tree.map(lambda x: x[:3], jitted),
+    rtol=1e-6,
+    atol=1e-7,
   )
 
 
@@ -345,15 +411,17 @@ def test_vmap_over_constructor_matches_loop(row):
     tx = row.make(**{row.sweep[0]: value})
     params = init_params()
     path, _ = trajectory(
-        tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
+      tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
     )
     return jax.tree.map(lambda x: x[-1], path)
 
   values = _values(row)
   # Separately compiled programs: float32 ulps of fusion, compounded.
   chex.assert_trees_all_close(
-      jax.jit(jax.vmap(run))(values), _looped(row, values), rtol=row.tol,
-      atol=row.tol,
+    jax.jit(jax.vmap(run))(values),
+    _looped(row, values),
+    rtol=row.tol,
+    atol=row.tol,
   )
 
 
@@ -361,21 +429,22 @@ def test_vmap_over_set_hyperparams_state_matches_loop(row):
   r = _runners(row)
   values = _values(row)
   state = jax.tree.map(
-      lambda x: jnp.broadcast_to(x, (len(values),) + x.shape),
-      r.tx.init(init_params()),
+    lambda x: jnp.broadcast_to(x, (len(values),) + x.shape),
+    r.tx.init(init_params()),
   )
   state = jopt.set_hyperparams(state, **{row.sweep[0]: values})
   paths, _ = jax.jit(jax.vmap(r.run_raw, in_axes=(0, None)))(
-      state, init_params()
+    state, init_params()
   )
   chex.assert_trees_all_close(
-      jax.tree.map(lambda x: x[:, -1], paths), _looped(row, values),
-      rtol=row.tol, atol=row.tol,
+    jax.tree.map(lambda x: x[:, -1], paths),
+    _looped(row, values),
+    rtol=row.tol,
+    atol=row.tol,
   )
 
 
 # --- bfloat16 params ------------------------------------------------------------
-
 
 
 def test_bfloat16_params_give_bfloat16_updates(row):
@@ -389,24 +458,35 @@ def test_bfloat16_params_give_bfloat16_updates(row):
   # three steps of rounding stay within 3e-2 of the float32 run.
   reference = jax.tree.map(lambda x: x[BF16_STEPS - 1], _jopt_path(row)[0])
   chex.assert_trees_all_close(
-      jax.tree.map(lambda x: x.astype(jnp.float32), new_params), reference,
-      rtol=3e-2, atol=3e-2,
+    jax.tree.map(lambda x: x.astype(jnp.float32), new_params),
+    reference,
+    rtol=3e-2,
+    atol=3e-2,
   )
 
 
 # --- Optax's names, signatures and defaults -------------------------------------
 
 
-@pytest.mark.parametrize("name", [
-    "schedule_free", "schedule_free_sgd", "schedule_free_adamw",
-    "schedule_free_eval_params", "prodigy", "dadapt_adamw", "dog",
-    "scale_by_dog", "mechanize",
-])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "schedule_free",
+    "schedule_free_sgd",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "prodigy",
+    "dadapt_adamw",
+    "dog",
+    "scale_by_dog",
+    "mechanize",
+  ],
+)
 def test_signature_matches_optax_contrib(name):
   ours = inspect.signature(getattr(jopt, name)).parameters
   # scale_by_dog is not re-exported by optax.contrib.
   reference = getattr(optax.contrib, name, None) or getattr(
-      optax.contrib._dog, name
+    optax.contrib._dog, name
   )
   theirs = inspect.signature(reference).parameters
   assert list(ours) == list(theirs)
@@ -436,9 +516,13 @@ def test_default_hyperparameters_in_state():
   params = init_params()
   hp = jopt.get_hyperparams(jopt.prodigy().init(params))
   assert hp == {
-      "learning_rate": 1.0, "b1": np.float32(0.9), "b2": np.float32(0.999),
-      "eps": np.float32(1e-8), "estim_lr0": np.float32(1e-6),
-      "estim_lr_coef": 1.0, "weight_decay": 0.0,
+    "learning_rate": 1.0,
+    "b1": np.float32(0.9),
+    "b2": np.float32(0.999),
+    "eps": np.float32(1e-8),
+    "estim_lr0": np.float32(1e-6),
+    "estim_lr_coef": 1.0,
+    "weight_decay": 0.0,
   }
   hp = jopt.get_hyperparams(jopt.dog().init(params))
   assert set(hp) == {"learning_rate", "init_step_value", "eps"}
@@ -456,15 +540,19 @@ def test_schedule_free_eval_params_match_optax():
     params = jax.tree.map(lambda x: x[-1], path)
     otx = row.optax_make(_hyperparams(row))
     with jax.numpy_dtype_promotion("standard"):
-      opath, ostate = jax.jit(lambda p, o=otx: trajectory(
-          o, optax.apply_updates, loss, p, o.init(p), NUM_STEPS))(
-              init_params())
+      opath, ostate = jax.jit(
+        lambda p, o=otx: trajectory(
+          o, optax.apply_updates, loss, p, o.init(p), NUM_STEPS
+        )
+      )(init_params())
       expected = optax.contrib.schedule_free_eval_params(
-          ostate, jax.tree.map(lambda x: x[-1], opath)
+        ostate, jax.tree.map(lambda x: x[-1], opath)
       )
     chex.assert_trees_all_close(
-        jopt.schedule_free_eval_params(state, params), expected, rtol=1e-6,
-        atol=1e-6,
+      jopt.schedule_free_eval_params(state, params),
+      expected,
+      rtol=1e-6,
+      atol=1e-6,
     )
 
 
@@ -493,35 +581,35 @@ def test_schedule_free_wrapper_qualifies_shared_names():
 _SGD = jopt.sgd(1.0)
 
 BAD_INPUTS = [
-    (lambda: jopt.schedule_free_sgd(b1=0.0), "b1"),
-    (lambda: jopt.schedule_free_sgd(b1=1.5), "b1"),
-    (lambda: jopt.schedule_free_sgd(learning_rate=-1.0), "learning_rate"),
-    (lambda: jopt.schedule_free_sgd(warmup_steps=0), "warmup_steps"),
-    (lambda: jopt.schedule_free_sgd(weight_lr_power=-1.0), "weight_lr_power"),
-    (lambda: jopt.schedule_free_adamw(b2=1.0), "b2"),
-    (lambda: jopt.schedule_free_adamw(eps=-1.0), "eps"),
-    (lambda: jopt.schedule_free_adamw(weight_decay=-1.0), "weight_decay"),
-    (lambda: jopt.schedule_free(None, 0.1), "base_optimizer"),
-    (lambda: jopt.prodigy(betas=(0.9,)), "betas"),
-    (lambda: jopt.prodigy(betas=(1.0, 0.999)), r"betas\[0\]"),
-    (lambda: jopt.prodigy(estim_lr0=0.0), "estim_lr0"),
-    (lambda: jopt.prodigy(beta3=1.0), "beta3"),
-    (lambda: jopt.prodigy(estim_lr_coef=-1.0), "estim_lr_coef"),
-    (lambda: jopt.dadapt_adamw(learning_rate=-1.0), "learning_rate"),
-    (lambda: jopt.dadapt_adamw(betas=(0.9, 1.0)), r"betas\[1\]"),
-    (lambda: jopt.dadapt_adamw(weight_decay=-1.0), "weight_decay"),
-    (lambda: jopt.dog(init_step=("bogus", 1.0)), "init_step"),
-    (lambda: jopt.dog(init_step=("distance", -1.0)), "init_step"),
-    (lambda: jopt.dog(eps=-1.0), "eps"),
-    (lambda: jopt.scale_by_dog(("heuristic", -1.0)), "init_step"),
-    (lambda: jopt.mechanize(_SGD, num_betas=0), "num_betas"),
-    (lambda: jopt.mechanize(_SGD, s_init=0.0), "s_init"),
-    (lambda: jopt.mechanize(_SGD, weight_decay=-1.0), "weight_decay"),
-    (lambda: jopt.mechanize("adam"), "base_optimizer"),
-    (lambda: jopt.sgd_hd(hypergrad_lr=-1.0), "hypergrad_lr"),
-    (lambda: jopt.sgd_hd(momentum=1.0), "momentum"),
-    (lambda: jopt.adam_hd(learning_rate=-1.0), "learning_rate"),
-    (lambda: jopt.adam_hd(b1=1.0), "b1"),
+  (lambda: jopt.schedule_free_sgd(b1=0.0), "b1"),
+  (lambda: jopt.schedule_free_sgd(b1=1.5), "b1"),
+  (lambda: jopt.schedule_free_sgd(learning_rate=-1.0), "learning_rate"),
+  (lambda: jopt.schedule_free_sgd(warmup_steps=0), "warmup_steps"),
+  (lambda: jopt.schedule_free_sgd(weight_lr_power=-1.0), "weight_lr_power"),
+  (lambda: jopt.schedule_free_adamw(b2=1.0), "b2"),
+  (lambda: jopt.schedule_free_adamw(eps=-1.0), "eps"),
+  (lambda: jopt.schedule_free_adamw(weight_decay=-1.0), "weight_decay"),
+  (lambda: jopt.schedule_free(None, 0.1), "base_optimizer"),
+  (lambda: jopt.prodigy(betas=(0.9,)), "betas"),
+  (lambda: jopt.prodigy(betas=(1.0, 0.999)), r"betas\[0\]"),
+  (lambda: jopt.prodigy(estim_lr0=0.0), "estim_lr0"),
+  (lambda: jopt.prodigy(beta3=1.0), "beta3"),
+  (lambda: jopt.prodigy(estim_lr_coef=-1.0), "estim_lr_coef"),
+  (lambda: jopt.dadapt_adamw(learning_rate=-1.0), "learning_rate"),
+  (lambda: jopt.dadapt_adamw(betas=(0.9, 1.0)), r"betas\[1\]"),
+  (lambda: jopt.dadapt_adamw(weight_decay=-1.0), "weight_decay"),
+  (lambda: jopt.dog(init_step=("bogus", 1.0)), "init_step"),
+  (lambda: jopt.dog(init_step=("distance", -1.0)), "init_step"),
+  (lambda: jopt.dog(eps=-1.0), "eps"),
+  (lambda: jopt.scale_by_dog(("heuristic", -1.0)), "init_step"),
+  (lambda: jopt.mechanize(_SGD, num_betas=0), "num_betas"),
+  (lambda: jopt.mechanize(_SGD, s_init=0.0), "s_init"),
+  (lambda: jopt.mechanize(_SGD, weight_decay=-1.0), "weight_decay"),
+  (lambda: jopt.mechanize("adam"), "base_optimizer"),
+  (lambda: jopt.sgd_hd(hypergrad_lr=-1.0), "hypergrad_lr"),
+  (lambda: jopt.sgd_hd(momentum=1.0), "momentum"),
+  (lambda: jopt.adam_hd(learning_rate=-1.0), "learning_rate"),
+  (lambda: jopt.adam_hd(b1=1.0), "b1"),
 ]
 
 
@@ -531,10 +619,17 @@ def test_bad_inputs_raise_value_error_naming_the_argument(build, argument):
     build()
 
 
-@pytest.mark.parametrize("make", [
-    jopt.schedule_free_sgd, jopt.prodigy, jopt.dadapt_adamw, jopt.dog,
+@pytest.mark.parametrize(
+  "make",
+  [
+    jopt.schedule_free_sgd,
+    jopt.prodigy,
+    jopt.dadapt_adamw,
+    jopt.dog,
     lambda: jopt.mechanize(jopt.sgd(1.0)),
-], ids=["schedule_free_sgd", "prodigy", "dadapt_adamw", "dog", "mechanize"])
+  ],
+  ids=["schedule_free_sgd", "prodigy", "dadapt_adamw", "dog", "mechanize"],
+)
 def test_update_without_params_raises(make):
   tx = make()
   state = tx.init(jnp.ones(2))
@@ -549,11 +644,11 @@ _INT_PARAMS = jnp.array([1, -2, 3], jnp.int32)
 _FLOAT_GRADS = jnp.array([0.5, -1.0, 2.0], jnp.float32)
 
 LR_FREE = {
-    "schedule_free_sgd": lambda: jopt.schedule_free_sgd(0.1),
-    "schedule_free_adamw": lambda: jopt.schedule_free_adamw(0.1),
-    "prodigy": jopt.prodigy,
-    "dadapt_adamw": jopt.dadapt_adamw,
-    "mechanize": lambda: jopt.mechanize(jopt.sgd(0.1)),
+  "schedule_free_sgd": lambda: jopt.schedule_free_sgd(0.1),
+  "schedule_free_adamw": lambda: jopt.schedule_free_adamw(0.1),
+  "prodigy": jopt.prodigy,
+  "dadapt_adamw": jopt.dadapt_adamw,
+  "mechanize": lambda: jopt.mechanize(jopt.sgd(0.1)),
 }
 
 
@@ -563,28 +658,35 @@ def test_integer_params_get_float_updates(make):
   # truncate every update to 0. The updates are those of the same params
   # as float32, the params held fixed over three steps.
   tx = make()
-  int_state, float_state = tx.init(_INT_PARAMS), tx.init(
-      _INT_PARAMS.astype(jnp.float32))
+  int_state, float_state = (
+    tx.init(_INT_PARAMS),
+    tx.init(_INT_PARAMS.astype(jnp.float32)),
+  )
   for _ in range(3):
     ours, int_state = tx.update(_FLOAT_GRADS, int_state, _INT_PARAMS)
     expected, float_state = tx.update(
-        _FLOAT_GRADS, float_state, _INT_PARAMS.astype(jnp.float32))
+      _FLOAT_GRADS, float_state, _INT_PARAMS.astype(jnp.float32)
+    )
   assert ours.dtype == jnp.float32
   assert bool(jnp.any(ours != 0))
   chex.assert_trees_all_close(ours, expected, rtol=1e-6)
 
 
 _TUPLE_PARAMS = {
-    # Mixed ranks (an IndexError before), and exactly three arrays (taken
-    # for one (m, v, s) triple before: wrong values, no error).
-    "mixed": (jnp.array([1.0, -2.0]), jnp.array([[0.5, 0.25], [-1.0, 2.0]])),
-    "three": (jnp.array([1.0, -2.0]), jnp.array([0.5, 0.3]),
-              jnp.array([-1.0, 2.0])),
+  # Mixed ranks (an IndexError before), and exactly three arrays (taken
+  # for one (m, v, s) triple before: wrong values, no error).
+  "mixed": (jnp.array([1.0, -2.0]), jnp.array([[0.5, 0.25], [-1.0, 2.0]])),
+  "three": (
+    jnp.array([1.0, -2.0]),
+    jnp.array([0.5, 0.3]),
+    jnp.array([-1.0, 2.0]),
+  ),
 }
 
 
-@pytest.mark.parametrize("params", _TUPLE_PARAMS.values(),
-                         ids=_TUPLE_PARAMS.keys())
+@pytest.mark.parametrize(
+  "params", _TUPLE_PARAMS.values(), ids=_TUPLE_PARAMS.keys()
+)
 @pytest.mark.parametrize("name", ["prodigy", "dadapt_adamw"])
 def test_tuple_params_match_optax(name, params):
   def run(tx, apply):
@@ -617,18 +719,23 @@ def test_schedule_free_adamw_at_python_defaults_matches_optax(learning_rate):
 
   ours = run(jopt.schedule_free_adamw(learning_rate), jopt.apply_updates)
   with jax.numpy_dtype_promotion("standard"):
-    theirs = run(optax.contrib.schedule_free_adamw(learning_rate),
-                 optax.apply_updates)
+    theirs = run(
+      optax.contrib.schedule_free_adamw(learning_rate), optax.apply_updates
+    )
   chex.assert_trees_all_close(ours, theirs, rtol=0, atol=5e-7)
 
 
 def test_dog_accepts_a_zero_initial_distance_as_optax_does():
   params, moved = jnp.array([1.0, -2.0]), jnp.array([1.5, -2.0])
   grads = jnp.array([0.3, -0.4])
-  ours, theirs = jopt.dog(init_step=("distance", 0.0)), optax.contrib.dog(
-      init_step=("distance", 0.0))
+  ours, theirs = (
+    jopt.dog(init_step=("distance", 0.0)),
+    optax.contrib.dog(init_step=("distance", 0.0)),
+  )
   # From x_0 no distance yet: a zero step; once the params moved, DoG's.
   for p in (params, moved):
     chex.assert_trees_all_close(
-        ours.update(grads, ours.init(params), p)[0],
-        theirs.update(grads, theirs.init(params), p)[0], rtol=1e-6)
+      ours.update(grads, ours.init(params), p)[0],
+      theirs.update(grads, theirs.init(params), p)[0],
+      rtol=1e-6,
+    )

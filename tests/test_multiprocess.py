@@ -32,10 +32,14 @@ def cluster_run(tmp_path_factory):
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   port = str(_free_port())
   commands = [[sys.executable, WORKER, "0", "1", "0", str(out)]] + [
-      [sys.executable, WORKER, port, "2", str(i), str(out)] for i in (0, 1)]
-  procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-           for c in commands]
+    [sys.executable, WORKER, port, "2", str(i), str(out)] for i in (0, 1)
+  ]
+  procs = [
+    subprocess.Popen(
+      c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    for c in commands
+  ]
   logs = []
   try:
     for p in procs:
@@ -50,10 +54,15 @@ def cluster_run(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize("name, cls", [("run", sweep.SweepResult),
-                                       ("report", sweep.SweepResult),
-                                       ("halving", sweep.AdaptiveResult),
-                                       ("pbt", sweep.PBTResult)])
+@pytest.mark.parametrize(
+  "name, cls",
+  [
+    ("run", sweep.SweepResult),
+    ("report", sweep.SweepResult),
+    ("halving", sweep.AdaptiveResult),
+    ("pbt", sweep.PBTResult),
+  ],
+)
 def test_every_process_gets_the_single_process_result(cluster_run, name, cls):
   single = cls.load(cluster_run / f"{name}-1-0.npz")
   for process in (0, 1):
@@ -104,8 +113,7 @@ def test_the_shared_checkpoint_folder_is_complete(cluster_run):
 
 
 @pytest.mark.parametrize("search", ["run", "pbt"])
-def test_processes_other_than_zero_write_nothing(search, tmp_path,
-                                                 monkeypatch):
+def test_processes_other_than_zero_write_nothing(search, tmp_path, monkeypatch):
   import jax
   import jax.numpy as jnp
 
@@ -114,13 +122,24 @@ def test_processes_other_than_zero_write_nothing(search, tmp_path,
   space = {"lr": sweep.uniform(0.1, 0.5)}
   key = jax.random.key(0)
   if search == "run":
-    sweep.run(lambda hp, k: {"loss": hp["lr"] * jax.random.uniform(k)},
-              space, num_trials=4, key=key, checkpoint_dir=str(folder))
+    sweep.run(
+      lambda hp, k: {"loss": hp["lr"] * jax.random.uniform(k)},
+      space,
+      num_trials=4,
+      key=key,
+      checkpoint_dir=str(folder),
+    )
   else:
-    sweep.pbt(lambda hp, k: jnp.zeros(()),
-              lambda s, hp: (s + hp["lr"], {"loss": s}), space,
-              population=4, num_rounds=2, key=key, metric="loss",
-              checkpoint_dir=str(folder))
+    sweep.pbt(
+      lambda hp, k: jnp.zeros(()),
+      lambda s, hp: (s + hp["lr"], {"loss": s}),
+      space,
+      population=4,
+      num_rounds=2,
+      key=key,
+      metric="loss",
+      checkpoint_dir=str(folder),
+    )
   assert os.listdir(folder) == []
 
 
@@ -131,10 +150,16 @@ def test_a_failed_write_in_process_zero_makes_every_process_raise(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   port = str(_free_port())
-  procs = [subprocess.Popen([sys.executable, worker, port, str(i),
-                             str(tmp_path)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-           for i in (0, 1)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, worker, port, str(i), str(tmp_path)],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in (0, 1)
+  ]
   logs = []
   try:
     for p in procs:

@@ -47,11 +47,35 @@ OPTIMIZERS = _optimizers_taking_a_learning_rate()
 # What Optax 0.2.8 offers; the discovery must find at least these, so that
 # a change in how Optax exports them cannot empty the test silently.
 KNOWN = {
-    "adabelief", "adadelta", "adafactor", "adagrad", "adam", "adamax",
-    "adamaxw", "adamw", "adan", "amsgrad", "fromage", "lamb", "lars",
-    "lbfgs", "lion", "nadam", "nadamw", "noisy_sgd", "novograd",
-    "optimistic_adam_v2", "optimistic_gradient_descent", "radam",
-    "rmsprop", "rprop", "sgd", "sign_sgd", "signum", "sm3", "yogi",
+  "adabelief",
+  "adadelta",
+  "adafactor",
+  "adagrad",
+  "adam",
+  "adamax",
+  "adamaxw",
+  "adamw",
+  "adan",
+  "amsgrad",
+  "fromage",
+  "lamb",
+  "lars",
+  "lbfgs",
+  "lion",
+  "nadam",
+  "nadamw",
+  "noisy_sgd",
+  "novograd",
+  "optimistic_adam_v2",
+  "optimistic_gradient_descent",
+  "radam",
+  "rmsprop",
+  "rprop",
+  "sgd",
+  "sign_sgd",
+  "signum",
+  "sm3",
+  "yogi",
 }
 
 # Arguments an optimizer needs beyond its rate. L-BFGS's default zoom
@@ -64,9 +88,11 @@ EXTRA_ARGS = {"lbfgs": {"linesearch": None}, "noisy_sgd": {"key": 0}}
 # included, as a traced array once the state is; Adafactor branches in
 # Python on this one (whether a dimension is large enough to factor), and
 # L-BFGS on its memory size (which also sets its state's shapes).
-STATIC_ARGS = {"adafactor": ("min_dim_size_to_factor",),
-               "lbfgs": ("memory_size",),
-               "noisy_sgd": ("key",)}  # a seed, not a hyperparameter
+STATIC_ARGS = {
+  "adafactor": ("min_dim_size_to_factor",),
+  "lbfgs": ("memory_size",),
+  "noisy_sgd": ("key",),
+}  # a seed, not a hyperparameter
 
 # Rprop's learning rate is its initial step size: `init` writes it into the
 # state and `update` never reads it again, so a rate set after `init`
@@ -83,7 +109,8 @@ def _loss(params):
 
 def _optimizer(name, learning_rate):
   factory = optax.inject_hyperparams(
-      getattr(optax, name), static_args=STATIC_ARGS.get(name, ()))
+    getattr(optax, name), static_args=STATIC_ARGS.get(name, ())
+  )
   return factory(learning_rate=learning_rate, **EXTRA_ARGS.get(name, {}))
 
 
@@ -100,7 +127,8 @@ def _train(tx, params, opt_state):
 
 def _perturbed(key):
   return jax.tree.map(
-      lambda p: p + 0.1 * jax.random.normal(key, p.shape), PARAMS)
+    lambda p: p + 0.1 * jax.random.normal(key, p.shape), PARAMS
+  )
 
 
 def _train_from_scratch(name, learning_rate, key):
@@ -121,26 +149,34 @@ def test_the_learning_rate_is_a_hyperparameter_jopt_sweeps(name):
     # One compiled training loop serves every check below: the optimizer
     # object's own rate (0.1) is not what `update` uses, the state's is.
     train_from = jax.jit(
-        lambda params, state: _train(_optimizer(name, 0.1), params, state))
+      lambda params, state: _train(_optimizer(name, 0.1), params, state)
+    )
 
     # get_hyperparams sees the rate; set_hyperparams changes what trains.
     state = _optimizer(name, 0.1).init(PARAMS)
     chex.assert_trees_all_close(
-        jopt.get_hyperparams(state)["learning_rate"], jnp.float32(0.1))
+      jopt.get_hyperparams(state)["learning_rate"], jnp.float32(0.1)
+    )
     changed = jopt.set_hyperparams(state, learning_rate=0.05)
     chex.assert_trees_all_close(
-        jopt.get_hyperparams(changed)["learning_rate"], jnp.float32(0.05))
+      jopt.get_hyperparams(changed)["learning_rate"], jnp.float32(0.05)
+    )
     expected_rate = 0.1 if name in READ_AT_INIT else 0.05
     chex.assert_trees_all_close(
-        train_from(PARAMS, changed),
-        train_from(PARAMS, _optimizer(name, expected_rate).init(PARAMS)),
-        rtol=1e-6)
+      train_from(PARAMS, changed),
+      train_from(PARAMS, _optimizer(name, expected_rate).init(PARAMS)),
+      rtol=1e-6,
+    )
 
     # A vmapped sweep over the rate equals a Python loop over the rates.
     result = sweep.run(
-        lambda hparams, key: _train_from_scratch(name, hparams["lr"], key),
-        {"lr": sweep.choice(rates)}, strategy="grid", key=key,
-        progress=False, devices=jax.devices()[:1])
+      lambda hparams, key: _train_from_scratch(name, hparams["lr"], key),
+      {"lr": sweep.choice(rates)},
+      strategy="grid",
+      key=key,
+      progress=False,
+      devices=jax.devices()[:1],
+    )
     for trial, lr in enumerate(result.hparams["lr"]):
       params = _perturbed(jax.random.fold_in(key, trial))
       state = _optimizer(name, jnp.float32(lr)).init(params)
@@ -165,5 +201,6 @@ def test_adafactor_needs_its_min_dim_size_static():
     static = _optimizer("adafactor", 0.1)
     state = static.init(PARAMS)
     assert "min_dim_size_to_factor" not in jopt.get_hyperparams(state)
-    chex.assert_tree_all_finite(jax.jit(
-        lambda s: _train(static, PARAMS, s))(state))
+    chex.assert_tree_all_finite(
+      jax.jit(lambda s: _train(static, PARAMS, s))(state)
+    )

@@ -37,12 +37,17 @@ def _python_number_state():
 # --- 1. Non-array leaves in an inner state ----------------------------------
 
 
-@pytest.mark.parametrize("wrap", [
+@pytest.mark.parametrize(
+  "wrap",
+  [
     lambda tx: jopt.apply_if_finite(tx, max_consecutive_errors=2),
     lambda tx: jopt.MultiSteps(tx, every_k_schedule=2),
-    lambda tx: jopt.MultiSteps(tx, every_k_schedule=2,
-                               should_skip_update_fn=jopt.skip_not_finite),
-], ids=["apply_if_finite", "MultiSteps", "MultiSteps_skip"])
+    lambda tx: jopt.MultiSteps(
+      tx, every_k_schedule=2, should_skip_update_fn=jopt.skip_not_finite
+    ),
+  ],
+  ids=["apply_if_finite", "MultiSteps", "MultiSteps_skip"],
+)
 def test_wrappers_accept_python_numbers_in_the_inner_state(wrap):
   tx = wrap(_python_number_state())
   params = jnp.ones(2)
@@ -52,8 +57,11 @@ def test_wrappers_accept_python_numbers_in_the_inner_state(wrap):
   for grads in (jnp.full(2, 2.0), jnp.array([jnp.nan, 1.0]), jnp.ones(2)):
     updates, state = step(grads, state, params)
     outputs.append(updates)
-  inner = state.inner_state if hasattr(state, "inner_state") else (
-      state.inner_opt_state)
+  inner = (
+    state.inner_state
+    if hasattr(state, "inner_state")
+    else (state.inner_opt_state)
+  )
   assert int(inner["foo"]) == 1
   assert all(u.shape == (2,) for u in outputs)
 
@@ -76,9 +84,14 @@ def test_python_scalar_gradients_give_optax_updates(name):
   chex.assert_trees_all_close(updates, expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("make", [
-    lambda lib: lib.sgd(0.5), lambda lib: lib.scale(0.5),
-], ids=["sgd", "scale"])
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda lib: lib.sgd(0.5),
+    lambda lib: lib.scale(0.5),
+  ],
+  ids=["sgd", "scale"],
+)
 def test_integer_gradients_are_not_truncated(make):
   grads = jnp.array([1, -3], jnp.int32)
   tx = make(jopt)
@@ -118,7 +131,7 @@ class _CallableModule:
 
 
 jax.tree_util.register_pytree_node(
-    _CallableModule, lambda m: ((m.w,), None), lambda _, c: _CallableModule(*c)
+  _CallableModule, lambda m: ((m.w,), None), lambda _, c: _CallableModule(*c)
 )
 
 
@@ -148,24 +161,35 @@ def test_weight_decay_accepts_a_callable_pytree_mask():
 PARAMS = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
 
 
-@pytest.mark.parametrize("tx", [
+@pytest.mark.parametrize(
+  "tx",
+  [
     jopt.masked(jopt.adam(0.1), {"w": True, "b": False}),
     jopt.masked(jopt.sgd(0.1, momentum=0.9), lambda p: {"w": True, "b": True}),
-    jopt.partition({"a": jopt.adam(0.1), "s": jopt.sgd(0.1, momentum=0.5)},
-                   {"w": "a", "b": "s"}),
-    jopt.partition({"a": jopt.adam(0.1), "s": jopt.sgd(0.1, momentum=0.5)},
-                   lambda p: {"w": "a", "b": "s"}),
-], ids=["masked", "masked_fn", "partition", "partition_fn"])
+    jopt.partition(
+      {"a": jopt.adam(0.1), "s": jopt.sgd(0.1, momentum=0.5)},
+      {"w": "a", "b": "s"},
+    ),
+    jopt.partition(
+      {"a": jopt.adam(0.1), "s": jopt.sgd(0.1, momentum=0.5)},
+      lambda p: {"w": "a", "b": "s"},
+    ),
+  ],
+  ids=["masked", "masked_fn", "partition", "partition_fn"],
+)
 def test_optax_map_params_reaches_masked_states(tx):
   state = tx.init(PARAMS)
   mapped = optax.tree.map_params(
-      tx, lambda p: p + 1.0, state,
-      transform_non_params=lambda x: x)
+    tx, lambda p: p + 1.0, state, transform_non_params=lambda x: x
+  )
   # Every copy of the params in the state (moments, momentum) is shifted.
   before = jax.tree.leaves(state)
   after = jax.tree.leaves(mapped)
-  shifted = [a for b, a in zip(before, after, strict=True)
-             if a.shape in ((2, 3), (3,)) and not jnp.array_equal(a, b)]
+  shifted = [
+    a
+    for b, a in zip(before, after, strict=True)
+    if a.shape in ((2, 3), (3,)) and not jnp.array_equal(a, b)
+  ]
   moment_leaves = [b for b in before if b.shape in ((2, 3), (3,))]
   assert moment_leaves and len(shifted) == len(moment_leaves)
 
@@ -185,8 +209,9 @@ def test_cosine_decay_takes_step_counts_beyond_int32():
 
 def test_apply_updates_keeps_none_params():
   assert jopt.apply_updates(None, jnp.ones(3)) is None
-  new = jopt.apply_updates({"a": None, "b": jnp.ones(2)},
-                           {"a": None, "b": jnp.ones(2)})
+  new = jopt.apply_updates(
+    {"a": None, "b": jnp.ones(2)}, {"a": None, "b": jnp.ones(2)}
+  )
   assert new["a"] is None
   chex.assert_trees_all_close(new["b"], 2 * jnp.ones(2))
 
@@ -218,16 +243,27 @@ def test_sgd_refuses_momentum_one():
     jopt.sgd(0.1, momentum=1.0)
 
 
-@pytest.mark.parametrize("make, name", [
-    (lambda: jopt.polynomial_schedule(1.0, 0.0, 1, transition_steps=0),
-     "transition_steps"),
-    (lambda: jopt.linear_schedule(1.0, 0.0, transition_steps=-1),
-     "transition_steps"),
-    (lambda: jopt.exponential_decay(1.0, transition_steps=0, decay_rate=0.5),
-     "transition_steps"),
-    (lambda: jopt.exponential_decay(1.0, transition_steps=10, decay_rate=0.0),
-     "decay_rate"),
-])
+@pytest.mark.parametrize(
+  "make, name",
+  [
+    (
+      lambda: jopt.polynomial_schedule(1.0, 0.0, 1, transition_steps=0),
+      "transition_steps",
+    ),
+    (
+      lambda: jopt.linear_schedule(1.0, 0.0, transition_steps=-1),
+      "transition_steps",
+    ),
+    (
+      lambda: jopt.exponential_decay(1.0, transition_steps=0, decay_rate=0.5),
+      "transition_steps",
+    ),
+    (
+      lambda: jopt.exponential_decay(1.0, transition_steps=10, decay_rate=0.0),
+      "decay_rate",
+    ),
+  ],
+)
 def test_degenerate_schedules_raise_where_optax_falls_back(make, name):
   # Deliberate difference (docs/optax_differences.md): Optax logs a warning
   # and returns a constant schedule.
@@ -276,8 +312,11 @@ def test_swept_centered_rmsprop_with_bias_correction_is_finite():
 
 
 def test_jopt_transformations_are_optax_transformations():
-  for tx in (jopt.adam(0.1), jopt.chain(jopt.clip(1.0), jopt.sgd(0.1)),
-             jopt.masked(jopt.sgd(0.1), {"w": True})):
+  for tx in (
+    jopt.adam(0.1),
+    jopt.chain(jopt.clip(1.0), jopt.sgd(0.1)),
+    jopt.masked(jopt.sgd(0.1), {"w": True}),
+  ):
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
     assert isinstance(tx, optax.GradientTransformation)
 
@@ -333,9 +372,12 @@ def test_states_hold_optax_node_types():
   state = tx.init(PARAMS)
   # Optax's own tree utilities recognise the masked-out leaves.
   mapped = optax.tree.map_params(
-      tx, lambda p: None if isinstance(p, optax.MaskedNode) else p.shape,
-      state, is_leaf=lambda v: isinstance(v, optax.MaskedNode),
-      transform_non_params=lambda v: None)
+    tx,
+    lambda p: None if isinstance(p, optax.MaskedNode) else p.shape,
+    state,
+    is_leaf=lambda v: isinstance(v, optax.MaskedNode),
+    transform_non_params=lambda v: None,
+  )
   assert mapped.inner_state[0].trace == {"w": (2, 3), "b": None}
 
 
@@ -352,19 +394,26 @@ def _contrib_pairs():
   """The same contrib optimizer in jopt and in Optax."""
   plateau = dict(patience=2, cooldown=1, min_scale=0.01)
   return {
-      "mechanize": (jopt.mechanize(optax.sgd(0.1), s_init=1e-8),
-                    optax.contrib.mechanize(optax.sgd(0.1), s_init=1e-8)),
-      "schedule_free": (
-          jopt.schedule_free(optax.sgd(1.0), 1.0, state_dtype=jnp.bfloat16),
-          optax.contrib.schedule_free(optax.sgd(1.0), 1.0,
-                                      state_dtype=jnp.bfloat16)),
-      "reduce_on_plateau": (jopt.reduce_on_plateau(**plateau),
-                            optax.contrib.reduce_on_plateau(**plateau)),
+    "mechanize": (
+      jopt.mechanize(optax.sgd(0.1), s_init=1e-8),
+      optax.contrib.mechanize(optax.sgd(0.1), s_init=1e-8),
+    ),
+    "schedule_free": (
+      jopt.schedule_free(optax.sgd(1.0), 1.0, state_dtype=jnp.bfloat16),
+      optax.contrib.schedule_free(
+        optax.sgd(1.0), 1.0, state_dtype=jnp.bfloat16
+      ),
+    ),
+    "reduce_on_plateau": (
+      jopt.reduce_on_plateau(**plateau),
+      optax.contrib.reduce_on_plateau(**plateau),
+    ),
   }
 
 
-@pytest.mark.parametrize("name", ["mechanize", "schedule_free",
-                                  "reduce_on_plateau"])
+@pytest.mark.parametrize(
+  "name", ["mechanize", "schedule_free", "reduce_on_plateau"]
+)
 def test_contrib_states_keep_optax_state_in_inner_state(name):
   # Optax's contrib tests read `state.m`, `state.z` or unpack
   # `scale, best_value, ... = state`; in jopt these are in `inner_state`.
@@ -381,5 +430,6 @@ def test_contrib_states_keep_optax_state_in_inner_state(name):
   assert isinstance(states[0], jopt.HyperparamsState)
   assert type(states[0].inner_state).__name__ == type(states[1]).__name__
   chex.assert_trees_all_close(tuple(states[0].inner_state), tuple(states[1]))
-  chex.assert_trees_all_equal_dtypes(tuple(states[0].inner_state),
-                                     tuple(states[1]))
+  chex.assert_trees_all_equal_dtypes(
+    tuple(states[0].inner_state), tuple(states[1])
+  )

@@ -24,12 +24,12 @@ import numpy as np
 import optax
 import pytest
 from _helpers import (
-    BF16_STEPS,
-    init_params,
-    jit_traced_once,
-    loss,
-    run_in_bfloat16,
-    trajectory,
+  BF16_STEPS,
+  init_params,
+  jit_traced_once,
+  loss,
+  run_in_bfloat16,
+  trajectory,
 )
 
 import jopt
@@ -60,8 +60,8 @@ def _alias(name, **fixed):
 
 def _clip_adamw(lib, learning_rate, max_norm=1.0, **hp):
   return lib.chain(
-      lib.clip_by_global_norm(max_norm),
-      lib.adamw(learning_rate, **{**_clip_adamw.fixed, **hp}),
+    lib.clip_by_global_norm(max_norm),
+    lib.adamw(learning_rate, **{**_clip_adamw.fixed, **hp}),
   )
 
 
@@ -73,32 +73,75 @@ _clip_adamw.fixed = {"weight_decay": 1e-3}
 # and AMSGrad's running max of the first, huge Rosenbrock gradient needs a
 # large learning rate to move at all.
 ROWS = [
-    Row("sgd", _alias("sgd"), ("sgd",), 0.1, (0.05, 300), (2e-3, 20000)),
-    Row("sgd_momentum", _alias("sgd", momentum=0.9), ("sgd",),
-        0.05, (0.05, 300), (1e-3, 5000)),
-    Row("sgd_nesterov", _alias("sgd", momentum=0.9, nesterov=True), ("sgd",),
-        0.05, (0.05, 300), (1e-3, 5000)),
-    Row("adagrad", _alias("adagrad"), ("adagrad",),
-        0.1, (0.5, 300), (0.2, 10000)),
-    Row("rmsprop", _alias("rmsprop"), ("rmsprop",),
-        1e-2, (5e-4, 4000), (1e-3, 10000)),
-    Row("rmsprop_centered_momentum",
-        _alias("rmsprop", centered=True, momentum=0.9), ("rmsprop",),
-        1e-2, (1e-3, 3000), (1e-3, 5000)),
-    Row("adam", _alias("adam"), ("adam",), 1e-2, (0.05, 500), (1e-2, 5000)),
-    Row("adam_nesterov", _alias("adam", nesterov=True), ("adam",),
-        1e-2, (0.05, 500), (1e-2, 5000)),
-    Row("adamw", _alias("adamw", weight_decay=1e-3), ("adamw",),
-        1e-2, (0.05, 500), (1e-2, 5000)),
-    Row("nadam", _alias("nadam"), ("nadam",), 1e-2, (0.05, 500), (1e-2, 5000)),
-    Row("adamax", _alias("adamax"), ("adamax",),
-        1e-2, (0.05, 500), (1e-3, 20000)),
-    Row("amsgrad", _alias("amsgrad"), ("amsgrad",),
-        1e-2, (0.05, 500), (0.2, 20000)),
-    Row("lion", _alias("lion"), ("lion",), 1e-3, (5e-4, 3000), (3e-4, 10000)),
-    Row("chain_clip_adamw", _clip_adamw,
-        ("chain", "clip_by_global_norm", "adamw"),
-        1e-2, (0.05, 500), (1e-2, 5000)),
+  Row("sgd", _alias("sgd"), ("sgd",), 0.1, (0.05, 300), (2e-3, 20000)),
+  Row(
+    "sgd_momentum",
+    _alias("sgd", momentum=0.9),
+    ("sgd",),
+    0.05,
+    (0.05, 300),
+    (1e-3, 5000),
+  ),
+  Row(
+    "sgd_nesterov",
+    _alias("sgd", momentum=0.9, nesterov=True),
+    ("sgd",),
+    0.05,
+    (0.05, 300),
+    (1e-3, 5000),
+  ),
+  Row(
+    "adagrad", _alias("adagrad"), ("adagrad",), 0.1, (0.5, 300), (0.2, 10000)
+  ),
+  Row(
+    "rmsprop",
+    _alias("rmsprop"),
+    ("rmsprop",),
+    1e-2,
+    (5e-4, 4000),
+    (1e-3, 10000),
+  ),
+  Row(
+    "rmsprop_centered_momentum",
+    _alias("rmsprop", centered=True, momentum=0.9),
+    ("rmsprop",),
+    1e-2,
+    (1e-3, 3000),
+    (1e-3, 5000),
+  ),
+  Row("adam", _alias("adam"), ("adam",), 1e-2, (0.05, 500), (1e-2, 5000)),
+  Row(
+    "adam_nesterov",
+    _alias("adam", nesterov=True),
+    ("adam",),
+    1e-2,
+    (0.05, 500),
+    (1e-2, 5000),
+  ),
+  Row(
+    "adamw",
+    _alias("adamw", weight_decay=1e-3),
+    ("adamw",),
+    1e-2,
+    (0.05, 500),
+    (1e-2, 5000),
+  ),
+  Row("nadam", _alias("nadam"), ("nadam",), 1e-2, (0.05, 500), (1e-2, 5000)),
+  Row(
+    "adamax", _alias("adamax"), ("adamax",), 1e-2, (0.05, 500), (1e-3, 20000)
+  ),
+  Row(
+    "amsgrad", _alias("amsgrad"), ("amsgrad",), 1e-2, (0.05, 500), (0.2, 20000)
+  ),
+  Row("lion", _alias("lion"), ("lion",), 1e-3, (5e-4, 3000), (3e-4, 10000)),
+  Row(
+    "chain_clip_adamw",
+    _clip_adamw,
+    ("chain", "clip_by_global_norm", "adamw"),
+    1e-2,
+    (0.05, 500),
+    (1e-2, 5000),
+  ),
 ]
 
 NUM_STEPS = 60
@@ -139,7 +182,7 @@ def _run_optax(row: Row, hyperparams, params):
   # Optax is the reference, not under test: run it with standard promotion.
   with jax.numpy_dtype_promotion("standard"):
     return trajectory(
-        otx, optax.apply_updates, loss, params, otx.init(params), NUM_STEPS
+      otx, optax.apply_updates, loss, params, otx.init(params), NUM_STEPS
     )[0]
 
 
@@ -151,10 +194,10 @@ def _runners(row: Row) -> Runners:
     return trajectory(tx, jopt.apply_updates, loss, params, state, NUM_STEPS)
 
   return Runners(
-      tx=tx,
-      jopt_run=jit_traced_once(jopt_run_raw, f"jopt_run_{row.id}"),
-      jopt_run_raw=jopt_run_raw,
-      optax_run=jax.jit(functools.partial(_run_optax, row)),
+    tx=tx,
+    jopt_run=jit_traced_once(jopt_run_raw, f"jopt_run_{row.id}"),
+    jopt_run_raw=jopt_run_raw,
+    optax_run=jax.jit(functools.partial(_run_optax, row)),
   )
 
 
@@ -166,7 +209,7 @@ def _optax_path(row: Row, lr: float):
   (`test_hyperparameter_defaults_match_optax` checks jopt's defaults against
   Optax's.)"""
   return _runners(row).optax_run(
-      {"learning_rate": jnp.float32(lr)}, init_params()
+    {"learning_rate": jnp.float32(lr)}, init_params()
   )
 
 
@@ -193,8 +236,10 @@ ATOL_F32 = 1e-6
 def test_matches_optax_same_hyperparams(row):
   path, _ = _jopt_path(row)
   chex.assert_trees_all_close(
-      path, _optax_path(row, row.lr), rtol=RTOL_F32,
-      atol=ATOL_F32,
+    path,
+    _optax_path(row, row.lr),
+    rtol=RTOL_F32,
+    atol=ATOL_F32,
   )
 
 
@@ -225,20 +270,22 @@ def _converge(row: Row):
   def solve(objective, x0, lr, steps):
     tx = row.make(jopt, lr)
     path, _ = trajectory(
-        tx, jopt.apply_updates, objective, x0, tx.init(x0), steps
+      tx, jopt.apply_updates, objective, x0, tx.init(x0), steps
     )
     return path[-1]
 
   @jax.jit
   def run(lr_quadratic, lr_rosenbrock):
     return {
-        "quadratic": solve(
-            _quadratic, jnp.array([1.0, -1.0]), lr_quadratic, row.quadratic[1]
-        ),
-        "rosenbrock": solve(
-            _rosenbrock, jnp.array([-1.2, 1.0]), lr_rosenbrock,
-            row.rosenbrock[1],
-        ),
+      "quadratic": solve(
+        _quadratic, jnp.array([1.0, -1.0]), lr_quadratic, row.quadratic[1]
+      ),
+      "rosenbrock": solve(
+        _rosenbrock,
+        jnp.array([-1.2, 1.0]),
+        lr_rosenbrock,
+        row.rosenbrock[1],
+      ),
     }
 
   return run(jnp.float32(row.quadratic[0]), jnp.float32(row.rosenbrock[0]))
@@ -248,8 +295,8 @@ def _converge(row: Row):
 # (from distance 1.4), 1e-2 on Rosenbrock's curved valley (from distance 2.2);
 # lion and adamw's weight decay shift their fixed point by ~1e-3.
 @pytest.mark.parametrize(
-    "problem, optimum, tol",
-    [("quadratic", (0.0, 0.0), 1e-3), ("rosenbrock", (1.0, 1.0), 1e-2)],
+  "problem, optimum, tol",
+  [("quadratic", (0.0, 0.0), 1e-3), ("rosenbrock", (1.0, 1.0), 1e-2)],
 )
 def test_converges(row, problem, optimum, tol):
   x = _converge(row)[problem]
@@ -272,10 +319,10 @@ def test_jit_matches_eager(row):
   jitted, _ = _jopt_path(row)
   # Only XLA's fusion differs (a few float32 ulps per step).
   chex.assert_trees_all_close(
-      jax.tree.map(lambda *xs: jnp.stack(xs), *eager),
-      jax.tree.map(lambda x: x[:3], jitted),
-      rtol=1e-6,
-      atol=1e-7,
+    jax.tree.map(lambda *xs: jnp.stack(xs), *eager),
+    jax.tree.map(lambda x: x[:3], jitted),
+    rtol=1e-6,
+    atol=1e-7,
   )
 
 
@@ -299,8 +346,10 @@ def test_set_hyperparams_takes_effect_without_recompiling(row):
   state = jopt.set_hyperparams(r.tx.init(params), learning_rate=new_lr)
   path, _ = r.jopt_run(state, params)  # assert_max_traces(n=1): no retrace.
   chex.assert_trees_all_close(
-      path, _optax_path(row, new_lr), rtol=RTOL_F32,
-      atol=ATOL_F32,
+    path,
+    _optax_path(row, new_lr),
+    rtol=RTOL_F32,
+    atol=ATOL_F32,
   )
   # And it did change the result.
   old = _jopt_path(row)[0]["dense"]["w"][-1]
@@ -318,7 +367,7 @@ def _built_inside(row: Row):
     tx = row.make(jopt, lr)
     params = init_params()
     path, _ = trajectory(
-        tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
+      tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
     )
     return jax.tree.map(lambda x: x[-1], path)
 
@@ -342,8 +391,10 @@ def _looped(row: Row, lrs):
 def test_vmap_over_constructor_matches_loop(row):
   lrs = jnp.asarray([f * row.lr for f in SWEEP_FACTORS], jnp.float32)
   chex.assert_trees_all_close(
-      _built_inside(row)(lrs), _looped(row, lrs), rtol=RTOL_F32,
-      atol=ATOL_F32,
+    _built_inside(row)(lrs),
+    _looped(row, lrs),
+    rtol=RTOL_F32,
+    atol=ATOL_F32,
   )
 
 
@@ -358,13 +409,15 @@ def test_vmap_over_set_hyperparams_state_matches_loop(row):
   lrs = jnp.asarray([f * row.lr for f in SWEEP_FACTORS], jnp.float32)
   state = r.tx.init(params)
   batched = jax.tree.map(
-      lambda x: jnp.broadcast_to(x, (len(SWEEP_FACTORS),) + x.shape), state
+    lambda x: jnp.broadcast_to(x, (len(SWEEP_FACTORS),) + x.shape), state
   )
   batched = jopt.set_hyperparams(batched, learning_rate=lrs)
   paths, _ = _vmapped_state_runner(row)(batched, params)
   chex.assert_trees_all_close(
-      jax.tree.map(lambda x: x[:, -1], paths), _looped(row, lrs),
-      rtol=RTOL_F32, atol=ATOL_F32,
+    jax.tree.map(lambda x: x[:, -1], paths),
+    _looped(row, lrs),
+    rtol=RTOL_F32,
+    atol=ATOL_F32,
   )
 
 
@@ -389,10 +442,10 @@ def test_bfloat16_params_give_bfloat16_updates(row):
   # 2**-8 = 3.9e-3 on O(1) params); three steps of rounding stay within 3e-2.
   reference = jax.tree.map(lambda x: x[BF16_STEPS - 1], _jopt_path(row)[0])
   chex.assert_trees_all_close(
-      jax.tree.map(lambda x: x.astype(jnp.float32), new_params),
-      reference,
-      rtol=3e-2,
-      atol=3e-2,
+    jax.tree.map(lambda x: x.astype(jnp.float32), new_params),
+    reference,
+    rtol=3e-2,
+    atol=3e-2,
   )
 
 
@@ -414,14 +467,14 @@ def _dyadic_decays(row: Row) -> dict[str, float]:
 def test_float64_params(row):
   with jax.enable_x64(True):
     params = jax.tree.map(
-        lambda x: jnp.asarray(np.asarray(x, np.float64)), init_params()
+      lambda x: jnp.asarray(np.asarray(x, np.float64)), init_params()
     )
     tx = row.make(jopt, row.lr, **_dyadic_decays(row))
 
     @jax.jit
     def run_jopt(params):
       return trajectory(
-          tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
+        tx, jopt.apply_updates, loss, params, tx.init(params), NUM_STEPS
       )
 
     path, state = run_jopt(params)

@@ -33,12 +33,12 @@ def make_optimizer(learning_rate=1e-2, weight_decay=1e-3):
   # max_norm is large so that clipping stays inactive: its global norm is a
   # cross-device reduction, whose rounding depends on the sharding.
   return jopt.MultiSteps(
-      jopt.chain(
-          jopt.clip_by_global_norm(1e3),
-          jopt.masked(jopt.trace(decay=0.5), MASK),
-          jopt.adamw(learning_rate, weight_decay=weight_decay, mask=MASK),
-      ),
-      every_k_schedule=2,
+    jopt.chain(
+      jopt.clip_by_global_norm(1e3),
+      jopt.masked(jopt.trace(decay=0.5), MASK),
+      jopt.adamw(learning_rate, weight_decay=weight_decay, mask=MASK),
+    ),
+    every_k_schedule=2,
   ).gradient_transformation()
 
 
@@ -92,8 +92,9 @@ def _save_and_restore(tmp_path, tree, target):
 def _abstract(tree, sharding_of):
   """``tree`` as ShapeDtypeStructs placed by ``sharding_of(leaf)``."""
   return jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding_of(a)),
-      tree)
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding_of(a)),
+    tree,
+  )
 
 
 def _mesh(n):
@@ -123,13 +124,15 @@ def test_unswept_state_restores_and_continues_bit_for_bit(tmp_path):
   replicated = NamedSharding(_mesh(8), P())
   first = jax.device_put(first, replicated)
   one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  restored = _save_and_restore(tmp_path, first,
-                               _abstract(first, lambda a: one_device))
+  restored = _save_and_restore(
+    tmp_path, first, _abstract(first, lambda a: one_device)
+  )
   assert jax.tree.structure(restored) == jax.tree.structure(first)
   chex.assert_trees_all_equal(restored, first)
   chex.assert_trees_all_equal_dtypes(restored, first)
-  chex.assert_trees_all_equal(jopt.get_hyperparams(restored[1]),
-                              jopt.get_hyperparams(first[1]))
+  chex.assert_trees_all_equal(
+    jopt.get_hyperparams(restored[1]), jopt.get_hyperparams(first[1])
+  )
   assert int(restored[1].mini_step) == SPLIT % 2  # Mid-accumulation.
   resumed = train(*restored, x[SPLIT:], y[SPLIT:])
   chex.assert_trees_all_equal(resumed, uninterrupted)
@@ -137,13 +140,15 @@ def test_unswept_state_restores_and_continues_bit_for_bit(tmp_path):
 
 @pytest.mark.parametrize("devices", [8, 4, 2])
 def test_swept_state_restores_resharded_and_continues_bit_for_bit(
-    tmp_path, swept_runs, devices):
+  tmp_path, swept_runs, devices
+):
   lrs, wds, first, uninterrupted, (x, y) = swept_runs
   # Saved with the trial axis over 8 devices; restored over ``devices``
   # (each holding 8 / devices trials).
   sharding = NamedSharding(_mesh(devices), P("trials"))
-  restored = _save_and_restore(tmp_path, first,
-                               _abstract(first, lambda a: sharding))
+  restored = _save_and_restore(
+    tmp_path, first, _abstract(first, lambda a: sharding)
+  )
   for leaf in jax.tree.leaves(restored):
     assert leaf.sharding == sharding
   chex.assert_trees_all_equal(restored, first)
@@ -171,14 +176,25 @@ def test_restored_state_takes_set_hyperparams(tmp_path, swept_runs):
   # set_hyperparams takes effect as in a state that was never saved.
   _, _, first, _, (x, y) = swept_runs
   sharding = NamedSharding(_mesh(4), P("trials"))
-  params, state = _save_and_restore(tmp_path, first,
-                                    _abstract(first, lambda a: sharding))
+  params, state = _save_and_restore(
+    tmp_path, first, _abstract(first, lambda a: sharding)
+  )
   halved = jopt.get_hyperparams(state)["learning_rate"] / 2
   live_params, live_state = jax.device_put(first, sharding)
-  changed = train_swept(params, jopt.set_hyperparams(
-      state, learning_rate=halved), x[SPLIT:], y[SPLIT:])
-  chex.assert_trees_all_equal(changed, train_swept(
-      live_params, jopt.set_hyperparams(live_state, learning_rate=halved),
-      x[SPLIT:], y[SPLIT:]))
+  changed = train_swept(
+    params,
+    jopt.set_hyperparams(state, learning_rate=halved),
+    x[SPLIT:],
+    y[SPLIT:],
+  )
+  chex.assert_trees_all_equal(
+    changed,
+    train_swept(
+      live_params,
+      jopt.set_hyperparams(live_state, learning_rate=halved),
+      x[SPLIT:],
+      y[SPLIT:],
+    ),
+  )
   unchanged = train_swept(params, state, x[SPLIT:], y[SPLIT:])
   assert not np.array_equal(changed[0]["w"], unchanged[0]["w"])

@@ -12,7 +12,7 @@ import jopt
 # Plateaus of 8 steps with small noise: improvements, stalls and reductions.
 _RNG = np.random.default_rng(0)
 LOSSES = jnp.asarray(
-    1.0 / (1 + np.arange(60) // 8) + 0.01 * _RNG.random(60), jnp.float32
+  1.0 / (1 + np.arange(60) // 8) + 0.01 * _RNG.random(60), jnp.float32
 )
 
 
@@ -22,25 +22,23 @@ def _trajectory(tx, losses, inner=lambda s: s):
   def body(state, loss):
     updates, state = tx.update(jnp.ones(1), state, value=loss)
     s = inner(state)
-    return state, (updates[0], s.best_value, s.plateau_count,
-                   s.cooldown_count)
+    return state, (updates[0], s.best_value, s.plateau_count, s.cooldown_count)
 
   run = jax.jit(lambda ls: jax.lax.scan(body, tx.init(jnp.zeros(1)), ls)[1])
   return jax.tree.map(np.asarray, run(losses))
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(patience=3, factor=0.5),
-        dict(patience=2, cooldown=3, factor=0.5, min_scale=0.05),
-        dict(patience=2, accumulation_size=3, factor=0.3, rtol=0.0,
-             atol=0.02),
-    ],
+  "kwargs",
+  [
+    dict(patience=3, factor=0.5),
+    dict(patience=2, cooldown=3, factor=0.5, min_scale=0.05),
+    dict(patience=2, accumulation_size=3, factor=0.3, rtol=0.0, atol=0.02),
+  ],
 )
 def test_reduce_on_plateau_matches_optax_for_positive_losses(kwargs):
   ours = _trajectory(
-      jopt.reduce_on_plateau(**kwargs), LOSSES, lambda s: s.inner_state
+    jopt.reduce_on_plateau(**kwargs), LOSSES, lambda s: s.inner_state
   )
   # Optax's implementation does not run under strict dtype promotion.
   with jax.numpy_dtype_promotion("standard"):
@@ -56,9 +54,9 @@ def test_negative_losses_plateau_is_detected():
   # an improvement here ((1 - rtol) * best > best for best < 0, optax#1767)
   # and never reduces.
   scales = _trajectory(
-      jopt.reduce_on_plateau(patience=2, factor=0.5),
-      jnp.full([7], -1.0),
-      lambda s: s.inner_state,
+    jopt.reduce_on_plateau(patience=2, factor=0.5),
+    jnp.full([7], -1.0),
+    lambda s: s.inner_state,
   )[0]
   np.testing.assert_array_equal(scales, [1, 1, 0.5, 0.5, 0.25, 0.25, 0.125])
 
@@ -67,21 +65,20 @@ def test_negative_losses_relative_threshold():
   # best = -100 and rtol = 1e-2: an improvement must go below -101.
   tx = jopt.reduce_on_plateau(patience=5, rtol=1e-2)
   _, _, plateau, _ = _trajectory(
-      tx, jnp.array([-100.0, -100.5, -101.5, -102.0]), lambda s: s.inner_state
+    tx, jnp.array([-100.0, -100.5, -101.5, -102.0]), lambda s: s.inner_state
   )
   np.testing.assert_array_equal(plateau, [0, 1, 0, 1])
 
 
 def test_patience_cooldown_and_min_scale_closed_form():
-  tx = jopt.reduce_on_plateau(factor=0.5, patience=2, cooldown=1,
-                              min_scale=0.2)
+  tx = jopt.reduce_on_plateau(factor=0.5, patience=2, cooldown=1, min_scale=0.2)
   scales, _, plateau, cooldown = _trajectory(
-      tx, jnp.full([11], 1.0), lambda s: s.inner_state
+    tx, jnp.full([11], 1.0), lambda s: s.inner_state
   )
   # Step 1 sets the best; then every 3 steps: 2 stalls, a reduction and a
   # cooldown step; the third reduction is clipped at min_scale.
   np.testing.assert_allclose(
-      scales, [1, 1, .5, .5, .5, .25, .25, .25, .2, .2, .2], rtol=1e-7
+    scales, [1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.2, 0.2, 0.2], rtol=1e-7
   )
   np.testing.assert_array_equal(plateau, [0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1])
   np.testing.assert_array_equal(cooldown, [0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0])
@@ -137,19 +134,19 @@ def test_missing_value_raises():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "argument"),
-    [
-        (dict(factor=1.0), "factor"),
-        (dict(factor=0.0), "factor"),
-        (dict(patience=0), "patience"),
-        (dict(patience=2.5), "patience"),
-        (dict(rtol=-1e-3), "rtol"),
-        (dict(rtol=1.5), "rtol"),
-        (dict(atol=-1.0), "atol"),
-        (dict(cooldown=-1), "cooldown"),
-        (dict(accumulation_size=0), "accumulation_size"),
-        (dict(min_scale=-0.1), "min_scale"),
-    ],
+  ("kwargs", "argument"),
+  [
+    (dict(factor=1.0), "factor"),
+    (dict(factor=0.0), "factor"),
+    (dict(patience=0), "patience"),
+    (dict(patience=2.5), "patience"),
+    (dict(rtol=-1e-3), "rtol"),
+    (dict(rtol=1.5), "rtol"),
+    (dict(atol=-1.0), "atol"),
+    (dict(cooldown=-1), "cooldown"),
+    (dict(accumulation_size=0), "accumulation_size"),
+    (dict(min_scale=-0.1), "min_scale"),
+  ],
 )
 def test_reduce_on_plateau_invalid_arguments(kwargs, argument):
   with pytest.raises(ValueError, match=argument):
@@ -181,8 +178,12 @@ def test_early_stopping_max_mode_and_nan():
 
 
 def test_early_stopping_under_vmap_trials_stop_on_their_own():
-  losses = jnp.array([[1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
-                      [1.0, 0.9, 0.8, 0.7, 0.6, 0.7, 0.8]])
+  losses = jnp.array(
+    [
+      [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
+      [1.0, 0.9, 0.8, 0.7, 0.6, 0.7, 0.8],
+    ]
+  )
   patience = jnp.array([2, 1])
 
   @jax.jit
@@ -200,18 +201,18 @@ def test_early_stopping_under_vmap_trials_stop_on_their_own():
   assert first == [3, 5]  # Trial 0: 2 bad steps from step 2; trial 1: 1 bad.
   for k in range(2):  # vmap == loop.
     np.testing.assert_array_equal(
-        stopped[k], stop_steps(patience[k], losses[k])
+      stopped[k], stop_steps(patience[k], losses[k])
     )
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "argument"),
-    [
-        (dict(patience=0), "patience"),
-        (dict(patience=1.5), "patience"),
-        (dict(patience=3, min_delta=-1.0), "min_delta"),
-        (dict(patience=3, mode="avg"), "mode"),
-    ],
+  ("kwargs", "argument"),
+  [
+    (dict(patience=0), "patience"),
+    (dict(patience=1.5), "patience"),
+    (dict(patience=3, min_delta=-1.0), "min_delta"),
+    (dict(patience=3, mode="avg"), "mode"),
+  ],
 )
 def test_early_stopping_invalid_arguments(kwargs, argument):
   with pytest.raises(ValueError, match=argument):

@@ -26,62 +26,62 @@ ATOL = 1e-6
 
 
 BLOCKS = {
-    "rss": (jopt.scale_by_rss, optax.scale_by_rss, {}),
-    "rss_zero_start": (
-        jopt.scale_by_rss,
-        optax.scale_by_rss,
-        {"initial_accumulator_value": 0.0},
-    ),
-    "rms": (jopt.scale_by_rms, optax.scale_by_rms, {}),
-    "rms_eps_out_bias": (
-        jopt.scale_by_rms,
-        optax.scale_by_rms,
-        {"eps_in_sqrt": False, "bias_correction": True, "decay": 0.8},
-    ),
-    "rms_initial_scale": (
-        jopt.scale_by_rms,
-        optax.scale_by_rms,
-        {"initial_scale": 1.0},
-    ),
-    "rms_centered": (
-        lambda **kw: jopt.scale_by_rms(centered=True, **kw),
-        optax.scale_by_stddev,
-        {"initial_scale": 1.0},
-    ),
-    "rms_centered_eps_out": (
-        lambda **kw: jopt.scale_by_rms(centered=True, **kw),
-        optax.scale_by_stddev,
-        {"initial_scale": 0.5, "eps_in_sqrt": False, "decay": 0.7},
-    ),
-    "adam": (jopt.scale_by_adam, optax.scale_by_adam, {}),
-    "adam_nesterov": (
-        jopt.scale_by_adam,
-        optax.scale_by_adam,
-        {"nesterov": True, "b1": 0.8},
-    ),
-    "adam_eps_root": (
-        jopt.scale_by_adam,
-        optax.scale_by_adam,
-        {"eps_root": 1e-3, "eps": 0.0, "b2": 0.9},
-    ),
-    "adamax": (jopt.scale_by_adamax, optax.scale_by_adamax, {}),
-    "amsgrad": (jopt.scale_by_amsgrad, optax.scale_by_amsgrad, {"b2": 0.9}),
-    "amsgrad_paper": (
-        jopt.scale_by_amsgrad,
-        optax.scale_by_amsgrad,
-        {"bias_correction_mu": False, "bias_correction_nu": False},
-    ),
-    "lion": (jopt.scale_by_lion, optax.scale_by_lion, {}),
-    "lion_smooth": (
-        jopt.scale_by_lion,
-        optax.scale_by_lion,
-        {"mode": "smooth", "smooth_beta": 3.0},
-    ),
-    "lion_refined": (
-        jopt.scale_by_lion,
-        optax.scale_by_lion,
-        {"mode": "refined"},
-    ),
+  "rss": (jopt.scale_by_rss, optax.scale_by_rss, {}),
+  "rss_zero_start": (
+    jopt.scale_by_rss,
+    optax.scale_by_rss,
+    {"initial_accumulator_value": 0.0},
+  ),
+  "rms": (jopt.scale_by_rms, optax.scale_by_rms, {}),
+  "rms_eps_out_bias": (
+    jopt.scale_by_rms,
+    optax.scale_by_rms,
+    {"eps_in_sqrt": False, "bias_correction": True, "decay": 0.8},
+  ),
+  "rms_initial_scale": (
+    jopt.scale_by_rms,
+    optax.scale_by_rms,
+    {"initial_scale": 1.0},
+  ),
+  "rms_centered": (
+    lambda **kw: jopt.scale_by_rms(centered=True, **kw),
+    optax.scale_by_stddev,
+    {"initial_scale": 1.0},
+  ),
+  "rms_centered_eps_out": (
+    lambda **kw: jopt.scale_by_rms(centered=True, **kw),
+    optax.scale_by_stddev,
+    {"initial_scale": 0.5, "eps_in_sqrt": False, "decay": 0.7},
+  ),
+  "adam": (jopt.scale_by_adam, optax.scale_by_adam, {}),
+  "adam_nesterov": (
+    jopt.scale_by_adam,
+    optax.scale_by_adam,
+    {"nesterov": True, "b1": 0.8},
+  ),
+  "adam_eps_root": (
+    jopt.scale_by_adam,
+    optax.scale_by_adam,
+    {"eps_root": 1e-3, "eps": 0.0, "b2": 0.9},
+  ),
+  "adamax": (jopt.scale_by_adamax, optax.scale_by_adamax, {}),
+  "amsgrad": (jopt.scale_by_amsgrad, optax.scale_by_amsgrad, {"b2": 0.9}),
+  "amsgrad_paper": (
+    jopt.scale_by_amsgrad,
+    optax.scale_by_amsgrad,
+    {"bias_correction_mu": False, "bias_correction_nu": False},
+  ),
+  "lion": (jopt.scale_by_lion, optax.scale_by_lion, {}),
+  "lion_smooth": (
+    jopt.scale_by_lion,
+    optax.scale_by_lion,
+    {"mode": "smooth", "smooth_beta": 3.0},
+  ),
+  "lion_refined": (
+    jopt.scale_by_lion,
+    optax.scale_by_lion,
+    {"mode": "refined"},
+  ),
 }
 
 
@@ -94,7 +94,7 @@ def test_block_matches_optax(name):
   for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
     chex.assert_trees_all_equal_dtypes(a, NESTED_PARAMS)
     chex.assert_trees_all_close(
-        a, b, rtol=RTOL, atol=ATOL, custom_message=f"step {step}"
+      a, b, rtol=RTOL, atol=ATOL, custom_message=f"step {step}"
     )
 
 
@@ -102,15 +102,15 @@ def test_adam_state_fields_match_optax():
   # Code that reads `state.mu` / `state.nu` / `state.count` keeps working.
   ours = jopt.scale_by_adam().init(NESTED_PARAMS)
   assert set(jopt.ScaleByAdamState._fields) == set(
-      optax.ScaleByAdamState._fields
+    optax.ScaleByAdamState._fields
   )
   assert int(ours.inner_state.count) == 0
 
 
 @pytest.mark.parametrize(
-    # A bf16 nu needs 1 - b2 above half bf16's epsilon: b2 = 0.99, not 0.999.
-    "kwargs", [{"mu_dtype": jnp.bfloat16},
-               {"nu_dtype": jnp.bfloat16, "b2": 0.99}]
+  # A bf16 nu needs 1 - b2 above half bf16's epsilon: b2 = 0.99, not 0.999.
+  "kwargs",
+  [{"mu_dtype": jnp.bfloat16}, {"nu_dtype": jnp.bfloat16, "b2": 0.99}],
 )
 def test_adam_moment_dtypes(kwargs):
   grads = gradient_sequence(5, NESTED_PARAMS)
@@ -128,8 +128,9 @@ def test_adam_moment_dtypes(kwargs):
   # is Optax's, which also stores mu in bf16 (it multiplies the bf16 mu by
   # b1 in bf16 where jopt upcasts it first); Optax has no nu_dtype, so
   # there the reference keeps float32 moments.
-  reference = optax.adam(0.1, b2=kwargs.get("b2", 0.999),
-                         mu_dtype=kwargs.get("mu_dtype"))
+  reference = optax.adam(
+    0.1, b2=kwargs.get("b2", 0.999), mu_dtype=kwargs.get("mu_dtype")
+  )
   tol = {"rtol": 2e-2, "atol": 1e-3}
   theirs, _ = run_updates(reference, grads, standard=True)
   chex.assert_trees_all_close(ours, theirs, **tol)
@@ -149,7 +150,7 @@ def test_adam_bfloat16_params_stay_bfloat16():
   grads = gradient_sequence(4, params)
   ours, state = run_updates(jopt.adam(0.1, nesterov=True), grads, params)
   theirs, _ = run_updates(
-      optax.adam(0.1, nesterov=True), grads, params, standard=True
+    optax.adam(0.1, nesterov=True), grads, params, standard=True
   )
   chex.assert_trees_all_equal_dtypes(ours[-1], params)
   chex.assert_trees_all_equal_dtypes(state.inner_state[0].mu, params)
@@ -159,22 +160,22 @@ def test_adam_bfloat16_params_stay_bfloat16():
 
 
 TRACEABLE = [
-    (jopt.scale_by_adam, {"b1": 0.8, "b2": 0.95, "eps": 1e-3, "eps_root": 0.1}),
-    (
-        jopt.scale_by_amsgrad,
-        {"b1": 0.8, "b2": 0.95, "eps": 1e-3, "eps_root": 0.1},
-    ),
-    (jopt.scale_by_adamax, {"b1": 0.8, "b2": 0.95, "eps": 1e-3}),
-    (jopt.scale_by_rss, {"initial_accumulator_value": 0.5, "eps": 1e-3}),
-    (jopt.scale_by_rms, {"decay": 0.5, "eps": 1e-3, "initial_scale": 0.2}),
-    (jopt.scale_by_lion, {"b1": 0.5, "b2": 0.8, "smooth_beta": 2.0}),
-    (jopt.add_decayed_weights, {"weight_decay": 0.3}),
-    (jopt.add_l1, {"l1": 0.3}),
+  (jopt.scale_by_adam, {"b1": 0.8, "b2": 0.95, "eps": 1e-3, "eps_root": 0.1}),
+  (
+    jopt.scale_by_amsgrad,
+    {"b1": 0.8, "b2": 0.95, "eps": 1e-3, "eps_root": 0.1},
+  ),
+  (jopt.scale_by_adamax, {"b1": 0.8, "b2": 0.95, "eps": 1e-3}),
+  (jopt.scale_by_rss, {"initial_accumulator_value": 0.5, "eps": 1e-3}),
+  (jopt.scale_by_rms, {"decay": 0.5, "eps": 1e-3, "initial_scale": 0.2}),
+  (jopt.scale_by_lion, {"b1": 0.5, "b2": 0.8, "smooth_beta": 2.0}),
+  (jopt.add_decayed_weights, {"weight_decay": 0.3}),
+  (jopt.add_l1, {"l1": 0.3}),
 ]
 
 
 @pytest.mark.parametrize(
-    "factory, values", TRACEABLE, ids=lambda x: getattr(x, "__name__", "")
+  "factory, values", TRACEABLE, ids=lambda x: getattr(x, "__name__", "")
 )
 def test_block_accepts_traced_hyperparams(factory, values):
   # Built inside jit from traced values (a sweep does this), a block must

@@ -18,8 +18,8 @@ def test_add_l1_closed_form():
   updates, _ = tx.update(grads, tx.init(params), params)
   # -lr * (g + l1 * sign(p)); sign(0) = 0, so a zero weight only sees g.
   expected = {
-      "a": jnp.array([-0.5 * (0.1 + 0.25), -0.5 * 0.2, -0.5 * (0.3 - 0.25)]),
-      "b": jnp.array(-0.5 * (1.0 - 0.25)),
+    "a": jnp.array([-0.5 * (0.1 + 0.25), -0.5 * 0.2, -0.5 * (0.3 - 0.25)]),
+    "b": jnp.array(-0.5 * (1.0 - 0.25)),
   }
   chex.assert_trees_all_close(updates, expected, rtol=1e-6)
 
@@ -28,24 +28,24 @@ def test_add_l1_mask_and_schedule():
   params = {"a": jnp.array([2.0, -1.0]), "b": jnp.array([-3.0])}
   zeros = jax.tree.map(jnp.zeros_like, params)
   tx = jopt.add_l1(
-      lambda count: 0.1 * (count.astype(jnp.float32) + 1),
-      mask={"a": True, "b": False},
+    lambda count: 0.1 * (count.astype(jnp.float32) + 1),
+    mask={"a": True, "b": False},
   )
   state = tx.init(params)
   for step in range(3):
     updates, state = tx.update(zeros, state, params)
     chex.assert_trees_all_close(
-        updates,
-        {"a": 0.1 * (step + 1) * jnp.array([1.0, -1.0]), "b": zeros["b"]},
-        rtol=1e-6,
+      updates,
+      {"a": 0.1 * (step + 1) * jnp.array([1.0, -1.0]), "b": zeros["b"]},
+      rtol=1e-6,
     )
 
 
 MASKS = {
-    "tree": {"w": True, "inner": {"b": False, "s": True}},
-    "prefix": {"w": False, "inner": True},
-    "callable": lambda tree: jax.tree.map(lambda x: jnp.ndim(x) != 1, tree),
-    "none": None,
+  "tree": {"w": True, "inner": {"b": False, "s": True}},
+  "prefix": {"w": False, "inner": True},
+  "callable": lambda tree: jax.tree.map(lambda x: jnp.ndim(x) != 1, tree),
+  "none": None,
 }
 
 
@@ -54,7 +54,7 @@ def test_add_decayed_weights_mask_matches_optax(mask):
   grads = gradient_sequence(2, NESTED_PARAMS)
   ours, _ = run_updates(jopt.add_decayed_weights(0.3, MASKS[mask]), grads)
   theirs, _ = run_updates(
-      optax.add_decayed_weights(0.3, MASKS[mask]), grads, standard=True
+    optax.add_decayed_weights(0.3, MASKS[mask]), grads, standard=True
   )
   chex.assert_trees_all_close(ours, theirs, rtol=1e-6)
   if mask == "tree":  # A masked-out leaf passes through unchanged.
@@ -66,7 +66,7 @@ def test_add_decayed_weights_schedule_matches_optax():
   grads = gradient_sequence(5, NESTED_PARAMS)
   ours, _ = run_updates(jopt.add_decayed_weights(schedule), grads)
   theirs, _ = run_updates(
-      optax.add_decayed_weights(schedule), grads, standard=True
+    optax.add_decayed_weights(schedule), grads, standard=True
   )
   chex.assert_trees_all_close(ours, theirs, rtol=1e-6)
 

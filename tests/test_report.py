@@ -19,8 +19,9 @@ def train_fn(hp, key):
     sweep.report(t, num_steps=STEPS, every=3, loss=jnp.sum(w * w))
     return w, jnp.sum(w * w)
 
-  _, losses = jax.lax.scan(step, jax.random.normal(key, (2,)),
-                           jnp.arange(STEPS))
+  _, losses = jax.lax.scan(
+    step, jax.random.normal(key, (2,)), jnp.arange(STEPS)
+  )
   return {"loss": losses[-1]}
 
 
@@ -38,8 +39,9 @@ def received(monkeypatch):
 
 
 def test_without_progress_report_adds_nothing(received):
-  text = jax.jit(lambda lr: train_fn({"lr": lr}, KEY)["loss"]).lower(
-      0.1).as_text()
+  text = (
+    jax.jit(lambda lr: train_fn({"lr": lr}, KEY)["loss"]).lower(0.1).as_text()
+  )
   assert "callback" not in text  # outside a sweep: nothing in the program
   sweep.run(train_fn, SPACE, num_trials=5, key=KEY, progress=False)
   assert received == []
@@ -73,17 +75,18 @@ def test_the_bar_counts_fractions_of_trials_and_the_best():
 
   bar = Bar()
   with _report.Reporter(bar, interval=0.0) as rep:
-    rep.receive(0, 4, {"loss": 3.0}, 10, 1.0)   # half of trial 0
-    rep.receive(1, 9, {"loss": 1.0}, 10, 1.0)   # all of trial 1
-    rep.receive(0, 4, {"loss": 3.0}, 10, 1.0)   # a repeat counts nothing
+    rep.receive(0, 4, {"loss": 3.0}, 10, 1.0)  # half of trial 0
+    rep.receive(1, 9, {"loss": 1.0}, 10, 1.0)  # all of trial 1
+    rep.receive(0, 4, {"loss": 3.0}, 10, 1.0)  # a repeat counts nothing
     assert bar.n == pytest.approx(1.5)
-    rep.finish([0, 1, 2])                       # calls returned
+    rep.finish([0, 1, 2])  # calls returned
   assert bar.n == pytest.approx(3.0)
   assert bar.postfix == "best loss=1"
 
 
-@pytest.mark.parametrize("bad, match", [(dict(every=0), "every"),
-                                        (dict(mode="low"), "mode")])
+@pytest.mark.parametrize(
+  "bad, match", [(dict(every=0), "every"), (dict(mode="low"), "mode")]
+)
 def test_report_checks_its_arguments(bad, match):
   with pytest.raises(ValueError, match=match):
     sweep.report(0, loss=1.0, **bad)
@@ -108,8 +111,9 @@ def test_stepwise_searches_move_the_bar_every_segment(monkeypatch):
     w = w - hp["lr"] * w
     return w, {"loss": jnp.sum(w * w)}
 
-  res = sweep.successive_halving(init, segment, SPACE, num_trials=9, key=KEY,
-                                 max_segments=9, metric="loss")
+  res = sweep.successive_halving(
+    init, segment, SPACE, num_trials=9, key=KEY, max_segments=9, metric="loss"
+  )
   # One tick per segment of every rung: 9 trials x 1, 3 x 2, 1 x 6.
   assert ticks == [9] + [3] * 2 + [1] * 6
   assert sum(ticks) == res.member_segments
@@ -122,8 +126,9 @@ def _scan_train_fn(num_reports):
       return w, {"loss": jnp.sum(w * w), "step_norm": jnp.sum(jnp.abs(w))}
 
     xs = jnp.outer(jnp.linspace(0.0, 1.0, STEPS + 1), jnp.ones(2))
-    w, ys = sweep.scan(step, jax.random.normal(key, (2,)), xs,
-                       num_reports=num_reports)
+    w, ys = sweep.scan(
+      step, jax.random.normal(key, (2,)), xs, num_reports=num_reports
+    )
     return {"loss": ys["loss"][-1], "curve": ys["loss"], "w": w}
 
   return train
@@ -140,7 +145,8 @@ def flat(lr):
 
 
 def test_scan_reports_a_fixed_number_of_times_and_keeps_the_values(
-    received, monkeypatch):
+  received, monkeypatch
+):
   monkeypatch.setenv("JOPT_PROGRESS", "1")
   train = _scan_train_fn(num_reports=4)
   quiet = sweep.run(train, SPACE, num_trials=3, key=KEY, progress=False)
@@ -151,21 +157,29 @@ def test_scan_reports_a_fixed_number_of_times_and_keeps_the_values(
   # A report shows the segment's mean loss.
   curve = loud.metrics["curve"]
   for t, s, v in received:
-    np.testing.assert_allclose(v, curve[t, s - 2:s + 1].mean(), rtol=1e-6)
+    np.testing.assert_allclose(v, curve[t, s - 2 : s + 1].mean(), rtol=1e-6)
   for k in quiet.metrics:
     np.testing.assert_array_equal(loud.metrics[k], quiet.metrics[k])
   # Outside a reporting sweep it adds no callback, and it computes what
   # lax.scan computes (to float32 rounding: the loops nest differently).
   plain = jax.jit(lambda lr: _scan_train_fn(4)({"lr": lr}, KEY)["curve"])
   assert "callback" not in plain.lower(0.1).as_text()
-  np.testing.assert_allclose(plain(SPACE["lr"].low), flat(SPACE["lr"].low),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    plain(SPACE["lr"].low), flat(SPACE["lr"].low), rtol=1e-5
+  )
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"num_reports": 0}, "num_reports"), ({"num_reports": 2.0}, "num_reports"),
-    ({"mode": "best"}, "mode"), ({"xs": None}, "xs or length"),
-    ({"unroll": 0}, "unroll"), ({"unroll": 1.5}, "unroll")])
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
+    ({"num_reports": 0}, "num_reports"),
+    ({"num_reports": 2.0}, "num_reports"),
+    ({"mode": "best"}, "mode"),
+    ({"xs": None}, "xs or length"),
+    ({"unroll": 0}, "unroll"),
+    ({"unroll": 1.5}, "unroll"),
+  ],
+)
 def test_scan_checks_its_arguments(kwargs, match):
   args = {"xs": jnp.zeros(3), **kwargs}
   with pytest.raises(ValueError, match=match):
@@ -181,7 +195,9 @@ def test_scan_unrolls_as_lax_scan_does(unroll):
   xs = jnp.linspace(0.0, 1.0, 13)
   base = jax.jit(lambda xs: sweep.scan(step, 0.0, xs, num_reports=4))
   unrolled = jax.jit(
-      lambda xs: sweep.scan(step, 0.0, xs, num_reports=4, unroll=unroll))
+    lambda xs: sweep.scan(step, 0.0, xs, num_reports=4, unroll=unroll)
+  )
+
   # The inner loops are unrolled: fewer while loops.
   def count(f):
     return f.lower(xs).as_text().count("stablehlo.while")
@@ -214,7 +230,8 @@ def test_the_bar_never_passes_its_total():
 
 
 def test_scan_caps_the_callbacks_of_a_call_and_keeps_the_values(
-    received, monkeypatch):
+  received, monkeypatch
+):
   # A device running many trials in one call reports less often per trial
   # (here one report per trial on 1 device, four on 8), and the values are
   # the same bits whatever the device count, with progress on or off.
@@ -222,8 +239,14 @@ def test_scan_caps_the_callbacks_of_a_call_and_keeps_the_values(
   monkeypatch.setattr(_report, "REPORTS_PER_CALL", 4)
   train = _scan_train_fn(num_reports=4)
   quiet = sweep.run(train, SPACE, num_trials=8, key=KEY, progress=False)
-  one = sweep.run(train, SPACE, num_trials=8, key=KEY, progress=True,
-                  devices=jax.devices()[:1])
+  one = sweep.run(
+    train,
+    SPACE,
+    num_trials=8,
+    key=KEY,
+    progress=True,
+    devices=jax.devices()[:1],
+  )
   on_one = sorted({(t, s) for t, s, _ in received})
   received.clear()
   eight = sweep.run(train, SPACE, num_trials=8, key=KEY, progress=True)
@@ -247,18 +270,21 @@ def test_report_in_a_jitted_helper_works_in_every_sweep(received, monkeypatch):
     return 0.5 * w
 
   for run in range(2):
+
     def fn(hp, key):
       def step(w, t):
         return helper(t, w), None
 
-      w, _ = jax.lax.scan(step, hp["lr"] * jax.random.normal(key, (2,)),
-                          jnp.arange(3))
+      w, _ = jax.lax.scan(
+        step, hp["lr"] * jax.random.normal(key, (2,)), jnp.arange(3)
+      )
       return {"loss": jnp.sum(w * w)}
 
     received.clear()
     sweep.run(fn, SPACE, num_trials=2, key=KEY, progress=True)
     assert {(trial, at) for trial, at, _ in received} == {
-        (trial, at) for trial in range(2) for at in range(3)}, run
+      (trial, at) for trial in range(2) for at in range(3)
+    }, run
   # Outside a sweep the helper reports nothing (its trace without a lane).
   received.clear()
   helper(0, jnp.ones(2))

@@ -28,94 +28,110 @@ def _cosine_interp(a, b, frac):
 # (name, kwargs, closed form of the step t in float64). Every numeric leaf
 # of kwargs is traced in the jit and vmap tests; staircase stays static.
 SCHEDULES = [
-    ("constant_schedule", dict(value=0.3), lambda t: 0.3 + 0 * t),
-    (
-        "linear_schedule",
-        dict(init_value=1.0, end_value=0.1, transition_steps=50,
-             transition_begin=10),
-        lambda t: 1.0 - 0.9 * np.clip(t - 10, 0, 50) / 50,
+  ("constant_schedule", dict(value=0.3), lambda t: 0.3 + 0 * t),
+  (
+    "linear_schedule",
+    dict(
+      init_value=1.0, end_value=0.1, transition_steps=50, transition_begin=10
     ),
-    (
-        "polynomial_schedule",  # a (1 - t/T)^p after a delay.
-        dict(init_value=2.0, end_value=0.0, power=2.5, transition_steps=50,
-             transition_begin=10),
-        lambda t: 2.0 * (1 - np.clip(t - 10, 0, 50) / 50) ** 2.5,
+    lambda t: 1.0 - 0.9 * np.clip(t - 10, 0, 50) / 50,
+  ),
+  (
+    "polynomial_schedule",  # a (1 - t/T)^p after a delay.
+    dict(
+      init_value=2.0,
+      end_value=0.0,
+      power=2.5,
+      transition_steps=50,
+      transition_begin=10,
     ),
-    (
-        "exponential_decay",  # Step decay with a floor.
-        dict(init_value=1.0, transition_steps=7, decay_rate=0.8,
-             transition_begin=5, staircase=True, end_value=0.2),
-        lambda t: np.maximum(0.8 ** np.floor(np.maximum(t - 5, 0) / 7), 0.2),
+    lambda t: 2.0 * (1 - np.clip(t - 10, 0, 50) / 50) ** 2.5,
+  ),
+  (
+    "exponential_decay",  # Step decay with a floor.
+    dict(
+      init_value=1.0,
+      transition_steps=7,
+      decay_rate=0.8,
+      transition_begin=5,
+      staircase=True,
+      end_value=0.2,
     ),
-    (
-        "exponential_decay",  # Continuous growth with a ceiling.
-        dict(init_value=1.0, transition_steps=7, decay_rate=1.1,
-             end_value=2.0),
-        lambda t: np.minimum(1.1 ** (t / 7), 2.0),
+    lambda t: np.maximum(0.8 ** np.floor(np.maximum(t - 5, 0) / 7), 0.2),
+  ),
+  (
+    "exponential_decay",  # Continuous growth with a ceiling.
+    dict(init_value=1.0, transition_steps=7, decay_rate=1.1, end_value=2.0),
+    lambda t: np.minimum(1.1 ** (t / 7), 2.0),
+  ),
+  (
+    "piecewise_constant_schedule",
+    dict(init_value=1.0, boundaries_and_scales={30: 0.1, 10: 0.5}),
+    lambda t: np.where(t >= 10, 0.5, 1.0) * np.where(t >= 30, 0.1, 1.0),
+  ),
+  (
+    "cosine_decay_schedule",
+    dict(init_value=2.0, decay_steps=80, alpha=0.1, exponent=2.0),
+    lambda t: (
+      2.0
+      * (0.9 * (0.5 * (1 + np.cos(np.pi * np.minimum(t, 80) / 80))) ** 2 + 0.1)
     ),
-    (
-        "piecewise_constant_schedule",
-        dict(init_value=1.0, boundaries_and_scales={30: 0.1, 10: 0.5}),
-        lambda t: np.where(t >= 10, 0.5, 1.0) * np.where(t >= 30, 0.1, 1.0),
+  ),
+  (
+    "warmup_cosine_decay_schedule",
+    dict(
+      init_value=0.1,
+      peak_value=1.0,
+      warmup_steps=20,
+      decay_steps=100,
+      end_value=0.05,
     ),
-    (
-        "cosine_decay_schedule",
-        dict(init_value=2.0, decay_steps=80, alpha=0.1, exponent=2.0),
-        lambda t: 2.0 * (
-            0.9 * (0.5 * (1 + np.cos(np.pi * np.minimum(t, 80) / 80))) ** 2
-            + 0.1
-        ),
+    lambda t: _warmup_cosine(t, 0.1, 1.0, 20, 100, 0.05),
+  ),
+  (
+    "sgdr_schedule",
+    dict(
+      cosine_kwargs=[
+        dict(init_value=0.1, peak_value=1.0, warmup_steps=5, decay_steps=40),
+        dict(init_value=0.0, peak_value=0.5, warmup_steps=0, decay_steps=50),
+      ]
     ),
-    (
-        "warmup_cosine_decay_schedule",
-        dict(init_value=0.1, peak_value=1.0, warmup_steps=20, decay_steps=100,
-             end_value=0.05),
-        lambda t: _warmup_cosine(t, 0.1, 1.0, 20, 100, 0.05),
+    lambda t: np.where(
+      t < 40,
+      _warmup_cosine(t, 0.1, 1.0, 5, 40),
+      _warmup_cosine(t - 40, 0.0, 0.5, 0, 50),
     ),
-    (
-        "sgdr_schedule",
-        dict(cosine_kwargs=[
-            dict(init_value=0.1, peak_value=1.0, warmup_steps=5,
-                 decay_steps=40),
-            dict(init_value=0.0, peak_value=0.5, warmup_steps=0,
-                 decay_steps=50),
-        ]),
-        lambda t: np.where(
-            t < 40,
-            _warmup_cosine(t, 0.1, 1.0, 5, 40),
-            _warmup_cosine(t - 40, 0.0, 0.5, 0, 50),
-        ),
+  ),
+  (
+    "linear_onecycle_schedule",
+    dict(transition_steps=100, peak_value=1.0),
+    lambda t: np.interp(t, [0, 30, 85, 100], [V0, 1.0, V0, V0 / 1e4]),
+  ),
+  (
+    "cosine_onecycle_schedule",
+    dict(transition_steps=100, peak_value=1.0, pct_start=0.25),
+    lambda t: np.where(
+      t < 25,
+      _cosine_interp(V0, 1.0, t / 25),
+      _cosine_interp(1.0, V0 / 1e4, np.minimum(t - 25, 75) / 75),
     ),
-    (
-        "linear_onecycle_schedule",
-        dict(transition_steps=100, peak_value=1.0),
-        lambda t: np.interp(t, [0, 30, 85, 100], [V0, 1.0, V0, V0 / 1e4]),
+  ),
+  (
+    "join_schedules",
+    dict(
+      schedules=[
+        jopt.constant_schedule(0.5),
+        jopt.linear_schedule(1.0, 0.0, 10),
+        jopt.cosine_decay_schedule(0.2, 30),
+      ],
+      boundaries=[5, 40],
     ),
-    (
-        "cosine_onecycle_schedule",
-        dict(transition_steps=100, peak_value=1.0, pct_start=0.25),
-        lambda t: np.where(
-            t < 25,
-            _cosine_interp(V0, 1.0, t / 25),
-            _cosine_interp(1.0, V0 / 1e4, np.minimum(t - 25, 75) / 75),
-        ),
+    lambda t: np.select(
+      [t < 5, t < 40],
+      [0.5 + 0 * t, 1.0 - np.minimum(t - 5, 10) / 10],
+      0.1 * (1 + np.cos(np.pi * np.minimum(t - 40, 30) / 30)),
     ),
-    (
-        "join_schedules",
-        dict(
-            schedules=[
-                jopt.constant_schedule(0.5),
-                jopt.linear_schedule(1.0, 0.0, 10),
-                jopt.cosine_decay_schedule(0.2, 30),
-            ],
-            boundaries=[5, 40],
-        ),
-        lambda t: np.select(
-            [t < 5, t < 40],
-            [0.5 + 0 * t, 1.0 - np.minimum(t - 5, 10) / 10],
-            0.1 * (1 + np.cos(np.pi * np.minimum(t - 40, 30) / 30)),
-        ),
-    ),
+  ),
 ]
 IDS = [f"{name}-{i}" for i, (name, _, _) in enumerate(SCHEDULES)]
 
@@ -144,13 +160,13 @@ def test_schedule_matches_optax_and_closed_form(name, kwargs, closed_form):
   # Optax's schedules do not run under strict dtype promotion.
   with jax.numpy_dtype_promotion("standard"):
     reference = np.asarray(
-        jax.vmap(getattr(optax, name)(**kwargs))(jnp.asarray(STEPS))
+      jax.vmap(getattr(optax, name)(**kwargs))(jnp.asarray(STEPS))
     )
   # Same float32 operations in the same order: equal to a couple of ulps.
   np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-7)
   # float64 closed form vs float32: a few ulps of cos/pow on values <= 2.
   np.testing.assert_allclose(
-      ours, closed_form(STEPS.astype(np.float64)), rtol=2e-5, atol=1e-6
+    ours, closed_form(STEPS.astype(np.float64)), rtol=2e-5, atol=1e-6
   )
 
 
@@ -172,7 +188,7 @@ def test_schedule_parameters_trace_jit_and_vmap(name, kwargs, closed_form):
   jitted = jax.jit(evaluate)
   eager = evaluate(*numeric)
   chex.assert_trees_all_close(
-      jitted(*[jnp.float32(x) for x in numeric]), eager, rtol=1e-6, atol=1e-7
+    jitted(*[jnp.float32(x) for x in numeric]), eager, rtol=1e-6, atol=1e-7
   )
 
   # A sweep over every parameter == a loop over the same values (the loop
@@ -205,47 +221,74 @@ def test_schedule_parameter_changes_without_retracing():
 
 
 @pytest.mark.parametrize(
-    ("build", "argument"),
-    [
-        (lambda: jopt.polynomial_schedule(1.0, 0.0, 1.0, 0), "transition_steps"),
-        (lambda: jopt.linear_schedule(1.0, 0.0, 10, -1), "transition_begin"),
-        (lambda: jopt.exponential_decay(1.0, -5, 0.5), "transition_steps"),
-        (lambda: jopt.exponential_decay(1.0, 5, 0.0), "decay_rate"),
-        (lambda: jopt.exponential_decay(1.0, 5, -0.5), "decay_rate"),
-        (lambda: jopt.piecewise_constant_schedule(1.0, {-1: 0.5}),
-         "boundaries_and_scales"),
-        (lambda: jopt.piecewise_constant_schedule(1.0, {5: -0.5}),
-         "boundaries_and_scales"),
-        (lambda: jopt.cosine_decay_schedule(1.0, 0), "decay_steps"),
-        (lambda: jopt.cosine_decay_schedule(1.0, 10, exponent=-1.0),
-         "exponent"),
-        (lambda: jopt.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10),
-         "warmup_steps"),
-        (lambda: jopt.warmup_cosine_decay_schedule(0.0, 1.0, -1, 10),
-         "warmup_steps"),
-        (lambda: jopt.linear_onecycle_schedule(0, 1.0), "transition_steps"),
-        (lambda: jopt.linear_onecycle_schedule(10, 1.0, pct_start=0.9),
-         "pct_start"),
-        (lambda: jopt.cosine_onecycle_schedule(10, 1.0, pct_start=1.5),
-         "pct_start"),
-        (lambda: jopt.cosine_onecycle_schedule(10, 1.0, div_factor=0.0),
-         "div_factor"),
-        (lambda: jopt.join_schedules([jopt.constant_schedule(1.0)] * 2, []),
-         "boundaries"),
-        (lambda: jopt.join_schedules([jopt.constant_schedule(1.0)] * 3,
-                                     [10, 5]), "boundaries"),
-        (lambda: jopt.join_schedules([jopt.constant_schedule(1.0)] * 2, [-1]),
-         "boundaries"),
-        (lambda: jopt.sgdr_schedule([]), "cosine_kwargs"),
-        (lambda: jopt.polynomial_batch_size_schedule(0, 1, 1.0, 10),
-         "init_batch_size"),
-        (lambda: jopt.polynomial_batch_size_schedule(8, 1, 1.0, 0),
-         "transition_steps"),
-        (lambda: jopt.exponential_batch_size_schedule(64, 32, 10),
-         "init_batch_size"),
-        (lambda: jopt.exponential_batch_size_schedule(8, 32, 10, 0.5),
-         "growth_factor"),
-    ],
+  ("build", "argument"),
+  [
+    (lambda: jopt.polynomial_schedule(1.0, 0.0, 1.0, 0), "transition_steps"),
+    (lambda: jopt.linear_schedule(1.0, 0.0, 10, -1), "transition_begin"),
+    (lambda: jopt.exponential_decay(1.0, -5, 0.5), "transition_steps"),
+    (lambda: jopt.exponential_decay(1.0, 5, 0.0), "decay_rate"),
+    (lambda: jopt.exponential_decay(1.0, 5, -0.5), "decay_rate"),
+    (
+      lambda: jopt.piecewise_constant_schedule(1.0, {-1: 0.5}),
+      "boundaries_and_scales",
+    ),
+    (
+      lambda: jopt.piecewise_constant_schedule(1.0, {5: -0.5}),
+      "boundaries_and_scales",
+    ),
+    (lambda: jopt.cosine_decay_schedule(1.0, 0), "decay_steps"),
+    (lambda: jopt.cosine_decay_schedule(1.0, 10, exponent=-1.0), "exponent"),
+    (
+      lambda: jopt.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10),
+      "warmup_steps",
+    ),
+    (
+      lambda: jopt.warmup_cosine_decay_schedule(0.0, 1.0, -1, 10),
+      "warmup_steps",
+    ),
+    (lambda: jopt.linear_onecycle_schedule(0, 1.0), "transition_steps"),
+    (
+      lambda: jopt.linear_onecycle_schedule(10, 1.0, pct_start=0.9),
+      "pct_start",
+    ),
+    (
+      lambda: jopt.cosine_onecycle_schedule(10, 1.0, pct_start=1.5),
+      "pct_start",
+    ),
+    (
+      lambda: jopt.cosine_onecycle_schedule(10, 1.0, div_factor=0.0),
+      "div_factor",
+    ),
+    (
+      lambda: jopt.join_schedules([jopt.constant_schedule(1.0)] * 2, []),
+      "boundaries",
+    ),
+    (
+      lambda: jopt.join_schedules([jopt.constant_schedule(1.0)] * 3, [10, 5]),
+      "boundaries",
+    ),
+    (
+      lambda: jopt.join_schedules([jopt.constant_schedule(1.0)] * 2, [-1]),
+      "boundaries",
+    ),
+    (lambda: jopt.sgdr_schedule([]), "cosine_kwargs"),
+    (
+      lambda: jopt.polynomial_batch_size_schedule(0, 1, 1.0, 10),
+      "init_batch_size",
+    ),
+    (
+      lambda: jopt.polynomial_batch_size_schedule(8, 1, 1.0, 0),
+      "transition_steps",
+    ),
+    (
+      lambda: jopt.exponential_batch_size_schedule(64, 32, 10),
+      "init_batch_size",
+    ),
+    (
+      lambda: jopt.exponential_batch_size_schedule(8, 32, 10, 0.5),
+      "growth_factor",
+    ),
+  ],
 )
 def test_invalid_arguments_raise_naming_the_argument(build, argument):
   with pytest.raises(ValueError, match=argument):
@@ -259,25 +302,42 @@ BATCH_STEPS = np.arange(0, 200)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "decreasing"),
-    [
-        # The b (1 - t/T)^p decay; floored at 1. The float64 closed form is
-        # never within 1e-2 of a rounding tie here (checked offline), so
-        # float32 rounds the same way.
-        (dict(init_batch_size=256, end_batch_size=0, power=2.0,
-              transition_steps=100, transition_begin=5), True),
-        # Polynomial growth; nearest tie 1e-3 away, float32 error ~1e-5.
-        (dict(init_batch_size=8, end_batch_size=64, power=1.5,
-              transition_steps=100, transition_begin=5), False),
-    ],
+  ("kwargs", "decreasing"),
+  [
+    # The b (1 - t/T)^p decay; floored at 1. The float64 closed form is
+    # never within 1e-2 of a rounding tie here (checked offline), so
+    # float32 rounds the same way.
+    (
+      dict(
+        init_batch_size=256,
+        end_batch_size=0,
+        power=2.0,
+        transition_steps=100,
+        transition_begin=5,
+      ),
+      True,
+    ),
+    # Polynomial growth; nearest tie 1e-3 away, float32 error ~1e-5.
+    (
+      dict(
+        init_batch_size=8,
+        end_batch_size=64,
+        power=1.5,
+        transition_steps=100,
+        transition_begin=5,
+      ),
+      False,
+    ),
+  ],
 )
 def test_polynomial_batch_size_schedule(kwargs, decreasing):
   sizes = np.asarray(jopt.polynomial_batch_size_schedule(**kwargs)(BATCH_STEPS))
   assert sizes.dtype == np.int32
   b0, b1 = kwargs["init_batch_size"], kwargs["end_batch_size"]
   s = np.clip(BATCH_STEPS - 5, 0, 100)
-  closed = np.maximum(np.round((b0 - b1) * (1 - s / 100) ** kwargs["power"]
-                               + b1), 1)
+  closed = np.maximum(
+    np.round((b0 - b1) * (1 - s / 100) ** kwargs["power"] + b1), 1
+  )
   np.testing.assert_array_equal(sizes, closed)
   assert sizes.min() >= 1
   steps = np.diff(sizes)

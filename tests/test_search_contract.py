@@ -79,29 +79,68 @@ def _median_pruner():
 
 # Every search as a function of (devices, max_parallel, checkpoint_dir).
 SEARCHES = {
-    "run": lambda **kw: sweep.run(
-        train_fn, SPACE, num_trials=11, key=KEY, progress=False, **kw),
-    "run_stepwise": lambda **kw: sweep.run_stepwise(
-        init, segment, SPACE, num_trials=11, key=KEY, num_segments=4,
-        metric="loss", early_stopping=1, **kw),
-    "successive_halving": lambda **kw: sweep.successive_halving(
-        init, segment, SPACE, num_trials=10, key=KEY, max_segments=4,
-        eta=2, metric="loss", **kw),
-    "hyperband": lambda **kw: sweep.hyperband(
-        init, segment, SPACE, key=KEY, max_segments=4, eta=2, metric="loss",
-        **kw),
-    "pbt": lambda **kw: sweep.pbt(
-        init, segment, SPACE, population=10, key=KEY, num_rounds=3,
-        metric="loss", **kw),
-    "optuna_search": lambda **kw: sweep.optuna_search(
-        train_fn, SPACE, num_rounds=3, batch_size=5, key=KEY, metric="loss",
-        **kw),
-    "optuna_search_pruned": lambda **kw: sweep.optuna_search(
-        (init, segment), SPACE, num_rounds=3, batch_size=5, num_segments=4,
-        key=KEY, metric="loss", pruner=_median_pruner(), **kw),
-    "lr_find": lambda **kw: sweep.lr_find(
-        _lr_init, _lr_segment, key=KEY, min_lr=1e-4, max_lr=10.0,
-        num_steps=12, num_seeds=3, **kw),
+  "run": lambda **kw: sweep.run(
+    train_fn, SPACE, num_trials=11, key=KEY, progress=False, **kw
+  ),
+  "run_stepwise": lambda **kw: sweep.run_stepwise(
+    init,
+    segment,
+    SPACE,
+    num_trials=11,
+    key=KEY,
+    num_segments=4,
+    metric="loss",
+    early_stopping=1,
+    **kw,
+  ),
+  "successive_halving": lambda **kw: sweep.successive_halving(
+    init,
+    segment,
+    SPACE,
+    num_trials=10,
+    key=KEY,
+    max_segments=4,
+    eta=2,
+    metric="loss",
+    **kw,
+  ),
+  "hyperband": lambda **kw: sweep.hyperband(
+    init, segment, SPACE, key=KEY, max_segments=4, eta=2, metric="loss", **kw
+  ),
+  "pbt": lambda **kw: sweep.pbt(
+    init,
+    segment,
+    SPACE,
+    population=10,
+    key=KEY,
+    num_rounds=3,
+    metric="loss",
+    **kw,
+  ),
+  "optuna_search": lambda **kw: sweep.optuna_search(
+    train_fn, SPACE, num_rounds=3, batch_size=5, key=KEY, metric="loss", **kw
+  ),
+  "optuna_search_pruned": lambda **kw: sweep.optuna_search(
+    (init, segment),
+    SPACE,
+    num_rounds=3,
+    batch_size=5,
+    num_segments=4,
+    key=KEY,
+    metric="loss",
+    pruner=_median_pruner(),
+    **kw,
+  ),
+  "lr_find": lambda **kw: sweep.lr_find(
+    _lr_init,
+    _lr_segment,
+    key=KEY,
+    min_lr=1e-4,
+    max_lr=10.0,
+    num_steps=12,
+    num_seeds=3,
+    **kw,
+  ),
 }
 CHUNKED = ("run", "run_stepwise")  # the searches that take max_parallel
 
@@ -117,8 +156,11 @@ def _search(name, **kw):
 def _arrays(result):
   """Every array a result holds that a user reads (for bit-for-bit checks)."""
   if isinstance(result, sweep.LRFindResult):
-    return {"losses": result.losses, "smoothed": result.smoothed,
-            "lrs": result.learning_rates}
+    return {
+      "losses": result.losses,
+      "smoothed": result.smoothed,
+      "lrs": result.learning_rates,
+    }
   out = {f"m/{k}": v for k, v in result.metrics.items()}
   out.update({f"h/{k}": np.asarray(v) for k, v in result.hparams.items()})
   out["diverged"] = result.diverged
@@ -157,8 +199,9 @@ def test_same_bits_on_any_number_of_devices(reference, name):
 @pytest.mark.parametrize("name", CHUNKED)
 @pytest.mark.parametrize("max_parallel", [1, 3, 8])
 def test_same_bits_with_any_max_parallel(reference, name, max_parallel):
-  assert_same_bits(_reference(reference, name),
-                   _search(name, max_parallel=max_parallel))
+  assert_same_bits(
+    _reference(reference, name), _search(name, max_parallel=max_parallel)
+  )
 
 
 class _Interrupted(Exception):
@@ -183,56 +226,97 @@ def _stop_after_saves(monkeypatch, count, search):
 
 
 @pytest.mark.parametrize("name", [n for n in SEARCHES if n != "run"])
-def test_interrupted_search_resumes_to_the_same_bits(reference, name,
-                                                     tmp_path, monkeypatch):
+def test_interrupted_search_resumes_to_the_same_bits(
+  reference, name, tmp_path, monkeypatch
+):
   # `run` is killed with -9 in test_sweep_checkpoint.py; here every
   # stepwise search stops after its first saved step, then the same call
   # resumes from the folder.
   folder = str(tmp_path / "ckpt")
-  _stop_after_saves(monkeypatch, 1,
-                    lambda: _search(name, checkpoint_dir=folder))
+  _stop_after_saves(
+    monkeypatch, 1, lambda: _search(name, checkpoint_dir=folder)
+  )
   resumed = _search(name, checkpoint_dir=folder)
   assert_same_bits(_reference(reference, name), resumed)
 
 
-@pytest.mark.parametrize("name", ["run_stepwise", "successive_halving",
-                                  "hyperband", "pbt"])
+@pytest.mark.parametrize(
+  "name", ["run_stepwise", "successive_halving", "hyperband", "pbt"]
+)
 @pytest.mark.parametrize("saved_on, resumed_on", [(8, 3), (1, 8)])
 def test_a_search_resumes_on_another_number_of_devices(
-    reference, name, saved_on, resumed_on, tmp_path, monkeypatch):
+  reference, name, saved_on, resumed_on, tmp_path, monkeypatch
+):
   # A search saved mid-way (after a rung boundary for halving) on some
   # devices resumes on others, laid out for them, to the same bits.
   folder = str(tmp_path / "ckpt")
-  _stop_after_saves(monkeypatch, 2, lambda: _search(
-      name, checkpoint_dir=folder, devices=jax.devices()[:saved_on]))
-  resumed = _search(name, checkpoint_dir=folder,
-                    devices=jax.devices()[:resumed_on])
+  _stop_after_saves(
+    monkeypatch,
+    2,
+    lambda: _search(
+      name, checkpoint_dir=folder, devices=jax.devices()[:saved_on]
+    ),
+  )
+  resumed = _search(
+    name, checkpoint_dir=folder, devices=jax.devices()[:resumed_on]
+  )
   assert_same_bits(_reference(reference, name), resumed)
 
 
 # Each search over another space, for the refusal test.
 OTHER_SPACE = {"lr": sweep.log_uniform(1e-3, 0.2)}
 WITH_SPACE = {
-    "run": lambda space, **kw: sweep.run(
-        train_fn, space, num_trials=11, key=KEY, progress=False, **kw),
-    "run_stepwise": lambda space, **kw: sweep.run_stepwise(
-        init, segment, space, num_trials=11, key=KEY, num_segments=4,
-        metric="loss", **kw),
-    "successive_halving": lambda space, **kw: sweep.successive_halving(
-        init, segment, space, num_trials=10, key=KEY, max_segments=4, eta=2,
-        metric="loss", **kw),
-    "hyperband": lambda space, **kw: sweep.hyperband(
-        init, segment, space, key=KEY, max_segments=4, eta=2, metric="loss",
-        **kw),
-    "pbt": lambda space, **kw: sweep.pbt(
-        init, segment, space, population=10, key=KEY, num_rounds=3,
-        metric="loss", **kw),
-    "optuna_search": lambda space, **kw: sweep.optuna_search(
-        train_fn, space, num_rounds=3, batch_size=5, key=KEY, metric="loss",
-        **kw),
-    "optuna_search_pruned": lambda space, **kw: sweep.optuna_search(
-        (init, segment), space, num_rounds=3, batch_size=5, num_segments=4,
-        key=KEY, metric="loss", pruner=_median_pruner(), **kw),
+  "run": lambda space, **kw: sweep.run(
+    train_fn, space, num_trials=11, key=KEY, progress=False, **kw
+  ),
+  "run_stepwise": lambda space, **kw: sweep.run_stepwise(
+    init,
+    segment,
+    space,
+    num_trials=11,
+    key=KEY,
+    num_segments=4,
+    metric="loss",
+    **kw,
+  ),
+  "successive_halving": lambda space, **kw: sweep.successive_halving(
+    init,
+    segment,
+    space,
+    num_trials=10,
+    key=KEY,
+    max_segments=4,
+    eta=2,
+    metric="loss",
+    **kw,
+  ),
+  "hyperband": lambda space, **kw: sweep.hyperband(
+    init, segment, space, key=KEY, max_segments=4, eta=2, metric="loss", **kw
+  ),
+  "pbt": lambda space, **kw: sweep.pbt(
+    init,
+    segment,
+    space,
+    population=10,
+    key=KEY,
+    num_rounds=3,
+    metric="loss",
+    **kw,
+  ),
+  "optuna_search": lambda space, **kw: sweep.optuna_search(
+    train_fn, space, num_rounds=3, batch_size=5, key=KEY, metric="loss", **kw
+  ),
+  "optuna_search_pruned": lambda space, **kw: sweep.optuna_search(
+    (init, segment),
+    space,
+    num_rounds=3,
+    batch_size=5,
+    num_segments=4,
+    key=KEY,
+    metric="loss",
+    pruner=_median_pruner(),
+    **kw,
+  ),
 }
 
 
@@ -262,41 +346,60 @@ def _poisoned(dtype):
 def test_a_nan_trial_is_flagged_skipped_and_isolated(dtype):
   lrs = [0.01, 0.03, 1e30, 0.1]
   safe = [0.01, 0.03, 0.05, 0.1]
-  bad = sweep.run(_poisoned(dtype), {"lr": sweep.choice(lrs)}, key=KEY,
-                  strategy="grid", progress=False)
-  good = sweep.run(_poisoned(dtype), {"lr": sweep.choice(safe)}, key=KEY,
-                   strategy="grid", progress=False)
+  bad = sweep.run(
+    _poisoned(dtype),
+    {"lr": sweep.choice(lrs)},
+    key=KEY,
+    strategy="grid",
+    progress=False,
+  )
+  good = sweep.run(
+    _poisoned(dtype),
+    {"lr": sweep.choice(safe)},
+    key=KEY,
+    strategy="grid",
+    progress=False,
+  )
   np.testing.assert_array_equal(bad.diverged, [False, False, True, False])
   assert bad.best("loss").index != 2
   assert bad.metrics["loss"].dtype == np.dtype(dtype)
   for k in bad.metrics:  # the others: same bits as in a sweep without NaN
-    np.testing.assert_array_equal(bad.metrics[k][[0, 1, 3]],
-                                  good.metrics[k][[0, 1, 3]])
+    np.testing.assert_array_equal(
+      bad.metrics[k][[0, 1, 3]], good.metrics[k][[0, 1, 3]]
+    )
 
 
 def _stepwise_poisoned(state, hp):
   state, metrics = segment(state, hp)
-  return state, {"loss": jnp.where(hp["lr"] > 1.0, jnp.nan,
-                                   metrics["loss"]).astype(jnp.bfloat16)}
+  return state, {
+    "loss": jnp.where(hp["lr"] > 1.0, jnp.nan, metrics["loss"]).astype(
+      jnp.bfloat16
+    )
+  }
 
 
-@pytest.mark.parametrize("search", ["run_stepwise", "successive_halving",
-                                    "pbt"])
+@pytest.mark.parametrize(
+  "search", ["run_stepwise", "successive_halving", "pbt"]
+)
 def test_stepwise_searches_flag_a_bf16_nan_trial(search):
   space = {"lr": sweep.choice([0.01, 1e30, 0.1, 0.03])}
-  kw = {"run_stepwise": dict(num_trials=4, num_segments=2,
-                             strategy="grid"),
-        "successive_halving": dict(num_trials=4, max_segments=2, eta=2,
-                                   strategy="grid"),
-        "pbt": dict(population=4, num_rounds=1, strategy="grid")}[search]
-  res = getattr(sweep, search)(init, _stepwise_poisoned, space, key=KEY,
-                               metric="loss", **kw)
+  kw = {
+    "run_stepwise": dict(num_trials=4, num_segments=2, strategy="grid"),
+    "successive_halving": dict(
+      num_trials=4, max_segments=2, eta=2, strategy="grid"
+    ),
+    "pbt": dict(population=4, num_rounds=1, strategy="grid"),
+  }[search]
+  res = getattr(sweep, search)(
+    init, _stepwise_poisoned, space, key=KEY, metric="loss", **kw
+  )
   assert res.diverged[1] and not res.diverged[[0, 2, 3]].any()
   assert res.best().index != 1
 
 
-@pytest.mark.parametrize("name", ["run_stepwise", "successive_halving",
-                                  "hyperband", "pbt"])
+@pytest.mark.parametrize(
+  "name", ["run_stepwise", "successive_halving", "hyperband", "pbt"]
+)
 def test_one_init_and_one_segment_program_per_search(name):
   # Fresh functions, so no program is shared with an earlier search.
   def my_init(hp, key):
@@ -305,16 +408,20 @@ def test_one_init_and_one_segment_program_per_search(name):
   def my_segment(state, hp):
     return segment(state, hp)
 
-  kw = {"run_stepwise": dict(num_trials=11, num_segments=3),
-        "successive_halving": dict(num_trials=10, max_segments=4, eta=2),
-        "hyperband": dict(max_segments=4, eta=2),
-        "pbt": dict(population=10, num_rounds=3)}[name]
+  kw = {
+    "run_stepwise": dict(num_trials=11, num_segments=3),
+    "successive_halving": dict(num_trials=10, max_segments=4, eta=2),
+    "hyperband": dict(max_segments=4, eta=2),
+    "pbt": dict(population=10, num_rounds=3),
+  }[name]
   if name == "run_stepwise":
-    res = sweep.run_stepwise(my_init, my_segment, SPACE, key=KEY,
-                             metric="loss", **kw)
+    res = sweep.run_stepwise(
+      my_init, my_segment, SPACE, key=KEY, metric="loss", **kw
+    )
   else:
-    res = getattr(sweep, name)(my_init, my_segment, SPACE, key=KEY,
-                               metric="loss", **kw)
+    res = getattr(sweep, name)(
+      my_init, my_segment, SPACE, key=KEY, metric="loss", **kw
+    )
   if name in ("successive_halving", "hyperband"):
     # Populations of several sizes, all in the largest one's rows.
     assert len(res.history["population_sizes"]) > 1
@@ -323,11 +430,11 @@ def test_one_init_and_one_segment_program_per_search(name):
 
 
 BAD = [
-    (dict(key=None), "key"),
-    (dict(space={}), "space"),
-    (dict(lanes=0), "lanes"),
-    (dict(devices=[]), "devices"),
-    (dict(space={"lr": "fast"}), "lr"),
+  (dict(key=None), "key"),
+  (dict(space={}), "space"),
+  (dict(lanes=0), "lanes"),
+  (dict(devices=[]), "devices"),
+  (dict(space={"lr": "fast"}), "lr"),
 ]
 
 
@@ -343,30 +450,50 @@ def test_bad_input_is_refused_alike(name, change, match):
     elif name.startswith("optuna_search"):
       pytest.importorskip("optuna")
       if name == "optuna_search_pruned":
-        fn, extra = (init, segment), dict(num_segments=2,
-                                          pruner=_median_pruner())
+        fn, extra = (
+          (init, segment),
+          dict(num_segments=2, pruner=_median_pruner()),
+        )
       else:
         fn, extra = train_fn, {}
-      sweep.optuna_search(fn, space, num_rounds=1, batch_size=2,
-                          metric="loss", **extra, **kw)
+      sweep.optuna_search(
+        fn, space, num_rounds=1, batch_size=2, metric="loss", **extra, **kw
+      )
     elif name == "run_stepwise":
-      sweep.run_stepwise(init, segment, space, num_trials=4, num_segments=1,
-                         metric="loss", **kw)
+      sweep.run_stepwise(
+        init, segment, space, num_trials=4, num_segments=1, metric="loss", **kw
+      )
     else:
-      extra = {"successive_halving": dict(num_trials=4, max_segments=2),
-               "hyperband": dict(max_segments=3),
-               "pbt": dict(population=4, num_rounds=1)}[name]
+      extra = {
+        "successive_halving": dict(num_trials=4, max_segments=2),
+        "hyperband": dict(max_segments=3),
+        "pbt": dict(population=4, num_rounds=1),
+      }[name]
       getattr(sweep, name)(init, segment, space, metric="loss", **kw, **extra)
 
 
 @pytest.mark.parametrize("max_parallel", [1.5, "2", 0, True])
 def test_max_parallel_must_be_a_positive_int_everywhere(max_parallel):
   with pytest.raises(ValueError, match="max_parallel"):
-    sweep.run(train_fn, SPACE, num_trials=4, key=KEY, progress=False,
-              max_parallel=max_parallel)
+    sweep.run(
+      train_fn,
+      SPACE,
+      num_trials=4,
+      key=KEY,
+      progress=False,
+      max_parallel=max_parallel,
+    )
   with pytest.raises(ValueError, match="max_parallel"):
-    sweep.run_stepwise(init, segment, SPACE, num_trials=4, num_segments=1,
-                       key=KEY, metric="loss", max_parallel=max_parallel)
+    sweep.run_stepwise(
+      init,
+      segment,
+      SPACE,
+      num_trials=4,
+      num_segments=1,
+      key=KEY,
+      metric="loss",
+      max_parallel=max_parallel,
+    )
 
 
 def _keyed_init(hp, key):
@@ -381,24 +508,28 @@ def _keyed_segment(state, hp):
   return {"w": w, "key": key}, {"loss": jnp.sum(w * w)}
 
 
-@pytest.mark.parametrize("name", ["run_stepwise", "successive_halving",
-                                  "hyperband", "pbt"])
+@pytest.mark.parametrize(
+  "name", ["run_stepwise", "successive_halving", "hyperband", "pbt"]
+)
 def test_a_typed_key_in_the_state_survives_promotion_and_resume(
-    name, tmp_path, monkeypatch):
-  kw = {"run_stepwise": dict(num_trials=6, num_segments=3),
-        "successive_halving": dict(num_trials=6, max_segments=4, eta=2),
-        "hyperband": dict(max_segments=4, eta=2),
-        "pbt": dict(population=6, num_rounds=3)}[name]
+  name, tmp_path, monkeypatch
+):
+  kw = {
+    "run_stepwise": dict(num_trials=6, num_segments=3),
+    "successive_halving": dict(num_trials=6, max_segments=4, eta=2),
+    "hyperband": dict(max_segments=4, eta=2),
+    "pbt": dict(population=6, num_rounds=3),
+  }[name]
   search = getattr(sweep, name)
 
   def call(**extra):
-    return search(_keyed_init, _keyed_segment, SPACE, key=KEY,
-                  metric="loss", **kw, **extra)
+    return search(
+      _keyed_init, _keyed_segment, SPACE, key=KEY, metric="loss", **kw, **extra
+    )
 
   whole = call()
   folder = str(tmp_path / "ckpt")
   _stop_after_saves(monkeypatch, 2, lambda: call(checkpoint_dir=folder))
   assert_same_bits(whole, call(checkpoint_dir=folder))
   if whole.final_state is not None:
-    assert jnp.issubdtype(whole.final_state["key"].dtype,
-                          jax.dtypes.prng_key)
+    assert jnp.issubdtype(whole.final_state["key"].dtype, jax.dtypes.prng_key)

@@ -1,5 +1,4 @@
-"""Successive halving and Hyperband, on the closed-form quadratic model.
-"""
+"""Successive halving and Hyperband, on the closed-form quadratic model."""
 
 import chex
 import jax
@@ -7,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _quadratic_search import (
-    SPACE,
-    STEPS,
-    initial_w,
-    quad_init,
-    quad_segment,
-    reference_loss,
+  SPACE,
+  STEPS,
+  initial_w,
+  quad_init,
+  quad_segment,
+  reference_loss,
 )
 
 from jopt import sweep
@@ -22,8 +21,17 @@ from jopt import sweep
 def halving():
   key = jax.random.key(3)
   res = sweep.successive_halving(
-      quad_init, quad_segment, SPACE, num_trials=18, key=key, eta=3,
-      min_segments=1, max_segments=9, metric="loss", steps_per_segment=STEPS)
+    quad_init,
+    quad_segment,
+    SPACE,
+    num_trials=18,
+    key=key,
+    eta=3,
+    min_segments=1,
+    max_segments=9,
+    metric="loss",
+    steps_per_segment=STEPS,
+  )
   return key, res
 
 
@@ -34,12 +42,18 @@ def test_halving_keeps_exactly_the_top_trials(halving):
   assert [len(r["trials"]) for r in rungs] == [18, 6, 2]
   lrs = res.hparams["lr"]
   for rung, nxt in zip(rungs[:-1], rungs[1:], strict=True):
-    ref = np.array([reference_loss(lrs[i], initial_w(key, i), rung["segments"])
-                    for i in rung["trials"]])
+    ref = np.array(
+      [
+        reference_loss(lrs[i], initial_w(key, i), rung["segments"])
+        for i in rung["trials"]
+      ]
+    )
     # float32 training vs float64 closed form: rtol 1e-4 covers the rounding
     # of a few dozen float32 steps.
     np.testing.assert_allclose(rung["values"], ref, rtol=1e-4, atol=1e-7)
-    expected = np.sort(rung["trials"][np.argsort(ref)[:len(rung["trials"]) // 3]])
+    expected = np.sort(
+      rung["trials"][np.argsort(ref)[: len(rung["trials"]) // 3]]
+    )
     np.testing.assert_array_equal(nxt["trials"], expected)
     np.testing.assert_array_equal(rung["promoted"], expected)
   # Member-steps: every trial ran up to its last rung, never retrained.
@@ -55,7 +69,8 @@ def test_halving_survivor_continues_as_uninterrupted_training(halving):
   # use >= 2 lanes, since a one-lane vmap compiles to different kernels).
   hp = {"lr": jnp.full((2,), res.hparams["lr"][trial], jnp.float32)}
   state = jax.vmap(quad_init)(
-      hp, jnp.stack([jax.random.fold_in(key, trial)] * 2))
+    hp, jnp.stack([jax.random.fold_in(key, trial)] * 2)
+  )
   seg = jax.jit(jax.vmap(quad_segment))
   for _ in range(9):
     state, _ = seg(state, hp)
@@ -75,8 +90,15 @@ def test_halving_compiles_one_init_and_one_segment(halving):
   assert res.history["capacity"] == 18
   assert res.num_compiles == 2
   again = sweep.successive_halving(
-      quad_init, quad_segment, SPACE, num_trials=18, key=jax.random.key(4),
-      eta=3, max_segments=9, metric="loss")
+    quad_init,
+    quad_segment,
+    SPACE,
+    num_trials=18,
+    key=jax.random.key(4),
+    eta=3,
+    max_segments=9,
+    metric="loss",
+  )
   assert again.num_compiles == 0  # the same functions: programs are shared
 
 
@@ -101,8 +123,15 @@ def test_halving_result_saves_its_search_record(halving, tmp_path):
 def test_hyperband_brackets_and_budget():
   brackets = sweep._halving.hyperband_brackets(3, 1, 9)
   assert brackets == [(9, [1, 3, 9]), (5, [3, 9]), (3, [9])]
-  res = sweep.hyperband(quad_init, quad_segment, SPACE, key=jax.random.key(0),
-                        eta=3, max_segments=9, metric="loss")
+  res = sweep.hyperband(
+    quad_init,
+    quad_segment,
+    SPACE,
+    key=jax.random.key(0),
+    eta=3,
+    max_segments=9,
+    metric="loss",
+  )
   assert len(res) == 17
   assert res.member_segments == (9 + 3 * 2 + 1 * 6) + (5 * 3 + 1 * 6) + 3 * 9
   best = res.best()
@@ -112,12 +141,21 @@ def test_hyperband_brackets_and_budget():
 
 def test_hyperband_samples_each_bracket_evenly_and_repeats_iterations():
   space = {"lr": sweep.uniform(0.05, 1.9)}
-  res = sweep.hyperband(quad_init, quad_segment, space, key=jax.random.key(0),
-                        eta=3, max_segments=9, metric="loss", iterations=2)
+  res = sweep.hyperband(
+    quad_init,
+    quad_segment,
+    space,
+    key=jax.random.key(0),
+    eta=3,
+    max_segments=9,
+    metric="loss",
+    iterations=2,
+  )
   sizes = [b["num_trials"] for b in res.history["brackets"]]
   assert sizes == [9, 5, 3] * 2
-  assert res.member_segments == 2 * ((9 + 3 * 2 + 1 * 6) + (5 * 3 + 1 * 6)
-                                     + 3 * 9)
+  assert res.member_segments == 2 * (
+    (9 + 3 * 2 + 1 * 6) + (5 * 3 + 1 * 6) + 3 * 9
+  )
   # Per-bracket scrambled Sobol: the 9-trial bracket has one trial in each
   # ninth of the range up to Sobol's balance for a non-power-of-two count,
   # so at least 7 of the 9 ninths are hit (a uniform draw hits ~5.8).
@@ -127,20 +165,39 @@ def test_hyperband_samples_each_bracket_evenly_and_repeats_iterations():
   # Every bracket spans the range: none sits in one half only.
   lo = 0
   for n in sizes:
-    bracket = res.hparams["lr"][lo:lo + n]
+    bracket = res.hparams["lr"][lo : lo + n]
     assert bracket.min() < 0.975 < bracket.max()
     lo += n
   with pytest.raises(ValueError, match="iterations"):
-    sweep.hyperband(quad_init, quad_segment, space, key=jax.random.key(0),
-                    max_segments=9, metric="loss", iterations=0)
+    sweep.hyperband(
+      quad_init,
+      quad_segment,
+      space,
+      key=jax.random.key(0),
+      max_segments=9,
+      metric="loss",
+      iterations=0,
+    )
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"eta": 1}, {"max_segments": 0}, {"min_segments": 0},
-    {"num_trials": 0}, {"min_segments": 5, "max_segments": 3}])
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    {"eta": 1},
+    {"max_segments": 0},
+    {"min_segments": 0},
+    {"num_trials": 0},
+    {"min_segments": 5, "max_segments": 3},
+  ],
+)
 def test_halving_rejects_bad_configuration(kwargs):
-  args = {"num_trials": 4, "key": jax.random.key(0), "max_segments": 3,
-          "metric": "loss", **kwargs}
+  args = {
+    "num_trials": 4,
+    "key": jax.random.key(0),
+    "max_segments": 3,
+    "metric": "loss",
+    **kwargs,
+  }
   with pytest.raises(ValueError):
     sweep.successive_halving(quad_init, quad_segment, SPACE, **args)
 
@@ -161,23 +218,34 @@ def overfitting_segment(state, hp):
 def test_best_counts_only_trials_trained_to_the_full_budget(search):
   space = {"lr": sweep.uniform(1.0, 9.0)}
   if search == "halving":
-    space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0,
-                                 9.0])}
+    space = {"lr": sweep.choice([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])}
     res = sweep.successive_halving(
-        count_init, overfitting_segment, space, num_trials=9,
-        key=jax.random.key(0), max_segments=9, metric="loss",
-        strategy="grid")
+      count_init,
+      overfitting_segment,
+      space,
+      num_trials=9,
+      key=jax.random.key(0),
+      max_segments=9,
+      metric="loss",
+      strategy="grid",
+    )
   else:
-    res = sweep.hyperband(count_init, overfitting_segment, space,
-                          key=jax.random.key(0), max_segments=9,
-                          metric="loss")
+    res = sweep.hyperband(
+      count_init,
+      overfitting_segment,
+      space,
+      key=jax.random.key(0),
+      max_segments=9,
+      metric="loss",
+    )
   final = set(res.final_trials.tolist())
   best = res.best()
   assert best.index in final and res.segments_run[best.index] == 9
   finals = [i for i in final if np.isfinite(res.scalar("loss")[i])]
   assert best.index == min(finals, key=lambda i: res.scalar("loss")[i])
   assert [t.index for t in res.top_k(k=len(res))] == sorted(
-      finals, key=lambda i: res.scalar("loss")[i])
+    finals, key=lambda i: res.scalar("loss")[i]
+  )
   # At any budget, a trial stopped at 3 segments reads lower.
   anywhere = res.best(full_budget=False)
   assert res.segments_run[anywhere.index] < 9

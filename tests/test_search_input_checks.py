@@ -16,23 +16,51 @@ from jopt import sweep
 
 def _typo_mode(fn):
   return {
-      "run_stepwise": lambda: sweep.run_stepwise(
-          quad_init, fn, SPACE, num_segments=2, num_trials=2,
-          key=jax.random.key(0), metric="loss", mode="minimize"),
-      "successive_halving": lambda: sweep.successive_halving(
-          quad_init, fn, SPACE, num_trials=3, key=jax.random.key(0),
-          max_segments=3, metric="loss", mode="minimize"),
-      "hyperband": lambda: sweep.hyperband(
-          quad_init, fn, SPACE, key=jax.random.key(0), max_segments=3,
-          metric="loss", mode="minimize"),
-      "pbt": lambda: sweep.pbt(
-          quad_init, fn, SPACE, population=4, key=jax.random.key(0),
-          num_rounds=1, metric="loss", mode="minimize"),
+    "run_stepwise": lambda: sweep.run_stepwise(
+      quad_init,
+      fn,
+      SPACE,
+      num_segments=2,
+      num_trials=2,
+      key=jax.random.key(0),
+      metric="loss",
+      mode="minimize",
+    ),
+    "successive_halving": lambda: sweep.successive_halving(
+      quad_init,
+      fn,
+      SPACE,
+      num_trials=3,
+      key=jax.random.key(0),
+      max_segments=3,
+      metric="loss",
+      mode="minimize",
+    ),
+    "hyperband": lambda: sweep.hyperband(
+      quad_init,
+      fn,
+      SPACE,
+      key=jax.random.key(0),
+      max_segments=3,
+      metric="loss",
+      mode="minimize",
+    ),
+    "pbt": lambda: sweep.pbt(
+      quad_init,
+      fn,
+      SPACE,
+      population=4,
+      key=jax.random.key(0),
+      num_rounds=1,
+      metric="loss",
+      mode="minimize",
+    ),
   }
 
 
-@pytest.mark.parametrize("search", ["run_stepwise", "successive_halving",
-                                    "hyperband", "pbt"])
+@pytest.mark.parametrize(
+  "search", ["run_stepwise", "successive_halving", "hyperband", "pbt"]
+)
 def test_searches_refuse_a_bad_mode_before_training(search):
   calls = []
 
@@ -45,23 +73,43 @@ def test_searches_refuse_a_bad_mode_before_training(search):
   assert not calls  # nothing was traced, let alone trained
 
 
-@pytest.mark.parametrize("search", ["run_stepwise", "successive_halving",
-                                    "pbt"])
+@pytest.mark.parametrize(
+  "search", ["run_stepwise", "successive_halving", "pbt"]
+)
 def test_searches_name_an_unknown_metric_after_one_segment(search):
   def segment(state, hp):
     state, metrics = quad_segment(state, hp)
     return state, {"lose": metrics["loss"]}
 
   call = {
-      "run_stepwise": lambda: sweep.run_stepwise(
-          quad_init, segment, SPACE, num_segments=5, num_trials=2,
-          key=jax.random.key(0), metric="loss"),
-      "successive_halving": lambda: sweep.successive_halving(
-          quad_init, segment, SPACE, num_trials=3, key=jax.random.key(0),
-          min_segments=5, max_segments=9, metric="loss"),
-      "pbt": lambda: sweep.pbt(
-          quad_init, segment, SPACE, population=4, key=jax.random.key(0),
-          num_rounds=1, metric="loss"),
+    "run_stepwise": lambda: sweep.run_stepwise(
+      quad_init,
+      segment,
+      SPACE,
+      num_segments=5,
+      num_trials=2,
+      key=jax.random.key(0),
+      metric="loss",
+    ),
+    "successive_halving": lambda: sweep.successive_halving(
+      quad_init,
+      segment,
+      SPACE,
+      num_trials=3,
+      key=jax.random.key(0),
+      min_segments=5,
+      max_segments=9,
+      metric="loss",
+    ),
+    "pbt": lambda: sweep.pbt(
+      quad_init,
+      segment,
+      SPACE,
+      population=4,
+      key=jax.random.key(0),
+      num_rounds=1,
+      metric="loss",
+    ),
   }[search]
   with pytest.raises(ValueError, match=r"metric 'loss'.*\['lose'\]"):
     call()
@@ -77,11 +125,17 @@ def test_run_stepwise_keeps_a_diverged_trial_diverged():
     return t, {"loss": loss, "step": t.astype(jnp.int32)}
 
   res = sweep.run_stepwise(
-      lambda hp, key: jnp.zeros(()), segment,
-      {"lr": sweep.choice([0.5, 2.0])}, num_segments=4,
-      key=jax.random.key(0), metric="loss", strategy="grid")
-  np.testing.assert_array_equal(res.metrics["loss"][1],
-                                np.float32([0.01, np.nan, np.nan, np.nan]))
+    lambda hp, key: jnp.zeros(()),
+    segment,
+    {"lr": sweep.choice([0.5, 2.0])},
+    num_segments=4,
+    key=jax.random.key(0),
+    metric="loss",
+    strategy="grid",
+  )
+  np.testing.assert_array_equal(
+    res.metrics["loss"][1], np.float32([0.01, np.nan, np.nan, np.nan])
+  )
   np.testing.assert_array_equal(res.diverged, [False, True])
   assert res.best().index == 0
   np.testing.assert_array_equal(res.metrics["step"], [[1, 2, 3, 4]] * 2)

@@ -54,8 +54,16 @@ def test_kill_9_then_resume_equals_uninterrupted(search, tmp_path):
   script.write_text(_SCRIPT)
   env = {**os.environ, "PYTHONPATH": ROOT}
   folder = tmp_path / "ckpt"
-  proc = subprocess.Popen([sys.executable, str(script), search, str(folder),
-                           str(tmp_path / "killed.npz")], env=env)
+  proc = subprocess.Popen(
+    [
+      sys.executable,
+      str(script),
+      search,
+      str(folder),
+      str(tmp_path / "killed.npz"),
+    ],
+    env=env,
+  )
   deadline = time.time() + 180
   while not glob.glob(str(folder / "state-*.npz")):
     assert proc.poll() is None, "the search ended before its first state"
@@ -66,8 +74,12 @@ def test_kill_9_then_resume_equals_uninterrupted(search, tmp_path):
   proc.wait()
   assert not (tmp_path / "killed.npz").exists(), "killed too late"
   for out, where in (("resumed.npz", folder), ("fresh.npz", tmp_path / "new")):
-    subprocess.run([sys.executable, str(script), search, str(where),
-                    str(tmp_path / out)], env=env, check=True, timeout=300)
+    subprocess.run(
+      [sys.executable, str(script), search, str(where), str(tmp_path / out)],
+      env=env,
+      check=True,
+      timeout=300,
+    )
   cls = sweep.PBTResult if search == "pbt" else sweep.AdaptiveResult
   resumed = cls.load(tmp_path / "resumed.npz")
   fresh = cls.load(tmp_path / "fresh.npz")

@@ -27,13 +27,23 @@ def segment(state, hp):
 
 
 def _search(**kw):
-  return sweep.run_stepwise(init, segment, SPACE, num_trials=12, key=KEY,
-                            num_segments=3, metric="loss", progress=False,
-                            devices=jax.devices()[:1], **kw)
+  return sweep.run_stepwise(
+    init,
+    segment,
+    SPACE,
+    num_trials=12,
+    key=KEY,
+    num_segments=3,
+    metric="loss",
+    progress=False,
+    devices=jax.devices()[:1],
+    **kw,
+  )
 
 
 def test_a_population_over_the_budget_runs_in_chunks_with_the_same_result(
-    monkeypatch):
+  monkeypatch,
+):
   whole = _search()
   assert whole.num_compiles == 2  # init and segment, sized without extra
   chunked = _search(max_parallel=4)
@@ -80,21 +90,41 @@ def test_the_memory_warning_shows_under_python_default_filters():
           key=jax.random.key(0), metric="loss")
   """)
   env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-  env.update(JOPT_SWEEP_MEMORY_BYTES="1", PYTHONPATH=os.pathsep.join(
-      [os.path.dirname(os.path.dirname(os.path.dirname(sweep.__file__))),
-       env.get("PYTHONPATH", "")]))
-  out = subprocess.run([sys.executable, "-c", code], env=env,
-                       capture_output=True, text=True, timeout=300,
-                       check=True)
+  env.update(
+    JOPT_SWEEP_MEMORY_BYTES="1",
+    PYTHONPATH=os.pathsep.join(
+      [
+        os.path.dirname(os.path.dirname(os.path.dirname(sweep.__file__))),
+        env.get("PYTHONPATH", ""),
+      ]
+    ),
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=True,
+  )
   assert "MemoryBudgetWarning" in out.stderr and "lanes=" in out.stderr
 
 
 def test_a_last_smaller_chunk_reuses_the_chunks_programs():
   def run(max_parallel):
     return sweep.run_stepwise(
-        init, segment, SPACE, num_trials=10, key=KEY, num_segments=2,
-        metric="loss", devices=jax.devices()[:1], lanes=2,
-        max_parallel=max_parallel, early_stopping=1)
+      init,
+      segment,
+      SPACE,
+      num_trials=10,
+      key=KEY,
+      num_segments=2,
+      metric="loss",
+      devices=jax.devices()[:1],
+      lanes=2,
+      max_parallel=max_parallel,
+      early_stopping=1,
+    )
 
   whole, chunked = run(None), run(4)  # chunks of 4, 4 and 2 trials
   assert chunked.num_compiles == whole.num_compiles == 3  # + stop update

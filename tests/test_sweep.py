@@ -25,8 +25,8 @@ def train_fn(hparams, key):
   """Adam or momentum SGD (an index into OPTS) on a linear model."""
   w = 0.1 * jax.random.normal(key, (4,))
   opt = jax.lax.switch(
-      hparams["opt"],
-      [lambda: jnp.float32(0.0), lambda: hparams["momentum"]])
+    hparams["opt"], [lambda: jnp.float32(0.0), lambda: hparams["momentum"]]
+  )
   tx = jopt.sgd(hparams["lr"], momentum=opt)
 
   def loss_fn(w):
@@ -43,9 +43,9 @@ def train_fn(hparams, key):
 
 
 SPACE = {
-    "lr": sweep.log_uniform(1e-3, 0.05),
-    "momentum": sweep.uniform(0.0, 0.9),
-    "opt": sweep.choice(["sgd", "momentum"]),
+  "lr": sweep.log_uniform(1e-3, 0.05),
+  "momentum": sweep.uniform(0.0, 0.9),
+  "opt": sweep.choice(["sgd", "momentum"]),
 }
 _direct = jax.jit(train_fn)
 
@@ -83,23 +83,31 @@ def test_quasirandom_covers_each_dimension_evenly():
   t = sweep.sample(space, 64, KEY, "quasirandom")
   # Scrambled Sobol: each quarter of [0, 1) holds exactly 16 of 64 points.
   np.testing.assert_array_equal(
-      np.bincount((t["x"] * 4).astype(int), minlength=4), [16] * 4)
+    np.bincount((t["x"] * 4).astype(int), minlength=4), [16] * 4
+  )
   np.testing.assert_array_equal(np.bincount(t["n"])[1:], [16] * 4)
 
 
 def test_grid_is_the_cartesian_product():
-  space = {"lr": sweep.log_uniform(1e-3, 1e-1), "act": sweep.choice(
-      ["relu", "tanh"]), "width": sweep.int_uniform(1, 3)}
-  t = sweep.sample(space, None, KEY, "grid", grid_points={"lr": 3,
-                                                          "width": 3})
+  space = {
+    "lr": sweep.log_uniform(1e-3, 1e-1),
+    "act": sweep.choice(["relu", "tanh"]),
+    "width": sweep.int_uniform(1, 3),
+  }
+  t = sweep.sample(space, None, KEY, "grid", grid_points={"lr": 3, "width": 3})
   assert len(t["lr"]) == 3 * 2 * 3
-  np.testing.assert_allclose(np.unique(t["lr"]), [1e-3, 1e-2, 1e-1],
-                             rtol=1e-6)  # float32 rounding of geomspace
-  pairs = set(zip(t["lr"].tolist(), t["act"].tolist(), t["width"].tolist(), strict=True))
+  np.testing.assert_allclose(
+    np.unique(t["lr"]), [1e-3, 1e-2, 1e-1], rtol=1e-6
+  )  # float32 rounding of geomspace
+  pairs = set(
+    zip(t["lr"].tolist(), t["act"].tolist(), t["width"].tolist(), strict=True)
+  )
   assert len(pairs) == 18
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: sweep.log_uniform(0.0, 1.0),
     lambda: sweep.log_uniform(-1.0, 1.0),
     lambda: sweep.log_uniform(1.0, 1.0),
@@ -114,13 +122,16 @@ def test_grid_is_the_cartesian_product():
     lambda: sweep.int_uniform(0, 2**32 - 1),
     lambda: sweep.choice([10, 2**33]),
     lambda: sweep.choice([1.0, float("nan")]),
-])
+  ],
+)
 def test_bad_distribution_raises(make):
   with pytest.raises(ValueError):
     make()
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(space={}, num_trials=2), "empty"),
     (dict(space={"lr": 0.1}, num_trials=2), "distribution"),
     (dict(space=SPACE, num_trials=0), "num_trials"),
@@ -128,12 +139,15 @@ def test_bad_distribution_raises(make):
     (dict(space=SPACE, num_trials=None), "num_trials"),
     (dict(space=SPACE, strategy="grid"), "grid_points"),
     (dict(space=SPACE, num_trials=2, strategy="bayes"), "strategy"),
-    (dict(space={"a": sweep.choice([1, 2])}, num_trials=3, strategy="grid"),
-     "2 points"),
+    (
+      dict(space={"a": sweep.choice([1, 2])}, num_trials=3, strategy="grid"),
+      "2 points",
+    ),
     (dict(space=SPACE, num_trials=2, max_parallel=0), "max_parallel"),
     (dict(space=SPACE, num_trials=2, folds=0), "folds"),
     (dict(space=SPACE, num_trials=2, seeds=0), "seeds"),
-])
+  ],
+)
 def test_bad_run_arguments_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
     sweep.run(train_fn, key=KEY, progress=False, **kwargs)
@@ -141,23 +155,38 @@ def test_bad_run_arguments_raise(kwargs, match):
 
 def test_train_fn_must_return_a_dict():
   with pytest.raises(ValueError, match="dict") as info:
-    sweep.run(lambda h, k: h["x"], {"x": sweep.uniform(0.0, 1.0)},
-              num_trials=2, key=KEY, progress=False)
+    sweep.run(
+      lambda h, k: h["x"],
+      {"x": sweep.uniform(0.0, 1.0)},
+      num_trials=2,
+      key=KEY,
+      progress=False,
+    )
   # The value is described as the user wrote it, not as a tracer.
   assert "got an array of shape ()" in str(info.value)
   assert "Tracer" not in str(info.value)
 
 
-@pytest.mark.parametrize("value, what", [
+@pytest.mark.parametrize(
+  "value, what",
+  [
     (lambda x: {"inner": x}, "is a dict"),
     (lambda x: None, "is None"),
-])
+  ],
+)
 def test_a_metric_that_is_not_an_array_is_named(value, what):
-  with pytest.raises(ValueError, match=f"metric 'loss' {what}: metrics must "
-                     r"be arrays \(a scalar or a curve"):
-    sweep.run(lambda h, k: {"ok": h["x"], "loss": value(h["x"])},
-              {"x": sweep.uniform(0.0, 1.0)}, num_trials=2, key=KEY,
-              progress=False)
+  with pytest.raises(
+    ValueError,
+    match=f"metric 'loss' {what}: metrics must "
+    r"be arrays \(a scalar or a curve",
+  ):
+    sweep.run(
+      lambda h, k: {"ok": h["x"], "loss": value(h["x"])},
+      {"x": sweep.uniform(0.0, 1.0)},
+      num_trials=2,
+      key=KEY,
+      progress=False,
+    )
 
 
 # ----------------------------------------------------------------- engine
@@ -167,21 +196,25 @@ def test_each_trial_equals_a_direct_call(result):
   trials = sweep.sample(SPACE, 11, KEY)
   assert result.num_compiles == 1
   assert list(result.hparams["opt"][:3]) == [
-      ["sgd", "momentum"][i] for i in trials["opt"][:3]]
+    ["sgd", "momentum"][i] for i in trials["opt"][:3]
+  ]
   for i in range(11):
     hp = {k: jnp.asarray(v[i]) for k, v in trials.items()}
     direct = _direct(hp, jax.random.fold_in(KEY, i))
     # The vmapped program may fuse differently from the unbatched one: a few
     # float32 ulps, nothing more.
-    np.testing.assert_allclose(result.metrics["curve"][i], direct["curve"],
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(result.metrics["loss"][i], direct["loss"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+      result.metrics["curve"][i], direct["curve"], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+      result.metrics["loss"][i], direct["loss"], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_chunked_equals_unchunked_and_compiles_once(result):
-  chunked = sweep.run(train_fn, SPACE, num_trials=11, key=KEY,
-                      max_parallel=4, progress=False)
+  chunked = sweep.run(
+    train_fn, SPACE, num_trials=11, key=KEY, max_parallel=4, progress=False
+  )
   assert chunked.num_compiles == 1  # three chunks of 4, one executable
   for k in result.metrics:
     _assert_same_trial(chunked.metrics[k], result.metrics[k])
@@ -189,8 +222,14 @@ def test_chunked_equals_unchunked_and_compiles_once(result):
 
 def test_sharded_equals_one_device(result):
   assert len(jax.devices()) == 8
-  single = sweep.run(train_fn, SPACE, num_trials=11, key=KEY,
-                     devices=jax.devices()[:1], progress=False)
+  single = sweep.run(
+    train_fn,
+    SPACE,
+    num_trials=11,
+    key=KEY,
+    devices=jax.devices()[:1],
+    progress=False,
+  )
   for k in result.metrics:
     _assert_same_trial(single.metrics[k], result.metrics[k])
   for k in result.hparams:
@@ -202,15 +241,24 @@ def test_auto_chunking_fits_the_memory_budget(result, monkeypatch):
   # footprint and the two-lane chunk's forces smaller chunks, compiled until
   # one fits; same numbers.
   one = [jax.devices()[0]]
-  full = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False,
-                   devices=one)
-  two = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False,
-                  devices=one, max_parallel=2)
+  full = sweep.run(
+    train_fn, SPACE, num_trials=11, key=KEY, progress=False, devices=one
+  )
+  two = sweep.run(
+    train_fn,
+    SPACE,
+    num_trials=11,
+    key=KEY,
+    progress=False,
+    devices=one,
+    max_parallel=2,
+  )
   assert full.num_compiles == 1 and full.memory_bytes > two.memory_bytes
   budget = (full.memory_bytes + two.memory_bytes) // 2
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", str(budget))
-  small = sweep.run(train_fn, SPACE, num_trials=11, key=KEY, progress=False,
-                    devices=one)
+  small = sweep.run(
+    train_fn, SPACE, num_trials=11, key=KEY, progress=False, devices=one
+  )
   assert small.num_compiles >= 2
   assert small.memory_bytes <= budget
   for k in result.metrics:
@@ -228,15 +276,26 @@ def _quadratic(hparams, key):
 
 
 def test_divergence_is_flagged_and_isolated():
-  ok = sweep.run(_quadratic, {"lr": sweep.choice([0.01, 0.02, 0.03, 0.04])},
-                 key=KEY, strategy="grid", progress=False)
-  bad = sweep.run(_quadratic, {"lr": sweep.choice([0.01, 1e30, 0.03, 0.04])},
-                  key=KEY, strategy="grid", progress=False)
+  ok = sweep.run(
+    _quadratic,
+    {"lr": sweep.choice([0.01, 0.02, 0.03, 0.04])},
+    key=KEY,
+    strategy="grid",
+    progress=False,
+  )
+  bad = sweep.run(
+    _quadratic,
+    {"lr": sweep.choice([0.01, 1e30, 0.03, 0.04])},
+    key=KEY,
+    strategy="grid",
+    progress=False,
+  )
   np.testing.assert_array_equal(bad.diverged, [False, True, False, False])
   assert not ok.diverged.any()
   for k in ok.metrics:  # bit-for-bit: the other lanes never see the NaN
-    np.testing.assert_array_equal(bad.metrics[k][[0, 2, 3]],
-                                  ok.metrics[k][[0, 2, 3]])
+    np.testing.assert_array_equal(
+      bad.metrics[k][[0, 2, 3]], ok.metrics[k][[0, 2, 3]]
+    )
   # Larger (finite) steps descend faster; the diverged trial is never ranked.
   assert bad.best("loss").index == 3
   assert bad.best("loss", mode="max").index == 0
@@ -251,19 +310,25 @@ def test_static_choice_compiles_once_per_value():
     w = jax.random.normal(key, (hparams["width"],))
     return {"norm": jnp.sum(w * w) * hparams["scale"]}
 
-  space = {"width": sweep.choice([2, 5], static=True),
-           "scale": sweep.uniform(1.0, 2.0)}
+  space = {
+    "width": sweep.choice([2, 5], static=True),
+    "scale": sweep.uniform(1.0, 2.0),
+  }
   res = sweep.run(fn, space, num_trials=10, key=KEY, progress=False)
   assert res.num_compiles == 2
   assert sorted(seen) == [2, 5] and all(type(s) is int for s in seen)
   trials = sweep.sample(space, 10, KEY)
   for i in range(10):
-    hp = {"width": int(trials["width"][i]),
-          "scale": jnp.float32(trials["scale"][i])}
+    hp = {
+      "width": int(trials["width"][i]),
+      "scale": jnp.float32(trials["scale"][i]),
+    }
     # Eager reference call: float32 rounding may differ by an ulp or so.
     np.testing.assert_allclose(
-        res.metrics["norm"][i], fn(hp, jax.random.fold_in(KEY, i))["norm"],
-        rtol=1e-6)
+      res.metrics["norm"][i],
+      fn(hp, jax.random.fold_in(KEY, i))["norm"],
+      rtol=1e-6,
+    )
 
 
 def test_static_float_choice_passes_the_value_as_written():
@@ -274,8 +339,13 @@ def test_static_float_choice_passes_the_value_as_written():
     seen.append(hparams["drop"])
     return {"loss": jnp.float32(hparams["drop"])}
 
-  sweep.run(fn, {"drop": sweep.choice([0.1, 0.3], static=True)}, key=KEY,
-            strategy="grid", progress=False)
+  sweep.run(
+    fn,
+    {"drop": sweep.choice([0.1, 0.3], static=True)},
+    key=KEY,
+    strategy="grid",
+    progress=False,
+  )
   assert sorted(seen) == [0.1, 0.3]  # not 0.10000000149011612
 
 
@@ -287,8 +357,13 @@ def test_bool_choice_passes_booleans():
     assert hparams["flag"].dtype == jnp.bool_
     return {"loss": jnp.where(hparams["flag"], 1.0, 2.0)}
 
-  res = sweep.run(fn, {"flag": sweep.choice([True, False])}, key=KEY,
-                  strategy="grid", progress=False)
+  res = sweep.run(
+    fn,
+    {"flag": sweep.choice([True, False])},
+    key=KEY,
+    strategy="grid",
+    progress=False,
+  )
   np.testing.assert_array_equal(res.hparams["flag"], [True, False])
   np.testing.assert_array_equal(res.metrics["loss"], [1.0, 2.0])
   assert res.best("loss").hparams == {"flag": True}
@@ -308,12 +383,15 @@ def test_cross_validation_vmaps_folds_inside_trials():
     return {"err": jnp.mean(x) * hparams["c"]}
 
   space = {"c": sweep.choice([1.0, 2.0, 3.0])}
-  res = sweep.run(fn, space, key=KEY, strategy="grid", folds=4,
-                  progress=False)
+  res = sweep.run(fn, space, key=KEY, strategy="grid", folds=4, progress=False)
   assert res.num_compiles == 1
   assert res.metrics["err_per_fold"].shape == (3, 4)
-  expected = np.array([[_X[f * 4:(f + 1) * 4].mean() * c for f in range(4)]
-                       for c in (1.0, 2.0, 3.0)])
+  expected = np.array(
+    [
+      [_X[f * 4 : (f + 1) * 4].mean() * c for f in range(4)]
+      for c in (1.0, 2.0, 3.0)
+    ]
+  )
   # float32 sums of 16 numbers: a few ulps.
   np.testing.assert_allclose(res.metrics["err_per_fold"], expected, rtol=1e-5)
   np.testing.assert_allclose(res.metrics["err"], expected.mean(1), rtol=1e-5)
@@ -326,34 +404,40 @@ def _noisy(hparams, key):
   w = jax.random.normal(key, (4,))
   for _ in range(3):
     w = w - hparams["lr"] * (w - jnp.asarray(_X[0]))
-  return {"val": jnp.sum(w ** 2), "curve": w}
+  return {"val": jnp.sum(w**2), "curve": w}
 
 
 def test_seeds_train_each_configuration_with_several_keys():
   space = {"lr": sweep.uniform(0.05, 0.6)}
-  res = sweep.run(_noisy, space, num_trials=8, key=KEY, seeds=3,
-                  progress=False)
+  res = sweep.run(_noisy, space, num_trials=8, key=KEY, seeds=3, progress=False)
   assert res.num_compiles == 1
   assert res.metrics["val_per_seed"].shape == (8, 3)
   assert res.metrics["curve_per_seed"].shape == (8, 3, 4)
   # Seed s is the run whose train_fn folds s into the trial's key.
-  alone = [sweep.run(
-      lambda hp, key, s=s: _noisy(hp, jax.random.fold_in(key, s)), space,
-      num_trials=8, key=KEY, progress=False) for s in range(3)]
+  alone = [
+    sweep.run(
+      lambda hp, key, s=s: _noisy(hp, jax.random.fold_in(key, s)),
+      space,
+      num_trials=8,
+      key=KEY,
+      progress=False,
+    )
+    for s in range(3)
+  ]
   per_seed = np.stack([r.metrics["val"] for r in alone], axis=1)
   # One more vmapped axis may change XLA's kernels: float32 rounding.
-  np.testing.assert_allclose(res.metrics["val_per_seed"], per_seed,
-                             rtol=1e-5)
+  np.testing.assert_allclose(res.metrics["val_per_seed"], per_seed, rtol=1e-5)
   mean = per_seed.mean(axis=1)
   np.testing.assert_allclose(res.metrics["val"], mean, rtol=1e-5)
   np.testing.assert_allclose(
-      res.metrics["val_se"], per_seed.std(axis=1, ddof=1) / np.sqrt(3),
-      rtol=1e-4)
+    res.metrics["val_se"], per_seed.std(axis=1, ddof=1) / np.sqrt(3), rtol=1e-4
+  )
   # best() ranks by the mean: the pick of the mean of the separate runs,
   # which is not what any single seed picks here.
   assert res.best("val").index == int(np.argmin(mean))
   assert {int(np.argmin(per_seed[:, s])) for s in range(3)} != {
-      int(np.argmin(mean))}
+    int(np.argmin(mean))
+  }
   table = res.to_pandas()
   assert {"val", "val_se"} <= set(table.columns)
   assert "val_per_seed" not in table.columns
@@ -370,13 +454,25 @@ def test_progress_bar_shows_the_ranking_metric(monkeypatch, capsys):
   pytest.importorskip("tqdm")
   monkeypatch.setenv("JOPT_PROGRESS", "1")
   space = {"lr": sweep.choice([0.01, 0.2, 0.4, 0.45])}
-  res = sweep.run(_quadratic, space, key=KEY, strategy="grid", max_parallel=2,
-                  progress_metric="loss")
+  res = sweep.run(
+    _quadratic,
+    space,
+    key=KEY,
+    strategy="grid",
+    max_parallel=2,
+    progress_metric="loss",
+  )
   err = capsys.readouterr().err
   assert f"best loss={float(res.best('loss').metrics['loss']):.4g}" in err
   with pytest.raises(ValueError, match="progress_mode"):
-    sweep.run(_quadratic, space, key=KEY, strategy="grid",
-              progress_metric="loss", progress_mode="lowest")
+    sweep.run(
+      _quadratic,
+      space,
+      key=KEY,
+      strategy="grid",
+      progress_metric="loss",
+      progress_mode="lowest",
+    )
 
 
 def test_progress_bar_advances_per_chunk(monkeypatch, capsys):
@@ -406,16 +502,21 @@ def test_result_table_and_save_load(result, tmp_path):
     np.testing.assert_array_equal(loaded.metrics[k], result.metrics[k])
   for k in result.hparams:
     np.testing.assert_array_equal(loaded.hparams[k], result.hparams[k])
-  assert loaded.best("loss") .index == result.best("loss").index
+  assert loaded.best("loss").index == result.best("loss").index
   assert repr(loaded.space) == repr(result.space)
   np.testing.assert_array_equal(loaded.diverged, result.diverged)
   assert (loaded.num_compiles, loaded.compile_time, loaded.memory_bytes) == (
-      result.num_compiles, result.compile_time, result.memory_bytes)
+    result.num_compiles,
+    result.compile_time,
+    result.memory_bytes,
+  )
   # A field holding a jax array is written as its numpy value.
   dataclasses.replace(result, diverged=jnp.asarray(result.diverged)).save(
-      tmp_path / "jax.npz")
+    tmp_path / "jax.npz"
+  )
   np.testing.assert_array_equal(
-      sweep.SweepResult.load(tmp_path / "jax.npz").diverged, result.diverged)
+    sweep.SweepResult.load(tmp_path / "jax.npz").diverged, result.diverged
+  )
   # A file whose metadata lacks the stored fields is refused by name.
   with np.load(path, allow_pickle=False) as data:
     arrays = {k: data[k] for k in data.files}
@@ -434,8 +535,9 @@ def test_plots_write_pngs(result, tmp_path):
   fig = result.plot("loss", path=tmp_path / "u.png")
   lr_axis = fig.axes[list(result.hparams).index("lr")]
   assert lr_axis.get_xscale() == "log"
-  assert fig.axes[list(result.hparams).index("momentum")].get_xscale() == \
-      "linear"
+  assert (
+    fig.axes[list(result.hparams).index("momentum")].get_xscale() == "linear"
+  )
   result.plot_curves("curve", by="lr", path=tmp_path / "curves.png")
   parallel = result.plot_parallel("loss", path=tmp_path / "par.png")
   # A categorical axis names its categories, not indices 0, 1, 2.
@@ -446,7 +548,8 @@ def test_plots_write_pngs(result, tmp_path):
   with pytest.raises(ValueError, match="N, T"):
     result.plot_curves("loss")
   all_diverged = dataclasses.replace(
-      result, diverged=np.ones(len(result), bool))
+    result, diverged=np.ones(len(result), bool)
+  )
   with pytest.raises(ValueError, match="all 11 diverged"):
     all_diverged.plot_parallel("loss")
 
@@ -456,19 +559,27 @@ def test_plot_axes_survive_an_outlier_and_do_not_join_samples(result):
   # others, and random samples of a 4-D space are not joined by lines.
   loss = np.linspace(0.5, 1.5, len(result)).astype(np.float32)
   loss[3] = -28.2  # negative: no log axis, so the clip is what helps
-  bumped = dataclasses.replace(result, metrics={**result.metrics,
-                                                "loss": -loss})
+  bumped = dataclasses.replace(
+    result, metrics={**result.metrics, "loss": -loss}
+  )
   fig = bumped.plot("loss")
   ax = fig.axes[0]
   assert ax.get_yscale() == "linear"
   assert ax.get_ylim()[1] < 5.0
   assert all(line.get_linestyle() == "None" for line in ax.get_lines())
-  spread = dataclasses.replace(result, metrics={
-      **result.metrics, "loss": np.geomspace(1e-3, 10.0, len(result))})
+  spread = dataclasses.replace(
+    result,
+    metrics={**result.metrics, "loss": np.geomspace(1e-3, 10.0, len(result))},
+  )
   assert spread.plot("loss").axes[0].get_yscale() == "log"
-  one_dim = sweep.run(lambda hp, key: {"loss": (hp["lr"] - 0.3) ** 2},
-                      {"lr": sweep.choice([0.1, 0.2, 0.4])}, key=KEY,
-                      strategy="grid", progress=False, seeds=2)
+  one_dim = sweep.run(
+    lambda hp, key: {"loss": (hp["lr"] - 0.3) ** 2},
+    {"lr": sweep.choice([0.1, 0.2, 0.4])},
+    key=KEY,
+    strategy="grid",
+    progress=False,
+    seeds=2,
+  )
   ax = one_dim.plot("loss").axes[0]
   assert any(line.get_linestyle() == "-" for line in ax.get_lines())
   assert ax.get_legend() is not None  # mean ± se
@@ -479,13 +590,18 @@ def test_a_choice_of_functions_saves_their_names(tmp_path):
 
   def fn(hparams, key):
     del key
-    return {"loss": jnp.sum(jax.lax.switch(hparams["act"], acts,
-                                           jnp.array([-1.0, 2.0])))}
+    return {
+      "loss": jnp.sum(
+        jax.lax.switch(hparams["act"], acts, jnp.array([-1.0, 2.0]))
+      )
+    }
 
-  res = sweep.run(fn, {"act": sweep.choice(acts)}, key=KEY,
-                  strategy="grid", progress=False)
-  np.testing.assert_allclose(res.metrics["loss"], [2.0, np.tanh(-1) + np.tanh(2)],
-                             rtol=1e-6)
+  res = sweep.run(
+    fn, {"act": sweep.choice(acts)}, key=KEY, strategy="grid", progress=False
+  )
+  np.testing.assert_allclose(
+    res.metrics["loss"], [2.0, np.tanh(-1) + np.tanh(2)], rtol=1e-6
+  )
   res.save(tmp_path / "acts.npz")
   names = sweep.SweepResult.load(tmp_path / "acts.npz").hparams["act"]
   assert [n.rsplit(".", 1)[-1] for n in names] == ["relu", "tanh"]

@@ -25,9 +25,11 @@ SPACE = {"lr": sweep.log_uniform(1e-3, 0.3), "c": sweep.uniform(0.0, 1.0)}
 
 def train_fn(hparams, key):
   w = jax.random.normal(key, (3,))
+
   def step(w, _):
     w = w - hparams["lr"] * (2 * w + hparams["c"])
     return w, jnp.sum(w * w)
+
   w, curve = jax.lax.scan(step, w, length=6)
   return {"loss": jnp.sum(w * w), "curve": curve}
 
@@ -39,8 +41,15 @@ def other_fn(hparams, key):
 def _run(tmp_path, fn=train_fn, space=SPACE, key=KEY, **kw):
   kw.setdefault("max_parallel", 4)
   kw.setdefault("lanes", 2)
-  return sweep.run(fn, space, num_trials=10, key=key, progress=False,
-                   checkpoint_dir=str(tmp_path / "ckpt"), **kw)
+  return sweep.run(
+    fn,
+    space,
+    num_trials=10,
+    key=key,
+    progress=False,
+    checkpoint_dir=str(tmp_path / "ckpt"),
+    **kw,
+  )
 
 
 def _assert_same(a, b):
@@ -63,18 +72,31 @@ def test_rerun_loads_every_chunk_and_recomputes_missing_ones(tmp_path):
   partial = _run(tmp_path, max_parallel=None)
   assert partial.num_compiles == 1
   _assert_same(first, partial)
-  _assert_same(first, sweep.run(train_fn, SPACE, num_trials=10, key=KEY,
-                                max_parallel=4, lanes=2, progress=False))
+  _assert_same(
+    first,
+    sweep.run(
+      train_fn,
+      SPACE,
+      num_trials=10,
+      key=KEY,
+      max_parallel=4,
+      lanes=2,
+      progress=False,
+    ),
+  )
 
 
-@pytest.mark.parametrize("change, match", [
+@pytest.mark.parametrize(
+  "change, match",
+  [
     (dict(key=jax.random.key(4)), "key"),
     (dict(space={**SPACE, "lr": sweep.log_uniform(1e-3, 0.2)}), "space"),
     (dict(fn=other_fn), "train_fn"),
     (dict(lanes=4), "lanes"),
     # Other options compile another program: its trials would not match.
     (dict(compiler_options={}), "compiler_options"),
-])
+  ],
+)
 def test_checkpoint_of_another_call_is_refused(tmp_path, change, match):
   _run(tmp_path)
   with pytest.raises(ValueError, match=match):
@@ -98,13 +120,17 @@ def _closure(scale):
   return lambda hparams, key: {"loss": jnp.sum(data) * hparams["lr"]}
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda s: functools.partial(_scaled_fn, scale=s),
     _Scaled,
     _closure,
-])
+  ],
+)
 def test_checkpoint_of_the_same_function_with_other_data_is_refused(
-    tmp_path, make):
+  tmp_path, make
+):
   # Same name, same source: only a partial argument, an attribute or a
   # closed-over array differs. The lowered program tells them apart.
   _run(tmp_path, fn=make(1.0))
@@ -114,9 +140,12 @@ def test_checkpoint_of_the_same_function_with_other_data_is_refused(
 
 
 def _activation_space(act=jax.nn.relu, clip_min=0.0, lr=0.1):
-  return {"act": sweep.choice([act, jnp.tanh, lambda x: x,
-                               functools.partial(jnp.clip, min=clip_min)]),
-          "lr": sweep.choice([lr, 0.3])}
+  return {
+    "act": sweep.choice(
+      [act, jnp.tanh, lambda x: x, functools.partial(jnp.clip, min=clip_min)]
+    ),
+    "lr": sweep.choice([lr, 0.3]),
+  }
 
 
 def test_space_identity_is_stable_and_tells_spaces_apart():
@@ -156,13 +185,13 @@ _SCRIPT = textwrap.dedent("""
 def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
   script = tmp_path / "sweep_script.py"
   script.write_text(_SCRIPT)
-  env = {**os.environ,
-         "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+  env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
   ckpt = tmp_path / "ckpt"
 
   proc = subprocess.Popen(
-      [sys.executable, str(script), str(ckpt), str(tmp_path / "killed.npz")],
-      env=env)
+    [sys.executable, str(script), str(ckpt), str(tmp_path / "killed.npz")],
+    env=env,
+  )
   deadline = time.time() + 120
   while not glob.glob(str(ckpt / "trials-*.npz")):
     assert proc.poll() is None, "the sweep ended before its first chunk"
@@ -175,8 +204,12 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
   assert not (tmp_path / "killed.npz").exists()
 
   for out, folder in (("resumed.npz", ckpt), ("fresh.npz", tmp_path / "new")):
-    subprocess.run([sys.executable, str(script), str(folder),
-                    str(tmp_path / out)], env=env, check=True, timeout=300)
+    subprocess.run(
+      [sys.executable, str(script), str(folder), str(tmp_path / out)],
+      env=env,
+      check=True,
+      timeout=300,
+    )
   resumed = sweep.SweepResult.load(tmp_path / "resumed.npz")
   fresh = sweep.SweepResult.load(tmp_path / "fresh.npz")
   _assert_same(resumed, fresh)
@@ -185,8 +218,13 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
 
 def _reserved_names_fn(hparams, key):
   loss = hparams["lr"] + 0 * jax.random.uniform(key)
-  return {"__indices__": loss, "__dtypes__": 2 * loss, "__meta__": 3 * loss,
-          "indices": 4 * loss, "m0": 5 * loss}
+  return {
+    "__indices__": loss,
+    "__dtypes__": 2 * loss,
+    "__meta__": 3 * loss,
+    "indices": 4 * loss,
+    "m0": 5 * loss,
+  }
 
 
 def test_any_metric_name_round_trips_through_chunk_files(tmp_path):
@@ -195,16 +233,25 @@ def test_any_metric_name_round_trips_through_chunk_files(tmp_path):
   assert again.num_compiles == 0
   assert sorted(again.metrics) == sorted(first.metrics)
   _assert_same(first, again)
-  np.testing.assert_allclose(again.metrics["m0"],
-                             5 * again.metrics["__indices__"], rtol=1e-6)
+  np.testing.assert_allclose(
+    again.metrics["m0"], 5 * again.metrics["__indices__"], rtol=1e-6
+  )
 
 
 def _stepwise(tmp_path, **kw):
   kw.setdefault("early_stopping", 2)
   return sweep.run_stepwise(
-      quad_init, quad_segment, {"lr": sweep.choice([0.0, 0.5, 1.0, 1.5])},
-      num_segments=8, key=KEY, metric="loss", strategy="grid", lanes=2,
-      checkpoint_dir=str(tmp_path / "ckpt"), **kw)
+    quad_init,
+    quad_segment,
+    {"lr": sweep.choice([0.0, 0.5, 1.0, 1.5])},
+    num_segments=8,
+    key=KEY,
+    metric="loss",
+    strategy="grid",
+    lanes=2,
+    checkpoint_dir=str(tmp_path / "ckpt"),
+    **kw,
+  )
 
 
 def test_early_stopping_rule_resumes_with_a_new_rule_object(tmp_path):
@@ -243,24 +290,41 @@ def _interrupt_after(monkeypatch, saves):
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::jopt.sweep.MemoryBudgetWarning")
 def test_memory_fitted_chunks_resume_on_another_device_count(
-    tmp_path, monkeypatch):
+  tmp_path, monkeypatch
+):
   # A budget of one byte fits one group of lanes per device: a chunk of 8
   # trials on 4 devices, of 4 on 2. The search saved mid-chunk on 4
   # devices resumes on 2 to the uninterrupted result.
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
-  kw = dict(num_segments=3, key=KEY, metric="loss", num_trials=16,
-            lanes=2, early_stopping=2)
+  kw = dict(
+    num_segments=3,
+    key=KEY,
+    metric="loss",
+    num_trials=16,
+    lanes=2,
+    early_stopping=2,
+  )
   space = {"lr": sweep.log_uniform(0.01, 1.5)}
   reference = sweep.run_stepwise(quad_init, quad_segment, space, **kw)
   restore = _interrupt_after(monkeypatch, 2)
   with pytest.raises(_Interrupted):
-    sweep.run_stepwise(quad_init, quad_segment, space, **kw,
-                       devices=jax.devices()[:4],
-                       checkpoint_dir=str(tmp_path / "ckpt"))
+    sweep.run_stepwise(
+      quad_init,
+      quad_segment,
+      space,
+      **kw,
+      devices=jax.devices()[:4],
+      checkpoint_dir=str(tmp_path / "ckpt"),
+    )
   restore()
-  resumed = sweep.run_stepwise(quad_init, quad_segment, space, **kw,
-                               devices=jax.devices()[:2],
-                               checkpoint_dir=str(tmp_path / "ckpt"))
+  resumed = sweep.run_stepwise(
+    quad_init,
+    quad_segment,
+    space,
+    **kw,
+    devices=jax.devices()[:2],
+    checkpoint_dir=str(tmp_path / "ckpt"),
+  )
   _assert_same(reference, resumed)
   np.testing.assert_array_equal(reference.segments_run, resumed.segments_run)
 

@@ -29,8 +29,16 @@ def other(hp, key):
 
 def _run(folder, fn=quad, **kw):
   kw.setdefault("max_parallel", 2)
-  return sweep.run(fn, SPACE, num_trials=6, key=KEY, lanes=2,
-                   checkpoint_dir=str(folder), progress=False, **kw)
+  return sweep.run(
+    fn,
+    SPACE,
+    num_trials=6,
+    key=KEY,
+    lanes=2,
+    checkpoint_dir=str(folder),
+    progress=False,
+    **kw,
+  )
 
 
 def test_trial_files_of_another_sweep_are_not_adopted(tmp_path):
@@ -51,7 +59,7 @@ def test_a_damaged_trial_file_is_named(tmp_path, damage):
     with open(files[0], "rb") as f:
       data = f.read()
     with open(files[0], "wb") as f:
-      f.write(data[:len(data) // 2])
+      f.write(data[: len(data) // 2])
     match = "not a readable"
   elif damage == "garbage":
     with open(files[0], "wb") as f:
@@ -59,8 +67,9 @@ def test_a_damaged_trial_file_is_named(tmp_path, damage):
     match = "not a readable"
   else:  # a file of another sweep put in place of this one's
     _run(tmp_path / "b", fn=other)
-    shutil.copy(sorted(glob.glob(str(tmp_path / "b" / "trials-*.npz")))[0],
-                files[0])
+    shutil.copy(
+      sorted(glob.glob(str(tmp_path / "b" / "trials-*.npz")))[0], files[0]
+    )
     match = "different search"
   with pytest.raises(ValueError, match=match) as info:
     _run(folder)
@@ -81,12 +90,17 @@ def test_static_groups_keep_every_metric_value():
   # became 0 after an int32 group.
   def fn(hp, key):
     del key
-    value = (jnp.int32(3) if hp["kind"] == "int"
-             else jnp.float32(0.75) * hp["lr"] / hp["lr"])
+    value = (
+      jnp.int32(3)
+      if hp["kind"] == "int"
+      else jnp.float32(0.75) * hp["lr"] / hp["lr"]
+    )
     return {"value": value}
 
-  space = {"kind": sweep.choice(["int", "float"], static=True),
-           "lr": sweep.choice([0.5])}
+  space = {
+    "kind": sweep.choice(["int", "float"], static=True),
+    "lr": sweep.choice([0.5]),
+  }
   res = sweep.run(fn, space, key=KEY, strategy="grid", progress=False)
   np.testing.assert_array_equal(res.metrics["value"], [3.0, 0.75])
 
@@ -98,8 +112,10 @@ def test_a_metric_only_some_groups_return_is_an_error():
       out["extra"] = hp["lr"]
     return out
 
-  space = {"width": sweep.choice([1, 2], static=True),
-           "lr": sweep.choice([0.1, 0.2])}
+  space = {
+    "width": sweep.choice([1, 2], static=True),
+    "lr": sweep.choice([0.1, 0.2]),
+  }
   with pytest.raises(ValueError, match="same metrics"):
     sweep.run(fn, space, key=KEY, strategy="grid", progress=False)
 
@@ -110,8 +126,14 @@ def test_one_group_over_the_memory_budget_says_so(monkeypatch, num_trials):
   # footprint is measured while it runs and checked after.
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "1")
   with pytest.warns(sweep.MemoryBudgetWarning, match="lanes") as record:
-    res = sweep.run(quad, SPACE, num_trials=num_trials, key=KEY,
-                    progress=False, devices=jax.devices()[:1])
+    res = sweep.run(
+      quad,
+      SPACE,
+      num_trials=num_trials,
+      key=KEY,
+      progress=False,
+      devices=jax.devices()[:1],
+    )
   assert len(res) == num_trials and res.memory_bytes > 1
   # The warning points at the caller of sweep.run, not at jopt's insides.
   assert [w.filename for w in record] == [__file__]
@@ -127,8 +149,13 @@ def test_rerunning_the_same_sweep_reuses_its_executable():
   assert second.num_compiles == second.num_cached == 1
   np.testing.assert_array_equal(first.metrics["loss"], second.metrics["loss"])
   # Another function with the same shapes is a different program.
-  other = sweep.run(lambda hp, key: {"loss": fn(hp, key)["loss"] + 1.0},
-                    SPACE, num_trials=5, key=KEY, progress=False)
+  other = sweep.run(
+    lambda hp, key: {"loss": fn(hp, key)["loss"] + 1.0},
+    SPACE,
+    num_trials=5,
+    key=KEY,
+    progress=False,
+  )
   assert other.num_compiles == 1 and other.num_cached == 0
 
 
@@ -145,12 +172,14 @@ def test_rerunning_with_the_same_function_does_not_trace_it_again():
 
   first = sweep.run(fn, SPACE, num_trials=3, key=KEY, progress=False)
   assert len(traces) == 1
-  second = sweep.run(fn, SPACE, num_trials=3, key=jax.random.key(9),
-                     progress=False)
+  second = sweep.run(
+    fn, SPACE, num_trials=3, key=jax.random.key(9), progress=False
+  )
   assert len(traces) == 1 and second.num_compiles == 1
   assert not np.array_equal(first.metrics["loss"], second.metrics["loss"])
-  third = sweep.run(fn, SPACE, num_trials=3, key=jax.random.key(9),
-                    progress=False)
+  third = sweep.run(
+    fn, SPACE, num_trials=3, key=jax.random.key(9), progress=False
+  )
   np.testing.assert_array_equal(third.metrics["loss"], second.metrics["loss"])
   sweep.run(fn, SPACE, num_trials=5, key=KEY, progress=False)  # new shape
   assert len(traces) == 2
@@ -161,6 +190,7 @@ def test_a_single_trial_is_not_padded():
   res = sweep.run(quad, SPACE, num_trials=1, key=KEY, progress=False)
   assert len(res) == 1
   from jopt.sweep import _executor
+
   assert _executor.lanes_for(1, "cpu") == 1
   assert _executor.lanes_for(5, "cpu") == 1
   assert _executor.lanes_for(5, "gpu") == 8  # a power of two >= 5

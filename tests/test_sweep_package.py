@@ -3,7 +3,6 @@ carry no workflow markers, and optional packages are optional (a silent
 progress stand-in without tqdm, ImportErrors that name the extra).
 """
 
-
 import pathlib
 import re
 import sys
@@ -23,10 +22,11 @@ F8 = np.dtype(ml_dtypes.float8_e4m3fn)  # has NaN but no Inf
 def _result(metrics, diverged=None, n=None):
   n = n or len(next(iter(metrics.values())))
   return sweep.SweepResult(
-      hparams={"lr": np.linspace(0.1, 1.0, n).astype(np.float32)},
-      metrics=metrics,
-      diverged=np.zeros(n, bool) if diverged is None else diverged,
-      space={"lr": sweep.uniform(0.0, 1.0)})
+    hparams={"lr": np.linspace(0.1, 1.0, n).astype(np.float32)},
+    metrics=metrics,
+    diverged=np.zeros(n, bool) if diverged is None else diverged,
+    space={"lr": sweep.uniform(0.0, 1.0)},
+  )
 
 
 # --- dead code and references ----------------------------------------------
@@ -76,38 +76,48 @@ def test_progress_bar_is_tqdm_when_installed(monkeypatch):
     assert bar.n == 3
   finally:
     bar.close()
-  assert not isinstance(_common.progress_bar(10, "x", enabled=False),
-                        tqdm.tqdm)
+  assert not isinstance(_common.progress_bar(10, "x", enabled=False), tqdm.tqdm)
   monkeypatch.setenv("JOPT_PROGRESS", "0")
   assert not isinstance(_common.progress_bar(10, "x"), tqdm.tqdm)
 
 
-@pytest.mark.parametrize("missing, call", [
+@pytest.mark.parametrize(
+  "missing, call",
+  [
     ("pandas", lambda res: res.to_pandas()),
     ("matplotlib", lambda res: res.plot("loss")),
     ("matplotlib", lambda res: res.plot_curves("curve")),
     ("matplotlib", lambda res: res.plot_parallel("loss")),
-])
-def test_optional_features_name_the_extra_when_missing(monkeypatch, missing,
-                                                       call):
+  ],
+)
+def test_optional_features_name_the_extra_when_missing(
+  monkeypatch, missing, call
+):
   for name in list(sys.modules):
     if name == missing or name.startswith(missing + "."):
       monkeypatch.setitem(sys.modules, name, None)
   monkeypatch.setitem(sys.modules, missing, None)
-  res = _result({"loss": np.array([0.1, 0.2], np.float32),
-                 "curve": np.ones((2, 3), np.float32)})
+  res = _result(
+    {
+      "loss": np.array([0.1, 0.2], np.float32),
+      "curve": np.ones((2, 3), np.float32),
+    }
+  )
   with pytest.raises(ImportError, match=r'pip install "jopt\[plots\]"'):
     call(res)
 
 
-def test_lr_find_plot_names_the_extra_when_matplotlib_is_missing(
-    monkeypatch):
+def test_lr_find_plot_names_the_extra_when_matplotlib_is_missing(monkeypatch):
   for name in list(sys.modules):
     if name == "matplotlib" or name.startswith("matplotlib."):
       monkeypatch.setitem(sys.modules, name, None)
   monkeypatch.setitem(sys.modules, "matplotlib", None)
-  res = sweep.LRFindResult(np.geomspace(1e-3, 1, 5), np.ones((1, 5)),
-                           np.ones((1, 5)), np.ones(5),
-                           {"minimum": 1e-2})
+  res = sweep.LRFindResult(
+    np.geomspace(1e-3, 1, 5),
+    np.ones((1, 5)),
+    np.ones((1, 5)),
+    np.ones(5),
+    {"minimum": 1e-2},
+  )
   with pytest.raises(ImportError, match=r'pip install "jopt\[plots\]"'):
     res.plot()

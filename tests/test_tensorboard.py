@@ -47,10 +47,13 @@ def _train_fn(hparams, key):
 @pytest.fixture(scope="module")
 def result():
   # Learning rates up to 1e3 make some trials overflow: a failed session.
-  space = {"lr": jopt.sweep.log_uniform(1e-2, 1e3),
-           "momentum": jopt.sweep.choice([0.0, 0.9])}
-  res = jopt.sweep.run(_train_fn, space, num_trials=8,
-                       key=jax.random.key(3), progress=False)
+  space = {
+    "lr": jopt.sweep.log_uniform(1e-2, 1e3),
+    "momentum": jopt.sweep.choice([0.0, 0.9]),
+  }
+  res = jopt.sweep.run(
+    _train_fn, space, num_trials=8, key=jax.random.key(3), progress=False
+  )
   assert 0 < res.diverged.sum() < len(res)  # Both kinds of trial are tested.
   return res
 
@@ -71,14 +74,29 @@ class _Server:
     self.log_path = log_path
     with open(log_path, "w") as log:
       self.proc = subprocess.Popen(
-          [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-           "--host", "127.0.0.1", "--port", port, "--reload_interval", "1"],
-          stdout=log, stderr=subprocess.STDOUT)
+        [
+          sys.executable,
+          "-m",
+          "tensorboard.main",
+          "--logdir",
+          str(logdir),
+          "--host",
+          "127.0.0.1",
+          "--port",
+          port,
+          "--reload_interval",
+          "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      )
 
   def post(self, route, body):
     request = urllib.request.Request(
-        self.url + route, data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"})
+      self.url + route,
+      data=json.dumps(body).encode(),
+      headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
       return json.loads(response.read())
 
@@ -88,9 +106,17 @@ class _Server:
 
   def session_groups(self, num_trials, timeout=90.0):
     """All session groups, once the server has loaded every trial."""
-    request = {"experimentName": "", "startIndex": 0, "sliceSize": 1000,
-               "allowedStatuses": ["STATUS_SUCCESS", "STATUS_FAILURE",
-                                   "STATUS_RUNNING", "STATUS_UNKNOWN"]}
+    request = {
+      "experimentName": "",
+      "startIndex": 0,
+      "sliceSize": 1000,
+      "allowedStatuses": [
+        "STATUS_SUCCESS",
+        "STATUS_FAILURE",
+        "STATUS_RUNNING",
+        "STATUS_UNKNOWN",
+      ],
+    }
     deadline = time.monotonic() + timeout
     while True:
       assert self.proc.poll() is None, self.log_path.read_text()[-2000:]
@@ -119,8 +145,9 @@ def server(result, tmp_path_factory):
   logdir = tmp_path_factory.mktemp("tb")
   steps = 10 * np.arange(1, NUM_STEPS + 1)  # Curves as every tenth step.
   runs = result.to_tensorboard(logdir, steps=steps)
-  assert [r.rsplit("/", 1)[-1] for r in runs] == [f"trial_{i}"
-                                                   for i in range(8)]
+  assert [r.rsplit("/", 1)[-1] for r in runs] == [
+    f"trial_{i}" for i in range(8)
+  ]
   srv = _Server(logdir, tmp_path_factory.mktemp("tb_log") / "server.log")
   try:
     yield srv
@@ -129,22 +156,25 @@ def server(result, tmp_path_factory):
 
 
 def test_hparams_experiment_lists_hparams_with_domains_and_metrics(
-    result, server):
+  result, server
+):
   server.session_groups(8)
-  experiment = server.post("/data/plugin/hparams/experiment",
-                           {"experimentName": ""})
+  experiment = server.post(
+    "/data/plugin/hparams/experiment", {"experimentName": ""}
+  )
   infos = {i["name"]: i for i in experiment["hparamInfos"]}
   assert infos["lr"]["type"] == "DATA_TYPE_FLOAT64"
-  assert infos["lr"]["domainInterval"] == {"minValue": 0.01,
-                                           "maxValue": 1000.0}
+  assert infos["lr"]["domainInterval"] == {"minValue": 0.01, "maxValue": 1000.0}
   assert infos["momentum"]["domainDiscrete"] == [0.0, 0.9]
   assert [m["name"]["tag"] for m in experiment["metricInfos"]] == list(
-      result.metrics)
+    result.metrics
+  )
   assert set(result.metrics) == {"loss", "curve"}
 
 
 def test_hparams_sessions_hold_each_trials_hparams_metrics_and_status(
-    result, server):
+  result, server
+):
   groups = {g["name"]: g for g in server.session_groups(8)}
   assert set(groups) == {f"trial_{i}" for i in range(8)}
   for i in range(len(result)):
@@ -152,8 +182,10 @@ def test_hparams_sessions_hold_each_trials_hparams_metrics_and_status(
     # Hyperparameters as the shortest decimal of the float32 value.
     assert np.float32(group["hparams"]["lr"]) == result.hparams["lr"][i]
     assert group["hparams"]["momentum"] in (0.0, 0.9)
-    assert np.float32(group["hparams"]["momentum"]) == (
-        result.hparams["momentum"][i])
+    assert (
+      np.float32(group["hparams"]["momentum"])
+      == (result.hparams["momentum"][i])
+    )
     values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
     steps = {m["name"]["tag"]: m["trainingStep"] for m in group["metricValues"]}
     assert steps == {"loss": 10 * NUM_STEPS, "curve": 10 * NUM_STEPS}
@@ -171,12 +203,12 @@ def test_hparams_sessions_hold_each_trials_hparams_metrics_and_status(
 def test_curves_are_scalars_over_steps(result, server):
   server.session_groups(8)
   i = int(np.flatnonzero(~result.diverged)[0])
-  points = server.get(
-      f"/data/plugin/scalars/scalars?run=trial_{i}&tag=curve")
+  points = server.get(f"/data/plugin/scalars/scalars?run=trial_{i}&tag=curve")
   # Each point is [wall_time, step, value].
   assert [p[1] for p in points] == list(10 * np.arange(1, NUM_STEPS + 1))
   np.testing.assert_array_equal(
-      np.asarray([p[2] for p in points], np.float32), result.metrics["curve"][i])
+    np.asarray([p[2] for p in points], np.float32), result.metrics["curve"][i]
+  )
 
 
 def test_refuses_a_logdir_holding_files(result, tmp_path):
@@ -201,7 +233,6 @@ def test_missing_tensorboardx_names_the_extra(result, tmp_path, monkeypatch):
     result.to_tensorboard(tmp_path / "a")
 
 
-
 def _plugin_data(run_dir):
   """{tag: hparams plugin content} of the event file in ``run_dir``."""
   from tensorboard.backend.event_processing import event_accumulator
@@ -216,33 +247,46 @@ def test_names_and_bools_are_written_as_strings_and_bools(tmp_path):
   from tensorboard.plugins.hparams import metadata
 
   result = jopt.sweep.SweepResult(
-      hparams={"optimizer": np.array(["adam", "sgd"]),
-               "nesterov": np.array([True, False]),
-               "width": np.array([64, 128], np.int32)},
-      metrics={"loss": np.array([0.25, 0.5], np.float32)},
-      diverged=np.array([False, False]),
-      space={"optimizer": jopt.sweep.choice(["adam", "sgd"]),
-             "nesterov": jopt.sweep.choice([True, False]),
-             "width": jopt.sweep.choice([64, 128], static=True)})
+    hparams={
+      "optimizer": np.array(["adam", "sgd"]),
+      "nesterov": np.array([True, False]),
+      "width": np.array([64, 128], np.int32),
+    },
+    metrics={"loss": np.array([0.25, 0.5], np.float32)},
+    diverged=np.array([False, False]),
+    space={
+      "optimizer": jopt.sweep.choice(["adam", "sgd"]),
+      "nesterov": jopt.sweep.choice([True, False]),
+      "width": jopt.sweep.choice([64, 128], static=True),
+    },
+  )
   runs = result.to_tensorboard(tmp_path)
   experiment = metadata.parse_experiment_plugin_data(
-      _plugin_data(tmp_path)["_hparams_/experiment"])
+    _plugin_data(tmp_path)["_hparams_/experiment"]
+  )
   infos = {i.name: i for i in experiment.hparam_infos}
-  assert [v.string_value for v in infos["optimizer"].domain_discrete.values
-          ] == ["adam", "sgd"]
-  assert [v.bool_value for v in infos["nesterov"].domain_discrete.values
-          ] == [True, False]
-  assert [v.number_value for v in infos["width"].domain_discrete.values
-          ] == [64.0, 128.0]
+  assert [
+    v.string_value for v in infos["optimizer"].domain_discrete.values
+  ] == ["adam", "sgd"]
+  assert [v.bool_value for v in infos["nesterov"].domain_discrete.values] == [
+    True,
+    False,
+  ]
+  assert [v.number_value for v in infos["width"].domain_discrete.values] == [
+    64.0,
+    128.0,
+  ]
   start = metadata.parse_session_start_info_plugin_data(
-      _plugin_data(runs[1])["_hparams_/session_start_info"])
+    _plugin_data(runs[1])["_hparams_/session_start_info"]
+  )
   assert start.hparams["optimizer"].string_value == "sgd"
   assert start.hparams["nesterov"].bool_value is False
   assert start.hparams["width"].number_value == 128.0
 
 
-def test_a_failed_write_leaves_nothing_where_tensorboard_looks(tmp_path,
-                                                               monkeypatch):
+def test_a_failed_write_leaves_nothing_where_tensorboard_looks(
+  tmp_path, monkeypatch
+):
   # Every file jopt writes goes to a temporary name first: a writer that
   # dies half way leaves no partial experiment in logdir.
   import tensorboardX
@@ -258,10 +302,11 @@ def test_a_failed_write_leaves_nothing_where_tensorboard_looks(tmp_path,
 
   monkeypatch.setattr(tensorboardX, "SummaryWriter", failing)
   result = jopt.sweep.SweepResult(
-      hparams={"lr": np.array([0.1, 0.2, 0.3], np.float32)},
-      metrics={"loss": np.array([0.5, 0.4, 0.3], np.float32)},
-      diverged=np.zeros(3, bool),
-      space={"lr": jopt.sweep.uniform(0.0, 1.0)})
+    hparams={"lr": np.array([0.1, 0.2, 0.3], np.float32)},
+    metrics={"loss": np.array([0.5, 0.4, 0.3], np.float32)},
+    diverged=np.zeros(3, bool),
+    space={"lr": jopt.sweep.uniform(0.0, 1.0)},
+  )
   with pytest.raises(OSError, match="disk full"):
     result.to_tensorboard(tmp_path / "tb")
   assert list(tmp_path.iterdir()) == []
@@ -279,4 +324,5 @@ def test_writes_through_a_symlinked_logdir(result, tmp_path):
   runs = result.to_tensorboard(tmp_path / "link")
   assert os.path.islink(tmp_path / "link")
   assert runs and all(
-      os.path.isdir(tmp_path / "real" / os.path.basename(r)) for r in runs)
+    os.path.isdir(tmp_path / "real" / os.path.basename(r)) for r in runs
+  )

@@ -21,8 +21,8 @@ ATOL = 1e-6
 
 LR, MOMENTUM = 0.1, 0.9
 PARAMS = {
-    "w": jnp.arange(6, dtype=jnp.float32).reshape(3, 2) / 6.0,
-    "b": jnp.array([0.5, -0.5], jnp.float32),
+  "w": jnp.arange(6, dtype=jnp.float32).reshape(3, 2) / 6.0,
+  "b": jnp.array([0.5, -0.5], jnp.float32),
 }
 MASK = {"w": True, "b": False}
 LABELS = {"w": "fast", "b": "slow"}
@@ -32,10 +32,10 @@ def grads_sequence(num_steps, scale=2.0, seed=0):
   """Gradients large enough that clipping is active on most steps."""
   keys = jax.random.split(jax.random.key(seed), num_steps)
   return [
-      jax.tree.map(
-          lambda p, k=k: scale * jax.random.normal(k, p.shape, p.dtype), PARAMS
-      )
-      for k in keys
+    jax.tree.map(
+      lambda p, k=k: scale * jax.random.normal(k, p.shape, p.dtype), PARAMS
+    )
+    for k in keys
   ]
 
 
@@ -78,68 +78,70 @@ def optax_sgd():
 
 
 CASES = {
-    "clip": (
-        lambda: jopt.chain(jopt.clip(0.5), jopt_sgd()),
-        lambda: optax.chain(optax.clip(0.5), optax_sgd()),
+  "clip": (
+    lambda: jopt.chain(jopt.clip(0.5), jopt_sgd()),
+    lambda: optax.chain(optax.clip(0.5), optax_sgd()),
+  ),
+  "clip_by_global_norm": (
+    lambda: jopt.chain(jopt.clip_by_global_norm(1.0), jopt_sgd()),
+    lambda: optax.chain(optax.clip_by_global_norm(1.0), optax_sgd()),
+  ),
+  "masked_tree": (
+    lambda: jopt.masked(jopt_sgd(), MASK),
+    lambda: optax.masked(optax_sgd(), MASK),
+  ),
+  "masked_callable": (
+    lambda: jopt.masked(jopt_sgd(), lambda p: {"w": True, "b": False}),
+    lambda: optax.masked(optax_sgd(), lambda p: {"w": True, "b": False}),
+  ),
+  "partition": (
+    lambda: jopt.partition(
+      {"fast": jopt_sgd(), "slow": jopt.sgd(0.01)}, LABELS
     ),
-    "clip_by_global_norm": (
-        lambda: jopt.chain(jopt.clip_by_global_norm(1.0), jopt_sgd()),
-        lambda: optax.chain(optax.clip_by_global_norm(1.0), optax_sgd()),
+    lambda: optax.partition(
+      {"fast": optax_sgd(), "slow": optax.sgd(0.01)}, LABELS
     ),
-    "masked_tree": (
-        lambda: jopt.masked(jopt_sgd(), MASK),
-        lambda: optax.masked(optax_sgd(), MASK),
+  ),
+  "partition_callable": (
+    lambda: jopt.partition(
+      {"fast": jopt_sgd(), "slow": jopt.sgd(0.01)},
+      lambda p: {k: "fast" if v.ndim == 2 else "slow" for k, v in p.items()},
     ),
-    "masked_callable": (
-        lambda: jopt.masked(jopt_sgd(), lambda p: {"w": True, "b": False}),
-        lambda: optax.masked(optax_sgd(), lambda p: {"w": True, "b": False}),
+    lambda: optax.partition(
+      {"fast": optax_sgd(), "slow": optax.sgd(0.01)},
+      lambda p: {k: "fast" if v.ndim == 2 else "slow" for k, v in p.items()},
     ),
-    "partition": (
-        lambda: jopt.partition(
-            {"fast": jopt_sgd(), "slow": jopt.sgd(0.01)}, LABELS
-        ),
-        lambda: optax.partition(
-            {"fast": optax_sgd(), "slow": optax.sgd(0.01)}, LABELS
-        ),
+  ),
+  "apply_if_finite": (
+    lambda: jopt.apply_if_finite(jopt_sgd(), max_consecutive_errors=2),
+    lambda: optax.apply_if_finite(optax_sgd(), max_consecutive_errors=2),
+  ),
+  "multi_steps_constant": (
+    lambda: jopt.MultiSteps(jopt_sgd(), 3),
+    lambda: optax.MultiSteps(optax_sgd(), 3),
+  ),
+  "multi_steps_growing": (
+    lambda: jopt.MultiSteps(jopt_sgd(), lambda j: 2**j),
+    lambda: optax.MultiSteps(optax_sgd(), lambda j: 2**j),
+  ),
+  # Adam's eps and running moments exercise a stateful inner optimizer
+  # whose hyperparameters are not all learning rates.
+  "partition_adam": (
+    lambda: jopt.partition(
+      {"fast": jopt.adam(0.01), "slow": jopt_sgd()}, LABELS
     ),
-    "partition_callable": (
-        lambda: jopt.partition(
-            {"fast": jopt_sgd(), "slow": jopt.sgd(0.01)},
-            lambda p: {k: "fast" if v.ndim == 2 else "slow" for k, v in p.items()},
-        ),
-        lambda: optax.partition(
-            {"fast": optax_sgd(), "slow": optax.sgd(0.01)},
-            lambda p: {k: "fast" if v.ndim == 2 else "slow" for k, v in p.items()},
-        ),
+    lambda: optax.partition(
+      {"fast": optax.adam(0.01), "slow": optax_sgd()}, LABELS
     ),
-    "apply_if_finite": (
-        lambda: jopt.apply_if_finite(jopt_sgd(), max_consecutive_errors=2),
-        lambda: optax.apply_if_finite(optax_sgd(), max_consecutive_errors=2),
-    ),
-    "multi_steps_constant": (
-        lambda: jopt.MultiSteps(jopt_sgd(), 3),
-        lambda: optax.MultiSteps(optax_sgd(), 3),
-    ),
-    "multi_steps_growing": (
-        lambda: jopt.MultiSteps(jopt_sgd(), lambda j: 2**j),
-        lambda: optax.MultiSteps(optax_sgd(), lambda j: 2**j),
-    ),
-    # Adam's eps and running moments exercise a stateful inner optimizer
-    # whose hyperparameters are not all learning rates.
-    "partition_adam": (
-        lambda: jopt.partition({"fast": jopt.adam(0.01), "slow": jopt_sgd()}, LABELS),
-        lambda: optax.partition(
-            {"fast": optax.adam(0.01), "slow": optax_sgd()}, LABELS
-        ),
-    ),
-    "multi_steps_adam": (
-        lambda: jopt.MultiSteps(jopt.adam(0.01), 2),
-        lambda: optax.MultiSteps(optax.adam(0.01), 2),
-    ),
-    "multi_steps_sum": (
-        lambda: jopt.MultiSteps(jopt_sgd(), 2, use_grad_mean=False),
-        lambda: optax.MultiSteps(optax_sgd(), 2, use_grad_mean=False),
-    ),
+  ),
+  "multi_steps_adam": (
+    lambda: jopt.MultiSteps(jopt.adam(0.01), 2),
+    lambda: optax.MultiSteps(optax.adam(0.01), 2),
+  ),
+  "multi_steps_sum": (
+    lambda: jopt.MultiSteps(jopt_sgd(), 2, use_grad_mean=False),
+    lambda: optax.MultiSteps(optax_sgd(), 2, use_grad_mean=False),
+  ),
 }
 
 
@@ -158,8 +160,12 @@ def test_masked_and_partition_accept_optax_inner():
   ours, _ = run(jopt.masked(optax_sgd(), MASK))
   theirs, _ = run_optax(optax.masked(optax_sgd(), MASK))
   chex.assert_trees_all_close(ours, theirs, rtol=RTOL, atol=ATOL)
-  ours, _ = run(jopt.partition({"fast": optax_sgd(), "slow": jopt_sgd()}, LABELS))
-  theirs, _ = run_optax(optax.partition({"fast": optax_sgd(), "slow": optax_sgd()}, LABELS))
+  ours, _ = run(
+    jopt.partition({"fast": optax_sgd(), "slow": jopt_sgd()}, LABELS)
+  )
+  theirs, _ = run_optax(
+    optax.partition({"fast": optax_sgd(), "slow": optax_sgd()}, LABELS)
+  )
   chex.assert_trees_all_close(ours, theirs, rtol=RTOL, atol=ATOL)
 
 
@@ -250,12 +256,14 @@ def test_multi_steps_skip_not_finite_matches_optax():
   grads = list(GRADS)
   grads[2] = {"w": grads[2]["w"].at[0, 0].set(jnp.inf), "b": grads[2]["b"]}
   ours, state = run(
-      jopt.MultiSteps(jopt_sgd(), 2, should_skip_update_fn=jopt.skip_not_finite),
-      grads,
+    jopt.MultiSteps(jopt_sgd(), 2, should_skip_update_fn=jopt.skip_not_finite),
+    grads,
   )
   theirs, _ = run_optax(
-      optax.MultiSteps(optax_sgd(), 2, should_skip_update_fn=optax.skip_not_finite),
-      grads,
+    optax.MultiSteps(
+      optax_sgd(), 2, should_skip_update_fn=optax.skip_not_finite
+    ),
+    grads,
   )
   chex.assert_trees_all_close(ours, theirs, rtol=RTOL, atol=ATOL)
   chex.assert_tree_all_finite(ours)
@@ -299,9 +307,9 @@ def test_apply_if_finite_skips_nan_then_gives_up():
 
 def test_hyperparams_found_and_set_through_wrappers():
   cases = {
-      "masked": jopt.masked(jopt_sgd(), MASK),
-      "apply_if_finite": jopt.apply_if_finite(jopt_sgd(), 3),
-      "multi_steps": jopt.MultiSteps(jopt_sgd(), 1).gradient_transformation(),
+    "masked": jopt.masked(jopt_sgd(), MASK),
+    "apply_if_finite": jopt.apply_if_finite(jopt_sgd(), 3),
+    "multi_steps": jopt.MultiSteps(jopt_sgd(), 1).gradient_transformation(),
   }
   for name, tx in cases.items():
     state = tx.init(PARAMS)
@@ -317,16 +325,16 @@ def test_hyperparams_found_and_set_through_wrappers():
 
 def test_partition_hyperparams_are_qualified_by_label():
   tx = jopt.partition(
-      {"fast": jopt_sgd(), "slow": jopt.chain(jopt.clip(0.1), jopt.sgd(0.01))},
-      LABELS,
+    {"fast": jopt_sgd(), "slow": jopt.chain(jopt.clip(0.1), jopt.sgd(0.01))},
+    LABELS,
   )
   state = tx.init(PARAMS)
   hp = jopt.get_hyperparams(state)
   assert sorted(hp) == [
-      "fast/learning_rate",
-      "max_delta",
-      "momentum",
-      "slow/1/learning_rate",
+    "fast/learning_rate",
+    "max_delta",
+    "momentum",
+    "slow/1/learning_rate",
   ]
   with pytest.raises(ValueError, match="fast/learning_rate"):
     jopt.set_hyperparams(state, learning_rate=0.0)
@@ -360,7 +368,7 @@ def test_vmap_over_apply_if_finite_matches_loop():
     looped = train(lr)
     # Same operations, batched: float32 rounding only.
     chex.assert_trees_all_close(
-        jax.tree.map(lambda x, i=i: x[i], swept), looped, rtol=RTOL, atol=ATOL
+      jax.tree.map(lambda x, i=i: x[i], swept), looped, rtol=RTOL, atol=ATOL
     )
 
 
@@ -392,18 +400,18 @@ def test_multi_steps_keeps_bf16():
 
 
 @pytest.mark.parametrize(
-    "build, match",
-    [
-        (lambda: jopt.clip(-1.0), "max_delta"),
-        (lambda: jopt.clip_by_global_norm(0.0), "max_norm"),
-        (lambda: jopt.clip_by_global_norm(-1.0), "max_norm"),
-        (lambda: jopt.apply_if_finite(jopt_sgd(), -1), "max_consecutive_errors"),
-        (lambda: jopt.MultiSteps(jopt_sgd(), 0), "every_k_schedule"),
-        (
-            lambda: jopt.partition({"fast": jopt_sgd()}, LABELS).init(PARAMS),
-            "'slow'",
-        ),
-    ],
+  "build, match",
+  [
+    (lambda: jopt.clip(-1.0), "max_delta"),
+    (lambda: jopt.clip_by_global_norm(0.0), "max_norm"),
+    (lambda: jopt.clip_by_global_norm(-1.0), "max_norm"),
+    (lambda: jopt.apply_if_finite(jopt_sgd(), -1), "max_consecutive_errors"),
+    (lambda: jopt.MultiSteps(jopt_sgd(), 0), "every_k_schedule"),
+    (
+      lambda: jopt.partition({"fast": jopt_sgd()}, LABELS).init(PARAMS),
+      "'slow'",
+    ),
+  ],
 )
 def test_bad_values_raise(build, match):
   with pytest.raises(ValueError, match=match):
@@ -438,7 +446,9 @@ def test_multi_steps_object_inside_chain_gets_extra_args():
 def test_numpy_integer_counts_are_accepted():
   # Counts read from a numpy or pandas table are numpy ints.
   params = jnp.ones(2)
-  for tx in (jopt.MultiSteps(jopt.sgd(0.1), np.int64(2)),
-             jopt.apply_if_finite(jopt.sgd(0.1), np.int64(2))):
+  for tx in (
+    jopt.MultiSteps(jopt.sgd(0.1), np.int64(2)),
+    jopt.apply_if_finite(jopt.sgd(0.1), np.int64(2)),
+  ):
     updates, _ = tx.update(jnp.ones(2), tx.init(params), params)
     chex.assert_shape(updates, (2,))

@@ -88,7 +88,8 @@ def make_fit(x: np.ndarray, y: np.ndarray, steps: int):
 
   def loss_fn(params, weights):
     per_example = optax.softmax_cross_entropy_with_integer_labels(
-        _logits(params, x), y)
+      _logits(params, x), y
+    )
     return jnp.sum(weights * per_example) / jnp.sum(weights)
 
   def fit(learning_rate, l1, l2, weights):

@@ -24,8 +24,9 @@ class CNN(nnx.Module):
     rngs: nnx.Rngs,
   ):
     self.conv1 = nnx.Conv(1, features[0], kernel_size=(3, 3), rngs=rngs)
-    self.conv2 = nnx.Conv(features[0], features[1], kernel_size=(3, 3),
-                          rngs=rngs)
+    self.conv2 = nnx.Conv(
+      features[0], features[1], kernel_size=(3, 3), rngs=rngs
+    )
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
     # Two 'SAME' convolutions and one 2x2 pool: 8x8 images become 4x4.
     self.dense = nnx.Linear(4 * 4 * features[1], num_classes, rngs=rngs)

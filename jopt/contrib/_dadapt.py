@@ -85,7 +85,7 @@ def _estimate(current, numerator, denominator):
   """
   safe = jnp.where(denominator > 0, denominator, 1)
   return jnp.where(
-      denominator > 0, jnp.maximum(current, numerator / safe), current
+    denominator > 0, jnp.maximum(current, numerator / safe), current
   )
 
 
@@ -97,20 +97,20 @@ def _check_common(learning_rate, eps, estim_lr0, weight_decay):
 
 
 @_hyperparams.sweepable(
-    "learning_rate", "b1", "b2", "eps", "estim_lr0", "weight_decay"
+  "learning_rate", "b1", "b2", "eps", "estim_lr0", "weight_decay"
 )
 def _dadapt_adamw(
-    learning_rate, b1, b2, eps, estim_lr0, weight_decay
+  learning_rate, b1, b2, eps, estim_lr0, weight_decay
 ) -> _base.GradientTransformation:
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     return DAdaptAdamWState(
-        exp_avg=_numerics.tree_zeros_like(params),
-        exp_avg_sq=_numerics.tree_zeros_like(params),
-        grad_sum=_numerics.tree_zeros_like(params),
-        estim_lr=jnp.asarray(estim_lr0).astype(dtype),
-        numerator_weighted=jnp.zeros([], dtype),
-        count=jnp.zeros([], jnp.int32),
+      exp_avg=_numerics.tree_zeros_like(params),
+      exp_avg_sq=_numerics.tree_zeros_like(params),
+      grad_sum=_numerics.tree_zeros_like(params),
+      estim_lr=jnp.asarray(estim_lr0).astype(dtype),
+      numerator_weighted=jnp.zeros([], dtype),
+      count=jnp.zeros([], jnp.int32),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -119,19 +119,21 @@ def _dadapt_adamw(
     _validation.check_tree_match("updates", state.exp_avg, updates)
     dtype = state.estim_lr.dtype
     beta1, beta2, eps_, wd = (
-        jnp.asarray(v).astype(dtype) for v in (b1, b2, eps, weight_decay)
+      jnp.asarray(v).astype(dtype) for v in (b1, b2, eps, weight_decay)
     )
     sb2 = beta2**0.5
     d = jnp.where(
-        state.count == 0, jnp.asarray(estim_lr0).astype(dtype), state.estim_lr
+      state.count == 0, jnp.asarray(estim_lr0).astype(dtype), state.estim_lr
     )
     count = _numerics.safe_increment(state.count)
     sched = _schedule_value(learning_rate, state.count, dtype)
     dlr = d * sched * _bias_correction(beta1, beta2, count, dtype)
     s_weighted = jax.tree.map(
-        lambda s, v: _tree_math.wide(s, dtype)
-        / (jnp.sqrt(_tree_math.wide(v, dtype)) + eps_),
-        state.grad_sum, state.exp_avg_sq,
+      lambda s, v: (
+        _tree_math.wide(s, dtype) / (jnp.sqrt(_tree_math.wide(v, dtype)) + eps_)
+      ),
+      state.grad_sum,
+      state.exp_avg_sq,
     )
     numerator_acum = _tree_math.vdot(updates, s_weighted, dtype)
 
@@ -143,14 +145,14 @@ def _dadapt_adamw(
       return m, v, s
 
     new = jax.tree.map(
-        moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
+      moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
     )
     exp_avg, exp_avg_sq, grad_sum = _tree_math.unzip(new, updates, 3)
     numerator = (
-        sb2 * state.numerator_weighted + (1 - sb2) * dlr * numerator_acum
+      sb2 * state.numerator_weighted + (1 - sb2) * dlr * numerator_acum
     )
     estim_lr = _estimate(
-        d, numerator, (1 - sb2) * _tree_math.sum_abs(grad_sum, dtype)
+      d, numerator, (1 - sb2) * _tree_math.sum_abs(grad_sum, dtype)
     )
 
     def step(m, v, p):
@@ -160,12 +162,12 @@ def _dadapt_adamw(
 
     new_updates = jax.tree.map(step, exp_avg, exp_avg_sq, params)
     return new_updates, DAdaptAdamWState(
-        exp_avg=_cast(exp_avg, state.exp_avg),
-        exp_avg_sq=_cast(exp_avg_sq, state.exp_avg_sq),
-        grad_sum=_cast(grad_sum, state.grad_sum),
-        estim_lr=estim_lr,
-        numerator_weighted=numerator,
-        count=count,
+      exp_avg=_cast(exp_avg, state.exp_avg),
+      exp_avg_sq=_cast(exp_avg_sq, state.exp_avg_sq),
+      grad_sum=_cast(grad_sum, state.grad_sum),
+      estim_lr=estim_lr,
+      numerator_weighted=numerator,
+      count=count,
     )
 
   return _base.GradientTransformation(init_fn, update_fn)
@@ -176,11 +178,11 @@ def _cast(tree, like):
 
 
 def dadapt_adamw(
-    learning_rate: ScalarOrSchedule = 1.0,
-    betas: tuple[ArrayLike, ArrayLike] = (0.9, 0.999),
-    eps: ArrayLike = 1e-8,
-    estim_lr0: ArrayLike = 1e-6,
-    weight_decay: ArrayLike = 0.0,
+  learning_rate: ScalarOrSchedule = 1.0,
+  betas: tuple[ArrayLike, ArrayLike] = (0.9, 0.999),
+  eps: ArrayLike = 1e-8,
+  estim_lr0: ArrayLike = 1e-6,
+  weight_decay: ArrayLike = 0.0,
 ) -> _base.GradientTransformation:
   """D-Adaptation AdamW: AdamW whose learning rate is estimated on the fly.
 
@@ -237,23 +239,36 @@ def dadapt_adamw(
 
 
 @_hyperparams.sweepable(
-    "learning_rate", "b1", "b2", "beta3", "eps", "estim_lr0", "estim_lr_coef",
-    "weight_decay",
+  "learning_rate",
+  "b1",
+  "b2",
+  "beta3",
+  "eps",
+  "estim_lr0",
+  "estim_lr_coef",
+  "weight_decay",
 )
 def _prodigy(
-    learning_rate, b1, b2, beta3, eps, estim_lr0, estim_lr_coef, weight_decay,
-    safeguard_warmup,
+  learning_rate,
+  b1,
+  b2,
+  beta3,
+  eps,
+  estim_lr0,
+  estim_lr_coef,
+  weight_decay,
+  safeguard_warmup,
 ) -> _base.GradientTransformation:
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     return ProdigyState(
-        exp_avg=_numerics.tree_zeros_like(params),
-        exp_avg_sq=_numerics.tree_zeros_like(params),
-        grad_sum=_numerics.tree_zeros_like(params),
-        params0=jax.tree.map(jnp.array, params),
-        estim_lr=jnp.asarray(estim_lr0).astype(dtype),
-        numerator_weighted=jnp.zeros([], dtype),
-        count=jnp.zeros([], jnp.int32),
+      exp_avg=_numerics.tree_zeros_like(params),
+      exp_avg_sq=_numerics.tree_zeros_like(params),
+      grad_sum=_numerics.tree_zeros_like(params),
+      params0=jax.tree.map(jnp.array, params),
+      estim_lr=jnp.asarray(estim_lr0).astype(dtype),
+      numerator_weighted=jnp.zeros([], dtype),
+      count=jnp.zeros([], jnp.int32),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -262,8 +277,8 @@ def _prodigy(
     _validation.check_tree_match("updates", state.exp_avg, updates)
     dtype = state.estim_lr.dtype
     beta1, beta2, eps_, wd, d0, coef = (
-        jnp.asarray(v).astype(dtype)
-        for v in (b1, b2, eps, weight_decay, estim_lr0, estim_lr_coef)
+      jnp.asarray(v).astype(dtype)
+      for v in (b1, b2, eps, weight_decay, estim_lr0, estim_lr_coef)
     )
     # The paper's default: the square root of b2, following b2 when swept.
     b3 = beta2**0.5 if beta3 is None else jnp.asarray(beta3).astype(dtype)
@@ -272,8 +287,9 @@ def _prodigy(
     sched = _schedule_value(learning_rate, state.count, dtype)
     dlr = d * sched * _bias_correction(beta1, beta2, count, dtype)
     param_diff = jax.tree.map(
-        lambda p0, p: _tree_math.wide(p0, dtype) - _tree_math.wide(p, dtype),
-        state.params0, params,
+      lambda p0, p: _tree_math.wide(p0, dtype) - _tree_math.wide(p, dtype),
+      state.params0,
+      params,
     )
     numerator_acum = _tree_math.vdot(updates, param_diff, dtype)
     s_scale = d / d0 if safeguard_warmup else dlr / d0
@@ -287,12 +303,12 @@ def _prodigy(
       return m, v, s
 
     new = jax.tree.map(
-        moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
+      moments, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
     )
     exp_avg, exp_avg_sq, grad_sum = _tree_math.unzip(new, updates, 3)
     numerator = b3 * state.numerator_weighted + (d / d0) * dlr * numerator_acum
     estim_lr = _estimate(
-        d, coef * numerator, _tree_math.sum_abs(grad_sum, dtype)
+      d, coef * numerator, _tree_math.sum_abs(grad_sum, dtype)
     )
 
     def step(m, v, p):
@@ -302,27 +318,27 @@ def _prodigy(
 
     new_updates = jax.tree.map(step, exp_avg, exp_avg_sq, params)
     return new_updates, ProdigyState(
-        exp_avg=_cast(exp_avg, state.exp_avg),
-        exp_avg_sq=_cast(exp_avg_sq, state.exp_avg_sq),
-        grad_sum=_cast(grad_sum, state.grad_sum),
-        params0=state.params0,
-        estim_lr=estim_lr,
-        numerator_weighted=numerator,
-        count=count,
+      exp_avg=_cast(exp_avg, state.exp_avg),
+      exp_avg_sq=_cast(exp_avg_sq, state.exp_avg_sq),
+      grad_sum=_cast(grad_sum, state.grad_sum),
+      params0=state.params0,
+      estim_lr=estim_lr,
+      numerator_weighted=numerator,
+      count=count,
     )
 
   return _base.GradientTransformation(init_fn, update_fn)
 
 
 def prodigy(
-    learning_rate: ScalarOrSchedule = 1.0,
-    betas: tuple[ArrayLike, ArrayLike] = (0.9, 0.999),
-    beta3: ArrayLike | None = None,
-    eps: ArrayLike = 1e-8,
-    estim_lr0: ArrayLike = 1e-6,
-    estim_lr_coef: ArrayLike = 1.0,
-    weight_decay: ArrayLike = 0.0,
-    safeguard_warmup: bool = False,
+  learning_rate: ScalarOrSchedule = 1.0,
+  betas: tuple[ArrayLike, ArrayLike] = (0.9, 0.999),
+  beta3: ArrayLike | None = None,
+  eps: ArrayLike = 1e-8,
+  estim_lr0: ArrayLike = 1e-6,
+  estim_lr_coef: ArrayLike = 1.0,
+  weight_decay: ArrayLike = 0.0,
+  safeguard_warmup: bool = False,
 ) -> _base.GradientTransformation:
   """Prodigy: D-Adaptation AdamW that weights recent gradients more.
 
@@ -379,6 +395,13 @@ def prodigy(
   _validation.check_range("beta3", beta3, low=0.0, high=1.0, high_open=True)
   _validation.check_range("estim_lr_coef", estim_lr_coef, low=0.0)
   return _prodigy(
-      learning_rate, b1, b2, beta3, eps, estim_lr0, estim_lr_coef,
-      weight_decay, safeguard_warmup,
+    learning_rate,
+    b1,
+    b2,
+    beta3,
+    eps,
+    estim_lr0,
+    estim_lr_coef,
+    weight_decay,
+    safeguard_warmup,
   )

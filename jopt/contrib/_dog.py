@@ -42,13 +42,13 @@ class DoGState(NamedTuple):
 
 def _check_init_step(init_step: Any) -> tuple[str, Any]:
   if (
-      not isinstance(init_step, (tuple, list))
-      or len(init_step) != 2
-      or init_step[0] not in _KINDS
+    not isinstance(init_step, (tuple, list))
+    or len(init_step) != 2
+    or init_step[0] not in _KINDS
   ):
     raise ValueError(
-        f"`init_step` must be a pair (kind, value) with kind one of {_KINDS}; "
-        f"got {init_step!r}."
+      f"`init_step` must be a pair (kind, value) with kind one of {_KINDS}; "
+      f"got {init_step!r}."
     )
   kind, value = init_step
   # 0 is accepted, as Optax accepts it: DoG's first steps are then 0 until
@@ -59,15 +59,15 @@ def _check_init_step(init_step: Any) -> tuple[str, Any]:
 
 @_hyperparams.sweepable("init_step_value", "eps")
 def _scale_by_dog(
-    init_step_kind: str, init_step_value: ArrayLike, eps: ArrayLike
+  init_step_kind: str, init_step_value: ArrayLike, eps: ArrayLike
 ) -> _base.GradientTransformation:
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     return DoGState(
-        is_init_step=jnp.asarray(True),
-        init_params=jax.tree.map(jnp.array, params),
-        max_dist=jnp.zeros([], dtype),
-        sum_sq_norm_grads=jnp.zeros([], dtype),
+      is_init_step=jnp.asarray(True),
+      init_params=jax.tree.map(jnp.array, params),
+      max_dist=jnp.zeros([], dtype),
+      sum_sq_norm_grads=jnp.zeros([], dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -85,8 +85,9 @@ def _scale_by_dog(
       r_epsilon = jnp.zeros([], dtype)
     max_dist = jnp.where(state.is_init_step, r_epsilon, state.max_dist)
     diff = jax.tree.map(
-        lambda p0, p: _tree_math.wide(p0, dtype) - _tree_math.wide(p, dtype),
-        state.init_params, params,
+      lambda p0, p: _tree_math.wide(p0, dtype) - _tree_math.wide(p, dtype),
+      state.init_params,
+      params,
     )
     max_dist = jnp.maximum(max_dist, jnp.sqrt(_tree_math.sq_norm(diff, dtype)))
     sum_sq = state.sum_sq_norm_grads + _tree_math.sq_norm(updates, dtype)
@@ -94,21 +95,21 @@ def _scale_by_dog(
     if init_step_kind == "learning_rate":
       lr = jnp.where(state.is_init_step, value, lr)
     new_updates = jax.tree.map(
-        lambda g: (lr * _tree_math.wide(g, dtype)).astype(g.dtype), updates
+      lambda g: (lr * _tree_math.wide(g, dtype)).astype(g.dtype), updates
     )
     return new_updates, DoGState(
-        is_init_step=jnp.asarray(False),
-        init_params=state.init_params,
-        max_dist=max_dist,
-        sum_sq_norm_grads=sum_sq,
+      is_init_step=jnp.asarray(False),
+      init_params=state.init_params,
+      max_dist=max_dist,
+      sum_sq_norm_grads=sum_sq,
     )
 
   return _base.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_dog(
-    init_step: tuple[InitStepKind, ArrayLike],
-    eps: ArrayLike = 1e-8,
+  init_step: tuple[InitStepKind, ArrayLike],
+  eps: ArrayLike = 1e-8,
 ) -> _base.GradientTransformation:
   """Scales updates by DoG's step size, distance over gradient norms.
 
@@ -147,28 +148,30 @@ def scale_by_dog(
   return _scale_by_dog(kind, value, eps)
 
 
-@_hyperparams.sweepable("learning_rate", "init_step_value", "eps",
-                        "weight_decay")
-def _dog(learning_rate, init_step_kind, init_step_value, eps, weight_decay,
-         mask) -> _base.GradientTransformation:
+@_hyperparams.sweepable(
+  "learning_rate", "init_step_value", "eps", "weight_decay"
+)
+def _dog(
+  learning_rate, init_step_kind, init_step_value, eps, weight_decay, mask
+) -> _base.GradientTransformation:
   decay = (
-      _base.identity()
-      if weight_decay is None
-      else _regularize.add_decayed_weights.plain(weight_decay, mask)
+    _base.identity()
+    if weight_decay is None
+    else _regularize.add_decayed_weights.plain(weight_decay, mask)
   )
   return _combine.chain(
-      decay,
-      _scale_by_dog.plain(init_step_kind, init_step_value, eps),
-      _scale.scale_by_learning_rate.plain(learning_rate),
+    decay,
+    _scale_by_dog.plain(init_step_kind, init_step_value, eps),
+    _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
 def dog(
-    learning_rate: ScalarOrSchedule = 1.0,
-    init_step: tuple[InitStepKind, ArrayLike] = ("heuristic", 1e-6),
-    eps: ArrayLike = 1e-8,
-    weight_decay: ArrayLike | None = None,
-    mask: Any | Callable[[Any], Any] | None = None,
+  learning_rate: ScalarOrSchedule = 1.0,
+  init_step: tuple[InitStepKind, ArrayLike] = ("heuristic", 1e-6),
+  eps: ArrayLike = 1e-8,
+  weight_decay: ArrayLike | None = None,
+  mask: Any | Callable[[Any], Any] | None = None,
 ) -> _base.GradientTransformation:
   """DoG: SGD whose step is the distance travelled over the gradient norms.
 

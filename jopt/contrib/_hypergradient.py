@@ -42,45 +42,45 @@ class ScaleByHypergradientState(NamedTuple):
 
 
 def _scale_by_hypergradient(
-    direction: _base.GradientTransformation,
-    learning_rate: ArrayLike,
-    hypergrad_lr: ArrayLike,
+  direction: _base.GradientTransformation,
+  learning_rate: ArrayLike,
+  hypergrad_lr: ArrayLike,
 ) -> _base.GradientTransformation:
   """``-alpha_t d_t`` with ``alpha_t = alpha_{t-1} + beta <g_t, d_{t-1}>``."""
 
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     return ScaleByHypergradientState(
-        count=jnp.zeros([], jnp.int32),
-        learning_rate=jnp.asarray(learning_rate).astype(dtype),
-        direction=_numerics.tree_zeros_like(params),
-        inner_state=direction.init(params),
+      count=jnp.zeros([], jnp.int32),
+      learning_rate=jnp.asarray(learning_rate).astype(dtype),
+      direction=_numerics.tree_zeros_like(params),
+      inner_state=direction.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     _validation.check_tree_match("updates", state.direction, updates)
     dtype = state.learning_rate.dtype
     alpha = jnp.where(
-        state.count == 0,
-        jnp.asarray(learning_rate).astype(dtype),
-        state.learning_rate,
+      state.count == 0,
+      jnp.asarray(learning_rate).astype(dtype),
+      state.learning_rate,
     )
     hypergradient = -_tree_math.vdot(updates, state.direction, dtype)
     alpha = alpha - jnp.asarray(hypergrad_lr).astype(dtype) * hypergradient
     new_direction, inner_state = _combine.call_update(
-        direction, updates, state.inner_state, params, **extra_args
+      direction, updates, state.inner_state, params, **extra_args
     )
     new_updates = jax.tree.map(
-        lambda d: (-alpha * _tree_math.wide(d, dtype)).astype(d.dtype),
-        new_direction,
+      lambda d: (-alpha * _tree_math.wide(d, dtype)).astype(d.dtype),
+      new_direction,
     )
     return new_updates, ScaleByHypergradientState(
-        count=_numerics.safe_increment(state.count),
-        learning_rate=alpha,
-        direction=jax.tree.map(
-            lambda d, old: d.astype(old.dtype), new_direction, state.direction
-        ),
-        inner_state=inner_state,
+      count=_numerics.safe_increment(state.count),
+      learning_rate=alpha,
+      direction=jax.tree.map(
+        lambda d, old: d.astype(old.dtype), new_direction, state.direction
+      ),
+      inner_state=inner_state,
     )
 
   return _base.GradientTransformation(init_fn, update_fn)
@@ -93,10 +93,10 @@ def _check(learning_rate: Any, hypergrad_lr: Any) -> None:
 
 @_hyperparams.sweepable("learning_rate", "hypergrad_lr", "momentum")
 def sgd_hd(
-    learning_rate: ArrayLike = 1e-3,
-    hypergrad_lr: ArrayLike = 1e-3,
-    momentum: ArrayLike | None = None,
-    nesterov: bool = False,
+  learning_rate: ArrayLike = 1e-3,
+  hypergrad_lr: ArrayLike = 1e-3,
+  momentum: ArrayLike | None = None,
+  nesterov: bool = False,
 ) -> _base.GradientTransformation:
   """SGD-HD: SGD whose learning rate follows its own hypergradient.
 
@@ -138,7 +138,7 @@ def sgd_hd(
   """
   _check(learning_rate, hypergrad_lr)
   _validation.check_range(
-      "momentum", momentum, low=0.0, high=1.0, high_open=True
+    "momentum", momentum, low=0.0, high=1.0, high_open=True
   )
   if momentum is None:
     direction = _base.identity()
@@ -149,11 +149,11 @@ def sgd_hd(
 
 @_hyperparams.sweepable("learning_rate", "hypergrad_lr", "b1", "b2", "eps")
 def adam_hd(
-    learning_rate: ArrayLike = 1e-3,
-    hypergrad_lr: ArrayLike = 1e-7,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
+  learning_rate: ArrayLike = 1e-3,
+  hypergrad_lr: ArrayLike = 1e-7,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
 ) -> _base.GradientTransformation:
   """Adam-HD: Adam whose learning rate follows its own hypergradient.
 

@@ -41,11 +41,11 @@ class MechanicState(NamedTuple):
 
 @_hyperparams.sweepable("weight_decay", "eps", "s_init")
 def mechanize(
-    base_optimizer: Any,
-    weight_decay: ArrayLike = 1e-2,
-    eps: ArrayLike = 1e-8,
-    s_init: ArrayLike = 1e-6,
-    num_betas: int = 6,
+  base_optimizer: Any,
+  weight_decay: ArrayLike = 1e-2,
+  eps: ArrayLike = 1e-8,
+  s_init: ArrayLike = 1e-6,
+  num_betas: int = 6,
 ) -> _base.GradientTransformation:
   """Mechanic: learns the scale of a base optimizer's updates online.
 
@@ -98,26 +98,31 @@ def mechanize(
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   _validation.check_range("eps", eps, low=0.0)
   _validation.check_range("s_init", s_init, low=0.0, low_open=True)
-  if isinstance(num_betas, bool) or not isinstance(num_betas, int) or (
-      num_betas < 1):
+  if (
+    isinstance(num_betas, bool)
+    or not isinstance(num_betas, int)
+    or (num_betas < 1)
+  ):
     raise ValueError(f"`num_betas` must be an int >= 1; got {num_betas!r}.")
-  if not (hasattr(base_optimizer, "init") and hasattr(base_optimizer, "update")):
+  if not (
+    hasattr(base_optimizer, "init") and hasattr(base_optimizer, "update")
+  ):
     raise ValueError(
-        "`base_optimizer` must be a gradient transformation; got "
-        f"{type(base_optimizer).__name__}."
+      "`base_optimizer` must be a gradient transformation; got "
+      f"{type(base_optimizer).__name__}."
     )
 
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     zeros = jnp.zeros([num_betas], dtype)
     return MechanicState(
-        base_optimizer_state=base_optimizer.init(params),
-        count=jnp.zeros([], jnp.int32),
-        r=zeros,
-        m=zeros,
-        v=zeros,
-        s=jnp.full([num_betas], jnp.asarray(s_init).astype(dtype)),
-        x0=jax.tree.map(jnp.array, params),
+      base_optimizer_state=base_optimizer.init(params),
+      count=jnp.zeros([], jnp.int32),
+      r=zeros,
+      m=zeros,
+      v=zeros,
+      s=jnp.full([num_betas], jnp.asarray(s_init).astype(dtype)),
+      x0=jax.tree.map(jnp.array, params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -125,13 +130,16 @@ def mechanize(
     _validation.check_tree_match("updates", state.x0, updates)
     dtype = state.s.dtype
     wd, eps_, s0 = (
-        jnp.asarray(v).astype(dtype) for v in (weight_decay, eps, s_init)
+      jnp.asarray(v).astype(dtype) for v in (weight_decay, eps, s_init)
     )
     first = state.count == 0
     s_prev = jnp.where(first, jnp.full([num_betas], s0), state.s)
     base_updates, base_state = _combine.call_update(
-        base_optimizer, updates, state.base_optimizer_state, params,
-        **extra_args,
+      base_optimizer,
+      updates,
+      state.base_optimizer_state,
+      params,
+      **extra_args,
     )
     x0 = jax.tree.map(lambda p, x: jnp.where(first, p, x), params, state.x0)
     s_sum = jnp.sum(s_prev)
@@ -139,17 +147,21 @@ def mechanize(
     param_norm = jnp.sqrt(_tree_math.sq_norm(params, dtype))
     decay = wd * s_sum * grad_norm / (param_norm + eps_)
     decayed = jax.tree.map(
-        lambda g, p: _tree_math.wide(g, dtype) + decay * _tree_math.wide(
-            p, dtype), updates, params,
+      lambda g, p: (
+        _tree_math.wide(g, dtype) + decay * _tree_math.wide(p, dtype)
+      ),
+      updates,
+      params,
     )
     delta_prev = jax.tree.map(
-        lambda p, x: (_tree_math.wide(x, dtype) - _tree_math.wide(p, dtype))
-        / (s_sum + eps_), params, x0,
+      lambda p, x: (
+        (_tree_math.wide(x, dtype) - _tree_math.wide(p, dtype)) / (s_sum + eps_)
+      ),
+      params,
+      x0,
     )
     h = _tree_math.vdot(decayed, delta_prev, dtype)
-    betas = jnp.asarray(
-        [1.0 - 0.1**i for i in range(1, num_betas + 1)], dtype
-    )
+    betas = jnp.asarray([1.0 - 0.1**i for i in range(1, num_betas + 1)], dtype)
     clipped_h = jnp.clip(h, -state.m, state.m)
     m = jnp.maximum(betas * state.m, jnp.abs(h) + eps_)
     v = betas**2 * state.v + h**2
@@ -162,17 +174,18 @@ def mechanize(
       delta = dp - _tree_math.wide(u, dtype)
       new_p = _tree_math.wide(x, dtype) - s_total * delta
       return (new_p - _tree_math.wide(p, dtype)).astype(
-          _numerics.float_dtype(p))
+        _numerics.float_dtype(p)
+      )
 
     new_updates = jax.tree.map(step, params, x0, delta_prev, base_updates)
     return new_updates, MechanicState(
-        base_optimizer_state=base_state,
-        count=_numerics.safe_increment(state.count),
-        r=r,
-        m=m,
-        v=v,
-        s=s,
-        x0=x0,
+      base_optimizer_state=base_state,
+      count=_numerics.safe_increment(state.count),
+      r=r,
+      m=m,
+      v=v,
+      s=s,
+      x0=x0,
     )
 
   return _base.GradientTransformation(init_fn, update_fn)

@@ -44,11 +44,11 @@ class ScheduleFreeState(NamedTuple):
 
 def _find_state(state: Any) -> ScheduleFreeState | None:
   found = [
-      leaf
-      for leaf in jax.tree.leaves(
-          state, is_leaf=lambda x: isinstance(x, ScheduleFreeState)
-      )
-      if isinstance(leaf, ScheduleFreeState)
+    leaf
+    for leaf in jax.tree.leaves(
+      state, is_leaf=lambda x: isinstance(x, ScheduleFreeState)
+    )
+    if isinstance(leaf, ScheduleFreeState)
   ]
   return found[0] if len(found) == 1 else None
 
@@ -91,8 +91,8 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
   sf = _find_state(state)
   if sf is None:
     raise ValueError(
-        "`state` must hold exactly one ScheduleFreeState (the state of "
-        "schedule_free, schedule_free_sgd or schedule_free_adamw)."
+      "`state` must hold exactly one ScheduleFreeState (the state of "
+      "schedule_free, schedule_free_sgd or schedule_free_adamw)."
     )
 
   def average(y, z):
@@ -106,11 +106,11 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
 
 @_hyperparams.sweepable("learning_rate", "b1", "weight_lr_power")
 def schedule_free(
-    base_optimizer: Any,
-    learning_rate: ScalarOrSchedule,
-    b1: ArrayLike = 0.9,
-    weight_lr_power: ArrayLike = 2.0,
-    state_dtype: Any | None = None,
+  base_optimizer: Any,
+  learning_rate: ScalarOrSchedule,
+  b1: ArrayLike = 0.9,
+  weight_lr_power: ArrayLike = 2.0,
+  state_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """Makes a base optimizer schedule-free: momentum by interpolation and
   averaging instead of a decaying learning-rate schedule.
@@ -159,34 +159,39 @@ def schedule_free(
   _validation.check_range("learning_rate", learning_rate, low=0.0)
   _validation.check_range("b1", b1, low=0.0, high=1.0, low_open=True)
   _validation.check_range("weight_lr_power", weight_lr_power, low=0.0)
-  if not (hasattr(base_optimizer, "init") and hasattr(base_optimizer, "update")):
+  if not (
+    hasattr(base_optimizer, "init") and hasattr(base_optimizer, "update")
+  ):
     raise ValueError(
-        "`base_optimizer` must be a gradient transformation; got "
-        f"{type(base_optimizer).__name__}."
+      "`base_optimizer` must be a gradient transformation; got "
+      f"{type(base_optimizer).__name__}."
     )
   state_dtype = _numerics.state_dtype(state_dtype)
 
   def init_fn(params):
     dtype = _tree_math.scalar_dtype(params)
     z = jax.tree.map(
-        lambda p: jnp.array(p, dtype=state_dtype or _numerics.float_dtype(p)),
-        params,
+      lambda p: jnp.array(p, dtype=state_dtype or _numerics.float_dtype(p)),
+      params,
     )
     return ScheduleFreeState(
-        b1=jnp.asarray(b1).astype(dtype),
-        weight_sum=jnp.zeros([], dtype),
-        step_count=jnp.ones([], jnp.int32),
-        max_lr=jnp.zeros([], dtype),
-        base_optimizer_state=base_optimizer.init(params),
-        z=z,
+      b1=jnp.asarray(b1).astype(dtype),
+      weight_sum=jnp.zeros([], dtype),
+      step_count=jnp.ones([], jnp.int32),
+      max_lr=jnp.zeros([], dtype),
+      base_optimizer_state=base_optimizer.init(params),
+      z=z,
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     _tree_math.require_params("schedule_free", params)
     _validation.check_tree_match("updates", state.z, updates)
     dtype = state.max_lr.dtype
-    lr = learning_rate(state.step_count) if callable(learning_rate) else (
-        learning_rate)
+    lr = (
+      learning_rate(state.step_count)
+      if callable(learning_rate)
+      else (learning_rate)
+    )
     lr = jnp.asarray(lr).astype(dtype)
     max_lr = jnp.maximum(state.max_lr, lr)
     weight = max_lr ** jnp.asarray(weight_lr_power).astype(dtype)
@@ -194,17 +199,21 @@ def schedule_free(
     # 0 / 0 at a zero learning rate (warmup's first step) means "no weight
     # yet", not NaN; a NaN weight still propagates.
     ck = jnp.where(
-        jnp.isnan(weight) | jnp.isnan(weight_sum),
-        jnp.nan,
-        jnp.nan_to_num(weight / weight_sum, nan=0.0, posinf=jnp.inf),
+      jnp.isnan(weight) | jnp.isnan(weight_sum),
+      jnp.nan,
+      jnp.nan_to_num(weight / weight_sum, nan=0.0, posinf=jnp.inf),
     )
     base_updates, base_state = _combine.call_update(
-        base_optimizer, updates, state.base_optimizer_state, params,
-        **extra_args,
+      base_optimizer,
+      updates,
+      state.base_optimizer_state,
+      params,
+      **extra_args,
     )
     z = jax.tree.map(
-        lambda zi, ui: (zi + ui.astype(zi.dtype)).astype(zi.dtype),
-        state.z, base_updates,
+      lambda zi, ui: (zi + ui.astype(zi.dtype)).astype(zi.dtype),
+      state.z,
+      base_updates,
     )
     b1_ = jnp.asarray(b1).astype(dtype)
 
@@ -218,12 +227,12 @@ def schedule_free(
 
     updates = jax.tree.map(step, params, state.z, z)
     return updates, ScheduleFreeState(
-        b1=b1_,
-        weight_sum=weight_sum,
-        step_count=_numerics.safe_increment(state.step_count),
-        max_lr=max_lr,
-        base_optimizer_state=base_state,
-        z=z,
+      b1=b1_,
+      weight_sum=weight_sum,
+      step_count=_numerics.safe_increment(state.step_count),
+      max_lr=max_lr,
+      base_optimizer_state=base_state,
+      z=z,
     )
 
   return _base.GradientTransformation(init_fn, update_fn)
@@ -235,24 +244,24 @@ def _warmup(learning_rate: ArrayLike, warmup_steps: ArrayLike | None):
     return learning_rate
   _validation.check_range("warmup_steps", warmup_steps, low=1.0)
   return _schedules.join_schedules(
-      [
-          _schedules.linear_schedule(0.0, learning_rate, warmup_steps),
-          _schedules.constant_schedule(learning_rate),
-      ],
-      [warmup_steps],
+    [
+      _schedules.linear_schedule(0.0, learning_rate, warmup_steps),
+      _schedules.constant_schedule(learning_rate),
+    ],
+    [warmup_steps],
   )
 
 
 @_hyperparams.sweepable(
-    "learning_rate", "warmup_steps", "b1", "weight_decay", "weight_lr_power"
+  "learning_rate", "warmup_steps", "b1", "weight_decay", "weight_lr_power"
 )
 def schedule_free_sgd(
-    learning_rate: ArrayLike = 1.0,
-    warmup_steps: ArrayLike | None = None,
-    b1: ArrayLike = 0.9,
-    weight_decay: ArrayLike | None = None,
-    weight_lr_power: ArrayLike = 2.0,
-    state_dtype: Any | None = None,
+  learning_rate: ArrayLike = 1.0,
+  warmup_steps: ArrayLike | None = None,
+  b1: ArrayLike = 0.9,
+  weight_decay: ArrayLike | None = None,
+  weight_lr_power: ArrayLike = 2.0,
+  state_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """Schedule-Free SGD: SGD steps on :math:`z`, evaluated at an average.
 
@@ -298,26 +307,36 @@ def schedule_free_sgd(
   lr = _warmup(learning_rate, warmup_steps)
   base = _scale.scale_by_learning_rate.plain(lr)
   if weight_decay is not None:
-    base = _combine.chain(_regularize.add_decayed_weights.plain(weight_decay), base)
+    base = _combine.chain(
+      _regularize.add_decayed_weights.plain(weight_decay), base
+    )
   return schedule_free.plain(
-      base, lr, b1=b1, weight_lr_power=weight_lr_power,
-      state_dtype=state_dtype,
+    base,
+    lr,
+    b1=b1,
+    weight_lr_power=weight_lr_power,
+    state_dtype=state_dtype,
   )
 
 
 @_hyperparams.sweepable(
-    "learning_rate", "warmup_steps", "b1", "eps", "weight_decay",
-    "weight_lr_power", b2=_validation.DECAY,
+  "learning_rate",
+  "warmup_steps",
+  "b1",
+  "eps",
+  "weight_decay",
+  "weight_lr_power",
+  b2=_validation.DECAY,
 )
 def schedule_free_adamw(
-    learning_rate: ArrayLike = 0.0025,
-    warmup_steps: ArrayLike | None = None,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
-    weight_decay: ArrayLike = 0.0,
-    weight_lr_power: ArrayLike = 2.0,
-    state_dtype: Any | None = None,
+  learning_rate: ArrayLike = 0.0025,
+  warmup_steps: ArrayLike | None = None,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
+  weight_decay: ArrayLike = 0.0,
+  weight_lr_power: ArrayLike = 2.0,
+  state_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """Schedule-Free AdamW: AdamW without momentum on :math:`z`, averaged.
 
@@ -368,13 +387,16 @@ def schedule_free_adamw(
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   lr = _warmup(learning_rate, warmup_steps)
   base = _combine.chain(
-      _adaptive.scale_by_rms.plain(
-          decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True
-      ),
-      _regularize.add_decayed_weights.plain(weight_decay),
-      _scale.scale_by_learning_rate.plain(lr),
+    _adaptive.scale_by_rms.plain(
+      decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True
+    ),
+    _regularize.add_decayed_weights.plain(weight_decay),
+    _scale.scale_by_learning_rate.plain(lr),
   )
   return schedule_free.plain(
-      base, lr, b1=b1, weight_lr_power=weight_lr_power,
-      state_dtype=state_dtype,
+    base,
+    lr,
+    b1=b1,
+    weight_lr_power=weight_lr_power,
+    state_dtype=state_dtype,
   )

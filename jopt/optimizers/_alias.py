@@ -12,10 +12,10 @@ from jopt.transforms import _adaptive, _combine, _regularize, _scale
 
 @_hyperparams.sweepable(learning_rate=NON_NEGATIVE, momentum=UNIT)
 def sgd(
-    learning_rate: ScalarOrSchedule,
-    momentum: ArrayLike | None = None,
-    nesterov: bool = False,
-    accumulator_dtype: Any | None = None,
+  learning_rate: ScalarOrSchedule,
+  momentum: ArrayLike | None = None,
+  nesterov: bool = False,
+  accumulator_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """Stochastic gradient descent, with optional (Nesterov) momentum.
 
@@ -52,10 +52,10 @@ def sgd(
     body = _base.identity()
   else:
     body = _scale.trace.plain(
-        decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
+      decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype
     )
   return _combine.chain(
-      body, _scale.scale_by_learning_rate.plain(learning_rate)
+    body, _scale.scale_by_learning_rate.plain(learning_rate)
   )
 
 
@@ -63,15 +63,15 @@ def sgd(
 
 
 @_hyperparams.sweepable(
-    learning_rate=NON_NEGATIVE,
-    initial_accumulator_value=NON_NEGATIVE,
-    eps=NON_NEGATIVE,
-    init_only=("initial_accumulator_value",),
+  learning_rate=NON_NEGATIVE,
+  initial_accumulator_value=NON_NEGATIVE,
+  eps=NON_NEGATIVE,
+  init_only=("initial_accumulator_value",),
 )
 def adagrad(
-    learning_rate: ScalarOrSchedule,
-    initial_accumulator_value: ArrayLike = 0.1,
-    eps: ArrayLike = 1e-7,
+  learning_rate: ScalarOrSchedule,
+  initial_accumulator_value: ArrayLike = 0.1,
+  eps: ArrayLike = 1e-7,
 ) -> _base.GradientTransformation:
   """AdaGrad: per-coordinate steps shrinking with the gradients seen so far.
 
@@ -107,31 +107,31 @@ def adagrad(
     <https://jmlr.org/papers/v12/duchi11a.html>`_.
   """
   return _combine.chain(
-      _adaptive.scale_by_rss.plain(
-          initial_accumulator_value=initial_accumulator_value, eps=eps
-      ),
-      _scale.scale_by_learning_rate.plain(learning_rate),
+    _adaptive.scale_by_rss.plain(
+      initial_accumulator_value=initial_accumulator_value, eps=eps
+    ),
+    _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
 @_hyperparams.sweepable(
-    learning_rate=NON_NEGATIVE,
-    decay=DECAY,
-    eps=NON_NEGATIVE,
-    initial_scale=NON_NEGATIVE,
-    momentum=UNIT,
-    init_only=("initial_scale",),
+  learning_rate=NON_NEGATIVE,
+  decay=DECAY,
+  eps=NON_NEGATIVE,
+  initial_scale=NON_NEGATIVE,
+  momentum=UNIT,
+  init_only=("initial_scale",),
 )
 def rmsprop(
-    learning_rate: ScalarOrSchedule,
-    decay: ArrayLike = 0.9,
-    eps: ArrayLike = 1e-8,
-    initial_scale: ArrayLike = 0.0,
-    eps_in_sqrt: bool = True,
-    centered: bool = False,
-    momentum: ArrayLike | None = None,
-    nesterov: bool = False,
-    bias_correction: bool = False,
+  learning_rate: ScalarOrSchedule,
+  decay: ArrayLike = 0.9,
+  eps: ArrayLike = 1e-8,
+  initial_scale: ArrayLike = 0.0,
+  eps_in_sqrt: bool = True,
+  centered: bool = False,
+  momentum: ArrayLike | None = None,
+  nesterov: bool = False,
+  bias_correction: bool = False,
 ) -> _base.GradientTransformation:
   """RMSprop: steps scaled by a moving root mean square of the gradients.
 
@@ -184,30 +184,29 @@ def rmsprop(
   else:
     accumulate = _scale.trace.plain(decay=momentum, nesterov=nesterov)
   return _combine.chain(
-      _adaptive.scale_by_rms.plain(
-          decay=decay,
-          eps=eps,
-          initial_scale=initial_scale,
-          eps_in_sqrt=eps_in_sqrt,
-          bias_correction=bias_correction,
-          centered=centered,
-      ),
-      _scale.scale_by_learning_rate.plain(learning_rate),
-      accumulate,
+    _adaptive.scale_by_rms.plain(
+      decay=decay,
+      eps=eps,
+      initial_scale=initial_scale,
+      eps_in_sqrt=eps_in_sqrt,
+      bias_correction=bias_correction,
+      centered=centered,
+    ),
+    _scale.scale_by_learning_rate.plain(learning_rate),
+    accumulate,
   )
 
 
-
 @_hyperparams.sweepable(
-    learning_rate=NON_NEGATIVE, b1=DECAY, b2=DECAY, weight_decay=NON_NEGATIVE
+  learning_rate=NON_NEGATIVE, b1=DECAY, b2=DECAY, weight_decay=NON_NEGATIVE
 )
 def lion(
-    learning_rate: ScalarOrSchedule,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.99,
-    mu_dtype: Any | None = None,
-    weight_decay: ScalarOrSchedule = 1e-3,
-    mask: Any | None = None,
+  learning_rate: ScalarOrSchedule,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.99,
+  mu_dtype: Any | None = None,
+  weight_decay: ScalarOrSchedule = 1e-3,
+  mask: Any | None = None,
 ) -> _base.GradientTransformation:
   """Lion: the sign of an interpolated momentum, with decoupled weight decay.
 
@@ -247,7 +246,7 @@ def lion(
     <https://arxiv.org/abs/2302.06675>`_.
   """
   return _combine.chain(
-      _adaptive.scale_by_lion.plain(b1=b1, b2=b2, mu_dtype=mu_dtype),
-      _regularize.add_decayed_weights.plain(weight_decay, mask),
-      _scale.scale_by_learning_rate.plain(learning_rate),
+    _adaptive.scale_by_lion.plain(b1=b1, b2=b2, mu_dtype=mu_dtype),
+    _regularize.add_decayed_weights.plain(weight_decay, mask),
+    _scale.scale_by_learning_rate.plain(learning_rate),
   )

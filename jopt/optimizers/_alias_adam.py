@@ -15,25 +15,25 @@ from jopt._validation import DECAY, NON_NEGATIVE, UNIT
 from jopt.transforms import _adam, _combine, _regularize, _scale
 
 _ADAM_RANGES = dict(
-    learning_rate=NON_NEGATIVE,
-    b1=DECAY,
-    b2=DECAY,
-    eps=NON_NEGATIVE,
-    eps_root=NON_NEGATIVE,
+  learning_rate=NON_NEGATIVE,
+  b1=DECAY,
+  b2=DECAY,
+  eps=NON_NEGATIVE,
+  eps_root=NON_NEGATIVE,
 )
 
 
 @_hyperparams.sweepable(**_ADAM_RANGES)
 def adam(
-    learning_rate: ScalarOrSchedule,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
-    eps_root: ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    *,
-    nesterov: bool = False,
-    nu_dtype: Any | None = None,
+  learning_rate: ScalarOrSchedule,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
+  eps_root: ArrayLike = 0.0,
+  mu_dtype: Any | None = None,
+  *,
+  nesterov: bool = False,
+  nu_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """Adam: steps from bias-corrected moving averages of g and g squared.
 
@@ -81,32 +81,32 @@ def adam(
     <https://arxiv.org/abs/1412.6980>`_.
   """
   return _combine.chain(
-      _adam.scale_by_adam.plain(
-          b1=b1,
-          b2=b2,
-          eps=eps,
-          eps_root=eps_root,
-          mu_dtype=mu_dtype,
-          nesterov=nesterov,
-          nu_dtype=nu_dtype,
-      ),
-      _scale.scale_by_learning_rate.plain(learning_rate),
+    _adam.scale_by_adam.plain(
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      eps_root=eps_root,
+      mu_dtype=mu_dtype,
+      nesterov=nesterov,
+      nu_dtype=nu_dtype,
+    ),
+    _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
 @_hyperparams.sweepable(**_ADAM_RANGES, weight_decay=NON_NEGATIVE)
 def adamw(
-    learning_rate: ScalarOrSchedule,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
-    eps_root: ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    weight_decay: ScalarOrSchedule = 1e-4,
-    mask: Any | None = None,
-    *,
-    nesterov: bool = False,
-    nu_dtype: Any | None = None,
+  learning_rate: ScalarOrSchedule,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
+  eps_root: ArrayLike = 0.0,
+  mu_dtype: Any | None = None,
+  weight_decay: ScalarOrSchedule = 1e-4,
+  mask: Any | None = None,
+  *,
+  nesterov: bool = False,
+  nu_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """AdamW: Adam with decoupled weight decay.
 
@@ -157,31 +157,31 @@ def adamw(
     <https://arxiv.org/abs/1711.05101>`_.
   """
   return _combine.chain(
-      _adam.scale_by_adam.plain(
-          b1=b1,
-          b2=b2,
-          eps=eps,
-          eps_root=eps_root,
-          mu_dtype=mu_dtype,
-          nesterov=nesterov,
-          nu_dtype=nu_dtype,
-      ),
-      _regularize.add_decayed_weights.plain(weight_decay, mask),
-      _scale.scale_by_learning_rate.plain(learning_rate),
+    _adam.scale_by_adam.plain(
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      eps_root=eps_root,
+      mu_dtype=mu_dtype,
+      nesterov=nesterov,
+      nu_dtype=nu_dtype,
+    ),
+    _regularize.add_decayed_weights.plain(weight_decay, mask),
+    _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
 @_hyperparams.sweepable(**_ADAM_RANGES)
 def nadam(
-    learning_rate: ScalarOrSchedule,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
-    eps_root: ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    *,
-    nesterov: bool = True,
-    nu_dtype: Any | None = None,
+  learning_rate: ScalarOrSchedule,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
+  eps_root: ArrayLike = 0.0,
+  mu_dtype: Any | None = None,
+  *,
+  nesterov: bool = True,
+  nu_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """NAdam: Adam with Nesterov momentum; `adam` with ``nesterov=True``.
 
@@ -225,25 +225,25 @@ def nadam(
     <https://openreview.net/pdf?id=OM0jvwB8jIp57ZJjtNEZ>`_.
   """
   return adam.plain(
-      learning_rate,
-      b1=b1,
-      b2=b2,
-      eps=eps,
-      eps_root=eps_root,
-      mu_dtype=mu_dtype,
-      nesterov=nesterov,
-      nu_dtype=nu_dtype,
+    learning_rate,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    eps_root=eps_root,
+    mu_dtype=mu_dtype,
+    nesterov=nesterov,
+    nu_dtype=nu_dtype,
   )
 
 
 @_hyperparams.sweepable(
-    learning_rate=NON_NEGATIVE, b1=DECAY, b2=UNIT, eps=NON_NEGATIVE
+  learning_rate=NON_NEGATIVE, b1=DECAY, b2=UNIT, eps=NON_NEGATIVE
 )
 def adamax(
-    learning_rate: ScalarOrSchedule,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
+  learning_rate: ScalarOrSchedule,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
 ) -> _base.GradientTransformation:
   """Adamax: Adam with the infinity norm in place of the second moment.
 
@@ -276,21 +276,21 @@ def adamax(
     <https://arxiv.org/abs/1412.6980>`_ (section 7.1).
   """
   return _combine.chain(
-      _adam.scale_by_adamax.plain(b1=b1, b2=b2, eps=eps),
-      _scale.scale_by_learning_rate.plain(learning_rate),
+    _adam.scale_by_adamax.plain(b1=b1, b2=b2, eps=eps),
+    _scale.scale_by_learning_rate.plain(learning_rate),
   )
 
 
 @_hyperparams.sweepable(**_ADAM_RANGES)
 def amsgrad(
-    learning_rate: ScalarOrSchedule,
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
-    eps_root: ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    bias_correction_mu: bool = True,
-    bias_correction_nu: bool = True,
+  learning_rate: ScalarOrSchedule,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
+  eps_root: ArrayLike = 0.0,
+  mu_dtype: Any | None = None,
+  bias_correction_mu: bool = True,
+  bias_correction_nu: bool = True,
 ) -> _base.GradientTransformation:
   """AMSGrad: Adam divided by the running maximum of its second moment.
 
@@ -333,14 +333,14 @@ def amsgrad(
     <https://openreview.net/forum?id=ryQu7f-RZ>`_.
   """
   return _combine.chain(
-      _adam.scale_by_amsgrad.plain(
-          b1=b1,
-          b2=b2,
-          eps=eps,
-          eps_root=eps_root,
-          mu_dtype=mu_dtype,
-          bias_correction_mu=bias_correction_mu,
-          bias_correction_nu=bias_correction_nu,
-      ),
-      _scale.scale_by_learning_rate.plain(learning_rate),
+    _adam.scale_by_amsgrad.plain(
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      eps_root=eps_root,
+      mu_dtype=mu_dtype,
+      bias_correction_mu=bias_correction_mu,
+      bias_correction_nu=bias_correction_nu,
+    ),
+    _scale.scale_by_learning_rate.plain(learning_rate),
   )

@@ -35,11 +35,11 @@ def _to_batch_size(value: jax.Array, upper: ArrayLike | None = None):
 
 
 def polynomial_batch_size_schedule(
-    init_batch_size: ArrayLike,
-    end_batch_size: ArrayLike,
-    power: ArrayLike,
-    transition_steps: ArrayLike,
-    transition_begin: ArrayLike = 0,
+  init_batch_size: ArrayLike,
+  end_batch_size: ArrayLike,
+  power: ArrayLike,
+  transition_steps: ArrayLike,
+  transition_begin: ArrayLike = 0,
 ) -> BatchSizeSchedule:
   """Batch size moving polynomially from ``init_batch_size`` to ``end``.
 
@@ -79,7 +79,7 @@ def polynomial_batch_size_schedule(
   _validation.check_range("end_batch_size", end_batch_size, low=0)
   _validation.check_range("power", power, low=0)
   _validation.check_range(
-      "transition_steps", transition_steps, low=0, low_open=True
+    "transition_steps", transition_steps, low=0, low_open=True
   )
   _validation.check_range("transition_begin", transition_begin, low=0)
 
@@ -94,11 +94,11 @@ def polynomial_batch_size_schedule(
 
 
 def exponential_batch_size_schedule(
-    init_batch_size: ArrayLike,
-    max_batch_size: ArrayLike,
-    growth_steps: ArrayLike,
-    growth_factor: ArrayLike = 2.0,
-    transition_begin: ArrayLike = 0,
+  init_batch_size: ArrayLike,
+  max_batch_size: ArrayLike,
+  growth_steps: ArrayLike,
+  growth_factor: ArrayLike = 2.0,
+  transition_begin: ArrayLike = 0,
 ) -> BatchSizeSchedule:
   """Batch size multiplied by ``growth_factor`` every ``growth_steps`` steps.
 
@@ -133,11 +133,13 @@ def exponential_batch_size_schedule(
   _validation.check_range("growth_steps", growth_steps, low=0, low_open=True)
   _validation.check_range("growth_factor", growth_factor, low=1)
   _validation.check_range("transition_begin", transition_begin, low=0)
-  if _validation.is_concrete(init_batch_size) and _validation.is_concrete(max_batch_size):
+  if _validation.is_concrete(init_batch_size) and _validation.is_concrete(
+    max_batch_size
+  ):
     if float(init_batch_size) > float(max_batch_size):
       raise ValueError(
-          "`init_batch_size` must be <= `max_batch_size`; got "
-          f"{float(init_batch_size):g} > {float(max_batch_size):g}."
+        "`init_batch_size` must be <= `max_batch_size`; got "
+        f"{float(init_batch_size):g} > {float(max_batch_size):g}."
       )
 
   def schedule(count):
@@ -151,13 +153,13 @@ def exponential_batch_size_schedule(
 
 
 def sample_batch(
-    key: jax.Array,
-    data_size: int,
-    step: ArrayLike,
-    schedule: BatchSizeSchedule | ArrayLike,
-    max_batch_size: int,
-    *,
-    replace: bool = False,
+  key: jax.Array,
+  data_size: int,
+  step: ArrayLike,
+  schedule: BatchSizeSchedule | ArrayLike,
+  max_batch_size: int,
+  *,
+  replace: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Draws a fixed-shape index block with the scheduled batch size active.
 
@@ -204,12 +206,12 @@ def sample_batch(
     raise ValueError(f"`max_batch_size` must be >= 1; got {max_batch_size}.")
   if not replace and max_batch_size > data_size:
     raise ValueError(
-        f"`max_batch_size` ({max_batch_size}) must be <= `data_size` "
-        f"({data_size}) when sampling without replacement."
+      f"`max_batch_size` ({max_batch_size}) must be <= `data_size` "
+      f"({data_size}) when sampling without replacement."
     )
   size = schedule(step) if callable(schedule) else schedule
   indices = jax.random.choice(
-      key, data_size, (max_batch_size,), replace=replace
+    key, data_size, (max_batch_size,), replace=replace
   ).astype(jnp.int32)
   mask = jnp.arange(max_batch_size, dtype=jnp.int32) < jnp.asarray(size)
   return indices, mask
@@ -244,8 +246,8 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   mask = jnp.asarray(mask).astype(bool)
   if mask.ndim != 1 or values.ndim < 1 or values.shape[0] != mask.shape[0]:
     raise ValueError(
-        f"`mask` must be [batch] and `values` [batch, ...]; got shapes "
-        f"{mask.shape} and {values.shape}."
+      f"`mask` must be [batch] and `values` [batch, ...]; got shapes "
+      f"{mask.shape} and {values.shape}."
     )
   wide = mask.reshape(mask.shape + (1,) * (values.ndim - 1))
   total = jnp.sum(jnp.where(wide, values, jnp.zeros([], values.dtype)))

@@ -46,7 +46,7 @@ def check_sorted(name: str, values: Sequence[Any]) -> None:
 
 
 def _check_less(
-    low_name: str, low: Any, high_name: str, high: Any, strict: bool
+  low_name: str, low: Any, high_name: str, high: Any, strict: bool
 ) -> None:
   """Raises ``ValueError`` when concrete ``low`` is not below ``high``."""
   if low is None or high is None:
@@ -57,8 +57,8 @@ def _check_less(
   if (lo >= hi) if strict else (lo > hi):
     sign = "<" if strict else "<="
     raise ValueError(
-        f"`{low_name}` must be {sign} `{high_name}`; got {low_name}={lo:g}, "
-        f"{high_name}={hi:g}."
+      f"`{low_name}` must be {sign} `{high_name}`; got {low_name}={lo:g}, "
+      f"{high_name}={hi:g}."
     )
 
 
@@ -99,11 +99,11 @@ def _polynomial(count, init_value, end_value, power, transition_steps, begin):
 
 
 def polynomial_schedule(
-    init_value: ArrayLike,
-    end_value: ArrayLike,
-    power: ArrayLike,
-    transition_steps: ArrayLike,
-    transition_begin: ArrayLike = 0,
+  init_value: ArrayLike,
+  end_value: ArrayLike,
+  power: ArrayLike,
+  transition_steps: ArrayLike,
+  transition_begin: ArrayLike = 0,
 ) -> Schedule:
   """Polynomial transition from ``init_value`` to ``end_value``.
 
@@ -138,22 +138,24 @@ def polynomial_schedule(
     Optax's `polynomial_schedule
     <https://optax.readthedocs.io/en/latest/api/optimizer_schedules.html>`_.
   """
-  _validation.check_range("transition_steps", transition_steps, low=0, low_open=True)
+  _validation.check_range(
+    "transition_steps", transition_steps, low=0, low_open=True
+  )
   _validation.check_range("transition_begin", transition_begin, low=0)
 
   def schedule(count):
     return _polynomial(
-        count, init_value, end_value, power, transition_steps, transition_begin
+      count, init_value, end_value, power, transition_steps, transition_begin
     )
 
   return schedule
 
 
 def linear_schedule(
-    init_value: ArrayLike,
-    end_value: ArrayLike,
-    transition_steps: ArrayLike,
-    transition_begin: ArrayLike = 0,
+  init_value: ArrayLike,
+  end_value: ArrayLike,
+  transition_steps: ArrayLike,
+  transition_begin: ArrayLike = 0,
 ) -> Schedule:
   """Linear transition from ``init_value`` to ``end_value``.
 
@@ -180,17 +182,17 @@ def linear_schedule(
     <https://optax.readthedocs.io/en/latest/api/optimizer_schedules.html>`_.
   """
   return polynomial_schedule(
-      init_value, end_value, 1.0, transition_steps, transition_begin
+    init_value, end_value, 1.0, transition_steps, transition_begin
   )
 
 
 def exponential_decay(
-    init_value: ArrayLike,
-    transition_steps: ArrayLike,
-    decay_rate: ArrayLike,
-    transition_begin: ArrayLike = 0,
-    staircase: bool = False,
-    end_value: ArrayLike | None = None,
+  init_value: ArrayLike,
+  transition_steps: ArrayLike,
+  decay_rate: ArrayLike,
+  transition_begin: ArrayLike = 0,
+  staircase: bool = False,
+  end_value: ArrayLike | None = None,
 ) -> Schedule:
   """Exponential decay (or growth), continuous or in steps.
 
@@ -228,7 +230,9 @@ def exponential_decay(
     Optax's `exponential_decay
     <https://optax.readthedocs.io/en/latest/api/optimizer_schedules.html>`_.
   """
-  _validation.check_range("transition_steps", transition_steps, low=0, low_open=True)
+  _validation.check_range(
+    "transition_steps", transition_steps, low=0, low_open=True
+  )
   _validation.check_range("decay_rate", decay_rate, low=0, low_open=True)
   _validation.check_range("transition_begin", transition_begin, low=0)
 
@@ -242,7 +246,7 @@ def exponential_decay(
     if end_value is not None:
       end = as_float(end_value)
       value = jnp.where(
-          rate < 1.0, jnp.maximum(value, end), jnp.minimum(value, end)
+        rate < 1.0, jnp.maximum(value, end), jnp.minimum(value, end)
       )
     return value
 
@@ -250,8 +254,8 @@ def exponential_decay(
 
 
 def piecewise_constant_schedule(
-    init_value: ArrayLike,
-    boundaries_and_scales: Mapping[int, ArrayLike] | None = None,
+  init_value: ArrayLike,
+  boundaries_and_scales: Mapping[int, ArrayLike] | None = None,
 ) -> Schedule:
   """A constant value multiplied by a factor at each boundary.
 
@@ -291,7 +295,7 @@ def piecewise_constant_schedule(
 
 
 def join_schedules(
-    schedules: Sequence[Schedule], boundaries: Sequence[ArrayLike]
+  schedules: Sequence[Schedule], boundaries: Sequence[ArrayLike]
 ) -> Schedule:
   """Runs ``schedules`` one after the other, switching at ``boundaries``.
 
@@ -325,8 +329,8 @@ def join_schedules(
     raise ValueError("`schedules` must contain at least one schedule.")
   if len(boundaries) != len(schedules) - 1:
     raise ValueError(
-        f"`boundaries` must have len(schedules) - 1 = {len(schedules) - 1} "
-        f"entries; got {len(boundaries)}."
+      f"`boundaries` must have len(schedules) - 1 = {len(schedules) - 1} "
+      f"entries; got {len(boundaries)}."
     )
   for boundary in boundaries:
     _validation.check_range("boundaries", boundary, low=0)
@@ -337,7 +341,7 @@ def join_schedules(
     for boundary, sched in zip(boundaries, schedules[1:], strict=True):
       step, start = count, boundary
       integral = all(
-          jnp.issubdtype(jnp.result_type(x), jnp.integer) for x in (step, start)
+        jnp.issubdtype(jnp.result_type(x), jnp.integer) for x in (step, start)
       )
       if not integral:
         step, start = as_float(step), as_float(start)
@@ -348,10 +352,10 @@ def join_schedules(
 
 
 def cosine_decay_schedule(
-    init_value: ArrayLike,
-    decay_steps: ArrayLike,
-    alpha: ArrayLike = 0.0,
-    exponent: ArrayLike = 1.0,
+  init_value: ArrayLike,
+  decay_steps: ArrayLike,
+  alpha: ArrayLike = 0.0,
+  exponent: ArrayLike = 1.0,
 ) -> Schedule:
   """Cosine decay from ``init_value`` to ``alpha * init_value``.
 
@@ -396,17 +400,17 @@ def _cosine(count, init_value, decay_steps, alpha, exponent):
   cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * t / steps))
   alpha = as_float(alpha)
   return as_float(init_value) * (
-      (1.0 - alpha) * cosine ** as_float(exponent) + alpha
+    (1.0 - alpha) * cosine ** as_float(exponent) + alpha
   )
 
 
 def warmup_cosine_decay_schedule(
-    init_value: ArrayLike,
-    peak_value: ArrayLike,
-    warmup_steps: ArrayLike,
-    decay_steps: ArrayLike,
-    end_value: ArrayLike = 0.0,
-    exponent: ArrayLike = 1.0,
+  init_value: ArrayLike,
+  peak_value: ArrayLike,
+  warmup_steps: ArrayLike,
+  decay_steps: ArrayLike,
+  end_value: ArrayLike = 0.0,
+  exponent: ArrayLike = 1.0,
 ) -> Schedule:
   """Linear warmup to ``peak_value``, then cosine decay to ``end_value``.
 
@@ -457,11 +461,14 @@ def warmup_cosine_decay_schedule(
     # A zero-length warmup is never active (t >= 0 = W), so any positive
     # divisor keeps its unused branch finite.
     ramp = _polynomial(
-        count, init_value, peak, 1.0, jnp.maximum(warmup, 1.0), 0.0
+      count, init_value, peak, 1.0, jnp.maximum(warmup, 1.0), 0.0
     )
     decay = _cosine(
-        as_float(count) - warmup, peak, as_float(decay_steps) - warmup, alpha,
-        exponent,
+      as_float(count) - warmup,
+      peak,
+      as_float(decay_steps) - warmup,
+      alpha,
+      exponent,
     )
     return jnp.where(as_float(count) < warmup, ramp, decay)
 

@@ -19,27 +19,32 @@ import jax.numpy as jnp
 from jopt import _validation
 from jopt._base import ArrayLike, Schedule
 from jopt.schedules._schedules import (
-    as_float,
-    join_schedules,
-    warmup_cosine_decay_schedule,
+  as_float,
+  join_schedules,
+  warmup_cosine_decay_schedule,
 )
 
 
-def _check_onecycle(transition_steps, div_factor, final_div_factor,
-                    **fractions: ArrayLike) -> None:
+def _check_onecycle(
+  transition_steps, div_factor, final_div_factor, **fractions: ArrayLike
+) -> None:
   """The argument checks the one-cycle schedules share."""
-  _validation.check_range("transition_steps", transition_steps, low=0, low_open=True)
+  _validation.check_range(
+    "transition_steps", transition_steps, low=0, low_open=True
+  )
   for name, value in fractions.items():
     _validation.check_range(name, value, low=0.0, high=1.0)
   _validation.check_range("div_factor", div_factor, low=0, low_open=True)
-  _validation.check_range("final_div_factor", final_div_factor, low=0, low_open=True)
+  _validation.check_range(
+    "final_div_factor", final_div_factor, low=0, low_open=True
+  )
 
 
 def _piecewise_interpolate(
-    count: ArrayLike,
-    boundaries: list[jax.Array],
-    values: list[jax.Array],
-    cosine: bool,
+  count: ArrayLike,
+  boundaries: list[jax.Array],
+  values: list[jax.Array],
+  cosine: bool,
 ) -> jax.Array:
   """Interpolates between ``values[k]`` at ``boundaries[k]`` (k = 0..n).
 
@@ -66,12 +71,12 @@ def _piecewise_interpolate(
 
 
 def linear_onecycle_schedule(
-    transition_steps: ArrayLike,
-    peak_value: ArrayLike,
-    pct_start: ArrayLike = 0.3,
-    pct_final: ArrayLike = 0.85,
-    div_factor: ArrayLike = 25.0,
-    final_div_factor: ArrayLike = 1e4,
+  transition_steps: ArrayLike,
+  peak_value: ArrayLike,
+  pct_start: ArrayLike = 0.3,
+  pct_final: ArrayLike = 0.85,
+  div_factor: ArrayLike = 25.0,
+  final_div_factor: ArrayLike = 1e4,
 ) -> Schedule:
   """One-cycle schedule with three linear phases.
 
@@ -105,13 +110,18 @@ def linear_onecycle_schedule(
     Smith & Topin, 2017, `Super-Convergence: Very Fast Training of Neural
     Networks Using Large Learning Rates <https://arxiv.org/abs/1708.07120>`_.
   """
-  _check_onecycle(transition_steps, div_factor, final_div_factor,
-                  pct_start=pct_start, pct_final=pct_final)
+  _check_onecycle(
+    transition_steps,
+    div_factor,
+    final_div_factor,
+    pct_start=pct_start,
+    pct_final=pct_final,
+  )
   if _validation.is_concrete(pct_start) and _validation.is_concrete(pct_final):
     if float(pct_start) > float(pct_final):
       raise ValueError(
-          f"`pct_start` must be <= `pct_final`; got {float(pct_start):g} > "
-          f"{float(pct_final):g}."
+        f"`pct_start` must be <= `pct_final`; got {float(pct_start):g} > "
+        f"{float(pct_final):g}."
       )
 
   def schedule(count):
@@ -121,10 +131,10 @@ def linear_onecycle_schedule(
     scales.append(1.0 / as_float(final_div_factor))
     values = list(jnp.cumprod(jnp.stack(scales)))
     boundaries = [
-        jnp.zeros([], jnp.float32),
-        jnp.floor(as_float(pct_start) * steps),
-        jnp.floor(as_float(pct_final) * steps),
-        steps,
+      jnp.zeros([], jnp.float32),
+      jnp.floor(as_float(pct_start) * steps),
+      jnp.floor(as_float(pct_final) * steps),
+      steps,
     ]
     return _piecewise_interpolate(count, boundaries, values, cosine=False)
 
@@ -132,11 +142,11 @@ def linear_onecycle_schedule(
 
 
 def cosine_onecycle_schedule(
-    transition_steps: ArrayLike,
-    peak_value: ArrayLike,
-    pct_start: ArrayLike = 0.3,
-    div_factor: ArrayLike = 25.0,
-    final_div_factor: ArrayLike = 1e4,
+  transition_steps: ArrayLike,
+  peak_value: ArrayLike,
+  pct_start: ArrayLike = 0.3,
+  div_factor: ArrayLike = 25.0,
+  final_div_factor: ArrayLike = 1e4,
 ) -> Schedule:
   """One-cycle schedule with two cosine phases.
 
@@ -168,8 +178,9 @@ def cosine_onecycle_schedule(
     Smith & Topin, 2017, `Super-Convergence: Very Fast Training of Neural
     Networks Using Large Learning Rates <https://arxiv.org/abs/1708.07120>`_.
   """
-  _check_onecycle(transition_steps, div_factor, final_div_factor,
-                  pct_start=pct_start)
+  _check_onecycle(
+    transition_steps, div_factor, final_div_factor, pct_start=pct_start
+  )
 
   def schedule(count):
     steps = as_float(transition_steps)
@@ -178,9 +189,9 @@ def cosine_onecycle_schedule(
     scales.append(1.0 / (div * as_float(final_div_factor)))
     values = list(jnp.cumprod(jnp.stack(scales)))
     boundaries = [
-        jnp.zeros([], jnp.float32),
-        jnp.floor(as_float(pct_start) * steps),
-        steps,
+      jnp.zeros([], jnp.float32),
+      jnp.floor(as_float(pct_start) * steps),
+      steps,
     ]
     return _piecewise_interpolate(count, boundaries, values, cosine=True)
 

@@ -37,31 +37,36 @@ def _distribution(optuna, dist):
   if isinstance(dist, _space.Choice):
     plain = all(isinstance(v, (str, int, float, bool)) for v in dist.values)
     return d.CategoricalDistribution(
-        list(dist.values) if plain else list(range(len(dist.values))))
+      list(dist.values) if plain else list(range(len(dist.values)))
+    )
   if isinstance(dist, _space.IntUniform):
     return d.IntDistribution(dist.low, dist.high)
-  return d.FloatDistribution(dist.low, dist.high,
-                             log=isinstance(dist, _space.LogUniform))
+  return d.FloatDistribution(
+    dist.low, dist.high, log=isinstance(dist, _space.LogUniform)
+  )
 
 
 def _make_sampler(optuna, sampler, seed):
   if not isinstance(sampler, str):
     return sampler
   factories = {
-      "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-      "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-      "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-      "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+    "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+    "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+    "random": lambda: optuna.samplers.RandomSampler(seed=seed),
   }
   if sampler not in factories:
-    raise ValueError(f"sampler must be one of {sorted(factories)} or an "
-                     f"optuna sampler, got {sampler!r}.")
+    raise ValueError(
+      f"sampler must be one of {sorted(factories)} or an "
+      f"optuna sampler, got {sampler!r}."
+    )
   if sampler == "cmaes":
     try:
       import cmaes  # noqa: F401  (Optuna's CMA-ES sampler needs it)
     except ImportError as e:
       raise ImportError(
-          "sampler='cmaes' needs the cmaes package: pip install cmaes") from e
+        "sampler='cmaes' needs the cmaes package: pip install cmaes"
+      ) from e
   with warnings.catch_warnings():
     # constant_liar (what makes TPE propose diverse batches) is flagged
     # experimental by Optuna.
@@ -80,24 +85,24 @@ def _quiet(optuna):
 
 
 def optuna_search(
-    train_fn: Callable[[dict[str, jax.Array], jax.Array], dict[str, Any]]
-    | tuple[_population.InitFn, _population.SegmentFn],
-    space: Mapping[str, Any],
-    *,
-    num_rounds: int,
-    batch_size: int,
-    key: jax.Array,
-    metric: str,
-    mode: str = "min",
-    num_segments: int | None = None,
-    steps_per_segment: int = 1,
-    sampler: Any = None,
-    pruner: Any = None,
-    study: Any = None,
-    checkpoint_dir: str | None = None,
-    progress: bool = False,
-    devices: Sequence[jax.Device] | None = None,
-    lanes: int | None = None,
+  train_fn: Callable[[dict[str, jax.Array], jax.Array], dict[str, Any]]
+  | tuple[_population.InitFn, _population.SegmentFn],
+  space: Mapping[str, Any],
+  *,
+  num_rounds: int,
+  batch_size: int,
+  key: jax.Array,
+  metric: str,
+  mode: str = "min",
+  num_segments: int | None = None,
+  steps_per_segment: int = 1,
+  sampler: Any = None,
+  pruner: Any = None,
+  study: Any = None,
+  checkpoint_dir: str | None = None,
+  progress: bool = False,
+  devices: Sequence[jax.Device] | None = None,
+  lanes: int | None = None,
 ) -> OptunaResult:
   """Bayesian optimization with Optuna, ``batch_size`` trials per program.
 
@@ -214,84 +219,139 @@ def optuna_search(
   _population.check_common(key, devices, lanes)
   space = _population.check_space(space, "optuna_search")
   for name, value in (("num_rounds", num_rounds), ("batch_size", batch_size)):
-    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-        or value < 1):
+    if (
+      not isinstance(value, numbers.Integral)
+      or isinstance(value, bool)
+      or value < 1
+    ):
       raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
   if mode not in ("min", "max"):
     raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
   stepwise = isinstance(train_fn, tuple)
   if stepwise:
     if len(train_fn) != 2 or not all(map(callable, train_fn)):
-      raise ValueError("train_fn must be a function or the pair (init, "
-                       "segment) of the stepwise form.")
+      raise ValueError(
+        "train_fn must be a function or the pair (init, "
+        "segment) of the stepwise form."
+      )
     if num_segments is None:
-      raise ValueError("num_segments is needed with the (init, segment) "
-                       "form: the segments of a full trial.")
+      raise ValueError(
+        "num_segments is needed with the (init, segment) "
+        "form: the segments of a full trial."
+      )
     num_segments = _population.check_int("num_segments", num_segments, 1)
   elif num_segments is not None:
-    raise ValueError("num_segments is for the (init, segment) form; a "
-                     "train_fn trains a whole trial in one call.")
-  steps_per_segment = _population.check_int("steps_per_segment",
-                                            steps_per_segment, 1)
+    raise ValueError(
+      "num_segments is for the (init, segment) form; a "
+      "train_fn trains a whole trial in one call."
+    )
+  steps_per_segment = _population.check_int(
+    "steps_per_segment", steps_per_segment, 1
+  )
   if pruner is not None:
     if not isinstance(pruner, optuna.pruners.BasePruner):
-      raise ValueError("pruner must be an optuna.pruners.BasePruner, got "
-                       f"{type(pruner).__name__}.")
+      raise ValueError(
+        "pruner must be an optuna.pruners.BasePruner, got "
+        f"{type(pruner).__name__}."
+      )
     if not stepwise:
       raise ValueError(
-          "pruner= needs values during training: pass train_fn as the "
-          "pair (init, segment) with num_segments=.")
+        "pruner= needs values during training: pass train_fn as the "
+        "pair (init, segment) with num_segments=."
+      )
   seed = int(_space.key_seed(key)[-1])
   direction = "minimize" if mode == "min" else "maximize"
   if study is None:
     with _quiet(optuna):
       study = optuna.create_study(
-          direction=direction,
-          sampler=_make_sampler(optuna, "tpe" if sampler is None else sampler,
-                                seed),
-          pruner=optuna.pruners.NopPruner() if pruner is None else pruner)
+        direction=direction,
+        sampler=_make_sampler(
+          optuna, "tpe" if sampler is None else sampler, seed
+        ),
+        pruner=optuna.pruners.NopPruner() if pruner is None else pruner,
+      )
   else:
     for name, value in (("sampler", sampler), ("pruner", pruner)):
       if value is not None:
         raise ValueError(
-            f"{name}= is for a new study; the study passed keeps its own "
-            f"{name} (set it when creating the study).")
+          f"{name}= is for a new study; the study passed keeps its own "
+          f"{name} (set it when creating the study)."
+        )
     if len(study.directions) != 1:
-      raise ValueError("study must be single-objective; got "
-                       f"{len(study.directions)} directions.")
+      raise ValueError(
+        "study must be single-objective; got "
+        f"{len(study.directions)} directions."
+      )
     if study.direction.name.lower() != direction:
       raise ValueError(
-          f"mode={mode!r} disagrees with the study's direction "
-          f"({study.direction.name.lower()}): pass mode="
-          f"{'min' if study.direction.name == 'MINIMIZE' else 'max'!r}.")
+        f"mode={mode!r} disagrees with the study's direction "
+        f"({study.direction.name.lower()}): pass mode="
+        f"{'min' if study.direction.name == 'MINIMIZE' else 'max'!r}."
+      )
   distributions = {n: _distribution(optuna, d) for n, d in space.items()}
   ex = _population.executor_for(batch_size, devices, lanes)
   key_spec = _executor.KeySpec(key)
-  settings = dict(num_rounds=num_rounds, batch_size=batch_size, metric=metric,
-                  mode=mode, sampler=repr(type(study.sampler).__name__))
+  settings = dict(
+    num_rounds=num_rounds,
+    batch_size=batch_size,
+    metric=metric,
+    mode=mode,
+    sampler=repr(type(study.sampler).__name__),
+  )
   if stepwise:
     search = _OptunaStepwise(
-        optuna, ex, key_spec, space, _population.population_for(*train_fn),
-        study, distributions, num_rounds=num_rounds, batch_size=batch_size,
-        num_segments=num_segments, steps_per_segment=steps_per_segment,
-        metric=metric, mode=mode)
+      optuna,
+      ex,
+      key_spec,
+      space,
+      _population.population_for(*train_fn),
+      study,
+      distributions,
+      num_rounds=num_rounds,
+      batch_size=batch_size,
+      num_segments=num_segments,
+      steps_per_segment=steps_per_segment,
+      metric=metric,
+      mode=mode,
+    )
     functions, total = list(train_fn), num_rounds * batch_size * num_segments
-    settings.update(num_segments=num_segments,
-                    pruner=type(study.pruner).__name__)
+    settings.update(
+      num_segments=num_segments, pruner=type(study.pruner).__name__
+    )
   else:
-    search = _Optuna(optuna, ex, key_spec, space, train_fn, study,
-                     distributions, num_rounds=num_rounds,
-                     batch_size=batch_size, metric=metric, mode=mode)
+    search = _Optuna(
+      optuna,
+      ex,
+      key_spec,
+      space,
+      train_fn,
+      study,
+      distributions,
+      num_rounds=num_rounds,
+      batch_size=batch_size,
+      metric=metric,
+      mode=mode,
+    )
     functions, total = [train_fn], num_rounds * batch_size
   ckpt = None
   if checkpoint_dir is not None:
     ckpt = _population.checkpoint_for(
-        checkpoint_dir, "optuna_search", space=space, key=key,
-        functions=functions, ex=ex, program=search.program_digest(),
-        **settings)
+      checkpoint_dir,
+      "optuna_search",
+      space=space,
+      key=key,
+      functions=functions,
+      ex=ex,
+      program=search.program_digest(),
+      **settings,
+    )
   with _quiet(optuna):
-    result, _ = _loop.iterate(search, ex, checkpoint=ckpt, progress=progress,
-                              total=total, desc="jopt.sweep.optuna_search")
+    result, _ = _loop.iterate(
+      search,
+      ex,
+      checkpoint=ckpt,
+      progress=progress,
+      total=total,
+      desc="jopt.sweep.optuna_search",
+    )
   return result
-
-

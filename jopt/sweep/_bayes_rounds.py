@@ -57,8 +57,10 @@ class OptunaResult(_result.SweepResult):
   _not_saved = ("study",)  # a live study: Optuna's storage persists it
 
   def __repr__(self) -> str:
-    return (f"OptunaResult(num_trials={len(self)}, metric={self.metric!r}, "
-            f"num_compiles={self.num_compiles})")
+    return (
+      f"OptunaResult(num_trials={len(self)}, metric={self.metric!r}, "
+      f"num_compiles={self.num_compiles})"
+    )
 
   @property
   def pruned(self) -> np.ndarray:
@@ -78,12 +80,14 @@ class OptunaResult(_result.SweepResult):
     """The best finished trial (default: by the search's metric and mode)."""
     top = self.top_k(metric, 1, mode)
     if not top:
-      raise ValueError(f"no trial finished with a finite "
-                       f"{metric or self.metric!r}.")
+      raise ValueError(
+        f"no trial finished with a finite {metric or self.metric!r}."
+      )
     return top[0]
 
-  def top_k(self, metric: str | None = None, k: int = 1,
-            mode: str | None = None):
+  def top_k(
+    self, metric: str | None = None, k: int = 1, mode: str | None = None
+  ):
     """The ``k`` best finished trials (default: by the search's metric and
     mode); pruned trials are left out."""
     metric, mode = metric or self.metric, mode or self.mode
@@ -101,8 +105,11 @@ class OptunaResult(_result.SweepResult):
     info = super()._info_columns()
     if self.segments_run is None:
       return info
-    return {**info, "segments_run": self.segments_run,
-            "pruned_at": self.pruned_at}
+    return {
+      **info,
+      "segments_run": self.segments_run,
+      "pruned_at": self.pruned_at,
+    }
 
 
 def _passed(dist, value):
@@ -125,16 +132,28 @@ class _Optuna(_loop.Strategy):
   so a resumed search asks exactly what the uninterrupted one asked.
   """
 
-  def __init__(self, optuna, ex, key, space, train_fn, study, distributions,
-               *, num_rounds, batch_size, metric, mode):
+  def __init__(
+    self,
+    optuna,
+    ex,
+    key,
+    space,
+    train_fn,
+    study,
+    distributions,
+    *,
+    num_rounds,
+    batch_size,
+    metric,
+    mode,
+  ):
     self.optuna, self.ex, self.key, self.space = optuna, ex, key, space
     self.train_fn = train_fn
     self.study = study
     self.distributions = distributions
     self.num_rounds, self.batch_size = num_rounds, batch_size
     self.metric, self.mode = metric, mode
-    self.size, self.ndev = ex.padded(batch_size), ex.num_devices_for(
-        batch_size)
+    self.size, self.ndev = ex.padded(batch_size), ex.num_devices_for(batch_size)
     self._program = None
 
   def _one(self, hp, index, kd):
@@ -143,24 +162,34 @@ class _Optuna(_loop.Strategy):
   def program_digest(self) -> str:
     import hashlib
 
-    hp = {n: jax.ShapeDtypeStruct((), np.asarray(_passed(
-        d, _first_value(self.distributions[n]))).dtype)
-          for n, d in self.space.items()}
+    hp = {
+      n: jax.ShapeDtypeStruct(
+        (), np.asarray(_passed(d, _first_value(self.distributions[n]))).dtype
+      )
+      for n, d in self.space.items()
+    }
     kd = jax.ShapeDtypeStruct(self.key.data.shape, self.key.data.dtype)
-    text = jax.jit(self._one).lower(
-        hp, jax.ShapeDtypeStruct((), np.int32), kd).as_text(debug_info=False)
+    text = (
+      jax.jit(self._one)
+      .lower(hp, jax.ShapeDtypeStruct((), np.int32), kd)
+      .as_text(debug_info=False)
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
   def init(self):
-    return _loop.SearchState(0, {"passed": {n: [] for n in self.space},
-                                 "metrics": {}, "rounds": []})
+    return _loop.SearchState(
+      0, {"passed": {n: [] for n in self.space}, "metrics": {}, "rounds": []}
+    )
 
   def _ask(self):
     """A round's trials, the values their train functions get, their ids."""
-    trials = [self.study.ask(self.distributions)
-              for _ in range(self.batch_size)]
-    hp = {n: np.array([_passed(d, t.params[n]) for t in trials])
-          for n, d in self.space.items()}
+    trials = [
+      self.study.ask(self.distributions) for _ in range(self.batch_size)
+    ]
+    hp = {
+      n: np.array([_passed(d, t.params[n]) for t in trials])
+      for n, d in self.space.items()
+    }
     return trials, hp, np.array([t.number for t in trials], np.int32)
 
   def work(self, state):
@@ -177,19 +206,23 @@ class _Optuna(_loop.Strategy):
     study = self.study
     trials, hp, ids = self._ask()
     rows = _executor.pad_rows(self.batch_size, self.size)
-    args = (ex.put({n: v[rows] for n, v in hp.items()}, self.ndev),
-            ex.put(ids[rows], self.ndev),
-            ex.put_replicated(self.key.data, self.ndev))
+    args = (
+      ex.put({n: v[rows] for n, v in hp.items()}, self.ndev),
+      ex.put(ids[rows], self.ndev),
+      ex.put_replicated(self.key.data, self.ndev),
+    )
     if self._program is None:
       self._program = ex.compile(
-          ex.per_trial(self._one, self.ndev, (0, 0, None)), args)
+        ex.per_trial(self._one, self.ndev, (0, 0, None)), args
+      )
     ex.note_used(self._program)
     out = ex.gather(dict(self._program(*args)))
-    out = {k: v[:self.batch_size] for k, v in out.items()}
+    out = {k: v[: self.batch_size] for k, v in out.items()}
     _population.check_metric(out, self.metric)
     values = _population.ranking_values(out, self.metric, "min")  # inf = bad
-    raw = np.asarray(out[self.metric], np.float64).reshape(
-        self.batch_size, -1)[:, -1]
+    raw = np.asarray(out[self.metric], np.float64).reshape(self.batch_size, -1)[
+      :, -1
+    ]
     for t, v, ok in zip(trials, raw, np.isfinite(values), strict=True):
       if ok:
         study.tell(t, float(v))
@@ -197,10 +230,12 @@ class _Optuna(_loop.Strategy):
         study.tell(t, state=optuna.trial.TrialState.FAIL)
     h = state.host
     metrics = {k: [*h["metrics"].get(k, []), v] for k, v in out.items()}
-    host = {"passed": {n: [*h["passed"][n], hp[n]] for n in self.space},
-            "metrics": metrics,
-            "rounds": [*h["rounds"], np.full(self.batch_size, state.step)],
-            "study": np.frombuffer(_pickle_study(study), np.uint8)}
+    host = {
+      "passed": {n: [*h["passed"][n], hp[n]] for n in self.space},
+      "metrics": metrics,
+      "rounds": [*h["rounds"], np.full(self.batch_size, state.step)],
+      "study": np.frombuffer(_pickle_study(study), np.uint8),
+    }
     return _loop.SearchState(state.step + 1, host)
 
   def restore(self, state):
@@ -219,27 +254,33 @@ class _Optuna(_loop.Strategy):
     mine = self.study.get_trials(deepcopy=False)
     theirs = saved.get_trials(deepcopy=False)
     if len(mine) > len(theirs) or any(
-        (a.number, a.state, a.params, a.values)
-        != (b.number, b.state, b.params, b.values)
-        for a, b in zip(mine, theirs, strict=False)):
+      (a.number, a.state, a.params, a.values)
+      != (b.number, b.state, b.params, b.values)
+      for a, b in zip(mine, theirs, strict=False)
+    ):
       raise ValueError(
-          f"the study passed holds trials that the study saved in the "
-          f"checkpoint does not ({len(mine)} trials, the checkpoint's "
-          f"{len(theirs)}); resume with the study the search started with "
-          f"(or a new one), or use a new checkpoint_dir.")
-    self.study.add_trials(theirs[len(mine):])
+        f"the study passed holds trials that the study saved in the "
+        f"checkpoint does not ({len(mine)} trials, the checkpoint's "
+        f"{len(theirs)}); resume with the study the search started with "
+        f"(or a new one), or use a new checkpoint_dir."
+      )
+    self.study.add_trials(theirs[len(mine) :])
     self.study.sampler = saved.sampler
 
   def postprocess(self, state):
     h = state.host
     hparams = {n: np.concatenate(v) for n, v in h["passed"].items()}
     return _stepwise.make_result(
-        OptunaResult, self.space, hparams,
-        {k: np.concatenate(v) for k, v in h["metrics"].items()},
-        study=self.study, rounds=np.concatenate(h["rounds"]),
-        metric=self.metric, mode=self.mode,
-        num_compiles=self.ex.num_compiles)
-
+      OptunaResult,
+      self.space,
+      hparams,
+      {k: np.concatenate(v) for k, v in h["metrics"].items()},
+      study=self.study,
+      rounds=np.concatenate(h["rounds"]),
+      metric=self.metric,
+      mode=self.mode,
+      num_compiles=self.ex.num_compiles,
+    )
 
 
 class _OptunaStepwise(_Optuna):
@@ -253,24 +294,53 @@ class _OptunaStepwise(_Optuna):
   live, in the rows of the full batch (one init and one segment program).
   """
 
-  def __init__(self, optuna, ex, key, space, pop, study, distributions, *,
-               num_rounds, batch_size, num_segments, steps_per_segment,
-               metric, mode):
-    super().__init__(optuna, ex, key, space, None, study, distributions,
-                     num_rounds=num_rounds, batch_size=batch_size,
-                     metric=metric, mode=mode)
+  def __init__(
+    self,
+    optuna,
+    ex,
+    key,
+    space,
+    pop,
+    study,
+    distributions,
+    *,
+    num_rounds,
+    batch_size,
+    num_segments,
+    steps_per_segment,
+    metric,
+    mode,
+  ):
+    super().__init__(
+      optuna,
+      ex,
+      key,
+      space,
+      None,
+      study,
+      distributions,
+      num_rounds=num_rounds,
+      batch_size=batch_size,
+      metric=metric,
+      mode=mode,
+    )
     self.pop = pop
-    self.num_segments, self.steps_per_segment = (num_segments,
-                                                 steps_per_segment)
+    self.num_segments, self.steps_per_segment = (
+      num_segments,
+      steps_per_segment,
+    )
 
   def hparams_template(self):
     """One value of each hyperparameter, as ``init`` receives it."""
-    return {n: np.asarray([_passed(d, _first_value(self.distributions[n]))])
-            for n, d in self.space.items()}
+    return {
+      n: np.asarray([_passed(d, _first_value(self.distributions[n]))])
+      for n, d in self.space.items()
+    }
 
   def program_digest(self) -> str:
-    return _population.program_digest(self.pop, self.hparams_template(),
-                                      self.key)
+    return _population.program_digest(
+      self.pop, self.hparams_template(), self.key
+    )
 
   def init(self):
     state = super().init()
@@ -294,16 +364,19 @@ class _OptunaStepwise(_Optuna):
     for s in range(self.num_segments):
       pstate, metrics = pop.segment_live(ex, pstate, dhp, place)
       values = _stepwise.last_values(
-          {k: place.live(v) for k, v in ex.gather(dict(metrics)).items()},
-          len(live))
+        {k: place.live(v) for k, v in ex.gather(dict(metrics)).items()},
+        len(live),
+      )
       _population.check_metric(values, self.metric)
       for k, v in values.items():
         curves.setdefault(k, np.zeros((n, self.num_segments), v.dtype))[
-            live, s] = v
+          live, s
+        ] = v
       segments_run[live] += 1
       value = np.asarray(values[self.metric], np.float64)
-      self.progress.advance(len(live), value,
-                            1.0 if self.mode == "min" else -1.0, self.metric)
+      self.progress.advance(
+        len(live), value, 1.0 if self.mode == "min" else -1.0, self.metric
+      )
       finite = np.isfinite(value)
       for j in np.flatnonzero(finite):  # every report, then every question
         trials[live[j]].report(float(value[j]), s)
@@ -328,16 +401,21 @@ class _OptunaStepwise(_Optuna):
         place, live = new, live[keep]
     for c in curves.values():  # a stopped trial holds its last values
       c[:] = np.take_along_axis(
-          c, np.minimum(np.arange(self.num_segments)[None],
-                        segments_run[:, None] - 1), axis=1)
+        c,
+        np.minimum(
+          np.arange(self.num_segments)[None], segments_run[:, None] - 1
+        ),
+        axis=1,
+      )
     h = state.host
-    host = {"passed": {k: [*h["passed"][k], hp[k]] for k in self.space},
-            "metrics": {k: [*h["metrics"].get(k, []), v]
-                        for k, v in curves.items()},
-            "rounds": [*h["rounds"], np.full(n, state.step)],
-            "segments_run": [*h["segments_run"], segments_run],
-            "pruned_at": [*h["pruned_at"], pruned_at],
-            "study": np.frombuffer(_pickle_study(study), np.uint8)}
+    host = {
+      "passed": {k: [*h["passed"][k], hp[k]] for k in self.space},
+      "metrics": {k: [*h["metrics"].get(k, []), v] for k, v in curves.items()},
+      "rounds": [*h["rounds"], np.full(n, state.step)],
+      "segments_run": [*h["segments_run"], segments_run],
+      "pruned_at": [*h["pruned_at"], pruned_at],
+      "study": np.frombuffer(_pickle_study(study), np.uint8),
+    }
     return _loop.SearchState(state.step + 1, host)
 
   def postprocess(self, state):
@@ -347,6 +425,7 @@ class _OptunaStepwise(_Optuna):
     result.steps_per_segment = self.steps_per_segment
     return result
 
+
 def _pickle_study(study) -> bytes:
   import pickle
 
@@ -354,9 +433,10 @@ def _pickle_study(study) -> bytes:
     return pickle.dumps(study)
   except Exception as e:  # noqa: BLE001  (storages that hold connections)
     raise ValueError(
-        "checkpoint_dir needs a study that can be pickled (an in-memory "
-        "one); a study with a database storage= persists itself: resume it "
-        "by passing it again, without checkpoint_dir.") from e
+      "checkpoint_dir needs a study that can be pickled (an in-memory "
+      "one); a study with a database storage= persists itself: resume it "
+      "by passing it again, without checkpoint_dir."
+    ) from e
 
 
 def _first_value(dist):

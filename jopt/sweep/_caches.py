@@ -27,11 +27,18 @@ except ImportError:  # pragma: no cover  (a JAX that moved it)
 # if JAX's own trace context cannot be (it holds these and more: mesh and
 # user contexts, debugging modes).
 _TRACING_FLAGS = (
-    "jax_enable_x64", "jax_numpy_dtype_promotion", "jax_numpy_rank_promotion",
-    "jax_default_matmul_precision", "jax_threefry_partitionable",
-    "jax_default_prng_impl", "jax_softmax_custom_jvp",
-    "jax_use_shardy_partitioner", "jax_random_seed_offset",
-    "jax_debug_key_reuse", "jax_disable_jit", "jax_default_device",
+  "jax_enable_x64",
+  "jax_numpy_dtype_promotion",
+  "jax_numpy_rank_promotion",
+  "jax_default_matmul_precision",
+  "jax_threefry_partitionable",
+  "jax_default_prng_impl",
+  "jax_softmax_custom_jvp",
+  "jax_use_shardy_partitioner",
+  "jax_random_seed_offset",
+  "jax_debug_key_reuse",
+  "jax_disable_jit",
+  "jax_default_device",
 )
 
 _MISSING = object()
@@ -48,8 +55,7 @@ def trace_context() -> Hashable:
   """
   if _jax_trace_context is not None:
     return _jax_trace_context()
-  return tuple(str(getattr(jax.config, name, None))
-               for name in _TRACING_FLAGS)
+  return tuple(str(getattr(jax.config, name, None)) for name in _TRACING_FLAGS)
 
 
 class Cache:

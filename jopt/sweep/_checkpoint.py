@@ -39,8 +39,10 @@ def function_identity(fn: Callable[..., Any]) -> str:
   while hasattr(base, "func"):  # functools.partial
     base = base.func
   base = inspect.unwrap(base)
-  return (f"{getattr(base, '__module__', '?')}."
-          f"{getattr(base, '__qualname__', type(base).__qualname__)}")
+  return (
+    f"{getattr(base, '__module__', '?')}."
+    f"{getattr(base, '__qualname__', type(base).__qualname__)}"
+  )
 
 
 def _value_identity(value: Any) -> str:
@@ -80,10 +82,13 @@ def rule_identity(rule: Any) -> str:
     return repr(rule.item() if isinstance(rule, np.generic) else rule)
   init = jax.jit(rule.init).lower()
   update = jax.jit(rule.update).lower(
-      init.out_info, jax.ShapeDtypeStruct((), jnp.float32))
+    init.out_info, jax.ShapeDtypeStruct((), jnp.float32)
+  )
   text = init.as_text(debug_info=False) + update.as_text(debug_info=False)
-  return (f"{type(rule).__module__}.{type(rule).__qualname__}:"
-          f"{hashlib.sha256(text.encode()).hexdigest()[:16]}")
+  return (
+    f"{type(rule).__module__}.{type(rule).__qualname__}:"
+    f"{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+  )
 
 
 def fingerprint(**fields: Any) -> dict[str, str]:
@@ -91,8 +96,9 @@ def fingerprint(**fields: Any) -> dict[str, str]:
   return {k: (v if isinstance(v, str) else repr(v)) for k, v in fields.items()}
 
 
-def write_npz(path: str, meta: Mapping[str, Any],
-              arrays: Mapping[str, Any]) -> None:
+def write_npz(
+  path: str, meta: Mapping[str, Any], arrays: Mapping[str, Any]
+) -> None:
   """Atomically writes ``arrays`` (any dtype) and JSON ``meta`` to ``path``."""
   if _META in arrays:
     raise ValueError(f"{_META!r} is a reserved array name.")
@@ -105,8 +111,10 @@ def read_npz(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   try:
     meta = json.loads(str(arrays.pop(_META)))
   except (KeyError, ValueError) as e:
-    raise ValueError(f"{path}: not a jopt checkpoint file ({e}); delete it "
-                     f"to recompute what it held.") from e
+    raise ValueError(
+      f"{path}: not a jopt checkpoint file ({e}); delete it "
+      f"to recompute what it held."
+    ) from e
   return meta, arrays
 
 
@@ -126,12 +134,15 @@ class Checkpoint:
     self.directory = directory
     self.writer = writer
     self.fields = dict(fields)
-    self.digest = hashlib.sha256(json.dumps(
-        [_VERSION, self.fields], sort_keys=True).encode()).hexdigest()[:24]
+    self.digest = hashlib.sha256(
+      json.dumps([_VERSION, self.fields], sort_keys=True).encode()
+    ).hexdigest()[:24]
     path = os.path.join(directory, _MANIFEST)
-    data = json.dumps({"version": _VERSION, "fingerprint": self.fields,
-                       "digest": self.digest}, indent=1,
-                      sort_keys=True).encode()
+    data = json.dumps(
+      {"version": _VERSION, "fingerprint": self.fields, "digest": self.digest},
+      indent=1,
+      sort_keys=True,
+    ).encode()
 
     def check_or_write():
       os.makedirs(directory, exist_ok=True)
@@ -148,22 +159,29 @@ class Checkpoint:
       with open(path) as f:
         manifest = json.load(f)
     except (OSError, ValueError) as e:
-      raise ValueError(f"{path} is not a readable manifest ({e}); delete "
-                       f"the folder or use a new checkpoint_dir.") from e
+      raise ValueError(
+        f"{path} is not a readable manifest ({e}); delete "
+        f"the folder or use a new checkpoint_dir."
+      ) from e
     stored, fields = manifest.get("fingerprint", {}), self.fields
-    diff = sorted(k for k in set(stored) | set(fields)
-                  if stored.get(k) != fields.get(k))
+    diff = sorted(
+      k for k in set(stored) | set(fields) if stored.get(k) != fields.get(k)
+    )
     if diff or manifest.get("version") != _VERSION:
       details = "; ".join(
-          f"{k}: checkpoint has {stored.get(k)!r}, this call has "
-          f"{fields.get(k)!r}" for k in diff)
+        f"{k}: checkpoint has {stored.get(k)!r}, this call has "
+        f"{fields.get(k)!r}"
+        for k in diff
+      )
       raise ValueError(
-          f"checkpoint_dir {self.directory!r} holds a search made for a "
-          f"different call ({details or 'format version'}). Use a new "
-          f"checkpoint_dir or delete this one.")
+        f"checkpoint_dir {self.directory!r} holds a search made for a "
+        f"different call ({details or 'format version'}). Use a new "
+        f"checkpoint_dir or delete this one."
+      )
 
-  def _everywhere(self, action: Callable[[], None], *,
-                  writer_only: bool = True) -> None:
+  def _everywhere(
+    self, action: Callable[[], None], *, writer_only: bool = True
+  ) -> None:
     """Runs ``action`` (in the writer only); if it fails anywhere, all raise.
 
     On a cluster every process learns whether any process failed (one
@@ -181,40 +199,48 @@ class Checkpoint:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
 
-      failed = bool(np.any(multihost_utils.process_allgather(
-          np.int32(failed))))
+      failed = bool(np.any(multihost_utils.process_allgather(np.int32(failed))))
     if error is not None:
       raise error
     if failed:
       raise RuntimeError(
-          f"another process of the cluster failed to write or read "
-          f"checkpoint_dir {self.directory!r} (its error says why); every "
-          f"process stops.")
+        f"another process of the cluster failed to write or read "
+        f"checkpoint_dir {self.directory!r} (its error says why); every "
+        f"process stops."
+      )
 
   def _check(self, path: str, meta: Mapping[str, Any]) -> None:
     if meta.get("digest") != self.digest:
       raise ValueError(
-          f"{path} belongs to a different search than checkpoint_dir "
-          f"{self.directory!r} now holds (its fingerprint does not match); "
-          f"use a new checkpoint_dir or delete the file.")
+        f"{path} belongs to a different search than checkpoint_dir "
+        f"{self.directory!r} now holds (its fingerprint does not match); "
+        f"use a new checkpoint_dir or delete the file."
+      )
 
   # Trials of `run`: one file per finished call ---------------------------
 
-  def save_trials(self, group: int, indices: np.ndarray,
-                  metrics: Mapping[str, np.ndarray]) -> None:
+  def save_trials(
+    self, group: int, indices: np.ndarray, metrics: Mapping[str, np.ndarray]
+  ) -> None:
     indices = np.asarray(indices, np.int64)
     name = f"trials-{group:04d}-{int(indices[0]):07d}-{len(indices):06d}.npz"
     # Metrics go under positional keys, their names in the meta, so no
     # metric name can collide with the file's own entries.
-    meta = {"digest": self.digest, "group": group,
-            "metrics": list(metrics)}
-    self._everywhere(lambda: write_npz(
-        os.path.join(self.directory, name), meta,
-        {"indices": indices,
-         **{f"m{i}": v for i, v in enumerate(metrics.values())}}))
+    meta = {"digest": self.digest, "group": group, "metrics": list(metrics)}
+    self._everywhere(
+      lambda: write_npz(
+        os.path.join(self.directory, name),
+        meta,
+        {
+          "indices": indices,
+          **{f"m{i}": v for i, v in enumerate(metrics.values())},
+        },
+      )
+    )
 
-  def load_trials(self, group: int, members: np.ndarray
-                  ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+  def load_trials(
+    self, group: int, members: np.ndarray
+  ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Every finished call of ``group``: ``(trial indices, metrics)``.
 
     Each file is checked: it belongs to this search, its trials are members
@@ -226,24 +252,32 @@ class Checkpoint:
     seen: set[int] = set()
     out = []
     for name in sorted(os.listdir(self.directory)):
-      if not (name.startswith(f"trials-{group:04d}-")
-              and name.endswith(".npz")):
+      if not (
+        name.startswith(f"trials-{group:04d}-") and name.endswith(".npz")
+      ):
         continue
       path = os.path.join(self.directory, name)
       meta, arrays = read_npz(path)
       self._check(path, meta)
       indices = arrays.pop("indices", None)
       names = meta.get("metrics", [])
-      if (meta.get("group") != group or indices is None
-          or sorted(arrays) != sorted(f"m{i}" for i in range(len(names)))
-          or any(len(v) != len(indices) for v in arrays.values())):
-        raise ValueError(f"{path} is inconsistent (group, trial indices or "
-                         f"metrics do not match); delete it to recompute.")
+      if (
+        meta.get("group") != group
+        or indices is None
+        or sorted(arrays) != sorted(f"m{i}" for i in range(len(names)))
+        or any(len(v) != len(indices) for v in arrays.values())
+      ):
+        raise ValueError(
+          f"{path} is inconsistent (group, trial indices or "
+          f"metrics do not match); delete it to recompute."
+        )
       arrays = {name: arrays[f"m{i}"] for i, name in enumerate(names)}
       ids = indices.tolist()
       if not set(ids) <= allowed or len(set(ids)) != len(ids):
-        raise ValueError(f"{path} holds trials that are not this group's or "
-                         f"holds a trial twice; delete it to recompute.")
+        raise ValueError(
+          f"{path} holds trials that are not this group's or "
+          f"holds a trial twice; delete it to recompute."
+        )
       # Two runs of the same call at once (say with other max_parallel)
       # leave overlapping files; a trial's numbers do not depend on its
       # chunk, so the first file that holds it is as good as any.
@@ -255,8 +289,9 @@ class Checkpoint:
 
   # States of stepwise searches: one file per boundary --------------------
 
-  def save_state(self, step: int, meta: Mapping[str, Any],
-                 arrays: Mapping[str, Any]) -> None:
+  def save_state(
+    self, step: int, meta: Mapping[str, Any], arrays: Mapping[str, Any]
+  ) -> None:
     """Saves the search state after ``step`` and drops the older ones."""
     path = os.path.join(self.directory, f"state-{step:06d}.npz")
 
@@ -273,8 +308,11 @@ class Checkpoint:
 
   def load_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     """The latest saved state ``(meta, arrays)``, or None."""
-    names = sorted(n for n in os.listdir(self.directory)
-                   if n.startswith("state-") and n.endswith(".npz"))
+    names = sorted(
+      n
+      for n in os.listdir(self.directory)
+      if n.startswith("state-") and n.endswith(".npz")
+    )
     if not names:
       return None
     path = os.path.join(self.directory, names[-1])

@@ -71,12 +71,15 @@ def diverged_mask(metrics: Mapping[str, Any], n: int) -> np.ndarray:
   for name, value in metrics.items():
     value = np.asarray(value)
     if value.ndim == 0 or value.shape[0] != n:
-      raise ValueError(f"metric {name!r} must have a leading axis of {n} "
-                       f"trials, got shape {value.shape}.")
+      raise ValueError(
+        f"metric {name!r} must have a leading axis of {n} "
+        f"trials, got shape {value.shape}."
+      )
     if not is_inexact(value.dtype):
       continue
-    if value.dtype.itemsize < 4 and not np.issubdtype(value.dtype,
-                                                      np.complexfloating):
+    if value.dtype.itemsize < 4 and not np.issubdtype(
+      value.dtype, np.complexfloating
+    ):
       value = value.astype(np.float32)  # exact for every narrower float
     mask |= ~np.isfinite(value.reshape(n, -1)).all(axis=1)
   return mask
@@ -98,8 +101,10 @@ def _to_storable(name: str, value: Any) -> tuple[np.ndarray, str | None]:
   """``value`` as numpy can write it, and the dtype to restore (or None)."""
   value = np.asarray(value)
   if value.dtype == object:
-    raise TypeError(f"array {name!r} holds Python objects; only numeric, "
-                    "bool and string arrays can be saved.")
+    raise TypeError(
+      f"array {name!r} holds Python objects; only numeric, "
+      "bool and string arrays can be saved."
+    )
   if value.dtype.kind == "V":  # an ml_dtypes type numpy's format cannot name
     _ml_dtype(value.dtype.name)
     return value.view(f"u{value.dtype.itemsize}"), value.dtype.name
@@ -117,8 +122,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
   """
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                             suffix=".tmp")
+  fd, tmp = tempfile.mkstemp(
+    dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+  )
   try:
     with os.fdopen(fd, "wb") as f:
       yield f
@@ -137,8 +143,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
       os.close(dir_fd)
 
 
-def save_arrays(target: str | os.PathLike | IO[bytes],
-                arrays: Mapping[str, Any]) -> None:
+def save_arrays(
+  target: str | os.PathLike | IO[bytes], arrays: Mapping[str, Any]
+) -> None:
   """Writes ``{name: array}`` as a ``.npz`` archive, no pickle, dtypes kept.
 
   bfloat16, float8 and the other ``ml_dtypes`` types are stored as
@@ -182,8 +189,11 @@ def load_arrays(source: str | os.PathLike | IO[bytes]) -> dict[str, np.ndarray]:
     ValueError: the file is truncated, corrupted or not such an archive;
       the message names the file.
   """
-  where = (os.fspath(source) if isinstance(source, (str, os.PathLike))
-           else getattr(source, "name", "<file>"))
+  where = (
+    os.fspath(source)
+    if isinstance(source, (str, os.PathLike))
+    else getattr(source, "name", "<file>")
+  )
   try:
     with contextlib.ExitStack() as stack:
       if isinstance(source, (str, os.PathLike)):
@@ -197,10 +207,18 @@ def load_arrays(source: str | os.PathLike | IO[bytes]) -> dict[str, np.ndarray]:
     dtypes = json.loads(str(arrays.pop(_DTYPES_KEY, "{}")))
     for name, dtype in dtypes.items():
       arrays[name] = arrays[name].view(_ml_dtype(dtype))
-  except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError,
-          json.JSONDecodeError) as e:
-    raise ValueError(f"{where}: not a readable array file written by jopt "
-                     f"(truncated or corrupted?): {e}") from e
+  except (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    KeyError,
+    ValueError,
+    json.JSONDecodeError,
+  ) as e:
+    raise ValueError(
+      f"{where}: not a readable array file written by jopt "
+      f"(truncated or corrupted?): {e}"
+    ) from e
   return arrays
 
 
@@ -234,8 +252,9 @@ def progress_wanted(enabled: bool) -> bool:
   return bool(enabled) and os.environ.get("JOPT_PROGRESS", "1") != "0"
 
 
-def progress_bar(total: int, desc: str, *, unit: str = "trial",
-                 enabled: bool = True) -> Any:
+def progress_bar(
+  total: int, desc: str, *, unit: str = "trial", enabled: bool = True
+) -> Any:
   """A progress bar with ``update(n)`` and ``close()``.
 
   tqdm's (``tqdm.auto``: a widget in notebooks) when ``enabled`` and tqdm
@@ -267,5 +286,4 @@ def require(module: str, extra: str, what: str) -> Any:
     return importlib.import_module(module)
   except ImportError as e:
     top = module.split(".")[0]
-    raise ImportError(f"{what} needs {top}: pip install \"jopt[{extra}]\""
-                      ) from e
+    raise ImportError(f'{what} needs {top}: pip install "jopt[{extra}]"') from e

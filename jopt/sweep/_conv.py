@@ -61,9 +61,11 @@ def rewrite_closed(closed: Any) -> Any:
 def is_canonical(dimension_numbers: Any) -> bool:
   """Whether a convolution is already ``b01f_01io->b01f`` (any rank)."""
   lhs, rhs, out = dimension_numbers
-  return (tuple(lhs) == _canonical_io(len(lhs))
-          and tuple(rhs) == _canonical_kernel(len(rhs))
-          and tuple(out) == _canonical_io(len(out)))
+  return (
+    tuple(lhs) == _canonical_io(len(lhs))
+    and tuple(rhs) == _canonical_kernel(len(rhs))
+    and tuple(out) == _canonical_io(len(out))
+  )
 
 
 def _canonical_io(rank: int) -> tuple[int, ...]:
@@ -93,8 +95,9 @@ class _Rewriter:
     self._done: dict[int, Any] = {}
 
   def closed(self, closed: Any) -> Any:
-    return self._memo(closed, lambda: closed.replace(
-        jaxpr=self.open(closed.jaxpr)))
+    return self._memo(
+      closed, lambda: closed.replace(jaxpr=self.open(closed.jaxpr))
+    )
 
   def open(self, jaxpr: Any) -> Any:
     return self._memo(jaxpr, lambda: self._rewrite(jaxpr))
@@ -111,7 +114,8 @@ class _Rewriter:
     if isinstance(value, _core.Jaxpr):
       return self.open(value)
     if isinstance(value, tuple) and any(
-        isinstance(v, (_core.ClosedJaxpr, _core.Jaxpr)) for v in value):
+      isinstance(v, (_core.ClosedJaxpr, _core.Jaxpr)) for v in value
+    ):
       return tuple(self._param(v) for v in value)
     return value
 
@@ -123,8 +127,9 @@ class _Rewriter:
       if any(params[k] is not eqn.params[k] for k in params):
         eqn = eqn.replace(params=params)
         changed = True
-      if (eqn.primitive is _CONV
-          and not is_canonical(eqn.params["dimension_numbers"])):
+      if eqn.primitive is _CONV and not is_canonical(
+        eqn.params["dimension_numbers"]
+      ):
         eqns.extend(_canonical_eqns(eqn))
         changed = True
       else:
@@ -138,17 +143,26 @@ def _transposed_aval(aval: Any, perm: tuple[int, ...]) -> Any:
   if sharding is None or not hasattr(sharding, "spec"):
     return aval.update(shape=shape)
   spec = tuple(sharding.spec) + (None,) * (len(perm) - len(sharding.spec))
-  return aval.update(shape=shape, sharding=sharding.update(
-      spec=PartitionSpec(*(spec[p] for p in perm))))
+  return aval.update(
+    shape=shape,
+    sharding=sharding.update(spec=PartitionSpec(*(spec[p] for p in perm))),
+  )
 
 
-def _transpose_eqn(src: Any, perm: tuple[int, ...], eqn: Any,
-                   dst: Any = None) -> tuple[Any, Any]:
+def _transpose_eqn(
+  src: Any, perm: tuple[int, ...], eqn: Any, dst: Any = None
+) -> tuple[Any, Any]:
   if dst is None:
     dst = _core.Var(_transposed_aval(src.aval, perm))
-  new = _core.new_jaxpr_eqn([src], [dst], _TRANSPOSE,
-                            {"permutation": perm}, _core.no_effects,
-                            eqn.source_info, eqn.ctx)
+  new = _core.new_jaxpr_eqn(
+    [src],
+    [dst],
+    _TRANSPOSE,
+    {"permutation": perm},
+    _core.no_effects,
+    eqn.source_info,
+    eqn.ctx,
+  )
   return new, dst
 
 
@@ -166,10 +180,23 @@ def _canonical_eqns(eqn: Any) -> list[Any]:
   rhs_eqn, rhs_t = _transpose_eqn(rhs, rhs_perm, eqn)
   eqns += [lhs_eqn, rhs_eqn]
   conv_out = _core.Var(_transposed_aval(out.aval, out_perm))
-  params = dict(eqn.params, dimension_numbers=jax.lax.ConvDimensionNumbers(
-      _canonical_io(rank), _canonical_kernel(rank), _canonical_io(rank)))
-  eqns.append(_core.new_jaxpr_eqn([lhs_t, rhs_t], [conv_out], _CONV, params,
-                                  eqn.effects, eqn.source_info, eqn.ctx))
+  params = dict(
+    eqn.params,
+    dimension_numbers=jax.lax.ConvDimensionNumbers(
+      _canonical_io(rank), _canonical_kernel(rank), _canonical_io(rank)
+    ),
+  )
+  eqns.append(
+    _core.new_jaxpr_eqn(
+      [lhs_t, rhs_t],
+      [conv_out],
+      _CONV,
+      params,
+      eqn.effects,
+      eqn.source_info,
+      eqn.ctx,
+    )
+  )
   back = tuple(int(p) for p in np.argsort(out_perm))
   eqns.append(_transpose_eqn(conv_out, back, eqn, dst=out)[0])
   return eqns

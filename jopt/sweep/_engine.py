@@ -20,12 +20,12 @@ import numpy as np
 
 from jopt import _cpu_devices
 from jopt.sweep import (
-    _caches,
-    _checkpoint,
-    _common,
-    _executor,
-    _report,
-    _space,
+  _caches,
+  _checkpoint,
+  _common,
+  _executor,
+  _report,
+  _space,
 )
 from jopt.sweep._result import SweepResult
 
@@ -47,10 +47,12 @@ def _describe(value: Any) -> str:
 
 def _check_metrics(metrics: Any) -> dict[str, jax.Array]:
   if not isinstance(metrics, Mapping) or not all(
-      isinstance(k, str) for k in metrics):
+    isinstance(k, str) for k in metrics
+  ):
     raise ValueError(
-        "train_fn must return a dict of metrics (name -> array), got "
-        f"{_describe(metrics)}.")
+      "train_fn must return a dict of metrics (name -> array), got "
+      f"{_describe(metrics)}."
+    )
   if not metrics:
     raise ValueError("train_fn returned no metrics.")
   out = {}
@@ -63,17 +65,26 @@ def _check_metrics(metrics: Any) -> dict[str, jax.Array]:
         bad = True
     if bad:
       raise ValueError(
-          f"train_fn's metric {name!r} is {_describe(value)}: metrics must "
-          "be arrays (a scalar or a curve per trial), not nested dicts or "
-          "None.")
+        f"train_fn's metric {name!r} is {_describe(value)}: metrics must "
+        "be arrays (a scalar or a curve per trial), not nested dicts or "
+        "None."
+      )
   return out
 
 
 class _Group:
   """The trials sharing one set of static values, and their executable."""
 
-  def __init__(self, train_fn, space, static_values, folds, key_spec,
-               reporting=False, seeds=None):
+  def __init__(
+    self,
+    train_fn,
+    space,
+    static_values,
+    folds,
+    key_spec,
+    reporting=False,
+    seeds=None,
+  ):
     self.train_fn = train_fn
     self.folds = folds
     self.seeds = seeds
@@ -93,16 +104,18 @@ class _Group:
         if folds is None:
           return _check_metrics(train_fn(hp, trial_key))
         fold_ids = jnp.arange(folds, dtype=jnp.int32)
-        return jax.vmap(
-            lambda f: _check_metrics(train_fn(hp, trial_key, f)))(fold_ids)
+        return jax.vmap(lambda f: _check_metrics(train_fn(hp, trial_key, f)))(
+          fold_ids
+        )
 
       with _report.tracing(index, reporting):
         if seeds is None:
           return one_seed(trial_key)
         # Seed s trains with fold_in(trial key, s): one more vmapped axis.
         seed_ids = jnp.arange(seeds, dtype=jnp.int32)
-        return jax.vmap(lambda s: one_seed(
-            jax.random.fold_in(trial_key, s)))(seed_ids)
+        return jax.vmap(lambda s: one_seed(jax.random.fold_in(trial_key, s)))(
+          seed_ids
+        )
 
     self.one_trial = one_trial
 
@@ -116,11 +129,17 @@ class _Group:
     hp = {n: jax.ShapeDtypeStruct((), passed[n].dtype) for n in self.dyn_names}
     index = jax.ShapeDtypeStruct((), np.int32)
     key = self.key_spec.wrap(jnp.asarray(self.key_spec.data))
-    return jax.jit(self.one_trial).lower(hp, index, key).as_text(
-        debug_info=False)
+    return (
+      jax.jit(self.one_trial).lower(hp, index, key).as_text(debug_info=False)
+    )
 
-  def executable(self, ex: _executor.Executor, size: int, ndev: int,
-                 hp_dyn: dict[str, np.ndarray]):
+  def executable(
+    self,
+    ex: _executor.Executor,
+    size: int,
+    ndev: int,
+    hp_dyn: dict[str, np.ndarray],
+  ):
     """The compiled program for calls of ``size`` trials over ``ndev``."""
     if (size, ndev) not in self.compiled:
       traced_key = self._traced_key(ex, size, ndev, hp_dyn)
@@ -134,22 +153,33 @@ class _Group:
         return hit[0]
       spec = self.key_spec
       per_trial = ex.per_trial(
-          lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd),
-                                           self.reporting), ndev,
-          (0, 0, None))
-      hp = {n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=ex.sharding(
-          ndev)) for n, v in hp_dyn.items()}
-      index = jax.ShapeDtypeStruct((size,), np.int32,
-                                   sharding=ex.sharding(ndev))
-      kd = jax.ShapeDtypeStruct(spec.data.shape, spec.data.dtype,
-                                sharding=ex.sharding(ndev, replicated=True))
+        lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd), self.reporting),
+        ndev,
+        (0, 0, None),
+      )
+      hp = {
+        n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=ex.sharding(ndev))
+        for n, v in hp_dyn.items()
+      }
+      index = jax.ShapeDtypeStruct(
+        (size,), np.int32, sharding=ex.sharding(ndev)
+      )
+      kd = jax.ShapeDtypeStruct(
+        spec.data.shape,
+        spec.data.dtype,
+        sharding=ex.sharding(ndev, replicated=True),
+      )
       per_device = max(1, size // ndev)
       with _report.reports_per_trial(
-          max(1, _report.REPORTS_PER_CALL // per_device)):
+        max(1, _report.REPORTS_PER_CALL // per_device)
+      ):
         self.compiled[(size, ndev)] = ex.compile(per_trial, (hp, index, kd))
       # The entry holds the static values its key may name by id.
-      _TRACED.put(traced_key, (self.compiled[(size, ndev)],
-                               dict(self.static_values)), owner=self.train_fn)
+      _TRACED.put(
+        traced_key,
+        (self.compiled[(size, ndev)], dict(self.static_values)),
+        owner=self.train_fn,
+      )
     return self.compiled[(size, ndev)]
 
   def _traced_key(self, ex, size, ndev, hp_dyn) -> tuple:
@@ -160,21 +190,40 @@ class _Group:
     the layout, compiler options and devices.
     """
     spec = self.key_spec
-    statics = tuple(sorted(((k, type(v).__name__, _static_key(v))
-                            for k, v in self.static_values.items()),
-                           key=repr))
-    return (statics, self.folds, self.seeds, self.reporting,
-            _report.REPORTS_PER_CALL,
-            size, ndev, ex.lanes,
-            tuple((n, str(v.dtype)) for n, v in hp_dyn.items()),
-            spec.data.shape, str(spec.data.dtype), str(spec.impl),
-            tuple(d.id for d in ex.devices), repr(ex.compiler_options),
-            _caches.trace_context())
+    statics = tuple(
+      sorted(
+        (
+          (k, type(v).__name__, _static_key(v))
+          for k, v in self.static_values.items()
+        ),
+        key=repr,
+      )
+    )
+    return (
+      statics,
+      self.folds,
+      self.seeds,
+      self.reporting,
+      _report.REPORTS_PER_CALL,
+      size,
+      ndev,
+      ex.lanes,
+      tuple((n, str(v.dtype)) for n, v in hp_dyn.items()),
+      spec.data.shape,
+      str(spec.data.dtype),
+      str(spec.impl),
+      tuple(d.id for d in ex.devices),
+      repr(ex.compiler_options),
+      _caches.trace_context(),
+    )
 
   def __call__(self, ex, size, ndev, hp_dyn, index) -> dict[str, np.ndarray]:
     compiled = self.executable(ex, size, ndev, hp_dyn)
-    out = compiled(ex.put(hp_dyn, ndev), ex.put(index, ndev),
-                   ex.put_replicated(self.key_spec.data, ndev))
+    out = compiled(
+      ex.put(hp_dyn, ndev),
+      ex.put(index, ndev),
+      ex.put_replicated(self.key_spec.data, ndev),
+    )
     # After the (asynchronous) dispatch: a footprint not yet known is
     # measured while the devices run the call.
     ex.note_used(compiled)
@@ -214,15 +263,17 @@ def _plan_call(ex: _executor.Executor, n: int, max_parallel: int | None):
   return min(full, max(unit, max_parallel // unit * unit)), ndev
 
 
-def _validate(train_fn, key, max_parallel, folds, devices, lanes,
-              seeds=None):
+def _validate(train_fn, key, max_parallel, folds, devices, lanes, seeds=None):
   if not callable(train_fn):
     raise ValueError(f"train_fn must be callable, got {train_fn!r}.")
   if key is None:
     raise ValueError("run needs key=, a JAX PRNG key.")
   _space.key_seed(key)
-  for name, v in (("max_parallel", max_parallel), ("folds", folds),
-                  ("seeds", seeds)):
+  for name, v in (
+    ("max_parallel", max_parallel),
+    ("folds", folds),
+    ("seeds", seeds),
+  ):
     if v is not None and (not _space._is_int(v) or v < 1):
       raise ValueError(f"{name} must be None or an int >= 1, got {v!r}.")
   if devices is not None and not devices:
@@ -231,23 +282,23 @@ def _validate(train_fn, key, max_parallel, folds, devices, lanes,
 
 
 def run(
-    train_fn: Callable[..., Mapping[str, Any]],
-    space: Mapping[str, _space.Distribution],
-    *,
-    num_trials: int | None = None,
-    key: jax.Array,
-    strategy: str = "random",
-    max_parallel: int | None = None,
-    progress: bool = True,
-    checkpoint_dir: str | None = None,
-    folds: int | None = None,
-    grid_points: int | Mapping[str, int] | None = None,
-    devices: Sequence[jax.Device] | None = None,
-    compiler_options: Mapping[str, Any] | None = None,
-    lanes: int | None = None,
-    seeds: int | None = None,
-    progress_metric: str | None = None,
-    progress_mode: str = "min",
+  train_fn: Callable[..., Mapping[str, Any]],
+  space: Mapping[str, _space.Distribution],
+  *,
+  num_trials: int | None = None,
+  key: jax.Array,
+  strategy: str = "random",
+  max_parallel: int | None = None,
+  progress: bool = True,
+  checkpoint_dir: str | None = None,
+  folds: int | None = None,
+  grid_points: int | Mapping[str, int] | None = None,
+  devices: Sequence[jax.Device] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
+  lanes: int | None = None,
+  seeds: int | None = None,
+  progress_metric: str | None = None,
+  progress_mode: str = "min",
 ) -> SweepResult:
   """Trains every trial of a hyperparameter search as one compiled program.
 
@@ -373,35 +424,50 @@ def run(
   space = _space.validate_space(space)
   if strategy not in _space.STRATEGIES:
     raise ValueError(
-        f"strategy must be one of {_space.STRATEGIES}, got {strategy!r}.")
+      f"strategy must be one of {_space.STRATEGIES}, got {strategy!r}."
+    )
   _space.check_num_trials(num_trials, strategy)
   _validate(train_fn, key, max_parallel, folds, devices, lanes, seeds)
   if progress_mode not in ("min", "max"):
     raise ValueError(
-        f"progress_mode must be 'min' or 'max', got {progress_mode!r}.")
-  passed = _space.sample(space, num_trials, key, strategy,
-                         grid_points=grid_points)
+      f"progress_mode must be 'min' or 'max', got {progress_mode!r}."
+    )
+  passed = _space.sample(
+    space, num_trials, key, strategy, grid_points=grid_points
+  )
   n = len(next(iter(passed.values())))
   devices = list(devices) if devices is not None else jax.devices()
   _cpu_devices.hint_if_one_cpu_device(devices)
   ex = _executor.Executor(
-      devices, _executor.lanes_for(n, devices[0].platform, lanes),
-      None if compiler_options is None else dict(compiler_options))
+    devices,
+    _executor.lanes_for(n, devices[0].platform, lanes),
+    None if compiler_options is None else dict(compiler_options),
+  )
 
   static_names = [k for k, d in space.items() if d.static]
   groups: dict[tuple, list[int]] = {}
   for i in range(n):
-    groups.setdefault(tuple(passed[k][i].item() for k in static_names),
-                      []).append(i)
+    groups.setdefault(
+      tuple(passed[k][i].item() for k in static_names), []
+    ).append(i)
   key_spec = _executor.KeySpec(key)
   group_objs = []
   for static_key in groups:
     static_values = {
-        name: space[name].python_value(v)
-        for name, v in zip(static_names, static_key, strict=True)}
-    group_objs.append(_Group(train_fn, space, static_values, folds, key_spec,
-                             reporting=_common.progress_wanted(progress),
-                             seeds=seeds))
+      name: space[name].python_value(v)
+      for name, v in zip(static_names, static_key, strict=True)
+    }
+    group_objs.append(
+      _Group(
+        train_fn,
+        space,
+        static_values,
+        folds,
+        key_spec,
+        reporting=_common.progress_wanted(progress),
+        seeds=seeds,
+      )
+    )
 
   ckpt = None
   if checkpoint_dir is not None:
@@ -409,41 +475,65 @@ def run(
     for group in group_objs:
       program.update(group.program_text(passed).encode())
     fields = _checkpoint.fingerprint(
-        search="run", space=_checkpoint.space_identity(space),
-        key=_space.key_seed(key).tolist(), strategy=strategy,
-        num_trials=n, folds=folds, grid_points=grid_points,
-        lanes=ex.lanes, train_fn=_checkpoint.function_identity(train_fn),
-        program=program.hexdigest()[:16],
-        compiler_options=sorted((ex.compiler_options or {}).items()),
-        **({} if seeds is None else {"seeds": seeds}))
-    ckpt = _checkpoint.Checkpoint(checkpoint_dir, fields,
-                                  writer=jax.process_index() == 0)
+      search="run",
+      space=_checkpoint.space_identity(space),
+      key=_space.key_seed(key).tolist(),
+      strategy=strategy,
+      num_trials=n,
+      folds=folds,
+      grid_points=grid_points,
+      lanes=ex.lanes,
+      train_fn=_checkpoint.function_identity(train_fn),
+      program=program.hexdigest()[:16],
+      compiler_options=sorted((ex.compiler_options or {}).items()),
+      **({} if seeds is None else {"seeds": seeds}),
+    )
+    ckpt = _checkpoint.Checkpoint(
+      checkpoint_dir, fields, writer=jax.process_index() == 0
+    )
 
-  bar = _common.progress_bar(n, "jopt.sweep", unit="trial",
-                             enabled=progress)
+  bar = _common.progress_bar(n, "jopt.sweep", unit="trial", enabled=progress)
   per_trial: list[dict[str, np.ndarray]] = []
   try:
-    with _report.Reporter(bar, metric=progress_metric,
-                          mode=progress_mode) as reporter:
+    with _report.Reporter(
+      bar, metric=progress_metric, mode=progress_mode
+    ) as reporter:
       for g, (group, members) in enumerate(
-          zip(group_objs, groups.values(), strict=True)):
-        per_trial.append(_run_group(
-            ex, group, g, np.asarray(members, np.int32), passed,
-            max_parallel, ckpt, reporter))
+        zip(group_objs, groups.values(), strict=True)
+      ):
+        per_trial.append(
+          _run_group(
+            ex,
+            group,
+            g,
+            np.asarray(members, np.int32),
+            passed,
+            max_parallel,
+            ckpt,
+            reporter,
+          )
+        )
   finally:
     bar.close()
-  metrics = _assemble(per_trial, list(groups.values()), n,
-                      [g.static_values for g in group_objs])
+  metrics = _assemble(
+    per_trial, list(groups.values()), n, [g.static_values for g in group_objs]
+  )
   diverged = _common.diverged_mask(metrics, n)
   if folds is not None:
     metrics = _fold_means(metrics, axis=1 if seeds is None else 2)
   if seeds is not None:
     metrics = _seed_stats(metrics)
   hparams = {k: space[k].decode(v) for k, v in passed.items()}
-  return SweepResult(hparams=hparams, metrics=metrics, diverged=diverged,
-                     space=space, num_compiles=ex.num_compiles,
-                     num_cached=ex.num_cached, compile_time=ex.compile_time,
-                     memory_bytes=ex.memory_bytes)
+  return SweepResult(
+    hparams=hparams,
+    metrics=metrics,
+    diverged=diverged,
+    space=space,
+    num_compiles=ex.num_compiles,
+    num_cached=ex.num_cached,
+    compile_time=ex.compile_time,
+    memory_bytes=ex.memory_bytes,
+  )
 
 
 def _fit_memory(ex, group, n, size, ndev, hp_dyn):
@@ -471,7 +561,8 @@ def _fit_memory(ex, group, n, size, ndev, hp_dyn):
     new = max(1, min(new, groups_now - 1))
     size = new * unit
     footprint = _executor.compiled_bytes(
-        group.executable(ex, size, ndev, hp_dyn))
+      group.executable(ex, size, ndev, hp_dyn)
+    )
     points.append((new, footprint))
   if footprint > budget:
     _warn_over_budget(ex, footprint, budget, stacklevel=5)
@@ -492,10 +583,12 @@ def _check_after(ex, size, ndev) -> bool:
 
 def _warn_over_budget(ex, footprint, budget, stacklevel):
   warnings.warn(
-      f"one group of {ex.lanes} lanes per device needs {footprint} bytes, "
-      f"more than the memory budget of {budget} bytes; running it anyway. "
-      f"Pass a smaller lanes= (or raise JOPT_SWEEP_MEMORY_BYTES).",
-      _common.MemoryBudgetWarning, stacklevel=stacklevel)
+    f"one group of {ex.lanes} lanes per device needs {footprint} bytes, "
+    f"more than the memory budget of {budget} bytes; running it anyway. "
+    f"Pass a smaller lanes= (or raise JOPT_SWEEP_MEMORY_BYTES).",
+    _common.MemoryBudgetWarning,
+    stacklevel=stacklevel,
+  )
 
 
 def _warn_if_over_budget(ex, group, size, ndev, hp_dyn):
@@ -518,19 +611,25 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
       done_rows.append(np.array([rows[int(t)] for t in indices]))
       done_out.append(out)
       reporter.finish(indices, _scores(out, reporter.metric, group))
-  todo = np.setdiff1d(np.arange(n), np.concatenate(done_rows)
-                      if done_rows else np.zeros(0, int))
+  todo = np.setdiff1d(
+    np.arange(n), np.concatenate(done_rows) if done_rows else np.zeros(0, int)
+  )
   if len(todo):
     size, ndev = _plan_call(ex, len(todo), max_parallel)
     check_after = max_parallel is None and _check_after(ex, size, ndev)
     if max_parallel is None and not check_after:
       size = _fit_memory(ex, group, len(todo), size, ndev, hp_dyn)
     for lo in range(0, len(todo), size):
-      part = todo[lo:lo + size]
+      part = todo[lo : lo + size]
       pad = _executor.pad_rows(len(part), size)
-      out = group(ex, size, ndev, {k: v[part][pad] for k, v in hp_dyn.items()},
-                  members[part][pad])
-      out = {k: v[:len(part)] for k, v in out.items()}
+      out = group(
+        ex,
+        size,
+        ndev,
+        {k: v[part][pad] for k, v in hp_dyn.items()},
+        members[part][pad],
+      )
+      out = {k: v[: len(part)] for k, v in out.items()}
       if ckpt is not None:
         ckpt.save_trials(g, members[part], out)
       done_rows.append(part)
@@ -542,8 +641,10 @@ def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
   names = list(done_out[0])
   for out in done_out:
     if sorted(out) != sorted(names):
-      raise ValueError(f"train_fn returned metrics {sorted(out)} for some "
-                       f"trials and {sorted(names)} for others.")
+      raise ValueError(
+        f"train_fn returned metrics {sorted(out)} for some "
+        f"trials and {sorted(names)} for others."
+      )
   result = {}
   for name in names:
     values = np.concatenate([o[name] for o in done_out])
@@ -564,8 +665,9 @@ def _assemble(per_group, members, n, static_values):
   for res, values in zip(per_group, static_values, strict=True):
     if sorted(res) != sorted(names):
       raise ValueError(
-          f"every static choice must return the same metrics: {values} "
-          f"returned {sorted(res)}, another returned {sorted(names)}.")
+        f"every static choice must return the same metrics: {values} "
+        f"returned {sorted(res)}, another returned {sorted(names)}."
+      )
   metrics = {}
   for name in names:
     v = per_group[0][name]
@@ -574,8 +676,9 @@ def _assemble(per_group, members, n, static_values):
     for res, idx in zip(per_group, members, strict=True):
       if res[name].shape[1:] != v.shape[1:]:
         raise ValueError(
-            f"metric {name!r} must have the same shape for every static "
-            f"choice; got {v.shape[1:]} and {res[name].shape[1:]}.")
+          f"metric {name!r} must have the same shape for every static "
+          f"choice; got {v.shape[1:]} and {res[name].shape[1:]}."
+        )
       out[np.asarray(idx)] = res[name]
     metrics[name] = out
   return metrics
@@ -598,8 +701,9 @@ def _fold_means(metrics, axis=1):
   out = {}
   for name, v in metrics.items():
     mean = v.mean(axis=axis)
-    out[name] = mean.astype(v.dtype) if np.issubdtype(
-        v.dtype, np.floating) else mean
+    out[name] = (
+      mean.astype(v.dtype) if np.issubdtype(v.dtype, np.floating) else mean
+    )
     out[f"{name}_per_fold"] = v
   return out
 
@@ -611,8 +715,11 @@ def _seed_stats(metrics):
     seeds = v.shape[1]
     as_float = v.astype(np.float64)
     mean = as_float.mean(axis=1)
-    se = (as_float.std(axis=1, ddof=1) / np.sqrt(seeds) if seeds > 1
-          else np.zeros_like(mean))
+    se = (
+      as_float.std(axis=1, ddof=1) / np.sqrt(seeds)
+      if seeds > 1
+      else np.zeros_like(mean)
+    )
     dtype = v.dtype if np.issubdtype(v.dtype, np.floating) else np.float64
     out[name] = mean.astype(dtype)
     out[f"{name}_se"] = se.astype(dtype)

@@ -55,8 +55,11 @@ ACCELERATOR_MEMORY_FRACTION = 0.8
 
 
 def check_lanes(lanes: Any) -> None:
-  if lanes is not None and (isinstance(lanes, bool) or not isinstance(
-      lanes, (int, np.integer)) or lanes < 1):
+  if lanes is not None and (
+    isinstance(lanes, bool)
+    or not isinstance(lanes, (int, np.integer))
+    or lanes < 1
+  ):
     raise ValueError(f"lanes must be None or an int >= 1, got {lanes!r}.")
 
 
@@ -90,8 +93,10 @@ def memory_budget(device: jax.Device) -> int:
     except ValueError:
       value = float("nan")
     if not (value >= 1 and value < float("inf")):
-      raise ValueError(f"JOPT_SWEEP_MEMORY_BYTES must be a number of bytes "
-                       f">= 1 (such as 2e9), got {env!r}.")
+      raise ValueError(
+        f"JOPT_SWEEP_MEMORY_BYTES must be a number of bytes "
+        f">= 1 (such as 2e9), got {env!r}."
+      )
     return int(value)
   try:
     stats = device.memory_stats()
@@ -119,9 +124,16 @@ def compiled_bytes(compiled: Any) -> int | None:
     ma = compiled.memory_analysis()
   except Exception:  # noqa: BLE001  (not every backend implements it)
     ma = None
-  footprint = None if ma is None else int(
-      ma.argument_size_in_bytes + ma.output_size_in_bytes
-      + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
+  footprint = (
+    None
+    if ma is None
+    else int(
+      ma.argument_size_in_bytes
+      + ma.output_size_in_bytes
+      + ma.temp_size_in_bytes
+      - ma.alias_size_in_bytes
+    )
+  )
   _FOOTPRINTS.put(None, footprint, owner=compiled)
   return footprint
 
@@ -162,12 +174,12 @@ class HostKeys:
 def to_host_values(tree: Any) -> Any:
   """`HostKeys` leaves as typed JAX keys; everything else unchanged."""
   return jax.tree.map(
-      lambda x: x.to_jax() if isinstance(x, HostKeys) else x, tree)
+    lambda x: x.to_jax() if isinstance(x, HostKeys) else x, tree
+  )
 
 
 def is_typed_key(x: Any) -> bool:
   return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
 
 
 class KeySpec:
@@ -225,18 +237,24 @@ class Executor:
     compile_time: seconds spent tracing, lowering and compiling.
   """
 
-  def __init__(self, devices: Sequence[jax.Device] | None = None,
-               lanes: int = 1,
-               compiler_options: dict | None = None):
+  def __init__(
+    self,
+    devices: Sequence[jax.Device] | None = None,
+    lanes: int = 1,
+    compiler_options: dict | None = None,
+  ):
     self.devices = list(devices) if devices is not None else jax.devices()
     if not self.devices:
       raise ValueError("devices must be None or a non-empty list of devices.")
     self.lanes = int(lanes)
-    self.compiler_options = (default_compiler_options(self.devices)
-                             if compiler_options is None
-                             else dict(compiler_options))
+    self.compiler_options = (
+      default_compiler_options(self.devices)
+      if compiler_options is None
+      else dict(compiler_options)
+    )
     self.multiprocess = len({d.process_index for d in self.devices}) > 1 or (
-        jax.process_count() > 1)
+      jax.process_count() > 1
+    )
     self.num_compiles = 0
     self.num_cached = 0
     self.compile_time = 0.0
@@ -266,24 +284,28 @@ class Executor:
 
   def mesh(self, ndev: int) -> Mesh:
     if not 1 <= ndev <= len(self.devices):
-      raise ValueError(f"{ndev} devices asked of an executor of "
-                       f"{len(self.devices)}.")
+      raise ValueError(
+        f"{ndev} devices asked of an executor of {len(self.devices)}."
+      )
     if ndev not in self._meshes:
       self._meshes[ndev] = Mesh(np.array(self.devices[:ndev]), (TRIALS_AXIS,))
     return self._meshes[ndev]
 
   def sharding(self, ndev: int, replicated: bool = False) -> NamedSharding:
-    return NamedSharding(self.mesh(ndev), PartitionSpec(
-        None if replicated else TRIALS_AXIS))
+    return NamedSharding(
+      self.mesh(ndev), PartitionSpec(None if replicated else TRIALS_AXIS)
+    )
 
   def ndev_of(self, size: int) -> int:
     """The devices a padded trial axis of ``size`` is spread over."""
     for ndev in range(min(len(self.devices), size // self.lanes), 0, -1):
       if size % (ndev * self.lanes) == 0 and (
-          not self.multiprocess or ndev == len(self.devices)):
+        not self.multiprocess or ndev == len(self.devices)
+      ):
         return ndev
-    raise ValueError(f"{size} trials do not fill whole groups of "
-                     f"{self.lanes} lanes.")
+    raise ValueError(
+      f"{size} trials do not fill whole groups of {self.lanes} lanes."
+    )
 
   # Placement ---------------------------------------------------------------
 
@@ -299,8 +321,9 @@ class Executor:
       if isinstance(x, HostKeys):
         return jax.random.wrap_key_data(place(x.data), impl=x.impl)
       x = np.asarray(x)
-      return jax.make_array_from_callback(x.shape, sharding,
-                                          lambda index: x[index])
+      return jax.make_array_from_callback(
+        x.shape, sharding, lambda index: x[index]
+      )
 
     return jax.tree.map(place, tree)
 
@@ -309,8 +332,9 @@ class Executor:
 
     def place(x):
       x = np.asarray(x)
-      return jax.make_array_from_callback(x.shape, sharding,
-                                          lambda index: x[index])
+      return jax.make_array_from_callback(
+        x.shape, sharding, lambda index: x[index]
+      )
 
     return jax.tree.map(place, tree)
 
@@ -330,8 +354,9 @@ class Executor:
 
   # Programs -------------------------------------------------------------------
 
-  def per_trial(self, fn: Callable[..., Any], ndev: int,
-                in_axes: Sequence[int | None]) -> Callable[..., Any]:
+  def per_trial(
+    self, fn: Callable[..., Any], ndev: int, in_axes: Sequence[int | None]
+  ) -> Callable[..., Any]:
     """``fn`` of one trial -> a function of the whole (sharded) trial axis.
 
     Arguments with ``in_axes`` 0 carry the trial axis, None ones are shared.
@@ -339,8 +364,9 @@ class Executor:
     ``lanes`` vmapped trials; call the result inside a jitted program.
     """
     lanes = self.lanes
-    specs = tuple(PartitionSpec(TRIALS_AXIS) if a == 0 else PartitionSpec()
-                  for a in in_axes)
+    specs = tuple(
+      PartitionSpec(TRIALS_AXIS) if a == 0 else PartitionSpec() for a in in_axes
+    )
 
     def local(*args):
       batched = [a for a, ax in zip(args, in_axes, strict=True) if ax == 0]
@@ -353,12 +379,16 @@ class Executor:
       def merge(x):
         return x.reshape((groups * lanes,) + x.shape[2:])
 
-      grouped = [jax.tree.map(split, a) if ax == 0 else None
-                 for a, ax in zip(args, in_axes, strict=True)]
+      grouped = [
+        jax.tree.map(split, a) if ax == 0 else None
+        for a, ax in zip(args, in_axes, strict=True)
+      ]
 
       def one_group(batch):
-        full = [b if ax == 0 else a for a, b, ax in
-                zip(args, batch, in_axes, strict=True)]
+        full = [
+          b if ax == 0 else a
+          for a, b, ax in zip(args, batch, in_axes, strict=True)
+        ]
         return jax.vmap(fn, in_axes=tuple(in_axes))(*full)
 
       out = jax.lax.map(one_group, grouped)
@@ -366,8 +396,9 @@ class Executor:
 
     return self._sharded(local, ndev, specs)
 
-  def per_trial_live(self, fn: Callable[..., Any], ndev: int,
-                     in_axes: Sequence[int | None]) -> Callable[..., Any]:
+  def per_trial_live(
+    self, fn: Callable[..., Any], ndev: int, in_axes: Sequence[int | None]
+  ) -> Callable[..., Any]:
     """Like `per_trial`, over only the live groups of a fixed-size axis.
 
     The result takes one more argument, ``counts``: int32 ``[ndev]``,
@@ -379,8 +410,9 @@ class Executor:
     (successive halving's rungs, Hyperband's brackets) compiles once.
     """
     lanes = self.lanes
-    specs = tuple(PartitionSpec(TRIALS_AXIS) if a == 0 else PartitionSpec()
-                  for a in in_axes) + (PartitionSpec(TRIALS_AXIS),)
+    specs = tuple(
+      PartitionSpec(TRIALS_AXIS) if a == 0 else PartitionSpec() for a in in_axes
+    ) + (PartitionSpec(TRIALS_AXIS),)
     one_group = jax.vmap(fn, in_axes=tuple(in_axes))
 
     def local(*args):
@@ -389,38 +421,57 @@ class Executor:
       size = jax.tree.leaves(batched)[0].shape[0]
 
       def group_args(g):
-        return [jax.tree.map(
-            lambda x: jax.lax.dynamic_slice_in_dim(x, g * lanes, lanes), a)
-                if ax == 0 else a
-                for a, ax in zip(args, in_axes, strict=True)]
+        return [
+          jax.tree.map(
+            lambda x: jax.lax.dynamic_slice_in_dim(x, g * lanes, lanes), a
+          )
+          if ax == 0
+          else a
+          for a, ax in zip(args, in_axes, strict=True)
+        ]
 
       shapes = jax.eval_shape(one_group, *group_args(0))
-      out = jax.tree.map(lambda s: jnp.zeros((size,) + s.shape[1:], s.dtype),
-                         shapes)
+      out = jax.tree.map(
+        lambda s: jnp.zeros((size,) + s.shape[1:], s.dtype), shapes
+      )
 
       def body(g, out):
         new = one_group(*group_args(g))
         return jax.tree.map(
-            lambda buf, x: jax.lax.dynamic_update_slice_in_dim(
-                buf, x, g * lanes, 0), out, new)
+          lambda buf, x: jax.lax.dynamic_update_slice_in_dim(
+            buf, x, g * lanes, 0
+          ),
+          out,
+          new,
+        )
 
       return jax.lax.fori_loop(0, count[0], body, out)
 
     return self._sharded(local, ndev, specs)
 
-  def _sharded(self, local: Callable[..., Any], ndev: int,
-               specs: tuple[PartitionSpec, ...]) -> Callable[..., Any]:
+  def _sharded(
+    self, local: Callable[..., Any], ndev: int, specs: tuple[PartitionSpec, ...]
+  ) -> Callable[..., Any]:
     """``local`` on each device's rows, every output trial-sharded."""
 
     def call(*args):
-      return jax.shard_map(local, mesh=self.mesh(ndev), in_specs=specs,
-                           out_specs=PartitionSpec(TRIALS_AXIS),
-                           check_vma=False)(*args)
+      return jax.shard_map(
+        local,
+        mesh=self.mesh(ndev),
+        in_specs=specs,
+        out_specs=PartitionSpec(TRIALS_AXIS),
+        check_vma=False,
+      )(*args)
 
     return call
 
-  def compile(self, fn: Callable[..., Any], args: Sequence[Any], *,
-              donate: Sequence[int] = ()) -> Any:
+  def compile(
+    self,
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    donate: Sequence[int] = (),
+  ) -> Any:
     """Compiles ``jit(fn)`` for ``args`` (reusing an identical executable)."""
     start = time.perf_counter()
     if self.platform == "cpu":
@@ -458,15 +509,18 @@ class Placement:
   def __init__(self, n: int, size: int, ndev: int, lanes: int):
     local = size // ndev
     groups = -(-n // lanes)
-    if n < 1 or size % ndev or local % lanes or groups > ndev * (
-        local // lanes):
-      raise ValueError(f"{n} trials do not fit {size} rows over {ndev} "
-                       f"devices in groups of {lanes}.")
+    if (
+      n < 1 or size % ndev or local % lanes or groups > ndev * (local // lanes)
+    ):
+      raise ValueError(
+        f"{n} trials do not fit {size} rows over {ndev} "
+        f"devices in groups of {lanes}."
+      )
     self.n, self.size, self.ndev = n, size, ndev
-    self.counts = np.array([groups // ndev + (d < groups % ndev)
-                            for d in range(ndev)], np.int32)
-    rows = [d * local + np.arange(c * lanes)
-            for d, c in enumerate(self.counts)]
+    self.counts = np.array(
+      [groups // ndev + (d < groups % ndev) for d in range(ndev)], np.int32
+    )
+    rows = [d * local + np.arange(c * lanes) for d, c in enumerate(self.counts)]
     # slots[j]: the row of live slot j (trial j for j < n, then padding).
     self.slots = np.concatenate(rows)
     self.source = np.zeros(size, np.int64)  # idle rows hold trial 0
@@ -478,7 +532,7 @@ class Placement:
 
   def live(self, x: Any) -> Any:
     """The ``n`` live trials' rows of a host array of ``size`` rows."""
-    return x[self.slots[:self.n]]
+    return x[self.slots[: self.n]]
 
 
 def pad_rows(n: int, size: int) -> np.ndarray:

@@ -25,8 +25,9 @@ def _check_budget(eta, min_segments, max_segments) -> None:
   _population.check_int("min_segments", min_segments, 1)
   _population.check_int("max_segments", max_segments, 1)
   if min_segments > max_segments:
-    raise ValueError(f"min_segments ({min_segments}) must be <= max_segments "
-                     f"({max_segments}).")
+    raise ValueError(
+      f"min_segments ({min_segments}) must be <= max_segments ({max_segments})."
+    )
 
 
 def rung_budgets(eta: int, min_segments: int, max_segments: int) -> list[int]:
@@ -41,8 +42,20 @@ def rung_budgets(eta: int, min_segments: int, max_segments: int) -> list[int]:
 class _Halving(_loop.Strategy):
   """Brackets of successive halving as a strategy: one step is one rung."""
 
-  def __init__(self, pop, ex, key, space, hparams, brackets, *, eta, metric,
-               mode, steps_per_segment):
+  def __init__(
+    self,
+    pop,
+    ex,
+    key,
+    space,
+    hparams,
+    brackets,
+    *,
+    eta,
+    metric,
+    mode,
+    steps_per_segment,
+  ):
     self.pop, self.ex, self.key, self.space = pop, ex, key, space
     self.hparams = hparams
     self.brackets = brackets
@@ -55,12 +68,20 @@ class _Halving(_loop.Strategy):
     self.steps_per_segment = steps_per_segment
 
   def init(self):
-    return _loop.SearchState(0, {
-        "bracket": 0, "rung": 0, "done": 0,
+    return _loop.SearchState(
+      0,
+      {
+        "bracket": 0,
+        "rung": 0,
+        "done": 0,
         "alive": np.arange(self.brackets[0][0]),
         "segments_run": np.zeros(self.total, np.int64),
-        "last_metrics": {}, "rungs": [], "final_trials": [],
-        "final_states": []})
+        "last_metrics": {},
+        "rungs": [],
+        "final_trials": [],
+        "final_states": [],
+      },
+    )
 
   def work(self, state):
     return int(np.sum(state.host["segments_run"]))
@@ -69,8 +90,10 @@ class _Halving(_loop.Strategy):
     return state.host["bracket"] >= len(self.brackets)
 
   def device_template(self, state):
-    return {"state": self.pop.state_template(self.hparams, self.key),
-            "hp": dict.fromkeys(self.hparams, 0)}
+    return {
+      "state": self.pop.state_template(self.hparams, self.key),
+      "hp": dict.fromkeys(self.hparams, 0),
+    }
 
   def relayout(self, state, tree):
     alive = np.asarray(state.host["alive"])
@@ -80,8 +103,7 @@ class _Halving(_loop.Strategy):
       return tree, place.ndev
     # Saved on other devices: the same live trials, this run's rows.
     saved = _executor.Placement(len(alive), rows, state.ndev, self.ex.lanes)
-    return jax.tree.map(lambda x: place.spread(saved.live(x)), tree), \
-        place.ndev
+    return jax.tree.map(lambda x: place.spread(saved.live(x)), tree), place.ndev
 
   def step(self, state):
     h = dict(state.host)
@@ -92,140 +114,239 @@ class _Halving(_loop.Strategy):
     device = state.device
     if device is None:
       pstate, hp = self.pop.init_live(
-          self.ex, {k: v[alive] for k, v in self.hparams.items()}, self.key,
-          alive, place)
+        self.ex,
+        {k: v[alive] for k, v in self.hparams.items()},
+        self.key,
+        alive,
+        place,
+      )
       device = {"state": pstate, "hp": hp}
     pstate = device["state"]
     budget = budgets[rung]
     sign = 1.0 if self.mode == "min" else -1.0
     for _ in range(budget - h["done"]):
-      pstate, metrics = self.pop.segment_live(self.ex, pstate, device["hp"],
-                                              place)
-      metrics = {k: place.live(v)
-                 for k, v in self.ex.gather(dict(metrics)).items()}
+      pstate, metrics = self.pop.segment_live(
+        self.ex, pstate, device["hp"], place
+      )
+      metrics = {
+        k: place.live(v) for k, v in self.ex.gather(dict(metrics)).items()
+      }
       _population.check_metric(metrics, self.metric)  # before more is spent
-      self.progress.advance(len(alive), np.asarray(metrics[self.metric]),
-                            sign, self.metric)
+      self.progress.advance(
+        len(alive), np.asarray(metrics[self.metric]), sign, self.metric
+      )
     segments_run = h["segments_run"].copy()
     segments_run[alive] += budget - h["done"]
     last_metrics = {k: v.copy() for k, v in h["last_metrics"].items()}
     for k, v in metrics.items():
       if k not in last_metrics:
-        last_metrics[k] = np.full((self.total,) + v.shape[1:], np.nan,
-                                  np.result_type(v.dtype, np.float32))
+        last_metrics[k] = np.full(
+          (self.total,) + v.shape[1:],
+          np.nan,
+          np.result_type(v.dtype, np.float32),
+        )
       last_metrics[k][alive] = v
     scores = _population.ranking_values(metrics, self.metric, self.mode)
-    keep = np.sort(np.argsort(scores, kind="stable")[
-        :max(1, len(alive) // self.eta)])  # survivors keep their order
+    keep = np.sort(
+      np.argsort(scores, kind="stable")[: max(1, len(alive) // self.eta)]
+    )  # survivors keep their order
     last = rung == len(budgets) - 1
     record = {
-        "bracket": b, "rung": rung, "segments": budget,
-        "trials": alive.copy(),
-        "values": np.asarray(metrics[self.metric], np.float64).reshape(
-            len(alive), -1)[:, -1],
-        "promoted": np.array([], np.int64) if last else alive[keep],
+      "bracket": b,
+      "rung": rung,
+      "segments": budget,
+      "trials": alive.copy(),
+      "values": np.asarray(metrics[self.metric], np.float64).reshape(
+        len(alive), -1
+      )[:, -1],
+      "promoted": np.array([], np.int64) if last else alive[keep],
     }
-    h.update(segments_run=segments_run, last_metrics=last_metrics,
-             rungs=[*h["rungs"], record], done=budget)
+    h.update(
+      segments_run=segments_run,
+      last_metrics=last_metrics,
+      rungs=[*h["rungs"], record],
+      done=budget,
+    )
     if last:
       final = jax.tree.map(place.live, self.ex.gather(pstate))
       h["final_trials"] = [*h["final_trials"], alive]
       h["final_states"] = [*h["final_states"], jax.tree.leaves(final)]
       nxt = b + 1
-      h.update(bracket=nxt, rung=0, done=0,
-               alive=(np.arange(self.starts[nxt], self.starts[nxt + 1])
-                      if nxt < len(self.brackets) else np.zeros(0, np.int64)))
+      h.update(
+        bracket=nxt,
+        rung=0,
+        done=0,
+        alive=(
+          np.arange(self.starts[nxt], self.starts[nxt + 1])
+          if nxt < len(self.brackets)
+          else np.zeros(0, np.int64)
+        ),
+      )
       return _loop.SearchState(state.step + 1, h, None, place.ndev)
     new = self.pop.placement(self.ex, len(keep), self.capacity)
-    device = {"state": self.pop.move(self.ex, pstate, place, keep, new),
-              "hp": self.pop.move(self.ex, device["hp"], place, keep, new)}
+    device = {
+      "state": self.pop.move(self.ex, pstate, place, keep, new),
+      "hp": self.pop.move(self.ex, device["hp"], place, keep, new),
+    }
     h.update(rung=rung + 1, alive=alive[keep])
     return _loop.SearchState(state.step + 1, h, device, new.ndev)
 
   def postprocess(self, state):
     h = state.host
     result = _stepwise.make_result(
-        _stepwise.AdaptiveResult, self.space, self.hparams, h["last_metrics"],
-        metric=self.metric, mode=self.mode, segments_run=h["segments_run"],
-        steps_per_segment=self.steps_per_segment,
-        num_compiles=self.ex.num_compiles,
-        history={"rungs": h["rungs"],
-                 "brackets": [{"num_trials": n, "segments": list(bud)}
-                              for n, bud in self.brackets],
-                 "population_sizes": sorted(
-                     {len(r["trials"]) for r in h["rungs"]}),
-                 "capacity": self.capacity})
+      _stepwise.AdaptiveResult,
+      self.space,
+      self.hparams,
+      h["last_metrics"],
+      metric=self.metric,
+      mode=self.mode,
+      segments_run=h["segments_run"],
+      steps_per_segment=self.steps_per_segment,
+      num_compiles=self.ex.num_compiles,
+      history={
+        "rungs": h["rungs"],
+        "brackets": [
+          {"num_trials": n, "segments": list(bud)} for n, bud in self.brackets
+        ],
+        "population_sizes": sorted({len(r["trials"]) for r in h["rungs"]}),
+        "capacity": self.capacity,
+      },
+    )
     result.final_trials = np.concatenate(h["final_trials"])
-    treedef = jax.tree.structure(self.pop.state_template(self.hparams,
-                                                         self.key))
-    states = [jax.tree.unflatten(treedef, leaves)
-              for leaves in h["final_states"]]
-    result.final_state = _executor.to_host_values(jax.tree.map(
-        lambda *xs: (_executor.HostKeys.concatenate(xs) if isinstance(
-            xs[0], _executor.HostKeys) else np.concatenate(xs)), *states))
+    treedef = jax.tree.structure(
+      self.pop.state_template(self.hparams, self.key)
+    )
+    states = [
+      jax.tree.unflatten(treedef, leaves) for leaves in h["final_states"]
+    ]
+    result.final_state = _executor.to_host_values(
+      jax.tree.map(
+        lambda *xs: (
+          _executor.HostKeys.concatenate(xs)
+          if isinstance(xs[0], _executor.HostKeys)
+          else np.concatenate(xs)
+        ),
+        *states,
+      )
+    )
     return result
 
 
-def _search(init, segment, space, key, brackets, *, eta, metric, mode,
-            strategy, grid_points, steps_per_segment, name, checkpoint_dir,
-            progress, devices, lanes, per_bracket=False):
+def _search(
+  init,
+  segment,
+  space,
+  key,
+  brackets,
+  *,
+  eta,
+  metric,
+  mode,
+  strategy,
+  grid_points,
+  steps_per_segment,
+  name,
+  checkpoint_dir,
+  progress,
+  devices,
+  lanes,
+  per_bracket=False,
+):
   _population.check_mode(mode)
   _population.check_common(key, devices, lanes)
   space = _population.check_space(space, name)
-  steps_per_segment = _population.check_int("steps_per_segment",
-                                          steps_per_segment, 1)
+  steps_per_segment = _population.check_int(
+    "steps_per_segment", steps_per_segment, 1
+  )
   total = sum(n for n, _ in brackets)
   if per_bracket and strategy != "grid":
     # Each bracket draws its own trials, so that every bracket (with a
     # quasirandom strategy: a scrambled Sobol set each) spans the space
     # evenly instead of one bracket getting a lopsided slice of one draw.
-    draws = [_space.sample(space, n, jax.random.fold_in(key, b), strategy)
-             for b, (n, _) in enumerate(brackets)]
+    draws = [
+      _space.sample(space, n, jax.random.fold_in(key, b), strategy)
+      for b, (n, _) in enumerate(brackets)
+    ]
     hparams = {k: np.concatenate([d[k] for d in draws]) for k in space}
   else:
-    hparams = _space.sample(space, total, key, strategy,
-                            grid_points=grid_points)
+    hparams = _space.sample(
+      space, total, key, strategy, grid_points=grid_points
+    )
   ex = _population.executor_for(max(n for n, _ in brackets), devices, lanes)
   pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   _stepwise.check_segment_metric(pop, hparams, key_spec, metric)
-  search = _Halving(pop, ex, key_spec, space, hparams, brackets, eta=eta,
-                    metric=metric, mode=mode,
-                    steps_per_segment=steps_per_segment)
+  search = _Halving(
+    pop,
+    ex,
+    key_spec,
+    space,
+    hparams,
+    brackets,
+    eta=eta,
+    metric=metric,
+    mode=mode,
+    steps_per_segment=steps_per_segment,
+  )
   ckpt = _population.checkpoint_for(
-      checkpoint_dir, name, space=space, key=key, functions=[init, segment],
-      ex=ex, program=_population.program_digest(pop, hparams, key_spec)
-      if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
-      brackets=brackets, eta=eta, metric=metric, mode=mode,
-      layout="capacity")
-  work = sum(n_r * (b - a) for n, budgets in brackets for n_r, a, b in zip(
-      [max(1, n // eta ** i) for i in range(len(budgets))], [0, *budgets],
-      budgets, strict=False))
-  result, wall = _loop.iterate(search, ex, checkpoint=ckpt, progress=progress,
-                               total=work, desc=f"jopt.sweep.{name}")
+    checkpoint_dir,
+    name,
+    space=space,
+    key=key,
+    functions=[init, segment],
+    ex=ex,
+    program=_population.program_digest(pop, hparams, key_spec)
+    if checkpoint_dir
+    else "",
+    strategy=strategy,
+    grid_points=grid_points,
+    brackets=brackets,
+    eta=eta,
+    metric=metric,
+    mode=mode,
+    layout="capacity",
+  )
+  work = sum(
+    n_r * (b - a)
+    for n, budgets in brackets
+    for n_r, a, b in zip(
+      [max(1, n // eta**i) for i in range(len(budgets))],
+      [0, *budgets],
+      budgets,
+      strict=False,
+    )
+  )
+  result, wall = _loop.iterate(
+    search,
+    ex,
+    checkpoint=ckpt,
+    progress=progress,
+    total=work,
+    desc=f"jopt.sweep.{name}",
+  )
   result.wall_time = wall
   return result
 
 
 def successive_halving(
-    init: _population.InitFn,
-    segment: _population.SegmentFn,
-    space: Mapping[str, Any],
-    *,
-    num_trials: int,
-    key: jax.Array,
-    max_segments: int,
-    metric: str,
-    mode: str = "min",
-    eta: int = 3,
-    min_segments: int = 1,
-    strategy: str = "random",
-    grid_points: Any = None,
-    steps_per_segment: int = 1,
-    checkpoint_dir: str | None = None,
-    progress: bool = False,
-    devices: Sequence[jax.Device] | None = None,
-    lanes: int | None = None,
+  init: _population.InitFn,
+  segment: _population.SegmentFn,
+  space: Mapping[str, Any],
+  *,
+  num_trials: int,
+  key: jax.Array,
+  max_segments: int,
+  metric: str,
+  mode: str = "min",
+  eta: int = 3,
+  min_segments: int = 1,
+  strategy: str = "random",
+  grid_points: Any = None,
+  steps_per_segment: int = 1,
+  checkpoint_dir: str | None = None,
+  progress: bool = False,
+  devices: Sequence[jax.Device] | None = None,
+  lanes: int | None = None,
 ) -> _stepwise.AdaptiveResult:
   """Successive halving: train many trials briefly, promote the best 1/eta.
 
@@ -286,45 +407,61 @@ def successive_halving(
   _check_budget(eta, min_segments, max_segments)
   num_trials = _population.check_int("num_trials", num_trials, 1)
   budgets = rung_budgets(eta, min_segments, max_segments)
-  return _search(init, segment, space, key, [(num_trials, budgets)], eta=eta,
-                 metric=metric, mode=mode, strategy=strategy,
-                 grid_points=grid_points, steps_per_segment=steps_per_segment,
-                 name="successive_halving", checkpoint_dir=checkpoint_dir,
-                 progress=progress, devices=devices, lanes=lanes)
+  return _search(
+    init,
+    segment,
+    space,
+    key,
+    [(num_trials, budgets)],
+    eta=eta,
+    metric=metric,
+    mode=mode,
+    strategy=strategy,
+    grid_points=grid_points,
+    steps_per_segment=steps_per_segment,
+    name="successive_halving",
+    checkpoint_dir=checkpoint_dir,
+    progress=progress,
+    devices=devices,
+    lanes=lanes,
+  )
 
 
-def hyperband_brackets(eta: int, min_segments: int,
-                       max_segments: int) -> list[tuple[int, list[int]]]:
+def hyperband_brackets(
+  eta: int, min_segments: int, max_segments: int
+) -> list[tuple[int, list[int]]]:
   """``(num_trials, rung budgets)`` of each Hyperband bracket, boldest first."""
   _check_budget(eta, min_segments, max_segments)
   s_max = len(rung_budgets(eta, min_segments, max_segments)) - 1
   brackets = []
   for s in range(s_max, -1, -1):
     n = math.ceil((s_max + 1) / (s + 1) * eta**s)
-    budgets = [max(min_segments, round(max_segments / eta**(s - i)))
-               for i in range(s + 1)]
+    budgets = [
+      max(min_segments, round(max_segments / eta ** (s - i)))
+      for i in range(s + 1)
+    ]
     brackets.append((n, sorted(set(budgets))))
   return brackets
 
 
 def hyperband(
-    init: _population.InitFn,
-    segment: _population.SegmentFn,
-    space: Mapping[str, Any],
-    *,
-    key: jax.Array,
-    max_segments: int,
-    metric: str,
-    mode: str = "min",
-    eta: int = 3,
-    min_segments: int = 1,
-    iterations: int = 1,
-    strategy: str = "quasirandom",
-    steps_per_segment: int = 1,
-    checkpoint_dir: str | None = None,
-    progress: bool = False,
-    devices: Sequence[jax.Device] | None = None,
-    lanes: int | None = None,
+  init: _population.InitFn,
+  segment: _population.SegmentFn,
+  space: Mapping[str, Any],
+  *,
+  key: jax.Array,
+  max_segments: int,
+  metric: str,
+  mode: str = "min",
+  eta: int = 3,
+  min_segments: int = 1,
+  iterations: int = 1,
+  strategy: str = "quasirandom",
+  steps_per_segment: int = 1,
+  checkpoint_dir: str | None = None,
+  progress: bool = False,
+  devices: Sequence[jax.Device] | None = None,
+  lanes: int | None = None,
 ) -> _stepwise.AdaptiveResult:
   """Hyperband: successive halving brackets from bold to conservative.
 
@@ -392,11 +529,27 @@ def hyperband(
   """
   iterations = _population.check_int("iterations", iterations, 1)
   if strategy == "grid":
-    raise ValueError("hyperband samples each bracket: strategy must be "
-                     "'random' or 'quasirandom', got 'grid'.")
+    raise ValueError(
+      "hyperband samples each bracket: strategy must be "
+      "'random' or 'quasirandom', got 'grid'."
+    )
   brackets = hyperband_brackets(eta, min_segments, max_segments) * iterations
-  return _search(init, segment, space, key, brackets, eta=eta, metric=metric,
-                 mode=mode, strategy=strategy, grid_points=None,
-                 steps_per_segment=steps_per_segment, name="hyperband",
-                 checkpoint_dir=checkpoint_dir, progress=progress,
-                 devices=devices, lanes=lanes, per_bracket=True)
+  return _search(
+    init,
+    segment,
+    space,
+    key,
+    brackets,
+    eta=eta,
+    metric=metric,
+    mode=mode,
+    strategy=strategy,
+    grid_points=None,
+    steps_per_segment=steps_per_segment,
+    name="hyperband",
+    checkpoint_dir=checkpoint_dir,
+    progress=progress,
+    devices=devices,
+    lanes=lanes,
+    per_bracket=True,
+  )

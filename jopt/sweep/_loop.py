@@ -94,20 +94,21 @@ class Strategy(abc.ABC):
     del state
 
 
-def packed_relayout(ex: _executor.Executor, n: int, tree: Any,
-                    saved_ndev: int) -> tuple[Any, int]:
-    """Relayout of ``n`` trials in rows ``0..n-1``, then padding rows.
+def packed_relayout(
+  ex: _executor.Executor, n: int, tree: Any, saved_ndev: int
+) -> tuple[Any, int]:
+  """Relayout of ``n`` trials in rows ``0..n-1``, then padding rows.
 
-    Unchanged when the devices give the saved layout; otherwise the trials'
-    rows are padded again for this executor's devices (results do not
-    depend on them: every trial is computed at the same lane width).
-    """
-    size, ndev = ex.padded(n, ex.num_devices_for(n)), ex.num_devices_for(n)
-    rows = len(jax.tree.leaves(tree)[0])
-    if (rows, saved_ndev) == (size, ndev):
-      return tree, ndev
-    pad = _executor.pad_rows(n, size)
-    return jax.tree.map(lambda x: x[:n][pad], tree), ndev
+  Unchanged when the devices give the saved layout; otherwise the trials'
+  rows are padded again for this executor's devices (results do not
+  depend on them: every trial is computed at the same lane width).
+  """
+  size, ndev = ex.padded(n, ex.num_devices_for(n)), ex.num_devices_for(n)
+  rows = len(jax.tree.leaves(tree)[0])
+  if (rows, saved_ndev) == (size, ndev):
+    return tree, ndev
+  pad = _executor.pad_rows(n, size)
+  return jax.tree.map(lambda x: x[:n][pad], tree), ndev
 
 
 # --- Plain values <-> JSON + arrays -----------------------------------------------
@@ -116,8 +117,11 @@ def packed_relayout(ex: _executor.Executor, n: int, tree: Any,
 def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
   if isinstance(obj, _executor.HostKeys):
     return {"__keys__": _encode(obj.data, arrays), "impl": obj.impl}
-  if isinstance(obj, (np.ndarray, np.generic)) and not isinstance(
-      obj, (np.bool_,)) or isinstance(obj, np.ndarray):
+  if (
+    isinstance(obj, (np.ndarray, np.generic))
+    and not isinstance(obj, (np.bool_,))
+    or isinstance(obj, np.ndarray)
+  ):
     name = f"h{len(arrays)}"
     arrays[name] = np.asarray(obj)
     return {"__array__": name}
@@ -144,8 +148,9 @@ def _decode(obj: Any, arrays: Mapping[str, np.ndarray]) -> Any:
   return obj
 
 
-def save(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
-         state: SearchState) -> None:
+def save(
+  ckpt: _checkpoint.Checkpoint, ex: _executor.Executor, state: SearchState
+) -> None:
   arrays: dict[str, np.ndarray] = {}
   host = _encode(state.host, arrays)
   leaves = jax.tree.leaves(ex.gather(state.device))
@@ -155,14 +160,22 @@ def save(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
       impls[str(i)] = leaf.impl
       leaf = leaf.data
     arrays[f"d{i}"] = leaf
-  ckpt.save_state(state.step, {"host": host, "num_leaves": len(leaves),
-                               "key_impls": impls,
-                               "has_device": state.device is not None,
-                               "ndev": state.ndev}, arrays)
+  ckpt.save_state(
+    state.step,
+    {
+      "host": host,
+      "num_leaves": len(leaves),
+      "key_impls": impls,
+      "has_device": state.device is not None,
+      "ndev": state.ndev,
+    },
+    arrays,
+  )
 
 
-def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
-         strategy: Strategy) -> SearchState | None:
+def load(
+  ckpt: _checkpoint.Checkpoint, ex: _executor.Executor, strategy: Strategy
+) -> SearchState | None:
   saved = ckpt.load_state()
   if saved is None:
     return None
@@ -173,12 +186,17 @@ def load(ckpt: _checkpoint.Checkpoint, ex: _executor.Executor,
     template = strategy.device_template(state)
     treedef = jax.tree.structure(template)
     impls = meta.get("key_impls", {})
-    leaves = [_executor.HostKeys(arrays[f"d{i}"], impls[str(i)])
-              if str(i) in impls else arrays[f"d{i}"]
-              for i in range(int(meta["num_leaves"]))]
+    leaves = [
+      _executor.HostKeys(arrays[f"d{i}"], impls[str(i)])
+      if str(i) in impls
+      else arrays[f"d{i}"]
+      for i in range(int(meta["num_leaves"]))
+    ]
     if treedef.num_leaves != len(leaves):
-      raise ValueError(f"the state in {ckpt.directory!r} does not fit this "
-                       f"search's training state; use a new checkpoint_dir.")
+      raise ValueError(
+        f"the state in {ckpt.directory!r} does not fit this "
+        f"search's training state; use a new checkpoint_dir."
+      )
     tree = jax.tree.unflatten(treedef, leaves)
     tree, state.ndev = strategy.relayout(state, tree)
     state.device = ex.put(tree, state.ndev)
@@ -202,8 +220,13 @@ class Progress:
     self.count = 0
     self.best: float | None = None
 
-  def advance(self, member_segments: int, values: Any = None,
-              sign: float = 1.0, name: str = "") -> None:
+  def advance(
+    self,
+    member_segments: int,
+    values: Any = None,
+    sign: float = 1.0,
+    name: str = "",
+  ) -> None:
     """Counts ``member_segments`` and the trials' latest ``values``."""
     self.count += int(member_segments)
     self.bar.update(int(member_segments))
@@ -217,10 +240,15 @@ class Progress:
           self.bar.set_postfix_str(f"best {name}={best:.4g}")
 
 
-def iterate(strategy: Strategy, ex: _executor.Executor, *,
-            checkpoint: _checkpoint.Checkpoint | None = None,
-            progress: bool = False, total: int | None = None,
-            desc: str = "jopt.sweep") -> tuple[Any, float]:
+def iterate(
+  strategy: Strategy,
+  ex: _executor.Executor,
+  *,
+  checkpoint: _checkpoint.Checkpoint | None = None,
+  progress: bool = False,
+  total: int | None = None,
+  desc: str = "jopt.sweep",
+) -> tuple[Any, float]:
   """Runs ``strategy`` to the end; returns ``(result, wall seconds)``.
 
   With ``checkpoint`` the state is saved after every step and a saved
@@ -231,8 +259,7 @@ def iterate(strategy: Strategy, ex: _executor.Executor, *,
   state = load(checkpoint, ex, strategy) if checkpoint is not None else None
   if state is None:
     state = strategy.init()
-  bar = _common.progress_bar(total or 0, desc, unit="segment",
-                             enabled=progress)
+  bar = _common.progress_bar(total or 0, desc, unit="segment", enabled=progress)
   tracker = Progress(bar)
   strategy.progress = tracker
   try:

@@ -80,8 +80,13 @@ class LRFindResult:
       fig = ax.figure
     for seed_curve in self.smoothed:
       ax.plot(self.learning_rates, seed_curve, color="0.75", lw=0.8)
-    ax.plot(self.learning_rates, self.curve, color="C0", lw=2,
-            label="smoothed loss (mean over seeds)")
+    ax.plot(
+      self.learning_rates,
+      self.curve,
+      color="C0",
+      lw=2,
+      label="smoothed loss (mean over seeds)",
+    )
     for i, (name, lr) in enumerate(self.suggestions.items()):
       if np.isfinite(lr):  # NaN: the loss never fell, nothing to mark
         ax.axvline(lr, color=f"C{i + 1}", ls="--", label=f"{name}: {lr:.2e}")
@@ -154,16 +159,23 @@ def _start(losses: np.ndarray, head: int) -> float:
   already moves there.
   """
   mean = np.asarray(losses, np.float64).mean(axis=0)[:head]
-  mean = mean[:len(mean) if np.isfinite(mean).all()
-              else int(np.argmin(np.isfinite(mean)))]
+  mean = mean[
+    : len(mean)
+    if np.isfinite(mean).all()
+    else int(np.argmin(np.isfinite(mean)))
+  ]
   if len(mean) < 2:
     return float(mean[0]) if len(mean) else float("nan")
   return float(np.polyfit(np.arange(len(mean)), mean, 1)[1])
 
 
-def _suggest(lrs: np.ndarray, curve: np.ndarray, losses: np.ndarray,
-             curve_noise: np.ndarray,
-             divide_minimum: float = 10.0) -> dict[str, float]:
+def _suggest(
+  lrs: np.ndarray,
+  curve: np.ndarray,
+  losses: np.ndarray,
+  curve_noise: np.ndarray,
+  divide_minimum: float = 10.0,
+) -> dict[str, float]:
   """The suggested learning rates for a seed-mean ``curve`` over ``lrs``.
 
   ``losses`` are the raw [S, T] losses the curve came from and
@@ -174,8 +186,9 @@ def _suggest(lrs: np.ndarray, curve: np.ndarray, losses: np.ndarray,
   valid = np.flatnonzero(np.isfinite(curve))
   if valid.size < 3:
     raise ValueError(
-        "lr_find: the loss diverged within the first steps; lower min_lr.")
-  lrs, curve = lrs[:valid[-1] + 1], curve[:valid[-1] + 1]
+      "lr_find: the loss diverged within the first steps; lower min_lr."
+    )
+  lrs, curve = lrs[: valid[-1] + 1], curve[: valid[-1] + 1]
   # The curve is a mean over seeds: its noise shrinks as 1/sqrt(seeds).
   noise = _noise(losses) / np.sqrt(len(losses))
   head = max(3, len(losses[0]) // 10)
@@ -184,30 +197,35 @@ def _suggest(lrs: np.ndarray, curve: np.ndarray, losses: np.ndarray,
   # sqrt((4k - 2) / (k (k + 1))) times the noise.
   start_sd = noise * np.sqrt((4 * head - 2) / (head * (head + 1)))
   rest = curve[head:] if len(curve) > head else curve
-  low_sd = noise * float(np.max(curve_noise[len(curve) - len(rest):
-                                            len(curve)]))
+  low_sd = noise * float(
+    np.max(curve_noise[len(curve) - len(rest) : len(curve)])
+  )
   lowest = float(np.min(rest))
   margin = max(
-      _DESCENT_SIGMAS * np.hypot(start_sd, low_sd)
-      + np.sqrt(2 * np.log(len(rest))) * low_sd,
-      _DESCENT_RTOL * abs(first))
+    _DESCENT_SIGMAS * np.hypot(start_sd, low_sd)
+    + np.sqrt(2 * np.log(len(rest))) * low_sd,
+    _DESCENT_RTOL * abs(first),
+  )
   if not first - lowest > margin:
     warnings.warn(
-        f"lr_find: the loss never fell meaningfully below its starting "
-        f"level ({first:.4g}; lowest {lowest:.4g}, noise {noise:.2g}) between "
-        f"{lrs[0]:.2e} and {lrs[-1]:.2e}: no learning rate is suggested "
-        "(NaN). Check the model and the loss, or widen the range.",
-        UserWarning, stacklevel=3)
+      f"lr_find: the loss never fell meaningfully below its starting "
+      f"level ({first:.4g}; lowest {lowest:.4g}, noise {noise:.2g}) between "
+      f"{lrs[0]:.2e} and {lrs[-1]:.2e}: no learning rate is suggested "
+      "(NaN). Check the model and the loss, or widen the range.",
+      UserWarning,
+      stacklevel=3,
+    )
     return dict.fromkeys(("steep", "valley", "minimum"), float("nan"))
   slope = np.gradient(curve, np.log(lrs))
   skip = len(curve) // 10  # the first steps are dominated by bias correction
   # Below the first rate nothing was measured: never suggest lower.
-  minimum = max(float(lrs[int(np.argmin(curve))]) / divide_minimum,
-                float(lrs[0]))
+  minimum = max(
+    float(lrs[int(np.argmin(curve))]) / divide_minimum, float(lrs[0])
+  )
   return {
-      "steep": float(lrs[skip + int(np.argmin(slope[skip:]))]),
-      "valley": float(lrs[_valley(curve)]),
-      "minimum": minimum,
+    "steep": float(lrs[skip + int(np.argmin(slope[skip:]))]),
+    "valley": float(lrs[_valley(curve)]),
+    "minimum": minimum,
   }
 
 

@@ -26,10 +26,10 @@ import numpy as np
 
 from jopt.sweep import _executor, _loop, _population
 from jopt.sweep._lr_curve import (
-    LRFindResult,
-    _ema_noise,
-    _mean_curve,
-    _suggest,
+  LRFindResult,
+  _ema_noise,
+  _mean_curve,
+  _suggest,
 )
 
 
@@ -64,8 +64,9 @@ def _legacy_form(init, step):
 
   def new_segment(state, hparams):
     inner, k_steps, t = state
-    inner, loss = step(inner, hparams["learning_rate"],
-                       jax.random.fold_in(k_steps, t))
+    inner, loss = step(
+      inner, hparams["learning_rate"], jax.random.fold_in(k_steps, t)
+    )
     return (inner, k_steps, t + 1), {"loss": loss}
 
   return new_init, new_segment
@@ -77,16 +78,23 @@ def _is_legacy(init) -> bool:
     params = inspect.signature(init).parameters.values()
   except (TypeError, ValueError):
     return False
-  positional = [p for p in params if p.kind in (
-      p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+  positional = [
+    p
+    for p in params
+    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    and p.default is p.empty
+  ]
   return len(positional) == 1 and not any(
-      p.kind == p.VAR_POSITIONAL for p in params)
+    p.kind == p.VAR_POSITIONAL for p in params
+  )
 
 
 def _loss_of(metrics, metric):
   if not isinstance(metrics, dict) or metric not in metrics:
-    raise ValueError(f"lr_find: the segment function must return a dict of "
-                     f"metrics holding {metric!r}.")
+    raise ValueError(
+      f"lr_find: the segment function must return a dict of "
+      f"metrics holding {metric!r}."
+    )
   return jnp.ravel(jnp.asarray(metrics[metric], jnp.float32))[-1]
 
 
@@ -105,30 +113,42 @@ def _ramp_trial(init, segment, lrs, metric, smoothing, diverge_threshold):
 
     def body(carry):
       t, state, avg, best, first, raw, smooth, diverged = carry
-      new_state, metrics = segment(state, {"learning_rate": jnp.asarray(lrs)[t]})
+      new_state, metrics = segment(
+        state, {"learning_rate": jnp.asarray(lrs)[t]}
+      )
       loss = _loss_of(metrics, metric)
       avg, value = _smooth(avg, loss, t, smoothing)
       first = jnp.where(t == 0, value, first)
-      diverged = ~jnp.isfinite(value) | _rose(value, best, first,
-                                              diverge_threshold)
-      state = jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new_state,
-                           state)
+      diverged = ~jnp.isfinite(value) | _rose(
+        value, best, first, diverge_threshold
+      )
+      state = jax.tree.map(
+        lambda n, o: jnp.where(diverged, o, n), new_state, state
+      )
       raw = raw.at[t].set(jnp.where(diverged, jnp.nan, loss))
       smooth = smooth.at[t].set(jnp.where(diverged, jnp.nan, value))
       best = jnp.where(diverged, best, jnp.minimum(best, value))
       return t + 1, state, avg, best, first, raw, smooth, diverged
 
-    carry = (jnp.asarray(0), state, jnp.zeros((), jnp.float32),
-             jnp.asarray(jnp.inf, jnp.float32), jnp.zeros((), jnp.float32),
-             nan, nan, jnp.asarray(False))
+    carry = (
+      jnp.asarray(0),
+      state,
+      jnp.zeros((), jnp.float32),
+      jnp.asarray(jnp.inf, jnp.float32),
+      jnp.zeros((), jnp.float32),
+      nan,
+      nan,
+      jnp.asarray(False),
+    )
     _, _, _, _, _, raw, smooth, _ = jax.lax.while_loop(cond, body, carry)
     return raw, smooth
 
   return one_seed
 
 
-def _fixed_trial(init, segment, num_steps, metric, smoothing,
-                 diverge_threshold):
+def _fixed_trial(
+  init, segment, num_steps, metric, smoothing, diverge_threshold
+):
   """One (rate, seed) run: its last raw and smoothed loss, NaN if diverged."""
   steps = jnp.arange(num_steps)
 
@@ -147,8 +167,10 @@ def _fixed_trial(init, segment, num_steps, metric, smoothing,
     finite = jnp.all(jnp.isfinite(smooth))
     best = jnp.min(jnp.where(jnp.isfinite(smooth), smooth, jnp.inf))
     diverged = ~finite | _rose(smooth[-1], best, smooth[0], diverge_threshold)
-    return (jnp.where(diverged, jnp.nan, raw[-1]),
-            jnp.where(diverged, jnp.nan, smooth[-1]))
+    return (
+      jnp.where(diverged, jnp.nan, raw[-1]),
+      jnp.where(diverged, jnp.nan, smooth[-1]),
+    )
 
   return one_run
 
@@ -156,8 +178,9 @@ def _fixed_trial(init, segment, num_steps, metric, smoothing,
 class _LRFind(_loop.Strategy):
   """The range test as a one-step strategy (checkpointed when done)."""
 
-  def __init__(self, ex, key, one, lrs, num_seeds, num_rates, smoothing,
-               num_steps):
+  def __init__(
+    self, ex, key, one, lrs, num_seeds, num_rates, smoothing, num_steps
+  ):
     self.ex, self.key, self.one = ex, key, one
     self.lrs, self.num_seeds, self.num_rates = lrs, num_seeds, num_rates
     self.smoothing, self.num_steps = smoothing, num_steps
@@ -191,8 +214,11 @@ class _LRFind(_loop.Strategy):
     def trial(lr, seed, kd):
       return one(lr, _executor.trial_key(spec.wrap(kd), seed))
 
-    args = (ex.put(lr[rows], ndev), ex.put(seed[rows], ndev),
-            ex.put_replicated(spec.data, ndev))
+    args = (
+      ex.put(lr[rows], ndev),
+      ex.put(seed[rows], ndev),
+      ex.put_replicated(spec.data, ndev),
+    )
     program = ex.compile(ex.per_trial(trial, ndev, (0, 0, None)), args)
     ex.note_used(program)
     raw, smooth = ex.gather(program(*args))
@@ -207,33 +233,39 @@ class _LRFind(_loop.Strategy):
     curve = _mean_curve(smooth)
     noise = _ema_noise(self.smoothing, self.num_steps)
     if self.num_rates is None:
-      return LRFindResult(self.lrs, raw, smooth, curve,
-                          _suggest(self.lrs, curve, raw, noise))
+      return LRFindResult(
+        self.lrs, raw, smooth, curve, _suggest(self.lrs, curve, raw, noise)
+      )
     # Fixed rates: each point is its own run's smoothed final loss, so the
     # points themselves are the samples whose scatter is the noise (the
     # last raw loss would not be on the curve's scale).
     return LRFindResult(
-        self.lrs, raw, smooth, curve,
-        _suggest(self.lrs, curve, smooth, np.ones(len(self.lrs)),
-                 divide_minimum=1.0))
+      self.lrs,
+      raw,
+      smooth,
+      curve,
+      _suggest(
+        self.lrs, curve, smooth, np.ones(len(self.lrs)), divide_minimum=1.0
+      ),
+    )
 
 
 def lr_find(
-    init: Callable[..., Any],
-    segment: Callable[..., Any],
-    *,
-    key: jax.Array,
-    min_lr: float = 1e-7,
-    max_lr: float = 10.0,
-    num_steps: int = 100,
-    num_seeds: int = 1,
-    smoothing: float = 0.98,
-    diverge_threshold: float = 4.0,
-    num_rates: int | None = None,
-    metric: str = "loss",
-    checkpoint_dir: str | None = None,
-    devices: Sequence[jax.Device] | None = None,
-    lanes: int | None = None,
+  init: Callable[..., Any],
+  segment: Callable[..., Any],
+  *,
+  key: jax.Array,
+  min_lr: float = 1e-7,
+  max_lr: float = 10.0,
+  num_steps: int = 100,
+  num_seeds: int = 1,
+  smoothing: float = 0.98,
+  diverge_threshold: float = 4.0,
+  num_rates: int | None = None,
+  metric: str = "loss",
+  checkpoint_dir: str | None = None,
+  devices: Sequence[jax.Device] | None = None,
+  lanes: int | None = None,
 ) -> LRFindResult:
   r"""The learning-rate range test: loss against an exponential LR ramp.
 
@@ -302,58 +334,80 @@ def lr_find(
   """
   _population.check_common(key, devices, lanes)
   if not (0 < min_lr < max_lr < np.inf):
-    raise ValueError(f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr}, "
-                     f"max_lr={max_lr}.")
-  for name, value, low in (("num_steps", num_steps, 3),
-                           ("num_seeds", num_seeds, 1)):
+    raise ValueError(
+      f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr}, max_lr={max_lr}."
+    )
+  for name, value, low in (
+    ("num_steps", num_steps, 3),
+    ("num_seeds", num_seeds, 1),
+  ):
     if not isinstance(value, numbers.Integral) or value < low:
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
   if not 0.0 <= smoothing < 1.0:
     raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}.")
   if not diverge_threshold > 1.0:
     raise ValueError(
-        f"diverge_threshold must be > 1, got {diverge_threshold!r}.")
+      f"diverge_threshold must be > 1, got {diverge_threshold!r}."
+    )
   if num_rates is not None and (
-      not isinstance(num_rates, numbers.Integral)
-      or isinstance(num_rates, bool) or num_rates < 3):
-    raise ValueError(f"num_rates must be None or an int >= 3, got "
-                     f"{num_rates!r}.")
+    not isinstance(num_rates, numbers.Integral)
+    or isinstance(num_rates, bool)
+    or num_rates < 3
+  ):
+    raise ValueError(
+      f"num_rates must be None or an int >= 3, got {num_rates!r}."
+    )
   if _is_legacy(init):
     warnings.warn(
-        "lr_find(init(key), step(state, lr, key)) is deprecated: pass "
-        "init(hparams, key) and segment(state, hparams) -> (state, metrics), "
-        "the form every jopt search takes, with hparams['learning_rate'].",
-        DeprecationWarning, stacklevel=2)
+      "lr_find(init(key), step(state, lr, key)) is deprecated: pass "
+      "init(hparams, key) and segment(state, hparams) -> (state, metrics), "
+      "the form every jopt search takes, with hparams['learning_rate'].",
+      DeprecationWarning,
+      stacklevel=2,
+    )
     init, segment = _legacy_form(init, segment)
     metric = "loss"
   if num_rates is None:
     lrs = np.geomspace(min_lr, max_lr, num_steps).astype(np.float32)
-    ramp = _ramp_trial(init, segment, lrs, metric, smoothing,
-                       diverge_threshold)
+    ramp = _ramp_trial(init, segment, lrs, metric, smoothing, diverge_threshold)
     one = lambda lr, key: ramp(lr, key)  # noqa: E731
   else:
     lrs = np.geomspace(min_lr, max_lr, int(num_rates)).astype(np.float32)
-    one = _fixed_trial(init, segment, num_steps, metric, smoothing,
-                       diverge_threshold)
+    one = _fixed_trial(
+      init, segment, num_steps, metric, smoothing, diverge_threshold
+    )
   runs = num_seeds * (1 if num_rates is None else int(num_rates))
   ex = _population.executor_for(runs, devices, lanes)
   key_spec = _executor.KeySpec(key)
-  search = _LRFind(ex, key_spec, one, lrs, int(num_seeds), num_rates,
-                   smoothing, num_steps)
+  search = _LRFind(
+    ex, key_spec, one, lrs, int(num_seeds), num_rates, smoothing, num_steps
+  )
   ckpt = None
   if checkpoint_dir is not None:
     import hashlib
 
     kd = jax.ShapeDtypeStruct(key_spec.data.shape, key_spec.data.dtype)
-    text = jax.jit(lambda lr, kd: one(lr, key_spec.wrap(kd))).lower(
-        jax.ShapeDtypeStruct((), np.float32), kd).as_text(debug_info=False)
+    text = (
+      jax.jit(lambda lr, kd: one(lr, key_spec.wrap(kd)))
+      .lower(jax.ShapeDtypeStruct((), np.float32), kd)
+      .as_text(debug_info=False)
+    )
     ckpt = _population.checkpoint_for(
-        checkpoint_dir, "lr_find", space={}, key=key,
-        functions=[init, segment], ex=ex,
-        program=hashlib.sha256(text.encode()).hexdigest()[:16],
-        min_lr=min_lr, max_lr=max_lr, num_steps=num_steps,
-        num_seeds=num_seeds, smoothing=smoothing,
-        diverge_threshold=diverge_threshold, num_rates=num_rates,
-        metric=metric)
+      checkpoint_dir,
+      "lr_find",
+      space={},
+      key=key,
+      functions=[init, segment],
+      ex=ex,
+      program=hashlib.sha256(text.encode()).hexdigest()[:16],
+      min_lr=min_lr,
+      max_lr=max_lr,
+      num_steps=num_steps,
+      num_seeds=num_seeds,
+      smoothing=smoothing,
+      diverge_threshold=diverge_threshold,
+      num_rates=num_rates,
+      metric=metric,
+    )
   result, _ = _loop.iterate(search, ex, checkpoint=ckpt)
   return result

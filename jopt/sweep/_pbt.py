@@ -49,7 +49,8 @@ class PBTResult(_stepwise.AdaptiveResult):
 
   parents: np.ndarray | None = None
   hparam_history: dict[str, np.ndarray] = dataclasses.field(
-      default_factory=dict)
+    default_factory=dict
+  )
   metric_history: np.ndarray | None = None
   segments_per_round: int = 1
 
@@ -68,8 +69,13 @@ class PBTResult(_stepwise.AdaptiveResult):
     rounds = np.arange(len(path))
     return {n: h[rounds, path] for n, h in self.hparam_history.items()}
 
-  def plot_schedules(self, name: str | None = None, *, path: str | None = None,
-                     members: Sequence[int] | None = None):
+  def plot_schedules(
+    self,
+    name: str | None = None,
+    *,
+    path: str | None = None,
+    members: Sequence[int] | None = None,
+  ):
     """Plots the schedule of hyperparameter ``name`` each final member followed.
 
     Args:
@@ -90,10 +96,15 @@ class PBTResult(_stepwise.AdaptiveResult):
     ax = fig.add_subplot()
     for m in members:
       values = self.schedule(m)[name]
-      ax.step(rounds_x, np.append(values, values[-1]), where="post",
-              color="C3" if m == best else "0.6",
-              lw=2.5 if m == best else 0.8, zorder=3 if m == best else 2,
-              label=f"best (member {best})" if m == best else None)
+      ax.step(
+        rounds_x,
+        np.append(values, values[-1]),
+        where="post",
+        color="C3" if m == best else "0.6",
+        lw=2.5 if m == best else 0.8,
+        zorder=3 if m == best else 2,
+        label=f"best (member {best})" if m == best else None,
+      )
     if getattr(self.space.get(name), "log", False):
       ax.set_yscale("log")
     ax.set_xlabel("segment")
@@ -103,8 +114,9 @@ class PBTResult(_stepwise.AdaptiveResult):
     return _plots._finish(fig, path, dpi=120)
 
 
-def _explore_one(dist, value, replaced, rng, pool_value, perturb,
-                 resample_prob):
+def _explore_one(
+  dist, value, replaced, rng, pool_value, perturb, resample_prob
+):
   """New value of one hyperparameter for every member (replaced ones move).
 
   On the host, with numpy: a handful of values per member and round, and
@@ -129,8 +141,11 @@ def _explore_one(dist, value, replaced, rng, pool_value, perturb,
       index = value
     # An ordered move: up when the factor grows the value, down otherwise.
     index = np.clip(index + np.where(factor > 1, 1, -1), 0, count - 1)
-    moved = (table[index] if dist.numeric or dist.boolean
-             else index.astype(value.dtype))
+    moved = (
+      table[index]
+      if dist.numeric or dist.boolean
+      else index.astype(value.dtype)
+    )
   elif isinstance(dist, _space.IntUniform):
     # Scaled and rounded, but at least one step in the factor's direction:
     # rounding alone would leave small values (1 * 1.25, 2 * 0.8) in place.
@@ -140,8 +155,11 @@ def _explore_one(dist, value, replaced, rng, pool_value, perturb,
     grow = np.where(factor > 1, 1.0, np.where(factor < 1, -1.0, 0.0))
     step = grow * np.where(current < 0, -1.0, 1.0)
     scaled = np.round(current * factor)
-    moved = np.where(step > 0, np.maximum(scaled, current + step),
-                     np.minimum(scaled, current + step))
+    moved = np.where(
+      step > 0,
+      np.maximum(scaled, current + step),
+      np.minimum(scaled, current + step),
+    )
     moved = np.where(step == 0, current, moved)
     moved = np.clip(moved, dist.low, dist.high).astype(value.dtype)
   else:
@@ -151,8 +169,19 @@ def _explore_one(dist, value, replaced, rng, pool_value, perturb,
   return np.where(replaced, moved, value).astype(value.dtype)
 
 
-def _exploit(space, rng, *, score, hparams, pool, population, num_quantile,
-             exploit, perturb, resample_prob):
+def _exploit(
+  space,
+  rng,
+  *,
+  score,
+  hparams,
+  pool,
+  population,
+  num_quantile,
+  exploit,
+  perturb,
+  resample_prob,
+):
   """Exploit and explore on the host: ``(parent, hparams)`` of the members.
 
   The bottom ``num_quantile`` members (by ``score``, lower is better) copy
@@ -169,18 +198,27 @@ def _exploit(space, rng, *, score, hparams, pool, population, num_quantile,
     order = np.argsort(score, kind="stable")
     top = order[:num_quantile]
     top = top[np.isfinite(score[top])]
-    bottom = order[population - num_quantile:]
+    bottom = order[population - num_quantile :]
     if len(top):
       parent[bottom] = top[rng.integers(0, len(top), num_quantile)]
   replaced = parent != members
   return parent, {
-      name: _explore_one(dist, np.asarray(hparams[name])[parent], replaced,
-                         rng, pool[name], perturb, resample_prob)
-      for name, dist in space.items()}
+    name: _explore_one(
+      dist,
+      np.asarray(hparams[name])[parent],
+      replaced,
+      rng,
+      pool[name],
+      perturb,
+      resample_prob,
+    )
+    for name, dist in space.items()
+  }
 
 
-def _round_score(values: list[np.ndarray], rank_window: int,
-                 mode: str) -> np.ndarray:
+def _round_score(
+  values: list[np.ndarray], rank_window: int, mode: str
+) -> np.ndarray:
   """Each member's score (lower is better, non-finite last).
 
   The mean of the last ``rank_window`` segments' values: one validation
@@ -188,22 +226,42 @@ def _round_score(values: list[np.ndarray], rank_window: int,
   """
   value = np.mean(np.stack(values[-rank_window:]), axis=0, dtype=np.float32)
   sign = np.float32(1.0 if mode == "min" else -1.0)
-  return np.where(np.isfinite(value), sign * value,
-                  np.float32(np.inf)).astype(np.float32)
+  return np.where(np.isfinite(value), sign * value, np.float32(np.inf)).astype(
+    np.float32
+  )
 
 
 def _take_rows(state, parent, *, sharding):
   """Row ``parent[i]`` of every leaf as row ``i``, trial-sharded as before."""
-  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
-      jnp.take(x, parent, axis=0), sharding), state)
+  return jax.tree.map(
+    lambda x: jax.lax.with_sharding_constraint(
+      jnp.take(x, parent, axis=0), sharding
+    ),
+    state,
+  )
 
 
 class _PBT(_loop.Strategy):
   """Population-based training as a strategy: one step is one round."""
 
-  def __init__(self, pop, ex, key, space, hparams, pool, *, population,
-               num_rounds, round_key, settings, metric, mode,
-               segments_per_round, steps_per_segment):
+  def __init__(
+    self,
+    pop,
+    ex,
+    key,
+    space,
+    hparams,
+    pool,
+    *,
+    population,
+    num_rounds,
+    round_key,
+    settings,
+    metric,
+    mode,
+    segments_per_round,
+    steps_per_segment,
+  ):
     self.pop, self.ex, self.key, self.space = pop, ex, key, space
     self.hparams, self.pool = hparams, pool
     self.population, self.num_rounds = population, num_rounds
@@ -215,13 +273,22 @@ class _PBT(_loop.Strategy):
     self._round = None
 
   def init(self):
-    state, hp, ndev = self.pop.init(self.ex, self.hparams, self.key,
-                                    np.arange(self.population))
+    state, hp, ndev = self.pop.init(
+      self.ex, self.hparams, self.key, np.arange(self.population)
+    )
     size = len(jax.tree.leaves(hp)[0])
     score = self.ex.put(np.zeros(size, np.float32), ndev)
-    return _loop.SearchState(0, {"parents": [], "history": {
-        n: [] for n in self.space}, "scores": [], "final": {}},
-                             {"state": state, "hp": hp, "score": score}, ndev)
+    return _loop.SearchState(
+      0,
+      {
+        "parents": [],
+        "history": {n: [] for n in self.space},
+        "scores": [],
+        "final": {},
+      },
+      {"state": state, "hp": hp, "score": score},
+      ndev,
+    )
 
   def work(self, state):
     return state.step * self.population * self.segments_per_round
@@ -230,8 +297,11 @@ class _PBT(_loop.Strategy):
     return state.step >= self.num_rounds
 
   def device_template(self, state):
-    return {"state": self.pop.state_template(self.hparams, self.key),
-            "hp": dict.fromkeys(self.hparams, 0), "score": 0}
+    return {
+      "state": self.pop.state_template(self.hparams, self.key),
+      "hp": dict.fromkeys(self.hparams, 0),
+      "score": 0,
+    }
 
   def relayout(self, state, tree):
     return _loop.packed_relayout(self.ex, self.population, tree, state.ndev)
@@ -243,17 +313,20 @@ class _PBT(_loop.Strategy):
     p = self.population
     rows = _executor.pad_rows(p, size)
     # This round's draws: from the search's round key and the round alone.
-    rng = np.random.default_rng(
-        [*np.ravel(self.round_key.data).tolist(), r])
+    rng = np.random.default_rng([*np.ravel(self.round_key.data).tolist(), r])
     prev_score, prev_hp = ex.gather((d["score"], d["hp"]))
     parent, hp_new = _exploit(
-        self.space, rng, score=prev_score[:p],
-        hparams={n: v[:p] for n, v in prev_hp.items()},
-        pool={n: v.reshape(self.num_rounds, p)[r]
-              for n, v in self.pool.items()},
-        population=p, num_quantile=self.settings["num_quantile"],
-        exploit=r > 0, perturb=self.settings["perturb"],
-        resample_prob=self.settings["resample_prob"])
+      self.space,
+      rng,
+      score=prev_score[:p],
+      hparams={n: v[:p] for n, v in prev_hp.items()},
+      pool={n: v.reshape(self.num_rounds, p)[r] for n, v in self.pool.items()},
+      population=p,
+      num_quantile=self.settings["num_quantile"],
+      exploit=r > 0,
+      perturb=self.settings["perturb"],
+      resample_prob=self.settings["resample_prob"],
+    )
     hp = ex.put({n: v[rows] for n, v in hp_new.items()}, ndev)
     pstate = d["state"]
     if r > 0:
@@ -261,9 +334,14 @@ class _PBT(_loop.Strategy):
       # The old states are not needed after it: their buffers are donated.
       args = (pstate, ex.put(parent[rows].astype(np.int32), ndev))
       if self._round is None or self._round[0] != (size, ndev):
-        self._round = ((size, ndev), ex.compile(
-            functools.partial(_take_rows, sharding=ex.sharding(ndev)), args,
-            donate=(0,)))
+        self._round = (
+          (size, ndev),
+          ex.compile(
+            functools.partial(_take_rows, sharding=ex.sharding(ndev)),
+            args,
+            donate=(0,),
+          ),
+        )
       pstate = self._round[1](*args)
       ex.note_used(self._round[1])
     sign = 1.0 if self.mode == "min" else -1.0
@@ -275,56 +353,69 @@ class _PBT(_loop.Strategy):
       last = np.asarray(metrics[self.metric]).reshape(size, -1)[:, -1]
       values.append(last.astype(np.float32))
       self.progress.advance(p, last[:p], sign, self.metric)
-    score = ex.put(_round_score(values, self.settings["rank_window"],
-                                self.mode), ndev)
+    score = ex.put(
+      _round_score(values, self.settings["rank_window"], self.mode), ndev
+    )
     h = dict(state.host)
     h["parents"] = [*h["parents"], parent.astype(np.int32)]
     h["history"] = {n: [*v, hp_new[n]] for n, v in h["history"].items()}
-    h["scores"] = [*h["scores"], np.asarray(metrics[self.metric]).reshape(
-        size, -1)[:p, -1]]
+    h["scores"] = [
+      *h["scores"],
+      np.asarray(metrics[self.metric]).reshape(size, -1)[:p, -1],
+    ]
     h["final"] = {k: v[:p] for k, v in metrics.items()}
-    return _loop.SearchState(r + 1, h, {"state": pstate, "hp": hp,
-                                        "score": score}, ndev)
+    return _loop.SearchState(
+      r + 1, h, {"state": pstate, "hp": hp, "score": score}, ndev
+    )
 
   def postprocess(self, state):
     h, p = state.host, self.population
-    final_state = _executor.to_host_values(jax.tree.map(
-        lambda x: x[:p], self.ex.gather(state.device["state"])))
+    final_state = _executor.to_host_values(
+      jax.tree.map(lambda x: x[:p], self.ex.gather(state.device["state"]))
+    )
     return _stepwise.make_result(
-        PBTResult, self.space, {n: v[-1] for n, v in h["history"].items()},
-        h["final"], metric=self.metric, mode=self.mode,
-        segments_run=np.full(p, self.num_rounds * self.segments_per_round),
-        steps_per_segment=self.steps_per_segment,
-        num_compiles=self.ex.num_compiles, final_trials=np.arange(p),
-        final_state=final_state, parents=np.stack(h["parents"]),
-        hparam_history={n: self.space[n].decode(np.stack(v))
-                        for n, v in h["history"].items()},
-        metric_history=np.stack(h["scores"]),
-        segments_per_round=self.segments_per_round)
+      PBTResult,
+      self.space,
+      {n: v[-1] for n, v in h["history"].items()},
+      h["final"],
+      metric=self.metric,
+      mode=self.mode,
+      segments_run=np.full(p, self.num_rounds * self.segments_per_round),
+      steps_per_segment=self.steps_per_segment,
+      num_compiles=self.ex.num_compiles,
+      final_trials=np.arange(p),
+      final_state=final_state,
+      parents=np.stack(h["parents"]),
+      hparam_history={
+        n: self.space[n].decode(np.stack(v)) for n, v in h["history"].items()
+      },
+      metric_history=np.stack(h["scores"]),
+      segments_per_round=self.segments_per_round,
+    )
 
 
 def pbt(
-    init: _population.InitFn,
-    segment: _population.SegmentFn,
-    space: Mapping[str, Any],
-    *,
-    population: int,
-    key: jax.Array,
-    num_rounds: int,
-    metric: str,
-    mode: str = "min",
-    segments_per_round: int = 1,
-    rank_window: int | None = None,
-    quantile: float = 0.25,
-    perturb: Sequence[float] = (0.8, 1.25),
-    resample_prob: float = 0.25,
-    strategy: str = "quasirandom",
-    grid_points: Any = None,
-    steps_per_segment: int = 1,
-    checkpoint_dir: str | None = None,
-    progress: bool = False,
-    devices: Sequence[jax.Device] | None = None,
-    lanes: int | None = None,
+  init: _population.InitFn,
+  segment: _population.SegmentFn,
+  space: Mapping[str, Any],
+  *,
+  population: int,
+  key: jax.Array,
+  num_rounds: int,
+  metric: str,
+  mode: str = "min",
+  segments_per_round: int = 1,
+  rank_window: int | None = None,
+  quantile: float = 0.25,
+  perturb: Sequence[float] = (0.8, 1.25),
+  resample_prob: float = 0.25,
+  strategy: str = "quasirandom",
+  grid_points: Any = None,
+  steps_per_segment: int = 1,
+  checkpoint_dir: str | None = None,
+  progress: bool = False,
+  devices: Sequence[jax.Device] | None = None,
+  lanes: int | None = None,
 ) -> PBTResult:
   """Population-based training: members copy the best and explore, in rounds.
 
@@ -398,27 +489,37 @@ def pbt(
   _population.check_mode(mode)
   _population.check_common(key, devices, lanes)
   space = _population.check_space(space, "pbt")
-  for name, value, low in (("population", population, 2),
-                           ("num_rounds", num_rounds, 1),
-                           ("segments_per_round", segments_per_round, 1)):
-    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-        or value < low):
+  for name, value, low in (
+    ("population", population, 2),
+    ("num_rounds", num_rounds, 1),
+    ("segments_per_round", segments_per_round, 1),
+  ):
+    if (
+      not isinstance(value, numbers.Integral)
+      or isinstance(value, bool)
+      or value < low
+    ):
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
   if rank_window is None:
     rank_window = segments_per_round
-  if (not isinstance(rank_window, numbers.Integral)
-      or isinstance(rank_window, bool)
-      or not 1 <= rank_window <= segments_per_round):
-    raise ValueError(f"rank_window must be an int in [1, segments_per_round="
-                     f"{segments_per_round}], got {rank_window!r}.")
+  if (
+    not isinstance(rank_window, numbers.Integral)
+    or isinstance(rank_window, bool)
+    or not 1 <= rank_window <= segments_per_round
+  ):
+    raise ValueError(
+      f"rank_window must be an int in [1, segments_per_round="
+      f"{segments_per_round}], got {rank_window!r}."
+    )
   if not 0.0 < quantile <= 0.5:
     raise ValueError(f"quantile must be in (0, 0.5], got {quantile!r}.")
   num_quantile = int(np.floor(quantile * population + 1e-9))
   if num_quantile < 1:
     raise ValueError(
-        f"population={population} is too small for quantile={quantile}: "
-        f"need population >= {int(np.ceil(1 / quantile))} so that at least "
-        f"one member is replaced per round.")
+      f"population={population} is too small for quantile={quantile}: "
+      f"need population >= {int(np.ceil(1 / quantile))} so that at least "
+      f"one member is replaced per round."
+    )
   perturb = tuple(float(f) for f in perturb)
   if not perturb or min(perturb) <= 0:
     raise ValueError(f"perturb must be non-empty factors > 0, got {perturb!r}.")
@@ -426,30 +527,63 @@ def pbt(
     raise ValueError(f"resample_prob must be in [0, 1], got {resample_prob!r}.")
 
   k_sample, k_pool, k_rounds = jax.random.split(key, 3)
-  hparams = _space.sample(space, population, k_sample, strategy,
-                          grid_points=grid_points)
+  hparams = _space.sample(
+    space, population, k_sample, strategy, grid_points=grid_points
+  )
   pool = _space.sample(space, num_rounds * population, k_pool, "random")
   ex = _population.executor_for(population, devices, lanes)
   pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   _stepwise.check_segment_metric(pop, hparams, key_spec, metric)
-  settings = dict(num_quantile=num_quantile,
-                  segments_per_round=segments_per_round, metric=metric,
-                  mode=mode, perturb=perturb, resample_prob=resample_prob,
-                  rank_window=int(rank_window))
-  search = _PBT(pop, ex, key_spec, space, hparams, pool,
-                population=population, num_rounds=num_rounds,
-                round_key=k_rounds, settings=settings, metric=metric,
-                mode=mode, segments_per_round=segments_per_round,
-                steps_per_segment=steps_per_segment)
+  settings = dict(
+    num_quantile=num_quantile,
+    segments_per_round=segments_per_round,
+    metric=metric,
+    mode=mode,
+    perturb=perturb,
+    resample_prob=resample_prob,
+    rank_window=int(rank_window),
+  )
+  search = _PBT(
+    pop,
+    ex,
+    key_spec,
+    space,
+    hparams,
+    pool,
+    population=population,
+    num_rounds=num_rounds,
+    round_key=k_rounds,
+    settings=settings,
+    metric=metric,
+    mode=mode,
+    segments_per_round=segments_per_round,
+    steps_per_segment=steps_per_segment,
+  )
   ckpt = _population.checkpoint_for(
-      checkpoint_dir, "pbt", space=space, key=key, functions=[init, segment],
-      ex=ex, program=_population.program_digest(pop, hparams, key_spec)
-      if checkpoint_dir else "", strategy=strategy, grid_points=grid_points,
-      population=population, num_rounds=num_rounds,
-      explore="host numpy", **settings)
+    checkpoint_dir,
+    "pbt",
+    space=space,
+    key=key,
+    functions=[init, segment],
+    ex=ex,
+    program=_population.program_digest(pop, hparams, key_spec)
+    if checkpoint_dir
+    else "",
+    strategy=strategy,
+    grid_points=grid_points,
+    population=population,
+    num_rounds=num_rounds,
+    explore="host numpy",
+    **settings,
+  )
   result, wall = _loop.iterate(
-      search, ex, checkpoint=ckpt, progress=progress,
-      total=num_rounds * population * segments_per_round, desc="jopt.sweep.pbt")
+    search,
+    ex,
+    checkpoint=ckpt,
+    progress=progress,
+    total=num_rounds * population * segments_per_round,
+    desc="jopt.sweep.pbt",
+  )
   result.wall_time = wall
   return result

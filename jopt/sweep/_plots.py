@@ -21,8 +21,12 @@ def _matplotlib(what: str):
   return _common.require("matplotlib", _common.EXTRA, what)
 
 
-def _figure(ncols: int = 1, width: float = 4.0, height: float = 3.2,
-            what: str = "plotting"):
+def _figure(
+  ncols: int = 1,
+  width: float = 4.0,
+  height: float = 3.2,
+  what: str = "plotting",
+):
   _matplotlib(what)
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
@@ -75,8 +79,11 @@ def plot(result, metric: str, path: str | os.PathLike | None = None):
   _matplotlib("SweepResult.plot")
   y = result.scalar(metric).astype(np.float64)
   se_name = f"{metric}_se"
-  se = (result.scalar(se_name).astype(np.float64)
-        if se_name in result.metrics else None)
+  se = (
+    result.scalar(se_name).astype(np.float64)
+    if se_name in result.metrics
+    else None
+  )
   ok = ~result._failed() & np.isfinite(y)
   names = list(result.hparams)
   fig = _figure(len(names))
@@ -89,15 +96,30 @@ def plot(result, metric: str, path: str | os.PathLike | None = None):
     # several-dimensional space draws a path that means nothing.
     style = "o-" if len(names) == 1 else "o"
     if se is not None:
-      ax.errorbar(xs, ys, yerr=se[ok][order], fmt=style, ms=4, lw=0.8,
-                  capsize=2, alpha=0.8, label="mean ± se")
+      ax.errorbar(
+        xs,
+        ys,
+        yerr=se[ok][order],
+        fmt=style,
+        ms=4,
+        lw=0.8,
+        capsize=2,
+        alpha=0.8,
+        label="mean ± se",
+      )
     else:
       ax.plot(xs, ys, style, ms=4, lw=0.8, alpha=0.8)
     top = _y_axis(ax, ys)
     clipped = ys > top
     if clipped.any():
-      ax.plot(xs[clipped], np.full(clipped.sum(), top), "^", color="C1",
-              ms=5, label="above the axis")
+      ax.plot(
+        xs[clipped],
+        np.full(clipped.sum(), top),
+        "^",
+        color="C1",
+        ms=5,
+        label="above the axis",
+      )
     if (~ok).any():
       ax.plot(x[~ok], np.full((~ok).sum(), top), "rx", label="diverged")
     if (~ok).any() or clipped.any() or se is not None:
@@ -119,16 +141,21 @@ def _default_by(result) -> str:
   return next(iter(result.hparams))
 
 
-def plot_curves(result, metric: str, by: str | None = None,
-                path: str | os.PathLike | None = None):
+def plot_curves(
+  result,
+  metric: str,
+  by: str | None = None,
+  path: str | os.PathLike | None = None,
+):
   """`SweepResult.plot_curves` of ``result``."""
   matplotlib = _matplotlib("SweepResult.plot_curves")
   from matplotlib import cm, colors
 
   curves = np.asarray(result.metrics[metric], np.float64)
   if curves.ndim != 2:
-    raise ValueError(f"plot_curves needs a [N, T] metric; {metric!r} has "
-                     f"shape {curves.shape}.")
+    raise ValueError(
+      f"plot_curves needs a [N, T] metric; {metric!r} has shape {curves.shape}."
+    )
   by = by or _default_by(result)
   if by not in result.hparams:
     raise ValueError(f"unknown hyperparameter {by!r}.")
@@ -154,8 +181,12 @@ def plot_curves(result, metric: str, by: str | None = None,
   return _finish(fig, path)
 
 
-def plot_parallel(result, metric: str, path: str | os.PathLike | None = None,
-                  names: Sequence[str] | None = None):
+def plot_parallel(
+  result,
+  metric: str,
+  path: str | os.PathLike | None = None,
+  names: Sequence[str] | None = None,
+):
   """`SweepResult.plot_parallel` of ``result``."""
   matplotlib = _matplotlib("SweepResult.plot_parallel")
   from matplotlib import cm, colors
@@ -173,21 +204,27 @@ def plot_parallel(result, metric: str, path: str | os.PathLike | None = None,
     ticks.append((labels, _is_log(result, name)))
   cols.append(y)
   if not ok.any():
-    raise ValueError(f"plot_parallel: no trial has a finite {metric!r} (all "
-                     f"{len(y)} diverged); there is nothing to draw.")
+    raise ValueError(
+      f"plot_parallel: no trial has a finite {metric!r} (all "
+      f"{len(y)} diverged); there is nothing to draw."
+    )
   data = np.stack(cols, 1)[ok]
   lo, hi = data.min(0), data.max(0)
   scaled = (data - lo) / np.where(hi > lo, hi - lo, 1.0)
-  norm = colors.Normalize(y[ok].min() if ok.any() else 0.0,
-                          y[ok].max() if ok.any() else 1.0)
+  norm = colors.Normalize(
+    y[ok].min() if ok.any() else 0.0, y[ok].max() if ok.any() else 1.0
+  )
   cmap = matplotlib.colormaps["viridis_r"]
   fig = _figure(width=1.6 * (len(names) + 1) + 1.5, height=4.0)
   ax = fig.subplots()
   xs = np.arange(len(names) + 1)
   for row, val in zip(scaled, y[ok], strict=True):
     ax.plot(xs, row, color=cmap(norm(val)), lw=1.0, alpha=0.7)
-  ax.set_xticks(xs, [f"log10 {n}" if t[1] else n
-                     for n, t in zip(names, ticks, strict=True)] + [metric])
+  ax.set_xticks(
+    xs,
+    [f"log10 {n}" if t[1] else n for n, t in zip(names, ticks, strict=True)]
+    + [metric],
+  )
   for j in xs:
     ax.axvline(j, color="k", lw=0.5)
   for j, (lo_j, hi_j) in enumerate(zip(lo, hi, strict=True)):
@@ -195,13 +232,29 @@ def plot_parallel(result, metric: str, path: str | os.PathLike | None = None,
     if labels is not None:  # a categorical axis: name each category
       for k, label in enumerate(labels):
         pos = (k - lo_j) / (hi_j - lo_j) if hi_j > lo_j else 0.0
-        ax.annotate(label, (j, pos), textcoords="offset points",
-                    xytext=(3, 0), fontsize="x-small", va="center")
+        ax.annotate(
+          label,
+          (j, pos),
+          textcoords="offset points",
+          xytext=(3, 0),
+          fontsize="x-small",
+          va="center",
+        )
       continue
-    ax.annotate(f"{hi_j:.3g}", (j, 1.0), textcoords="offset points",
-                xytext=(2, 2), fontsize="x-small")
-    ax.annotate(f"{lo_j:.3g}", (j, 0.0), textcoords="offset points",
-                xytext=(2, -9), fontsize="x-small")
+    ax.annotate(
+      f"{hi_j:.3g}",
+      (j, 1.0),
+      textcoords="offset points",
+      xytext=(2, 2),
+      fontsize="x-small",
+    )
+    ax.annotate(
+      f"{lo_j:.3g}",
+      (j, 0.0),
+      textcoords="offset points",
+      xytext=(2, -9),
+      fontsize="x-small",
+    )
   ax.set_yticks([])
   fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
   return _finish(fig, path)

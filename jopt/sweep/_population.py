@@ -33,8 +33,11 @@ SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
 
 def check_int(name: str, value: Any, low: int) -> int:
   """``value`` as an int, or a ValueError unless it is an int >= ``low``."""
-  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-      or value < low):
+  if (
+    not isinstance(value, numbers.Integral)
+    or isinstance(value, bool)
+    or value < low
+  ):
     raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
   return int(value)
 
@@ -51,8 +54,9 @@ def check_optional_int(name: str, value: Any, low: int) -> int | None:
   return None if value is None else check_int(name, value, low)
 
 
-def ranking_values(metrics: Mapping[str, Any], metric: str,
-                   mode: str = "min") -> np.ndarray:
+def ranking_values(
+  metrics: Mapping[str, Any], metric: str, mode: str = "min"
+) -> np.ndarray:
   """One score per trial, where lower is better, non-finite scores last.
 
   A curve metric ([N, T]) is ranked by its last value.
@@ -74,8 +78,10 @@ def check_mode(mode: Any) -> None:
 def check_metric(metrics: Mapping[str, Any], metric: str) -> None:
   """Raises unless ``metric`` is one of the metrics a segment returned."""
   if metric not in metrics:
-    raise ValueError(f"metric {metric!r} is not among the metrics the "
-                     f"segment function returns: {sorted(metrics)}.")
+    raise ValueError(
+      f"metric {metric!r} is not among the metrics the "
+      f"segment function returns: {sorted(metrics)}."
+    )
 
 
 def check_space(space: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -84,8 +90,9 @@ def check_space(space: Mapping[str, Any], what: str) -> dict[str, Any]:
   for name, dist in space.items():
     if dist.static:
       raise ValueError(
-          f"{what} runs every trial in one program, so space[{name!r}] cannot "
-          f"be a static choice (one compile per value); make it non-static.")
+        f"{what} runs every trial in one program, so space[{name!r}] cannot "
+        f"be a static choice (one compile per value); make it non-static."
+      )
   return space
 
 
@@ -120,10 +127,16 @@ class Population:
     # be arrays or sharded ShapeDtypeStructs (to size a call).
     leaves = jax.tree.leaves(args)
     shapes = tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
-    key = (name, ex.lanes, tuple(d.id for d in ex.devices),
-           leaves[0].sharding.mesh.devices.size,
-           repr(ex.compiler_options), jax.tree.structure(args), shapes,
-           _caches.trace_context())
+    key = (
+      name,
+      ex.lanes,
+      tuple(d.id for d in ex.devices),
+      leaves[0].sharding.mesh.devices.size,
+      repr(ex.compiler_options),
+      jax.tree.structure(args),
+      shapes,
+      _caches.trace_context(),
+    )
     program = _PROGRAMS.get(key, owner=self)
     if program is None:
       program = ex.compile(build(), args)
@@ -136,9 +149,14 @@ class Population:
     ex.note_used(program)  # measured while the devices run, if not known
     return out
 
-  def segment_bytes(self, ex: _executor.Executor,
-                    hparams: Mapping[str, Any], key: _executor.KeySpec,
-                    n: int, masked: bool = False) -> int | None:
+  def segment_bytes(
+    self,
+    ex: _executor.Executor,
+    hparams: Mapping[str, Any],
+    key: _executor.KeySpec,
+    n: int,
+    masked: bool = False,
+  ) -> int | None:
     """The compiled footprint of one segment over ``n`` trials, per device.
 
     Compiles (and keeps) the program that `segment` will run, so sizing a
@@ -150,18 +168,25 @@ class Population:
     def abstract(shape, dtype):
       return jax.ShapeDtypeStruct((size, *shape), dtype, sharding=sharding)
 
-    state = jax.tree.map(lambda s: abstract(s.shape, s.dtype),
-                         self.state_template(hparams, key))
+    state = jax.tree.map(
+      lambda s: abstract(s.shape, s.dtype), self.state_template(hparams, key)
+    )
     hp = {k: abstract((), np.asarray(v).dtype) for k, v in hparams.items()}
     if masked:
       args = (state, hp, abstract((), np.dtype(bool)))
       program = self._program(
-          ex, "masked_segment",
-          lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)), args)
+        ex,
+        "masked_segment",
+        lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)),
+        args,
+      )
     else:
       program = self._program(
-          ex, "segment",
-          lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)), (state, hp))
+        ex,
+        "segment",
+        lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)),
+        (state, hp),
+      )
     return _executor.compiled_bytes(program)
 
   def _masked_segment(self, s, h, stop):
@@ -173,8 +198,13 @@ class Population:
     ndev = ex.num_devices_for(n)
     return ex.padded(n, ndev), ndev
 
-  def init(self, ex: _executor.Executor, hparams: Mapping[str, Any],
-           key: _executor.KeySpec, indices: Any):
+  def init(
+    self,
+    ex: _executor.Executor,
+    hparams: Mapping[str, Any],
+    key: _executor.KeySpec,
+    indices: Any,
+  ):
     """``(state, device hparams, ndev)`` of trials ``indices``.
 
     ``hparams`` holds one row per trial of ``indices``; both are padded to
@@ -190,38 +220,54 @@ class Population:
 
     def build():
       return ex.per_trial(
-          lambda h, i, k: init(h, _executor.trial_key(key.wrap(k), i)),
-          ndev, (0, 0, None))
+        lambda h, i, k: init(h, _executor.trial_key(key.wrap(k), i)),
+        ndev,
+        (0, 0, None),
+      )
 
     return self._run(ex, "init", build, (hp, idx, kd)), hp, ndev
 
-  def state_template(self, hparams: Mapping[str, Any],
-                     key: _executor.KeySpec) -> Any:
+  def state_template(
+    self, hparams: Mapping[str, Any], key: _executor.KeySpec
+  ) -> Any:
     """The structure of one trial's state (for restoring a checkpoint)."""
-    hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
-          for k, v in hparams.items()}
+    hp = {
+      k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
+      for k, v in hparams.items()
+    }
     kd = jax.ShapeDtypeStruct(key.data.shape, key.data.dtype)
     return jax.eval_shape(
-        lambda h, k: self.init_fn(h, _executor.trial_key(key.wrap(k), 0)),
-        hp, kd)
+      lambda h, k: self.init_fn(h, _executor.trial_key(key.wrap(k), 0)), hp, kd
+    )
 
-  def segment(self, ex: _executor.Executor, state: Any,
-              hparams: Mapping[str, jax.Array], ndev: int,
-              stopped: jax.Array | None = None):
+  def segment(
+    self,
+    ex: _executor.Executor,
+    state: Any,
+    hparams: Mapping[str, jax.Array],
+    ndev: int,
+    stopped: jax.Array | None = None,
+  ):
     """Runs one segment; trials with ``stopped`` set keep their state."""
     if stopped is None:
       return self._run(
-          ex, "segment", lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)),
-          (state, hparams))
+        ex,
+        "segment",
+        lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)),
+        (state, hparams),
+      )
     return self._run(
-        ex, "masked_segment",
-        lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)),
-        (state, hparams, stopped))
+      ex,
+      "masked_segment",
+      lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)),
+      (state, hparams, stopped),
+    )
 
   # A population that shrinks runs in a fixed capacity: one program each.
 
-  def placement(self, ex: _executor.Executor, n: int,
-                capacity: int) -> _executor.Placement:
+  def placement(
+    self, ex: _executor.Executor, n: int, capacity: int
+  ) -> _executor.Placement:
     """Where ``n`` live trials sit in a population of ``capacity`` trials.
 
     The layout (rows, devices) is the one `layout` gives ``capacity``
@@ -233,49 +279,71 @@ class Population:
   def _counts(self, ex: _executor.Executor, place: _executor.Placement):
     return ex.put(place.counts, place.ndev)
 
-  def init_live(self, ex: _executor.Executor, hparams: Mapping[str, Any],
-                key: _executor.KeySpec, indices: Any,
-                place: _executor.Placement):
+  def init_live(
+    self,
+    ex: _executor.Executor,
+    hparams: Mapping[str, Any],
+    key: _executor.KeySpec,
+    indices: Any,
+    place: _executor.Placement,
+  ):
     """``(state, device hparams)`` of trials ``indices``, placed by ``place``.
 
     ``hparams`` holds one row per trial of ``indices``; idle rows are not
     initialized (zeros).
     """
     indices = np.asarray(indices, np.int32)
-    hp = ex.put({k: place.spread(np.asarray(v)) for k, v in hparams.items()},
-                place.ndev)
+    hp = ex.put(
+      {k: place.spread(np.asarray(v)) for k, v in hparams.items()}, place.ndev
+    )
     idx = ex.put(place.spread(indices), place.ndev)
     kd = ex.put_replicated(key.data, place.ndev)
     init = self.init_fn
 
     def build():
       return ex.per_trial_live(
-          lambda h, i, k: init(h, _executor.trial_key(key.wrap(k), i)),
-          place.ndev, (0, 0, None))
+        lambda h, i, k: init(h, _executor.trial_key(key.wrap(k), i)),
+        place.ndev,
+        (0, 0, None),
+      )
 
-    return self._run(ex, "init_live", build,
-                     (hp, idx, kd, self._counts(ex, place))), hp
+    return self._run(
+      ex, "init_live", build, (hp, idx, kd, self._counts(ex, place))
+    ), hp
 
-  def segment_live(self, ex: _executor.Executor, state: Any,
-                   hparams: Mapping[str, jax.Array],
-                   place: _executor.Placement):
+  def segment_live(
+    self,
+    ex: _executor.Executor,
+    state: Any,
+    hparams: Mapping[str, jax.Array],
+    place: _executor.Placement,
+  ):
     """One segment of the live trials of ``place`` (idle rows: zeros)."""
     return self._run(
-        ex, "segment_live",
-        lambda: ex.per_trial_live(self.segment_fn, place.ndev, (0, 0)),
-        (state, hparams, self._counts(ex, place)))
+      ex,
+      "segment_live",
+      lambda: ex.per_trial_live(self.segment_fn, place.ndev, (0, 0)),
+      (state, hparams, self._counts(ex, place)),
+    )
 
-  def move(self, ex: _executor.Executor, tree: Any,
-           old: _executor.Placement, keep: np.ndarray,
-           new: _executor.Placement) -> Any:
+  def move(
+    self,
+    ex: _executor.Executor,
+    tree: Any,
+    old: _executor.Placement,
+    keep: np.ndarray,
+    new: _executor.Placement,
+  ) -> Any:
     """The live trials ``keep`` (positions in ``old``) of every leaf, placed
     by ``new``.
 
     Through the host: a rung boundary is rare and the rows are few.
     """
     keep = np.asarray(keep)
-    return ex.put(jax.tree.map(lambda x: new.spread(old.live(x)[keep]),
-                               ex.gather(tree)), new.ndev)
+    return ex.put(
+      jax.tree.map(lambda x: new.spread(old.live(x)[keep]), ex.gather(tree)),
+      new.ndev,
+    )
 
 
 # A population's programs, by population, layout, shapes and settings; and
@@ -294,9 +362,12 @@ def population_for(init: InitFn, segment: SegmentFn) -> Population:
   return population
 
 
-def executor_for(n: int, devices: Sequence[jax.Device] | None,
-                 lanes: int | None, compiler_options: Any = None
-                 ) -> _executor.Executor:
+def executor_for(
+  n: int,
+  devices: Sequence[jax.Device] | None,
+  lanes: int | None,
+  compiler_options: Any = None,
+) -> _executor.Executor:
   """The executor of a search whose largest population is ``n`` trials."""
   if devices is not None and not devices:
     raise ValueError("devices must be None or a non-empty list of devices.")
@@ -304,40 +375,57 @@ def executor_for(n: int, devices: Sequence[jax.Device] | None,
   devices = list(devices) if devices is not None else jax.devices()
   _cpu_devices.hint_if_one_cpu_device(devices)
   return _executor.Executor(
-      devices, _executor.lanes_for(n, devices[0].platform, lanes),
-      compiler_options)
+    devices,
+    _executor.lanes_for(n, devices[0].platform, lanes),
+    compiler_options,
+  )
 
 
-def checkpoint_for(checkpoint_dir: str | None, search: str, *,
-                   space: Mapping[str, Any], key: jax.Array,
-                   functions: Sequence[Callable[..., Any]],
-                   ex: _executor.Executor, program: str,
-                   **settings: Any) -> _checkpoint.Checkpoint | None:
+def checkpoint_for(
+  checkpoint_dir: str | None,
+  search: str,
+  *,
+  space: Mapping[str, Any],
+  key: jax.Array,
+  functions: Sequence[Callable[..., Any]],
+  ex: _executor.Executor,
+  program: str,
+  **settings: Any,
+) -> _checkpoint.Checkpoint | None:
   """The checkpoint folder of a stepwise search (None without a folder)."""
   if checkpoint_dir is None:
     return None
   fields = _checkpoint.fingerprint(
-      search=search, space=_checkpoint.space_identity(space),
-      key=_space.key_seed(key).tolist(), lanes=ex.lanes,
-      functions=[_checkpoint.function_identity(f) for f in functions],
-      program=program,
-      compiler_options=sorted((ex.compiler_options or {}).items()),
-      **settings)
-  return _checkpoint.Checkpoint(checkpoint_dir, fields,
-                                writer=jax.process_index() == 0)
+    search=search,
+    space=_checkpoint.space_identity(space),
+    key=_space.key_seed(key).tolist(),
+    lanes=ex.lanes,
+    functions=[_checkpoint.function_identity(f) for f in functions],
+    program=program,
+    compiler_options=sorted((ex.compiler_options or {}).items()),
+    **settings,
+  )
+  return _checkpoint.Checkpoint(
+    checkpoint_dir, fields, writer=jax.process_index() == 0
+  )
 
 
-def program_digest(population: Population, hparams: Mapping[str, Any],
-                   key: _executor.KeySpec) -> str:
+def program_digest(
+  population: Population, hparams: Mapping[str, Any], key: _executor.KeySpec
+) -> str:
   """A hash of one trial's lowered init and segment programs."""
-  hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
-        for k, v in hparams.items()}
+  hp = {
+    k: jax.ShapeDtypeStruct((), np.asarray(v).dtype) for k, v in hparams.items()
+  }
   kd = jax.ShapeDtypeStruct(key.data.shape, key.data.dtype)
   init = population.init_fn
-  text = jax.jit(
-      lambda h, k: init(h, _executor.trial_key(key.wrap(k), 0))).lower(
-          hp, kd).as_text(debug_info=False)
+  text = (
+    jax.jit(lambda h, k: init(h, _executor.trial_key(key.wrap(k), 0)))
+    .lower(hp, kd)
+    .as_text(debug_info=False)
+  )
   state = population.state_template(hparams, key)
-  text += jax.jit(population.segment_fn).lower(state, hp).as_text(
-      debug_info=False)
+  text += (
+    jax.jit(population.segment_fn).lower(state, hp).as_text(debug_info=False)
+  )
   return hashlib.sha256(text.encode()).hexdigest()[:16]

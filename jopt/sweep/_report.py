@@ -55,8 +55,14 @@ _LANE = jax.make_user_context(None)
 _RECEIVERS = _caches.Cache("progress callbacks by metric names", 256)
 
 
-def report(step: Any, *, num_steps: int | None = None, every: int = 1,
-           mode: str = "min", **metrics: Any) -> None:
+def report(
+  step: Any,
+  *,
+  num_steps: int | None = None,
+  every: int = 1,
+  mode: str = "min",
+  **metrics: Any,
+) -> None:
   """Reports a trial's progress and metrics from inside ``train_fn``.
 
   Call it inside the training loop (a ``lax.scan`` body, say) with the step
@@ -105,12 +111,18 @@ def report(step: Any, *, num_steps: int | None = None, every: int = 1,
   # One float32 array per call: JAX places every argument of a host
   # callback on the CPU device one by one, and that placement, not the
   # call, is most of a callback's cost. The integers travel bit-cast.
-  ints = jnp.stack([jnp.asarray(trial, jnp.int32), step.astype(jnp.int32),
-                    jnp.int32(total), jnp.int32(1 if mode == "min" else -1)])
+  ints = jnp.stack(
+    [
+      jnp.asarray(trial, jnp.int32),
+      step.astype(jnp.int32),
+      jnp.int32(total),
+      jnp.int32(1 if mode == "min" else -1),
+    ]
+  )
   packed = jnp.concatenate(
-      [jax.lax.bitcast_convert_type(ints, jnp.float32)]
-      + [jnp.asarray(v, jnp.float32).reshape(-1)[-1:]
-         for v in metrics.values()])
+    [jax.lax.bitcast_convert_type(ints, jnp.float32)]
+    + [jnp.asarray(v, jnp.float32).reshape(-1)[-1:] for v in metrics.values()]
+  )
   receive = _receiver(tuple(metrics))
 
   def emit():
@@ -122,11 +134,17 @@ def report(step: Any, *, num_steps: int | None = None, every: int = 1,
     jax.lax.cond(step % every == 0, emit, lambda: None)
 
 
-def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
-         length: int | None = None, *, num_reports: int = 10,
-         unroll: int | bool = 1,
-         metrics: Callable[[Any, Any], dict[str, Any]] | None = None,
-         mode: str = "min") -> tuple[Any, Any]:
+def scan(
+  f: Callable[[Any, Any], tuple[Any, Any]],
+  init: Any,
+  xs: Any = None,
+  length: int | None = None,
+  *,
+  num_reports: int = 10,
+  unroll: int | bool = 1,
+  metrics: Callable[[Any, Any], dict[str, Any]] | None = None,
+  mode: str = "min",
+) -> tuple[Any, Any]:
   """`jax.lax.scan` that reports its progress to the sweep running it.
 
   The cheapest way to show live progress: the loop runs as
@@ -173,15 +191,18 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
     >>> len(res)
     4
   """
-  if (isinstance(num_reports, bool) or not isinstance(num_reports, int)
-      or num_reports < 1):
+  if (
+    isinstance(num_reports, bool)
+    or not isinstance(num_reports, int)
+    or num_reports < 1
+  ):
     raise ValueError(f"num_reports must be an int >= 1, got {num_reports!r}.")
   if mode not in ("min", "max"):
     raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
-  if not isinstance(unroll, bool) and (not isinstance(unroll, int)
-                                       or unroll < 1):
-    raise ValueError(f"unroll must be an int >= 1 or a bool, got "
-                     f"{unroll!r}.")
+  if not isinstance(unroll, bool) and (
+    not isinstance(unroll, int) or unroll < 1
+  ):
+    raise ValueError(f"unroll must be an int >= 1 or a bool, got {unroll!r}.")
   x_leaves = jax.tree.leaves(xs)
   if length is None:
     if not x_leaves:
@@ -197,7 +218,8 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
   head = length - n * every
   metrics = metrics or _mean_metrics
   carry, head_ys = jax.lax.scan(
-      f, init, jax.tree.map(lambda x: x[:head], xs), head, unroll=unroll)
+    f, init, jax.tree.map(lambda x: x[:head], xs), head, unroll=unroll
+  )
 
   # A sweep caps the callbacks of one call (`reports_per_trial`): each
   # costs about as much as a few small steps, and a device running many
@@ -212,8 +234,12 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
     carry, ys = jax.lax.scan(f, carry, seg_xs, every, unroll=unroll)
 
     def emit():
-      report(head + (i + 1) * every - 1, num_steps=length, mode=mode,
-             **metrics(carry, ys))
+      report(
+        head + (i + 1) * every - 1,
+        num_steps=length,
+        mode=mode,
+        **metrics(carry, ys),
+      )
 
     if reporting and stride > 1:
       jax.lax.cond(((i + 1) % stride == 0) | (i == n - 1), emit, lambda: None)
@@ -222,20 +248,25 @@ def scan(f: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
     return carry, ys
 
   body_xs = jax.tree.map(
-      lambda x: x[head:].reshape((n, every) + x.shape[1:]), xs)
+    lambda x: x[head:].reshape((n, every) + x.shape[1:]), xs
+  )
   carry, ys = jax.lax.scan(segment, carry, (jnp.arange(n), body_xs))
   ys = jax.tree.map(
-      lambda h, y: jnp.concatenate([h, y.reshape((n * every,) + y.shape[2:])]),
-      head_ys, ys)
+    lambda h, y: jnp.concatenate([h, y.reshape((n * every,) + y.shape[2:])]),
+    head_ys,
+    ys,
+  )
   return carry, ys
 
 
 def _mean_metrics(carry: Any, ys: Any) -> dict[str, Any]:
   del carry
   if isinstance(ys, Mapping):
-    return {k: jnp.mean(v) for k, v in ys.items()
-            if jnp.ndim(v) == 1 and jnp.issubdtype(jnp.result_type(v),
-                                                   jnp.floating)}
+    return {
+      k: jnp.mean(v)
+      for k, v in ys.items()
+      if jnp.ndim(v) == 1 and jnp.issubdtype(jnp.result_type(v), jnp.floating)
+    }
   if ys is not None and jnp.ndim(ys) == 1:
     return {"loss": jnp.mean(ys)}
   return {}
@@ -286,8 +317,13 @@ def tracing(trial: Any, enabled: bool):
 class Reporter:
   """Turns the callbacks of running trials into progress on one bar."""
 
-  def __init__(self, bar: Any, interval: float = 0.2,
-               metric: str | None = None, mode: str = "min"):
+  def __init__(
+    self,
+    bar: Any,
+    interval: float = 0.2,
+    metric: str | None = None,
+    mode: str = "min",
+  ):
     self.bar = bar
     self.interval = interval
     # With a metric, the bar shows its best value among finished trials
@@ -300,8 +336,10 @@ class Reporter:
     self.last_draw = 0.0
     self.lock = threading.Lock()
     if hasattr(bar, "bar_format"):  # tqdm: fractions of trials, one decimal
-      bar.bar_format = ("{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/"
-                        "{total_fmt} [{elapsed}<{remaining}{postfix}]")
+      bar.bar_format = (
+        "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/"
+        "{total_fmt} [{elapsed}<{remaining}{postfix}]"
+      )
 
   def __enter__(self) -> Reporter:
     with _LOCK:
@@ -317,8 +355,9 @@ class Reporter:
       self.bar.n = round(self.bar.n, 6)
       self.bar.refresh()
 
-  def receive(self, trial: int, step: int, values: dict, total: int,
-              sign: float) -> None:
+  def receive(
+    self, trial: int, step: int, values: dict, total: int, sign: float
+  ) -> None:
     with self.lock:
       if total > 0:
         fraction = min(1.0, (step + 1) / total)
@@ -330,7 +369,8 @@ class Reporter:
         name, value = next(iter(values.items()))
         value = float(np.asarray(value))
         if math.isfinite(value) and (
-            self.best is None or sign * value < sign * self.best[1]):
+          self.best is None or sign * value < sign * self.best[1]
+        ):
           self.best = (name, value, sign)
     self._draw()
 
@@ -344,8 +384,11 @@ class Reporter:
         self.pending += 1.0 - self.done.get(t, 0.0)
         self.done[t] = 1.0
       if self.metric is not None and scores is not None:
-        finite = [float(v) for v in np.asarray(scores, np.float64).ravel()
-                  if math.isfinite(v)]
+        finite = [
+          float(v)
+          for v in np.asarray(scores, np.float64).ravel()
+          if math.isfinite(v)
+        ]
         if finite:
           value = min(finite) if self.sign > 0 else max(finite)
           if self.best is None or self.sign * value < self.sign * self.best[1]:

@@ -32,8 +32,9 @@ class Trial(NamedTuple):
     hp = ", ".join(f"{k!r}: {_short(v)}" for k, v in self.hparams.items())
     shown = []
     for name, v in self.metrics.items():
-      if any(name.endswith(s) and name[:-len(s)] in self.metrics
-             for s in _DERIVED):
+      if any(
+        name.endswith(s) and name[: -len(s)] in self.metrics for s in _DERIVED
+      ):
         continue  # shown with (or summarised by) its base metric
       v = np.asarray(v)
       if v.ndim == 0:
@@ -45,8 +46,10 @@ class Trial(NamedTuple):
         last = _short(v.reshape(-1)[-1].item()) if v.size else "-"
         text = f"<{'x'.join(map(str, v.shape))} values, last {last}>"
       shown.append(f"{name!r}: {text}")
-    return (f"Trial(index={self.index}, hparams={{{hp}}}, "
-            f"metrics={{{', '.join(shown)}}})")
+    return (
+      f"Trial(index={self.index}, hparams={{{hp}}}, "
+      f"metrics={{{', '.join(shown)}}})"
+    )
 
 
 # Metrics derived from a base metric ``name`` by `run`'s seeds and folds.
@@ -82,7 +85,7 @@ def _value_to_json(value: Any) -> Any:
 def _value_from_json(spec: Any) -> Any:
   if not isinstance(spec, dict):
     return spec
-  (kind, value), = spec.items()
+  ((kind, value),) = spec.items()
   if kind == "tuple":
     return tuple(_value_from_json(v) for v in value)
   if kind == "list":
@@ -134,11 +137,17 @@ def _space_to_json(space: Mapping[str, _space.Distribution]) -> dict:
   out = {}
   for name, d in space.items():
     if isinstance(d, _space.Choice):
-      out[name] = {"kind": "choice", "static": d.static,
-                   "values": [_value_to_json(v) for v in d.values]}
+      out[name] = {
+        "kind": "choice",
+        "static": d.static,
+        "values": [_value_to_json(v) for v in d.values],
+      }
     else:
-      kind = {_space.Uniform: "uniform", _space.LogUniform: "log_uniform",
-              _space.IntUniform: "int_uniform"}[type(d)]
+      kind = {
+        _space.Uniform: "uniform",
+        _space.LogUniform: "log_uniform",
+        _space.IntUniform: "int_uniform",
+      }[type(d)]
       out[name] = {"kind": kind, "low": d.low, "high": d.high}
   return out
 
@@ -147,8 +156,9 @@ def _space_from_json(spec: Mapping[str, Any]) -> dict[str, _space.Distribution]:
   out = {}
   for name, d in spec.items():
     if d["kind"] == "choice":
-      out[name] = _space.choice([_value_from_json(v) for v in d["values"]],
-                                static=d["static"])
+      out[name] = _space.choice(
+        [_value_from_json(v) for v in d["values"]], static=d["static"]
+      )
     else:
       out[name] = getattr(_space, d["kind"])(d["low"], d["high"])
   return out
@@ -176,7 +186,8 @@ def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
   if isinstance(value, np.ndarray):
     if value.dtype == object:  # choice values: functions by their names
       value = np.asarray([value_name(v) for v in value.ravel()]).reshape(
-          value.shape)
+        value.shape
+      )
     name = f"x{sum(k.startswith('x') for k in arrays)}"
     arrays[name] = value
     return {"a": name}
@@ -190,13 +201,15 @@ def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     return {"d": {k: _encode(v, arrays) for k, v in value.items()}}
   if isinstance(value, (list, tuple)):
     return {"l": [_encode(v, arrays) for v in value]}
-  raise TypeError(f"cannot save a {type(value).__name__} (arrays, numbers, "
-                  "strings, lists and dicts of them can be saved)")
+  raise TypeError(
+    f"cannot save a {type(value).__name__} (arrays, numbers, "
+    "strings, lists and dicts of them can be saved)"
+  )
 
 
 def _decode(spec: Mapping[str, Any], data: Any) -> Any:
   """The value `_encode` described by ``spec`` (lists come back as lists)."""
-  (kind, value), = spec.items()
+  ((kind, value),) = spec.items()
   if kind == "a":
     return data[value]
   if kind == "d":
@@ -252,9 +265,11 @@ class SweepResult:
     return len(self.diverged)
 
   def __repr__(self) -> str:
-    return (f"SweepResult(num_trials={len(self)}, hparams={list(self.hparams)}"
-            f", metrics={list(self.metrics)}, diverged={int(self.diverged.sum())}"
-            f", num_compiles={self.num_compiles})")
+    return (
+      f"SweepResult(num_trials={len(self)}, hparams={list(self.hparams)}"
+      f", metrics={list(self.metrics)}, diverged={int(self.diverged.sum())}"
+      f", num_compiles={self.num_compiles})"
+    )
 
   def scalar(self, metric: str) -> np.ndarray:
     """``[N]`` values of ``metric``: curves ([N, T]) give their last value."""
@@ -335,10 +350,11 @@ class SweepResult:
     cols: dict[str, Any] = dict(self.hparams)
     taken = set(cols) | set(info)
     for name in self.metrics:
-      if (name.endswith("_per_fold")
-          and name[: -len("_per_fold")] in self.metrics) or (
-              name.endswith("_per_seed")
-              and name[: -len("_per_seed")] in self.metrics):
+      if (
+        name.endswith("_per_fold") and name[: -len("_per_fold")] in self.metrics
+      ) or (
+        name.endswith("_per_seed") and name[: -len("_per_seed")] in self.metrics
+      ):
         continue
       column = name
       while column in taken or (column != name and column in self.metrics):
@@ -387,11 +403,16 @@ class SweepResult:
       try:
         fields[f.name] = _encode(getattr(self, f.name), arrays)
       except TypeError as e:
-        raise TypeError(f"{type(self).__name__}.save: field {f.name!r}: "
-                        f"{e}") from None
-    meta = {"hparams": hp_names, "metrics": m_names,
-            "hparams_as_indices": as_indices,
-            "space": _space_to_json(self.space), "fields": fields}
+        raise TypeError(
+          f"{type(self).__name__}.save: field {f.name!r}: {e}"
+        ) from None
+    meta = {
+      "hparams": hp_names,
+      "metrics": m_names,
+      "hparams_as_indices": as_indices,
+      "space": _space_to_json(self.space),
+      "fields": fields,
+    }
     arrays["__meta__"] = np.asarray(json.dumps(meta))
     _common.save_arrays(path, arrays)
 
@@ -401,8 +422,10 @@ class SweepResult:
     data = _common.load_arrays(path)
     meta = json.loads(str(data.get("__meta__", "{}")))
     if "fields" not in meta:
-      raise ValueError(f"{os.fspath(path)}: not a result written by "
-                       "SweepResult.save of this jopt version.")
+      raise ValueError(
+        f"{os.fspath(path)}: not a result written by "
+        "SweepResult.save of this jopt version."
+      )
     space = _space_from_json(meta["space"])
     hparams = {n: data[f"h{i}"] for i, n in enumerate(meta["hparams"])}
     for n in meta.get("hparams_as_indices", ()):
@@ -410,11 +433,16 @@ class SweepResult:
     metrics = {n: data[f"m{i}"] for i, n in enumerate(meta["metrics"])}
     stored = {k: _decode(v, data) for k, v in meta["fields"].items()}
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(hparams=hparams, metrics=metrics, space=space,
-               **{k: v for k, v in stored.items() if k in names})
+    return cls(
+      hparams=hparams,
+      metrics=metrics,
+      space=space,
+      **{k: v for k, v in stored.items() if k in names},
+    )
 
-  def to_tensorboard(self, logdir: str | os.PathLike, *,
-                     steps: Any = None) -> list[str]:
+  def to_tensorboard(
+    self, logdir: str | os.PathLike, *, steps: Any = None
+  ) -> list[str]:
     """One TensorBoard run per trial, for the HParams dashboard.
 
     Needs tensorboardX (``pip install "jopt[tensorboard]"``); see
@@ -448,8 +476,12 @@ class SweepResult:
 
     return _plots.plot(self, metric, path)
 
-  def plot_curves(self, metric: str, by: str | None = None,
-                  path: str | os.PathLike | None = None):
+  def plot_curves(
+    self,
+    metric: str,
+    by: str | None = None,
+    path: str | os.PathLike | None = None,
+  ):
     """Every trial's curve of ``metric``, coloured by hyperparameter ``by``.
 
     Needs matplotlib.
@@ -467,8 +499,12 @@ class SweepResult:
 
     return _plots.plot_curves(self, metric, by, path)
 
-  def plot_parallel(self, metric: str, path: str | os.PathLike | None = None,
-                    names: Sequence[str] | None = None):
+  def plot_parallel(
+    self,
+    metric: str,
+    path: str | os.PathLike | None = None,
+    names: Sequence[str] | None = None,
+  ):
     """Parallel coordinates: one axis per hyperparameter, then the metric.
 
     Each trial is a line through its normalised values, coloured by the

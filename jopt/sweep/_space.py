@@ -49,12 +49,13 @@ class Distribution:
     """The grid points along this dimension (``num_points`` for ranges)."""
     if num_points is None:
       raise ValueError(
-          f"strategy='grid' needs grid_points for the continuous dimension "
-          f"{name!r} ({self!r}): pass grid_points={{{name!r}: n}} or an int."
+        f"strategy='grid' needs grid_points for the continuous dimension "
+        f"{name!r} ({self!r}): pass grid_points={{{name!r}: n}} or an int."
       )
     if not _is_int(num_points) or num_points < 1:
-      raise ValueError(f"grid_points for {name!r} must be an int >= 1, got "
-                       f"{num_points!r}.")
+      raise ValueError(
+        f"grid_points for {name!r} must be an int >= 1, got {num_points!r}."
+      )
     return self._grid(int(num_points))
 
   def _grid(self, n: int) -> np.ndarray:
@@ -185,7 +186,9 @@ class IntUniform(Distribution):
 
   def from_unit(self, u):
     span = self.high - self.low + 1
-    return (self.low + np.minimum(np.floor(u * span), span - 1)).astype(np.int32)
+    return (self.low + np.minimum(np.floor(u * span), span - 1)).astype(
+      np.int32
+    )
 
   def _grid(self, n):
     pts = np.round(np.linspace(self.low, self.high, n))
@@ -203,16 +206,19 @@ def _to_float32(values: np.ndarray, dist: Uniform | LogUniform) -> np.ndarray:
   Rounding is monotone, so this only matters where ``exp(log(x))`` lands a
   float64 ulp outside ``[low, high]``.
   """
-  return np.clip(values.astype(np.float32), np.float32(dist.low),
-                 np.float32(dist.high))
+  return np.clip(
+    values.astype(np.float32), np.float32(dist.low), np.float32(dist.high)
+  )
 
 
 def _check_int32(kind: str, what: str, values: Sequence[int]) -> None:
   """Integers reach the training function as int32: they must fit."""
   big = [v for v in values if not _INT32.min <= v <= _INT32.max]
   if big:
-    raise ValueError(f"{kind}: {what} must fit in int32 "
-                     f"[{_INT32.min}, {_INT32.max}], got {big}.")
+    raise ValueError(
+      f"{kind}: {what} must fit in int32 "
+      f"[{_INT32.min}, {_INT32.max}], got {big}."
+    )
 
 
 def _check_bounds(kind: str, low: Any, high: Any, smallest: float) -> None:
@@ -226,12 +232,16 @@ def _check_bounds(kind: str, low: Any, high: Any, smallest: float) -> None:
     if not _is_number(v) or not math.isfinite(v):
       raise ValueError(f"{kind}: {name} must be a finite number, got {v!r}.")
     if not smallest <= v <= _FLOAT32_MAX:
-      raise ValueError(f"{kind}: {name} must be in float32's range "
-                       f"[{smallest:.8g}, {_FLOAT32_MAX:.8g}], got {v!r}.")
+      raise ValueError(
+        f"{kind}: {name} must be in float32's range "
+        f"[{smallest:.8g}, {_FLOAT32_MAX:.8g}], got {v!r}."
+      )
   if low < high and np.float32(low) == np.float32(high):
-    raise ValueError(f"{kind}: low={low!r} and high={high!r} are equal in "
-                     "float32, which hyperparameters are passed in; widen "
-                     "the range.")
+    raise ValueError(
+      f"{kind}: low={low!r} and high={high!r} are equal in "
+      "float32, which hyperparameters are passed in; widen "
+      "the range."
+    )
 
 
 def choice(values: Sequence[Any], *, static: bool = False) -> Choice:
@@ -270,8 +280,9 @@ def choice(values: Sequence[Any], *, static: bool = False) -> Choice:
   elif dist.numeric:
     big = [v for v in values if not abs(v) <= _FLOAT32_MAX]
     if big:
-      raise ValueError(f"choice: values must be finite float32 numbers, got "
-                       f"{big}.")
+      raise ValueError(
+        f"choice: values must be finite float32 numbers, got {big}."
+      )
   return dist
 
 
@@ -322,7 +333,8 @@ def log_uniform(low: float, high: float) -> LogUniform:
   _check_bounds("log_uniform", low, high, _FLOAT32_TINY)
   if low >= high:
     raise ValueError(
-        f"log_uniform: need low < high, got low={low}, high={high}.")
+      f"log_uniform: need low < high, got low={low}, high={high}."
+    )
   return LogUniform(float(low), float(high))
 
 
@@ -346,7 +358,8 @@ def int_uniform(low: int, high: int) -> IntUniform:
       raise ValueError(f"int_uniform: {name} must be an int, got {v!r}.")
   if low > high:
     raise ValueError(
-        f"int_uniform: need low <= high, got low={low}, high={high}.")
+      f"int_uniform: need low <= high, got low={low}, high={high}."
+    )
   _check_int32("int_uniform", "low and high", (low, high))
   return IntUniform(int(low), int(high))
 
@@ -354,8 +367,9 @@ def int_uniform(low: int, high: int) -> IntUniform:
 def validate_space(space: Any) -> dict[str, Distribution]:
   """Checks that ``space`` is a non-empty dict of distributions."""
   if not isinstance(space, Mapping):
-    raise ValueError(f"space must be a dict name -> distribution, got "
-                     f"{type(space).__name__}.")
+    raise ValueError(
+      f"space must be a dict name -> distribution, got {type(space).__name__}."
+    )
   if not space:
     raise ValueError("space must not be empty.")
   for name, dist in space.items():
@@ -363,16 +377,18 @@ def validate_space(space: Any) -> dict[str, Distribution]:
       raise ValueError(f"space names must be strings, got {name!r}.")
     if not isinstance(dist, Distribution):
       raise ValueError(
-          f"space[{name!r}] must be a jopt.sweep distribution (choice, "
-          f"uniform, log_uniform, int_uniform), got {dist!r}.")
+        f"space[{name!r}] must be a jopt.sweep distribution (choice, "
+        f"uniform, log_uniform, int_uniform), got {dist!r}."
+      )
   return dict(space)
 
 
 def key_seed(key: Any) -> np.ndarray:
   """The raw uint32 data of a JAX PRNG key (typed or legacy)."""
   if key is None:
-    raise ValueError("key must be a JAX PRNG key (jax.random.key(seed)), "
-                     "got None.")
+    raise ValueError(
+      "key must be a JAX PRNG key (jax.random.key(seed)), got None."
+    )
   try:
     key = jax.numpy.asarray(key) if not isinstance(key, jax.Array) else key
   except (TypeError, ValueError) as e:
@@ -401,12 +417,12 @@ def _grid_points_for(grid_points: Any, name: str) -> int | None:
 
 
 def sample(
-    space: Mapping[str, Distribution],
-    num_trials: int | None,
-    key: jax.Array,
-    strategy: str = "random",
-    *,
-    grid_points: int | Mapping[str, int] | None = None,
+  space: Mapping[str, Distribution],
+  num_trials: int | None,
+  key: jax.Array,
+  strategy: str = "random",
+  *,
+  grid_points: int | Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
   """Draws the trials of a sweep: one array of values per hyperparameter.
 
@@ -445,14 +461,20 @@ def sample(
   check_num_trials(num_trials, strategy)
   seed = key_seed(key)
   if strategy == "grid":
-    axes = [d.grid_values(_grid_points_for(grid_points, n), n)
-            for n, d in space.items()]
+    axes = [
+      d.grid_values(_grid_points_for(grid_points, n), n)
+      for n, d in space.items()
+    ]
     size = math.prod(len(a) for a in axes)
     if num_trials is not None and num_trials != size:
-      raise ValueError(f"strategy='grid' has {size} points; got num_trials="
-                       f"{num_trials} (leave it None for the full grid).")
+      raise ValueError(
+        f"strategy='grid' has {size} points; got num_trials="
+        f"{num_trials} (leave it None for the full grid)."
+      )
     idx = np.array(list(itertools.product(*[range(len(a)) for a in axes])))
-    return {n: a[idx[:, j]] for j, (n, a) in enumerate(zip(space, axes, strict=True))}
+    return {
+      n: a[idx[:, j]] for j, (n, a) in enumerate(zip(space, axes, strict=True))
+    }
   dim = len(space)
   rng = np.random.default_rng(np.random.SeedSequence(seed.tolist()))
   if strategy == "random":

@@ -38,9 +38,10 @@ def apply_hparams(state: Any, hparams: Mapping[str, Any]) -> Any:
   """``state`` with the trial's values of its own hyperparameters."""
   bare, qualified = _names_in(state)
   values = {
-      name: value for name, value in hparams.items()
-      if (name in bare or name in qualified)
-      and jnp.issubdtype(jnp.result_type(value), jnp.number)
+    name: value
+    for name, value in hparams.items()
+    if (name in bare or name in qualified)
+    and jnp.issubdtype(jnp.result_type(value), jnp.number)
   }
   if not values:
     return state
@@ -48,10 +49,11 @@ def apply_hparams(state: Any, hparams: Mapping[str, Any]) -> Any:
     return _hyperparams.set_hyperparams(state, **values)
   except ValueError as e:
     raise ValueError(
-        f"The search writes each trial's hyperparameters into the state "
-        f"before every segment, so that it trains with the values it "
-        f"records, and could not: {e} Name the space's dimension as "
-        f"jopt.get_hyperparams names it.") from e
+      f"The search writes each trial's hyperparameters into the state "
+      f"before every segment, so that it trains with the values it "
+      f"records, and could not: {e} Name the space's dimension as "
+      f"jopt.get_hyperparams names it."
+    ) from e
 
 
 def applying_hparams(segment):

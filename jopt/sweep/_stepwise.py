@@ -111,9 +111,11 @@ class AdaptiveResult(_result.SweepResult):
   _not_saved = ("final_state",)
 
   def __repr__(self) -> str:
-    return (f"{type(self).__name__}(num_trials={len(self)}, "
-            f"metric={self.metric!r}, member_steps={self.member_steps}, "
-            f"num_compiles={self.num_compiles})")
+    return (
+      f"{type(self).__name__}(num_trials={len(self)}, "
+      f"metric={self.metric!r}, member_steps={self.member_steps}, "
+      f"num_compiles={self.num_compiles})"
+    )
 
   @property
   def member_segments(self) -> int:
@@ -125,9 +127,14 @@ class AdaptiveResult(_result.SweepResult):
     """Training steps, summed over trials."""
     return self.member_segments * self.steps_per_segment
 
-  def top_k(self, metric: str | None = None, k: int = 1,
-            mode: str | None = None, *,
-            full_budget: bool = True) -> list[_result.Trial]:
+  def top_k(
+    self,
+    metric: str | None = None,
+    k: int = 1,
+    mode: str | None = None,
+    *,
+    full_budget: bool = True,
+  ) -> list[_result.Trial]:
     """The ``k`` best trials (default: by the search's metric and mode).
 
     Args:
@@ -154,8 +161,13 @@ class AdaptiveResult(_result.SweepResult):
     final = set(np.asarray(self.final_trials).tolist())
     return [t for t in ranked if t.index in final][:k]
 
-  def best(self, metric: str | None = None, mode: str | None = None, *,
-           full_budget: bool = True) -> _result.Trial:
+  def best(
+    self,
+    metric: str | None = None,
+    mode: str | None = None,
+    *,
+    full_budget: bool = True,
+  ) -> _result.Trial:
     """The best trial (default: by the search's metric and mode).
 
     Only trials trained to the end count, unless ``full_budget=False``
@@ -167,8 +179,9 @@ class AdaptiveResult(_result.SweepResult):
       return top[0]
     if full_budget and self.final_trials is not None:
       raise ValueError(
-          f"no trial trained to the full budget has a finite {metric!r}; "
-          f"best(full_budget=False) ranks the trials stopped earlier too.")
+        f"no trial trained to the full budget has a finite {metric!r}; "
+        f"best(full_budget=False) ranks the trials stopped earlier too."
+      )
     raise ValueError(f"no trial has a finite {metric!r}: all diverged.")
 
   def _info_columns(self) -> dict[str, np.ndarray]:
@@ -181,9 +194,13 @@ def make_result(cls, space, hparams, metrics, **fields):
   hparams = {n: space[n].decode(np.asarray(v)) for n, v in hparams.items()}
   metrics = {k: np.asarray(v) for k, v in metrics.items()}
   n = len(next(iter(hparams.values())))
-  return cls(hparams=hparams, metrics=metrics,
-             diverged=_common.diverged_mask(metrics, n),
-             space=dict(space), **fields)
+  return cls(
+    hparams=hparams,
+    metrics=metrics,
+    diverged=_common.diverged_mask(metrics, n),
+    space=dict(space),
+    **fields,
+  )
 
 
 def last_values(metrics: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
@@ -202,8 +219,9 @@ def check_segment_metric(pop, hparams, key, metric):
   misspelt metric costs no compile and no training.
   """
   state = pop.state_template(hparams, key)
-  hp = {k: jax.ShapeDtypeStruct((), np.asarray(v).dtype)
-        for k, v in hparams.items()}
+  hp = {
+    k: jax.ShapeDtypeStruct((), np.asarray(v).dtype) for k, v in hparams.items()
+  }
   _, metrics = jax.eval_shape(pop.segment_fn, state, hp)
   check_metric(metrics, metric)
 
@@ -234,11 +252,13 @@ def _fit_chunk(pop, ex, hparams, key, n, masked):
     unit = ex.lanes * ex.num_devices_for(chunk)
     if chunk <= unit:
       warnings.warn(
-          f"one group of {ex.lanes} lanes per device needs {footprint} "
-          f"bytes per segment, more than the memory budget of {budget} "
-          f"bytes; running it anyway. Pass a smaller lanes= (or raise "
-          f"JOPT_SWEEP_MEMORY_BYTES).", _common.MemoryBudgetWarning,
-          stacklevel=3)
+        f"one group of {ex.lanes} lanes per device needs {footprint} "
+        f"bytes per segment, more than the memory budget of {budget} "
+        f"bytes; running it anyway. Pass a smaller lanes= (or raise "
+        f"JOPT_SWEEP_MEMORY_BYTES).",
+        _common.MemoryBudgetWarning,
+        stacklevel=3,
+      )
       return chunk
     smaller = int(chunk * budget / footprint) // unit * unit
     chunk = max(unit, min(smaller, chunk - unit))
@@ -247,8 +267,21 @@ def _fit_chunk(pop, ex, hparams, key, n, masked):
 class _RunStepwise(_loop.Strategy):
   """`run_stepwise` as a strategy: one step is one segment of one chunk."""
 
-  def __init__(self, pop, ex, key, space, hparams, *, chunk, num_segments,
-               metric, mode, stopper, steps_per_segment):
+  def __init__(
+    self,
+    pop,
+    ex,
+    key,
+    space,
+    hparams,
+    *,
+    chunk,
+    num_segments,
+    metric,
+    mode,
+    stopper,
+    steps_per_segment,
+  ):
     self.pop, self.ex, self.key, self.space = pop, ex, key, space
     self.hparams = hparams
     self.n = len(next(iter(hparams.values())))
@@ -268,9 +301,17 @@ class _RunStepwise(_loop.Strategy):
     return np.arange(h["start"], h["end"])
 
   def init(self):
-    return _loop.SearchState(0, {
-        "start": 0, "end": 0, "segment": 0, "calls": 0, "curves": {},
-        "segments_run": np.zeros(self.n, np.int64)})
+    return _loop.SearchState(
+      0,
+      {
+        "start": 0,
+        "end": 0,
+        "segment": 0,
+        "calls": 0,
+        "curves": {},
+        "segments_run": np.zeros(self.n, np.int64),
+      },
+    )
 
   def work(self, state):
     return int(np.sum(state.host["segments_run"]))
@@ -279,8 +320,10 @@ class _RunStepwise(_loop.Strategy):
     return state.host["start"] >= self.n
 
   def device_template(self, state):
-    template = {"state": self.pop.state_template(self.hparams, self.key),
-                "hp": dict.fromkeys(self.hparams, 0)}
+    template = {
+      "state": self.pop.state_template(self.hparams, self.key),
+      "hp": dict.fromkeys(self.hparams, 0),
+    }
     if self.stopper is not None:
       template["stop"] = self.stopper.init()
     return template
@@ -311,51 +354,69 @@ class _RunStepwise(_loop.Strategy):
       # first trial), so it runs the programs the other chunks compiled.
       rows = idx[_executor.pad_rows(len(idx), max(len(idx), self.chunk))]
       pstate, hp, ndev = self.pop.init(
-          self.ex, {k: v[rows] for k, v in self.hparams.items()}, self.key,
-          rows)
+        self.ex, {k: v[rows] for k, v in self.hparams.items()}, self.key, rows
+      )
       device = {"state": pstate, "hp": hp}
       if self.stopper is not None:
         size = len(jax.tree.leaves(hp)[0])
-        device["stop"] = self.ex.put(jax.tree.map(
+        device["stop"] = self.ex.put(
+          jax.tree.map(
             lambda x: np.broadcast_to(np.asarray(x), (size,) + np.shape(x)),
-            self.stopper.init()), ndev)
+            self.stopper.init(),
+          ),
+          ndev,
+        )
     stop = device.get("stop")
-    stopped_host = (np.zeros(len(idx), bool) if stop is None else
-                    self.ex.gather(stop.stopped)[:len(idx)])
+    stopped_host = (
+      np.zeros(len(idx), bool)
+      if stop is None
+      else self.ex.gather(stop.stopped)[: len(idx)]
+    )
     pstate, metrics = self.pop.segment(
-        self.ex, device["state"], device["hp"], ndev,
-        None if stop is None else stop.stopped)
+      self.ex,
+      device["state"],
+      device["hp"],
+      ndev,
+      None if stop is None else stop.stopped,
+    )
     host_metrics = self.ex.gather(dict(metrics))
     if not h["calls"]:
       check_metric(host_metrics, self.metric)
     self.progress.advance(
-        int((~stopped_host).sum()),
-        last_values(host_metrics, len(idx))[self.metric][~stopped_host],
-        1.0 if self.mode == "min" else -1.0, self.metric)
+      int((~stopped_host).sum()),
+      last_values(host_metrics, len(idx))[self.metric][~stopped_host],
+      1.0 if self.mode == "min" else -1.0,
+      self.metric,
+    )
     h["calls"] += 1
     s = h["segment"]
     segments_run = h["segments_run"].copy()
     segments_run[idx] += ~stopped_host
     curves = {k: v.copy() for k, v in h["curves"].items()}
     for k, last in last_values(host_metrics, len(idx)).items():
-      c = curves.setdefault(k, np.zeros((self.n, self.num_segments),
-                                        last.dtype))
+      c = curves.setdefault(
+        k, np.zeros((self.n, self.num_segments), last.dtype)
+      )
       prev = c[idx, s - 1] if s else last
       c[idx, s] = np.where(stopped_host, prev, last)
     device = {**device, "state": pstate}
     all_stopped = False
     if stop is not None:
       device["stop"] = self.pop._run(
-          self.ex, "stop_update",
-          lambda: self.ex.per_trial(self._stop_program(), ndev, (0, 0)),
-          (stop, metrics))
-      all_stopped = bool(self.ex.gather(device["stop"].stopped)[
-          :len(idx)].all())
+        self.ex,
+        "stop_update",
+        lambda: self.ex.per_trial(self._stop_program(), ndev, (0, 0)),
+        (stop, metrics),
+      )
+      all_stopped = bool(
+        self.ex.gather(device["stop"].stopped)[: len(idx)].all()
+      )
     h.update(segment=s + 1, segments_run=segments_run, curves=curves)
     if s + 1 == self.num_segments or all_stopped:
       for c in curves.values():  # a chunk that stopped early holds its values
         c[idx[:, None], np.arange(s + 1, self.num_segments)] = c[idx, s][
-            :, None]
+          :, None
+        ]
       h.update(start=h["end"], segment=0)
       device = None
     return _loop.SearchState(state.step + 1, h, device, ndev)
@@ -363,32 +424,38 @@ class _RunStepwise(_loop.Strategy):
   def postprocess(self, state):
     h = state.host
     return make_result(
-        AdaptiveResult, self.space, self.hparams, h["curves"],
-        metric=self.metric, mode=self.mode, segments_run=h["segments_run"],
-        steps_per_segment=self.steps_per_segment,
-        num_compiles=self.ex.num_compiles,
-        history={"segment_calls": h["calls"]})
+      AdaptiveResult,
+      self.space,
+      self.hparams,
+      h["curves"],
+      metric=self.metric,
+      mode=self.mode,
+      segments_run=h["segments_run"],
+      steps_per_segment=self.steps_per_segment,
+      num_compiles=self.ex.num_compiles,
+      history={"segment_calls": h["calls"]},
+    )
 
 
 def run_stepwise(
-    init: InitFn,
-    segment: SegmentFn,
-    space: Mapping[str, Any],
-    *,
-    num_segments: int,
-    key: jax.Array,
-    metric: str,
-    mode: str = "min",
-    num_trials: int | None = None,
-    strategy: str = "random",
-    grid_points: Any = None,
-    early_stopping: Any = None,
-    max_parallel: int | None = None,
-    steps_per_segment: int = 1,
-    checkpoint_dir: str | None = None,
-    progress: bool = False,
-    devices: Sequence[jax.Device] | None = None,
-    lanes: int | None = None,
+  init: InitFn,
+  segment: SegmentFn,
+  space: Mapping[str, Any],
+  *,
+  num_segments: int,
+  key: jax.Array,
+  metric: str,
+  mode: str = "min",
+  num_trials: int | None = None,
+  strategy: str = "random",
+  grid_points: Any = None,
+  early_stopping: Any = None,
+  max_parallel: int | None = None,
+  steps_per_segment: int = 1,
+  checkpoint_dir: str | None = None,
+  progress: bool = False,
+  devices: Sequence[jax.Device] | None = None,
+  lanes: int | None = None,
 ) -> AdaptiveResult:
   """Trains sampled trials segment by segment, each stopping on its own.
 
@@ -453,8 +520,9 @@ def run_stepwise(
   num_segments = check_int("num_segments", num_segments, 1)
   max_parallel = check_optional_int("max_parallel", max_parallel, 1)
   steps_per_segment = check_int("steps_per_segment", steps_per_segment, 1)
-  hparams = _space.sample(space, num_trials, key, strategy,
-                          grid_points=grid_points)
+  hparams = _space.sample(
+    space, num_trials, key, strategy, grid_points=grid_points
+  )
   n = len(next(iter(hparams.values())))
   ex = executor_for(n, devices, lanes)
   pop = population_for(init, segment)
@@ -468,19 +536,42 @@ def run_stepwise(
   else:
     chunk = min(n, -(-max_parallel // ex.lanes) * ex.lanes)
   strategy_obj = _RunStepwise(
-      pop, ex, key_spec, space, hparams, chunk=chunk,
-      num_segments=num_segments, metric=metric, mode=mode, stopper=stopper,
-      steps_per_segment=steps_per_segment)
+    pop,
+    ex,
+    key_spec,
+    space,
+    hparams,
+    chunk=chunk,
+    num_segments=num_segments,
+    metric=metric,
+    mode=mode,
+    stopper=stopper,
+    steps_per_segment=steps_per_segment,
+  )
   ckpt = checkpoint_for(
-      checkpoint_dir, "run_stepwise", space=space, key=key,
-      functions=[init, segment], ex=ex,
-      program=program_digest(pop, hparams, key_spec) if checkpoint_dir
-      else "", strategy=strategy, num_trials=n, grid_points=grid_points,
-      num_segments=num_segments, metric=metric, mode=mode,
-      early_stopping=_checkpoint.rule_identity(early_stopping),
-      layout="whole chunks")
-  result, wall = _loop.iterate(strategy_obj, ex, checkpoint=ckpt,
-                               progress=progress, total=n * num_segments,
-                               desc="jopt.sweep.run_stepwise")
+    checkpoint_dir,
+    "run_stepwise",
+    space=space,
+    key=key,
+    functions=[init, segment],
+    ex=ex,
+    program=program_digest(pop, hparams, key_spec) if checkpoint_dir else "",
+    strategy=strategy,
+    num_trials=n,
+    grid_points=grid_points,
+    num_segments=num_segments,
+    metric=metric,
+    mode=mode,
+    early_stopping=_checkpoint.rule_identity(early_stopping),
+    layout="whole chunks",
+  )
+  result, wall = _loop.iterate(
+    strategy_obj,
+    ex,
+    checkpoint=ckpt,
+    progress=progress,
+    total=n * num_segments,
+    desc="jopt.sweep.run_stepwise",
+  )
   result.wall_time = wall
   return result

@@ -34,8 +34,9 @@ def _import_tensorboardx():
     from tensorboardX.proto import api_pb2, plugin_hparams_pb2, summary_pb2
   except ImportError as e:
     raise ImportError(
-        "SweepResult.to_tensorboard needs tensorboardX; install it with "
-        '`pip install "jopt[tensorboard]"`.') from e
+      "SweepResult.to_tensorboard needs tensorboardX; install it with "
+      '`pip install "jopt[tensorboard]"`.'
+    ) from e
   return tensorboardX, api_pb2, plugin_hparams_pb2, summary_pb2
 
 
@@ -81,8 +82,11 @@ def _hparam_info(api_pb2, name: str, dist: Any, values: list) -> Any:
   if len(kinds) != 1:  # Mixed kinds: each trial's value keeps its own.
     info.type = api_pb2.DATA_TYPE_UNSET
     return info
-  info.type = {bool: api_pb2.DATA_TYPE_BOOL, float: api_pb2.DATA_TYPE_FLOAT64,
-               str: api_pb2.DATA_TYPE_STRING}[kinds.pop()]
+  info.type = {
+    bool: api_pb2.DATA_TYPE_BOOL,
+    float: api_pb2.DATA_TYPE_FLOAT64,
+    str: api_pb2.DATA_TYPE_STRING,
+  }[kinds.pop()]
   for v in domain:
     _set_value(info.domain_discrete.values.add(), v)
   return info
@@ -91,10 +95,13 @@ def _hparam_info(api_pb2, name: str, dist: Any, values: list) -> Any:
 def _summary(summary_pb2, plugin_hparams_pb2, tag: str, **data) -> Any:
   content = plugin_hparams_pb2.HParamsPluginData(version=0, **data)
   metadata = summary_pb2.SummaryMetadata(
-      plugin_data=summary_pb2.SummaryMetadata.PluginData(
-          plugin_name=_PLUGIN, content=content.SerializeToString()))
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(
+      plugin_name=_PLUGIN, content=content.SerializeToString()
+    )
+  )
   return summary_pb2.Summary(
-      value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata)])
+    value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata)]
+  )
 
 
 def _curve_steps(name: str, length: int, steps: Any) -> np.ndarray:
@@ -104,13 +111,15 @@ def _curve_steps(name: str, length: int, steps: Any) -> np.ndarray:
   chosen = np.asarray(chosen)
   if chosen.shape != (length,) or not np.issubdtype(chosen.dtype, np.integer):
     raise ValueError(
-        f"steps for metric {name!r} must be {length} integers (one per "
-        f"point of its curve), got shape {chosen.shape} of {chosen.dtype}.")
+      f"steps for metric {name!r} must be {length} integers (one per "
+      f"point of its curve), got shape {chosen.shape} of {chosen.dtype}."
+    )
   return chosen
 
 
-def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
-                   steps: Any = None) -> list[str]:
+def to_tensorboard(
+  result: SweepResult, logdir: str | os.PathLike, *, steps: Any = None
+) -> list[str]:
   """Writes every trial as a TensorBoard run, with the HParams config.
 
   ``logdir`` gets the HParams plugin's experiment (each hyperparameter with
@@ -163,29 +172,42 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
     <https://www.tensorflow.org/tensorboard/hyperparameter_tuning_with_hparams>`_
   """
   tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2 = (
-      _import_tensorboardx())
+    _import_tensorboardx()
+  )
   logdir = os.fspath(logdir)
-  metric_names = [n for n in result.metrics
-                  if not (n.endswith("_per_fold")
-                          and n[: -len("_per_fold")] in result.metrics)]
+  metric_names = [
+    n
+    for n in result.metrics
+    if not (
+      n.endswith("_per_fold") and n[: -len("_per_fold")] in result.metrics
+    )
+  ]
   if isinstance(steps, Mapping) and set(steps) - set(metric_names):
     raise ValueError(
-        f"steps names unknown metrics {sorted(set(steps) - set(metric_names))}"
-        f"; the metrics are {metric_names}.")
-  curves = {n: _curve_steps(n, result.metrics[n].shape[1], steps)
-            for n in metric_names if result.metrics[n].ndim == 2}
+      f"steps names unknown metrics {sorted(set(steps) - set(metric_names))}"
+      f"; the metrics are {metric_names}."
+    )
+  curves = {
+    n: _curve_steps(n, result.metrics[n].shape[1], steps)
+    for n in metric_names
+    if result.metrics[n].ndim == 2
+  }
   last_step = max((int(s[-1]) for s in curves.values() if len(s)), default=0)
-  hparams = [{k: _hparam_value(v[i]) for k, v in result.hparams.items()}
-             for i in range(len(result))]
+  hparams = [
+    {k: _hparam_value(v[i]) for k, v in result.hparams.items()}
+    for i in range(len(result))
+  ]
   width = len(str(max(len(result) - 1, 0)))
-  runs = [os.path.join(logdir, f"trial_{i:0{width}d}")
-          for i in range(len(result))]
+  runs = [
+    os.path.join(logdir, f"trial_{i:0{width}d}") for i in range(len(result))
+  ]
   if jax.process_index() != 0:
     return runs
   if os.path.isdir(logdir) and os.listdir(logdir):
     raise ValueError(
-        f"logdir must be a new or empty folder; {logdir!r} holds files "
-        "already (TensorBoard would merge them with this sweep's runs).")
+      f"logdir must be a new or empty folder; {logdir!r} holds files "
+      "already (TensorBoard would merge them with this sweep's runs)."
+    )
   if os.path.exists(logdir) and not os.path.isdir(logdir):
     raise ValueError(f"logdir {logdir!r} is a file, not a folder.")
 
@@ -196,12 +218,21 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
   target = os.path.realpath(logdir)
   parent = os.path.dirname(target)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-",
-                         dir=parent)
+  tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
   try:
-    _write(tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2, result,
-           tmp, [os.path.join(tmp, os.path.basename(r)) for r in runs],
-           hparams, metric_names, curves, last_step)
+    _write(
+      tensorboardx,
+      api_pb2,
+      plugin_hparams_pb2,
+      summary_pb2,
+      result,
+      tmp,
+      [os.path.join(tmp, os.path.basename(r)) for r in runs],
+      hparams,
+      metric_names,
+      curves,
+      last_step,
+    )
     os.replace(tmp, target)  # absent or an empty folder
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -209,21 +240,39 @@ def to_tensorboard(result: SweepResult, logdir: str | os.PathLike, *,
   return runs
 
 
-def _write(tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2, result,
-           logdir, runs, hparams, metric_names, curves, last_step) -> None:
+def _write(
+  tensorboardx,
+  api_pb2,
+  plugin_hparams_pb2,
+  summary_pb2,
+  result,
+  logdir,
+  runs,
+  hparams,
+  metric_names,
+  curves,
+  last_step,
+) -> None:
   """Writes the experiment and one run per trial under ``logdir``."""
-  infos = [_hparam_info(api_pb2, name, result.space.get(name),
-                        [h[name] for h in hparams])
-           for name in result.hparams]
+  infos = [
+    _hparam_info(
+      api_pb2, name, result.space.get(name), [h[name] for h in hparams]
+    )
+    for name in result.hparams
+  ]
   experiment = api_pb2.Experiment(
-      hparam_infos=infos,
-      metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=n))
-                    for n in metric_names],
-      time_created_secs=time.time())
+    hparam_infos=infos,
+    metric_infos=[
+      api_pb2.MetricInfo(name=api_pb2.MetricName(tag=n)) for n in metric_names
+    ],
+    time_created_secs=time.time(),
+  )
   with tensorboardx.SummaryWriter(logdir) as writer:
-    writer.file_writer.add_summary(_summary(
-        summary_pb2, plugin_hparams_pb2, _EXPERIMENT_TAG,
-        experiment=experiment))
+    writer.file_writer.add_summary(
+      _summary(
+        summary_pb2, plugin_hparams_pb2, _EXPERIMENT_TAG, experiment=experiment
+      )
+    )
 
   start = experiment.time_created_secs
   for index, run in enumerate(runs):
@@ -232,12 +281,18 @@ def _write(tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2, result,
       _set_value(session.hparams[name], value)
     failed = bool(result.diverged[index])
     end = plugin_hparams_pb2.SessionEndInfo(
-        status=api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS,
-        end_time_secs=start)
+      status=api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS,
+      end_time_secs=start,
+    )
     with tensorboardx.SummaryWriter(run) as writer:
-      writer.file_writer.add_summary(_summary(
-          summary_pb2, plugin_hparams_pb2, _SESSION_START_TAG,
-          session_start_info=session))
+      writer.file_writer.add_summary(
+        _summary(
+          summary_pb2,
+          plugin_hparams_pb2,
+          _SESSION_START_TAG,
+          session_start_info=session,
+        )
+      )
       for name in metric_names:
         if name in curves:
           points = zip(curves[name], result.metrics[name][index], strict=True)
@@ -247,9 +302,18 @@ def _write(tensorboardx, api_pb2, plugin_hparams_pb2, summary_pb2, result,
           # As a plain proto: tensorboardX's add_scalar prints a warning for
           # each NaN, and a diverged trial has many.
           writer.file_writer.add_summary(
-              summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-                  tag=name, simple_value=float(value))]),
-              global_step=int(step))
-      writer.file_writer.add_summary(_summary(
-          summary_pb2, plugin_hparams_pb2, _SESSION_END_TAG,
-          session_end_info=end))
+            summary_pb2.Summary(
+              value=[
+                summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+              ]
+            ),
+            global_step=int(step),
+          )
+      writer.file_writer.add_summary(
+        _summary(
+          summary_pb2,
+          plugin_hparams_pb2,
+          _SESSION_END_TAG,
+          session_end_info=end,
+        )
+      )

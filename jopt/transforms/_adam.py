@@ -45,40 +45,43 @@ class ScaleByAdamState(NamedTuple):
 
 def _normalise(m, v, g, eps, eps_root):
   """``m / (sqrt(v + eps_root) + eps)``, returned in ``g``'s dtype."""
-  denominator = jnp.sqrt(v + _numerics.cast_like(eps_root, v)) + _numerics.cast_like(
-      eps, v
-  )
+  denominator = jnp.sqrt(
+    v + _numerics.cast_like(eps_root, v)
+  ) + _numerics.cast_like(eps, v)
   dtype = promote(m.dtype, v.dtype)
   return (m.astype(dtype) / denominator.astype(dtype)).astype(g.dtype)
 
 
-def _warn_if_frozen(dtype_name: str, dtype: Any, decay_name: str,
-                    decay: Any) -> None:
+def _warn_if_frozen(
+  dtype_name: str, dtype: Any, decay_name: str, decay: Any
+) -> None:
   """Warns when a moment stored in ``dtype`` cannot move at ``decay``."""
   if dtype is None or not isinstance(decay, (int, float)):
     return  # default dtype, or a traced / swept decay: nothing to check
   eps = float(jnp.finfo(dtype).eps)
   if 0 < 1 - decay < eps / 2:
     warnings.warn(
-        f"{dtype_name}={jnp.dtype(dtype).name} with {decay_name}={decay}: a "
-        f"step changes the moment by about {1 - decay:.1e} relative, under "
-        f"half of {jnp.dtype(dtype).name}'s epsilon ({eps:.1e}), so the "
-        f"stored moment stops moving. Use a wider {dtype_name} or "
-        f"{decay_name} <= {1 - eps / 2:.4g}.", stacklevel=3)
+      f"{dtype_name}={jnp.dtype(dtype).name} with {decay_name}={decay}: a "
+      f"step changes the moment by about {1 - decay:.1e} relative, under "
+      f"half of {jnp.dtype(dtype).name}'s epsilon ({eps:.1e}), so the "
+      f"stored moment stops moving. Use a wider {dtype_name} or "
+      f"{decay_name} <= {1 - eps / 2:.4g}.",
+      stacklevel=3,
+    )
 
 
 @_hyperparams.sweepable(
-    b1=DECAY, b2=DECAY, eps=NON_NEGATIVE, eps_root=NON_NEGATIVE
+  b1=DECAY, b2=DECAY, eps=NON_NEGATIVE, eps_root=NON_NEGATIVE
 )
 def scale_by_adam(
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
-    eps_root: ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    *,
-    nesterov: bool = False,
-    nu_dtype: Any | None = None,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
+  eps_root: ArrayLike = 0.0,
+  mu_dtype: Any | None = None,
+  *,
+  nesterov: bool = False,
+  nu_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """Rescales updates by Adam's bias-corrected moment estimates.
 
@@ -130,9 +133,9 @@ def scale_by_adam(
 
   def init_fn(params):
     return ScaleByAdamState(
-        count=jnp.zeros([], jnp.int32),
-        mu=tree_zeros_like(params, mu_dtype),
-        nu=tree_zeros_like(params, nu_dtype),
+      count=jnp.zeros([], jnp.int32),
+      mu=tree_zeros_like(params, mu_dtype),
+      nu=tree_zeros_like(params, nu_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -157,13 +160,13 @@ def scale_by_adam(
       mu_hat = jax.tree.map(lambda m: debias(m, b1, count), mu)
     nu_hat = jax.tree.map(lambda v: debias(v, b2, count), nu)
     updates = jax.tree.map(
-        lambda m, v, g: _normalise(m, v, g, eps, eps_root),
-        mu_hat,
-        nu_hat,
-        updates,
+      lambda m, v, g: _normalise(m, v, g, eps, eps_root),
+      mu_hat,
+      nu_hat,
+      updates,
     )
     new_state = ScaleByAdamState(
-        count=count, mu=cast_tree(mu, state.mu), nu=cast_tree(nu, state.nu)
+      count=count, mu=cast_tree(mu, state.mu), nu=cast_tree(nu, state.nu)
     )
     return updates, new_state
 
@@ -172,9 +175,9 @@ def scale_by_adam(
 
 @_hyperparams.sweepable(b1=DECAY, b2=UNIT, eps=NON_NEGATIVE)
 def scale_by_adamax(
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
 ) -> _base.GradientTransformation:
   """Rescales updates by Adamax's decayed infinity norm of the gradients.
 
@@ -208,9 +211,9 @@ def scale_by_adamax(
 
   def init_fn(params):
     return ScaleByAdamState(
-        count=jnp.zeros([], jnp.int32),
-        mu=tree_zeros_like(params, None),
-        nu=tree_zeros_like(params, None),
+      count=jnp.zeros([], jnp.int32),
+      mu=tree_zeros_like(params, None),
+      nu=tree_zeros_like(params, None),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -233,7 +236,7 @@ def scale_by_adamax(
 
     updates = jax.tree.map(direction, mu, nu, updates)
     new_state = ScaleByAdamState(
-        count=count, mu=cast_tree(mu, state.mu), nu=cast_tree(nu, state.nu)
+      count=count, mu=cast_tree(mu, state.mu), nu=cast_tree(nu, state.nu)
     )
     return updates, new_state
 
@@ -257,16 +260,16 @@ class ScaleByAmsgradState(NamedTuple):
 
 
 @_hyperparams.sweepable(
-    b1=DECAY, b2=DECAY, eps=NON_NEGATIVE, eps_root=NON_NEGATIVE
+  b1=DECAY, b2=DECAY, eps=NON_NEGATIVE, eps_root=NON_NEGATIVE
 )
 def scale_by_amsgrad(
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.999,
-    eps: ArrayLike = 1e-8,
-    eps_root: ArrayLike = 0.0,
-    mu_dtype: Any | None = None,
-    bias_correction_mu: bool = True,
-    bias_correction_nu: bool = True,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.999,
+  eps: ArrayLike = 1e-8,
+  eps_root: ArrayLike = 0.0,
+  mu_dtype: Any | None = None,
+  bias_correction_mu: bool = True,
+  bias_correction_nu: bool = True,
 ) -> _base.GradientTransformation:
   """Rescales updates like Adam, by the running maximum of the second moment.
 
@@ -306,10 +309,10 @@ def scale_by_amsgrad(
 
   def init_fn(params):
     return ScaleByAmsgradState(
-        count=jnp.zeros([], jnp.int32),
-        mu=tree_zeros_like(params, mu_dtype),
-        nu=tree_zeros_like(params, None),
-        nu_max=tree_zeros_like(params, None),
+      count=jnp.zeros([], jnp.int32),
+      mu=tree_zeros_like(params, mu_dtype),
+      nu=tree_zeros_like(params, None),
+      nu_max=tree_zeros_like(params, None),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -326,19 +329,19 @@ def scale_by_amsgrad(
     if bias_correction_nu:
       nu_hat = jax.tree.map(lambda v: debias(v, b2, count), nu)
     nu_max = jax.tree.map(
-        lambda old, v: jnp.maximum(old.astype(v.dtype), v), state.nu_max, nu_hat
+      lambda old, v: jnp.maximum(old.astype(v.dtype), v), state.nu_max, nu_hat
     )
     updates = jax.tree.map(
-        lambda m, v, g: _normalise(m, v, g, eps, eps_root),
-        mu_hat,
-        nu_max,
-        updates,
+      lambda m, v, g: _normalise(m, v, g, eps, eps_root),
+      mu_hat,
+      nu_max,
+      updates,
     )
     new_state = ScaleByAmsgradState(
-        count=count,
-        mu=cast_tree(mu, state.mu),
-        nu=cast_tree(nu, state.nu),
-        nu_max=cast_tree(nu_max, state.nu_max),
+      count=count,
+      mu=cast_tree(mu, state.mu),
+      nu=cast_tree(nu, state.nu),
+      nu_max=cast_tree(nu_max, state.nu_max),
     )
     return updates, new_state
 

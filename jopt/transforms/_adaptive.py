@@ -14,14 +14,14 @@ import jax.numpy as jnp
 from jopt import _base, _hyperparams, _numerics, _validation
 from jopt._base import ArrayLike
 from jopt._numerics import (
-    abs_sq,
-    cast_tree,
-    debias,
-    ema,
-    promote,
-    state_dtype,
-    tree_full_like,
-    tree_zeros_like,
+  abs_sq,
+  cast_tree,
+  debias,
+  ema,
+  promote,
+  state_dtype,
+  tree_full_like,
+  tree_zeros_like,
 )
 from jopt._validation import DECAY, NON_NEGATIVE
 
@@ -35,13 +35,13 @@ class ScaleByRssState(NamedTuple):
 
 
 @_hyperparams.sweepable(
-    initial_accumulator_value=NON_NEGATIVE,
-    eps=NON_NEGATIVE,
-    init_only=("initial_accumulator_value",),
+  initial_accumulator_value=NON_NEGATIVE,
+  eps=NON_NEGATIVE,
+  init_only=("initial_accumulator_value",),
 )
 def scale_by_rss(
-    initial_accumulator_value: ArrayLike = 0.1,
-    eps: ArrayLike = 1e-7,
+  initial_accumulator_value: ArrayLike = 0.1,
+  eps: ArrayLike = 1e-7,
 ) -> _base.GradientTransformation:
   """Divides updates by the root of the sum of all squared gradients so far.
 
@@ -73,8 +73,9 @@ def scale_by_rss(
   """
 
   def init_fn(params):
-    return ScaleByRssState(sum_of_squares=tree_full_like(
-        params, initial_accumulator_value))
+    return ScaleByRssState(
+      sum_of_squares=tree_full_like(params, initial_accumulator_value)
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     updates = _numerics.tree_as_float(updates)
@@ -88,7 +89,7 @@ def scale_by_rss(
 
     def precondition(g, s):
       inv = jnp.where(
-          s > 0, jax.lax.rsqrt(s + _numerics.cast_like(eps, s)), jnp.zeros_like(s)
+        s > 0, jax.lax.rsqrt(s + _numerics.cast_like(eps, s)), jnp.zeros_like(s)
       )
       dtype = promote(g.dtype, s.dtype)
       return (inv.astype(dtype) * g.astype(dtype)).astype(g.dtype)
@@ -117,18 +118,18 @@ class ScaleByRmsState(NamedTuple):
 
 
 @_hyperparams.sweepable(
-    decay=DECAY,
-    eps=NON_NEGATIVE,
-    initial_scale=NON_NEGATIVE,
-    init_only=("initial_scale",),
+  decay=DECAY,
+  eps=NON_NEGATIVE,
+  initial_scale=NON_NEGATIVE,
+  init_only=("initial_scale",),
 )
 def scale_by_rms(
-    decay: ArrayLike = 0.9,
-    eps: ArrayLike = 1e-8,
-    initial_scale: ArrayLike = 0.0,
-    eps_in_sqrt: bool = True,
-    bias_correction: bool = False,
-    centered: bool = False,
+  decay: ArrayLike = 0.9,
+  eps: ArrayLike = 1e-8,
+  initial_scale: ArrayLike = 0.0,
+  eps_in_sqrt: bool = True,
+  bias_correction: bool = False,
+  centered: bool = False,
 ) -> _base.GradientTransformation:
   """Divides updates by the root of a moving average of squared gradients.
 
@@ -171,9 +172,9 @@ def scale_by_rms(
 
   def init_fn(params):
     return ScaleByRmsState(
-        count=jnp.zeros([], jnp.int32),
-        mu=tree_zeros_like(params) if centered else None,
-        nu=tree_full_like(params, initial_scale),
+      count=jnp.zeros([], jnp.int32),
+      mu=tree_zeros_like(params) if centered else None,
+      nu=tree_full_like(params, initial_scale),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -194,9 +195,9 @@ def scale_by_rms(
       # the difference can round below 0 (with bias correction it is 0 at
       # the first step), and its root would be NaN. It is clamped at 0.
       nu_hat = jax.tree.map(
-          lambda m, v: jnp.maximum(v - abs_sq(m).astype(v.dtype), 0),
-          mu_hat,
-          nu_hat,
+        lambda m, v: jnp.maximum(v - abs_sq(m).astype(v.dtype), 0),
+        mu_hat,
+        nu_hat,
       )
       new_mu = cast_tree(mu, state.mu)
     else:
@@ -212,7 +213,7 @@ def scale_by_rms(
 
     updates = jax.tree.map(precondition, updates, nu_hat)
     new_state = ScaleByRmsState(
-        count=count, mu=new_mu, nu=cast_tree(nu, state.nu)
+      count=count, mu=new_mu, nu=cast_tree(nu, state.nu)
     )
     return updates, new_state
 
@@ -231,12 +232,12 @@ class ScaleByLionState(NamedTuple):
 
 @_hyperparams.sweepable(b1=DECAY, b2=DECAY, smooth_beta=NON_NEGATIVE)
 def scale_by_lion(
-    b1: ArrayLike = 0.9,
-    b2: ArrayLike = 0.99,
-    mu_dtype: Any | None = None,
-    *,
-    mode: Literal["hard", "smooth", "refined"] = "hard",
-    smooth_beta: ArrayLike = 1.0,
+  b1: ArrayLike = 0.9,
+  b2: ArrayLike = 0.99,
+  mu_dtype: Any | None = None,
+  *,
+  mode: Literal["hard", "smooth", "refined"] = "hard",
+  smooth_beta: ArrayLike = 1.0,
 ) -> _base.GradientTransformation:
   """The Lion direction: the sign of an interpolated momentum.
 
@@ -270,13 +271,13 @@ def scale_by_lion(
   """
   if mode not in ("hard", "smooth", "refined"):
     raise ValueError(
-        f"`mode` must be 'hard', 'smooth' or 'refined'; got {mode!r}."
+      f"`mode` must be 'hard', 'smooth' or 'refined'; got {mode!r}."
     )
   mu_dtype = state_dtype(mu_dtype)
 
   def init_fn(params):
     return ScaleByLionState(
-        count=jnp.zeros([], jnp.int32), mu=tree_zeros_like(params, mu_dtype)
+      count=jnp.zeros([], jnp.int32), mu=tree_zeros_like(params, mu_dtype)
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -297,7 +298,7 @@ def scale_by_lion(
     new_updates = jax.tree.map(direction, updates, state.mu)
     mu = jax.tree.map(lambda g, m: ema(g, m, b2), updates, state.mu)
     new_state = ScaleByLionState(
-        count=_numerics.safe_increment(state.count), mu=cast_tree(mu, state.mu)
+      count=_numerics.safe_increment(state.count), mu=cast_tree(mu, state.mu)
     )
     return new_updates, new_state
 

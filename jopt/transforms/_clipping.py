@@ -35,6 +35,7 @@ def clip(max_delta: ArrayLike) -> _base.GradientTransformation:
     Optax's `clip
     <https://optax.readthedocs.io/en/latest/api/transformations.html#optax.clip>`_.
   """
+
   def init_fn(params):
     del params
     return _base.EmptyState()
@@ -109,6 +110,7 @@ def clip_by_global_norm(max_norm: ArrayLike) -> _base.GradientTransformation:
     Pascanu et al., 2013, `On the difficulty of training recurrent neural
     networks <https://arxiv.org/abs/1211.5063>`_.
   """
+
   def init_fn(params):
     del params
     return _base.EmptyState()

@@ -80,8 +80,8 @@ def chain(*transforms: Any) -> _base.GradientTransformation:
   for i, tx in enumerate(transforms):
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
       raise TypeError(
-          f"chain: argument {i} is a {type(tx).__name__}, not a gradient "
-          "transformation (an object with `init` and `update`)."
+        f"chain: argument {i} is a {type(tx).__name__}, not a gradient "
+        "transformation (an object with `init` and `update`)."
       )
 
   def init_fn(params):
@@ -90,8 +90,8 @@ def chain(*transforms: Any) -> _base.GradientTransformation:
   def update_fn(updates, state, params=None, **extra_args):
     if not isinstance(state, tuple) or len(state) != len(transforms):
       raise ValueError(
-          f"chain of {len(transforms)} transformations got a state that is "
-          f"not a tuple of {len(transforms)} states; call `init` first."
+        f"chain of {len(transforms)} transformations got a state that is "
+        f"not a tuple of {len(transforms)} states; call `init` first."
       )
     new_state = []
     for tx, s in zip(transforms, state, strict=True):

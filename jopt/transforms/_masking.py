@@ -48,10 +48,10 @@ def _apply_mask(tree: Any, mask_tree: Any) -> Any:
 
 
 def masked(
-    inner: Any,
-    mask: Any | Callable[[_base.Params], Any],
-    *,
-    mask_compatible_extra_args: bool = False,
+  inner: Any,
+  mask: Any | Callable[[_base.Params], Any],
+  *,
+  mask_compatible_extra_args: bool = False,
 ) -> _base.GradientTransformation:
   """Applies ``inner`` to the leaves where ``mask`` is True; passes the rest.
 
@@ -96,10 +96,8 @@ def masked(
       return extra_args
     structure = jax.tree.structure(updates)
     return {
-        k: _apply_mask(v, mask_tree)
-        if jax.tree.structure(v) == structure
-        else v
-        for k, v in extra_args.items()
+      k: _apply_mask(v, mask_tree) if jax.tree.structure(v) == structure else v
+      for k, v in extra_args.items()
     }
 
   def init_fn(params):
@@ -111,14 +109,14 @@ def masked(
   def update_fn(updates, state, params=None, **extra_args):
     mask_tree = mask_for(updates)
     inner_updates, inner_state = _combine.call_update(
-        inner,
-        _apply_mask(updates, mask_tree),
-        state.inner_state,
-        None if params is None else _apply_mask(params, mask_tree),
-        **mask_extra_args(extra_args, updates, mask_tree),
+      inner,
+      _apply_mask(updates, mask_tree),
+      state.inner_state,
+      None if params is None else _apply_mask(params, mask_tree),
+      **mask_extra_args(extra_args, updates, mask_tree),
     )
     updates = jax.tree.map(
-        lambda m, new, old: new if m else old, mask_tree, inner_updates, updates
+      lambda m, new, old: new if m else old, mask_tree, inner_updates, updates
     )
     return updates, MaskedState(inner_state=inner_state)
 
@@ -126,10 +124,10 @@ def masked(
 
 
 def partition(
-    transforms: Mapping[Hashable, Any],
-    param_labels: Any | Callable[[_base.Params], Any],
-    *,
-    mask_compatible_extra_args: bool = False,
+  transforms: Mapping[Hashable, Any],
+  param_labels: Any | Callable[[_base.Params], Any],
+  *,
+  mask_compatible_extra_args: bool = False,
 ) -> _base.GradientTransformation:
   """Applies a different transformation to each labelled group of leaves.
 
@@ -179,31 +177,31 @@ def partition(
 
   def group(labels, label):
     return masked(
-        transforms[label],
-        jax.tree.map(lambda leaf_label: leaf_label == label, labels),
-        mask_compatible_extra_args=mask_compatible_extra_args,
+      transforms[label],
+      jax.tree.map(lambda leaf_label: leaf_label == label, labels),
+      mask_compatible_extra_args=mask_compatible_extra_args,
     )
 
   def init_fn(params):
     if _has_no_leaves(params):
       return PartitionState(
-          inner_states={
-              label: MaskedState(inner_state=tx.init(params))
-              for label, tx in transforms.items()
-          }
+        inner_states={
+          label: MaskedState(inner_state=tx.init(params))
+          for label, tx in transforms.items()
+        }
       )
     labels = labels_for(params)
     unknown = set(jax.tree.leaves(labels)) - set(transforms)
     if unknown:
       raise ValueError(
-          f"Parameters are labelled {sorted(map(repr, unknown))}, which "
-          f"`transforms` has no entry for; its keys: "
-          f"{sorted(map(repr, transforms))}."
+        f"Parameters are labelled {sorted(map(repr, unknown))}, which "
+        f"`transforms` has no entry for; its keys: "
+        f"{sorted(map(repr, transforms))}."
       )
     return PartitionState(
-        inner_states={
-            label: group(labels, label).init(params) for label in transforms
-        }
+      inner_states={
+        label: group(labels, label).init(params) for label in transforms
+      }
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -211,7 +209,7 @@ def partition(
     inner_states = {}
     for label in transforms:
       updates, inner_states[label] = group(labels, label).update(
-          updates, state.inner_states[label], params, **extra_args
+        updates, state.inner_states[label], params, **extra_args
       )
     return updates, PartitionState(inner_states=inner_states)
 

@@ -43,22 +43,22 @@ class ReduceLROnPlateauState(NamedTuple):
 
 
 @_hyperparams.sweepable(
-    factor=Range(low=0.0, high=1.0, low_open=True, high_open=True),
-    patience=Range(low=1, integer=True),
-    rtol=Range(low=0.0, high=1.0),
-    atol=NON_NEGATIVE,
-    cooldown=Range(low=0, integer=True),
-    accumulation_size=Range(low=1, integer=True),
-    min_scale=NON_NEGATIVE,
+  factor=Range(low=0.0, high=1.0, low_open=True, high_open=True),
+  patience=Range(low=1, integer=True),
+  rtol=Range(low=0.0, high=1.0),
+  atol=NON_NEGATIVE,
+  cooldown=Range(low=0, integer=True),
+  accumulation_size=Range(low=1, integer=True),
+  min_scale=NON_NEGATIVE,
 )
 def reduce_on_plateau(
-    factor: ArrayLike = 0.1,
-    patience: ArrayLike = 10,
-    rtol: ArrayLike = 1e-4,
-    atol: ArrayLike = 0.0,
-    cooldown: ArrayLike = 0,
-    accumulation_size: ArrayLike = 1,
-    min_scale: ArrayLike = 0.0,
+  factor: ArrayLike = 0.1,
+  patience: ArrayLike = 10,
+  rtol: ArrayLike = 1e-4,
+  atol: ArrayLike = 0.0,
+  cooldown: ArrayLike = 0,
+  accumulation_size: ArrayLike = 1,
+  min_scale: ArrayLike = 0.0,
 ) -> _base.GradientTransformation:
   """Scales updates down by ``factor`` when a monitored value stops improving.
 
@@ -114,15 +114,16 @@ def reduce_on_plateau(
     contrib.html>`_ and `optax#1767
     <https://github.com/google-deepmind/optax/issues/1767>`_.
   """
+
   def init_fn(params):
     del params
     return ReduceLROnPlateauState(
-        scale=jnp.ones([], jnp.float32),
-        best_value=jnp.full([], jnp.inf, jnp.float32),
-        plateau_count=jnp.zeros([], jnp.int32),
-        cooldown_count=jnp.zeros([], jnp.int32),
-        count=jnp.zeros([], jnp.int32),
-        avg_value=jnp.zeros([], jnp.float32),
+      scale=jnp.ones([], jnp.float32),
+      best_value=jnp.full([], jnp.inf, jnp.float32),
+      plateau_count=jnp.zeros([], jnp.int32),
+      cooldown_count=jnp.zeros([], jnp.int32),
+      count=jnp.zeros([], jnp.int32),
+      avg_value=jnp.zeros([], jnp.float32),
     )
 
   def compare(state: ReduceLROnPlateauState) -> ReduceLROnPlateauState:
@@ -132,26 +133,24 @@ def reduce_on_plateau(
     threshold = jnp.where(jnp.isfinite(best), best - margin, best)
     improved = avg < threshold
     plateau = jnp.where(
-        improved, 0, _numerics.safe_increment(state.plateau_count)
+      improved, 0, _numerics.safe_increment(state.plateau_count)
     )
     in_cooldown = state.cooldown_count > 0
     reduce = ~in_cooldown & (plateau >= _as_int(patience))
     reduced = jnp.where(reduce, state.scale * factor, state.scale)
-    scale = jnp.where(
-        in_cooldown, state.scale, jnp.maximum(reduced, min_scale)
-    )
+    scale = jnp.where(in_cooldown, state.scale, jnp.maximum(reduced, min_scale))
     cooldown_count = jnp.where(
-        in_cooldown,
-        state.cooldown_count - 1,
-        jnp.where(reduce, _as_int(cooldown), 0),
+      in_cooldown,
+      state.cooldown_count - 1,
+      jnp.where(reduce, _as_int(cooldown), 0),
     )
     return ReduceLROnPlateauState(
-        scale=scale.astype(jnp.float32),
-        best_value=jnp.where(improved, avg, best),
-        plateau_count=jnp.where(in_cooldown | reduce, 0, plateau),
-        cooldown_count=cooldown_count.astype(jnp.int32),
-        count=jnp.zeros([], jnp.int32),
-        avg_value=jnp.zeros([], jnp.float32),
+      scale=scale.astype(jnp.float32),
+      best_value=jnp.where(improved, avg, best),
+      plateau_count=jnp.where(in_cooldown | reduce, 0, plateau),
+      cooldown_count=cooldown_count.astype(jnp.int32),
+      count=jnp.zeros([], jnp.int32),
+      avg_value=jnp.zeros([], jnp.float32),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -159,22 +158,22 @@ def reduce_on_plateau(
     value = extra_args.get("value")
     if value is None:
       raise ValueError(
-          "reduce_on_plateau needs the monitored value: call "
-          "`update(updates, state, params, value=loss)`."
+        "reduce_on_plateau needs the monitored value: call "
+        "`update(updates, state, params, value=loss)`."
       )
     count = _numerics.safe_increment(state.count)
     total = state.avg_value * state.count.astype(jnp.float32)
     avg = (total + jnp.asarray(value).astype(jnp.float32)) / count.astype(
-        jnp.float32
+      jnp.float32
     )
     accumulated = state._replace(count=count, avg_value=avg)
     compared = compare(accumulated)
     ready = count >= _as_int(accumulation_size)
     new_state = jax.tree.map(
-        lambda new, old: jnp.where(ready, new, old), compared, accumulated
+      lambda new, old: jnp.where(ready, new, old), compared, accumulated
     )
     updates = jax.tree.map(
-        lambda u: u * _numerics.cast_like(new_state.scale, u), updates
+      lambda u: u * _numerics.cast_like(new_state.scale, u), updates
     )
     return updates, new_state
 
@@ -204,10 +203,10 @@ class EarlyStopping(NamedTuple):
 
 
 def early_stopping(
-    patience: ArrayLike,
-    *,
-    min_delta: ArrayLike = 0.0,
-    mode: str = "min",
+  patience: ArrayLike,
+  *,
+  min_delta: ArrayLike = 0.0,
+  mode: str = "min",
 ) -> EarlyStopping:
   """Stops after ``patience`` updates in a row without improvement.
 
@@ -253,23 +252,25 @@ def early_stopping(
 
   def init_fn() -> EarlyStoppingState:
     return EarlyStoppingState(
-        best=jnp.full([], sign * jnp.inf, jnp.float32),
-        bad_steps=jnp.zeros([], jnp.int32),
-        stopped=jnp.zeros([], bool),
+      best=jnp.full([], sign * jnp.inf, jnp.float32),
+      bad_steps=jnp.zeros([], jnp.int32),
+      stopped=jnp.zeros([], bool),
     )
 
   def update_fn(state: EarlyStoppingState, value: ArrayLike):
     value = jnp.asarray(value).astype(jnp.float32)
     delta = jnp.asarray(min_delta).astype(jnp.float32)
     improved = sign * value < sign * state.best - delta
-    bad_steps = jnp.where(improved, 0, _numerics.safe_increment(state.bad_steps))
+    bad_steps = jnp.where(
+      improved, 0, _numerics.safe_increment(state.bad_steps)
+    )
     new = EarlyStoppingState(
-        best=jnp.where(improved, value, state.best),
-        bad_steps=bad_steps,
-        stopped=bad_steps >= _as_int(patience),
+      best=jnp.where(improved, value, state.best),
+      bad_steps=bad_steps,
+      stopped=bad_steps >= _as_int(patience),
     )
     return jax.tree.map(
-        lambda old, fresh: jnp.where(state.stopped, old, fresh), state, new
+      lambda old, fresh: jnp.where(state.stopped, old, fresh), state, new
     )
 
   return EarlyStopping(init_fn, update_fn)

@@ -37,17 +37,17 @@ def _masked_map(fn, mask, updates, params):
     if isinstance(selected, (bool, np.bool_)):
       return jax.tree.map(fn, g, p) if selected else g
     return jax.tree.map(
-        lambda gi, pi: jnp.where(selected, fn(gi, pi), gi), g, p
+      lambda gi, pi: jnp.where(selected, fn(gi, pi), gi), g, p
     )
 
   return jax.tree.map(per_subtree, mask_tree, updates, params)
 
 
 def _add_param_term(
-    name: str,
-    coefficient: ScalarOrSchedule,
-    term: Callable[[jax.Array], jax.Array],
-    mask: Mask,
+  name: str,
+  coefficient: ScalarOrSchedule,
+  term: Callable[[jax.Array], jax.Array],
+  mask: Mask,
 ) -> _base.GradientTransformation:
   """Adds ``coefficient * term(params)`` to the updates (where masked in)."""
   scheduled = callable(coefficient)
@@ -63,17 +63,15 @@ def _add_param_term(
     del extra_args
     if params is None:
       raise ValueError(
-          f"{name}: `update` needs the current params: "
-          "call `update(updates, state, params)`."
+        f"{name}: `update` needs the current params: "
+        "call `update(updates, state, params)`."
       )
     if updates is None:  # nothing to add a penalty to, as in Optax
       return None, state
     params = _numerics.tree_as_float(params)
     if scheduled:
       value = coefficient(state.count)
-      state = ScheduleCountState(
-          count=_numerics.safe_increment(state.count)
-      )
+      state = ScheduleCountState(count=_numerics.safe_increment(state.count))
     else:
       value = coefficient
 
@@ -90,8 +88,8 @@ def _add_param_term(
 
 @_hyperparams.sweepable(weight_decay=ANY)
 def add_decayed_weights(
-    weight_decay: ScalarOrSchedule = 0.0,
-    mask: Mask = None,
+  weight_decay: ScalarOrSchedule = 0.0,
+  mask: Mask = None,
 ) -> _base.GradientTransformation:
   """Adds ``weight_decay * params`` to the updates.
 
@@ -131,8 +129,8 @@ def add_decayed_weights(
 
 @_hyperparams.sweepable(l1=NON_NEGATIVE)
 def add_l1(
-    l1: ScalarOrSchedule = 0.0,
-    mask: Mask = None,
+  l1: ScalarOrSchedule = 0.0,
+  mask: Mask = None,
 ) -> _base.GradientTransformation:
   """NEW: adds ``l1 * sign(params)``, a subgradient of an L1 penalty.
 

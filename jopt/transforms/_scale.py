@@ -42,7 +42,9 @@ def scale(step_size: ArrayLike) -> _base.GradientTransformation:
   def update_fn(updates, state, params=None, **extra_args):
     updates = _numerics.tree_as_float(updates)
     del params, extra_args
-    updates = jax.tree.map(lambda u: u * _numerics.cast_like(step_size, u), updates)
+    updates = jax.tree.map(
+      lambda u: u * _numerics.cast_like(step_size, u), updates
+    )
     return updates, state
 
   return _base.GradientTransformation(init_fn, update_fn)
@@ -55,7 +57,7 @@ class ScaleByScheduleState(NamedTuple):
 
 
 def scale_by_schedule(
-    step_size_fn: _base.Schedule,
+  step_size_fn: _base.Schedule,
 ) -> _base.GradientTransformation:
   """Multiplies updates by ``step_size_fn(count)``, count = updates so far.
 
@@ -81,7 +83,9 @@ def scale_by_schedule(
     <https://optax.readthedocs.io/en/latest/api/transformations.html#optax.scale_by_schedule>`_.
   """
   if not callable(step_size_fn):
-    raise TypeError("`step_size_fn` must be a callable schedule: step -> value.")
+    raise TypeError(
+      "`step_size_fn` must be a callable schedule: step -> value."
+    )
 
   def init_fn(params):
     del params
@@ -91,15 +95,19 @@ def scale_by_schedule(
     updates = _numerics.tree_as_float(updates)
     del params, extra_args
     step_size = step_size_fn(state.count)
-    updates = jax.tree.map(lambda u: u * _numerics.cast_like(step_size, u), updates)
-    return updates, ScaleByScheduleState(count=_numerics.safe_increment(state.count))
+    updates = jax.tree.map(
+      lambda u: u * _numerics.cast_like(step_size, u), updates
+    )
+    return updates, ScaleByScheduleState(
+      count=_numerics.safe_increment(state.count)
+    )
 
   return _base.GradientTransformation(init_fn, update_fn)
 
 
 @_hyperparams.sweepable(learning_rate=NON_NEGATIVE)
 def scale_by_learning_rate(
-    learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True
+  learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True
 ) -> _base.GradientTransformation:
   """Multiplies updates by the learning rate, negated by default.
 
@@ -142,9 +150,9 @@ class TraceState(NamedTuple):
 # updates (`sgd` still asks for momentum < 1).
 @_hyperparams.sweepable(decay=Range(low=0.0, high=1.0))
 def trace(
-    decay: ArrayLike,
-    nesterov: bool = False,
-    accumulator_dtype: Any | None = None,
+  decay: ArrayLike,
+  nesterov: bool = False,
+  accumulator_dtype: Any | None = None,
 ) -> _base.GradientTransformation:
   """Momentum: keeps a decaying sum of past updates.
 
@@ -175,8 +183,11 @@ def trace(
     Sutskever et al., 2013, `On the importance of initialization and momentum
     in deep learning <http://proceedings.mlr.press/v28/sutskever13.pdf>`_.
   """
+
   def init_fn(params):
-    return TraceState(trace=_numerics.tree_zeros_like(params, accumulator_dtype))
+    return TraceState(
+      trace=_numerics.tree_zeros_like(params, accumulator_dtype)
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     updates = _numerics.tree_as_float(updates)
@@ -198,8 +209,9 @@ def trace(
 
     new_trace = jax.tree.map(step, updates, state.trace)
     updates = jax.tree.map(out, updates, new_trace)
-    new_trace = jax.tree.map(lambda n, t: n.astype(t.dtype), new_trace,
-                             state.trace)
+    new_trace = jax.tree.map(
+      lambda n, t: n.astype(t.dtype), new_trace, state.trace
+    )
     return updates, TraceState(trace=new_trace)
 
   return _base.GradientTransformation(init_fn, update_fn)

@@ -26,9 +26,7 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def _zeros_like_output(fn: Callable[[], Any]) -> Any:
   """Zeros with the shapes and dtypes of ``fn()``'s output, without running it."""
-  return jax.tree.map(
-      lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn)
-  )
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn))
 
 
 def _keep_dtypes(new: Any, old: Any) -> Any:
@@ -36,7 +34,7 @@ def _keep_dtypes(new: Any, old: Any) -> Any:
   # may hold Python numbers (an Optax transformation's ``{'foo': 1}``), which
   # become arrays of their own dtype in both branches.
   return jax.tree.map(
-      lambda n, o: jnp.asarray(n).astype(jnp.asarray(o).dtype), new, old
+    lambda n, o: jnp.asarray(n).astype(jnp.asarray(o).dtype), new, old
   )
 
 
@@ -61,7 +59,7 @@ class ApplyIfFiniteState(NamedTuple):
 
 
 def apply_if_finite(
-    inner: Any, max_consecutive_errors: int
+  inner: Any, max_consecutive_errors: int
 ) -> _base.GradientTransformation:
   """Skips steps whose updates hold a NaN or an Inf, a few times in a row.
 
@@ -100,34 +98,36 @@ def apply_if_finite(
   """
   _validation.check_transform("`inner`", inner)
   if isinstance(max_consecutive_errors, bool) or not isinstance(
-      max_consecutive_errors, numbers.Integral
+    max_consecutive_errors, numbers.Integral
   ):
     raise TypeError(
-        "`max_consecutive_errors` must be an int; got "
-        f"{type(max_consecutive_errors).__name__}."
+      "`max_consecutive_errors` must be an int; got "
+      f"{type(max_consecutive_errors).__name__}."
     )
-  _validation.check_range("max_consecutive_errors", max_consecutive_errors, low=0)
+  _validation.check_range(
+    "max_consecutive_errors", max_consecutive_errors, low=0
+  )
   max_consecutive_errors = int(max_consecutive_errors)  # numpy ints too
 
   def init_fn(params):
     return ApplyIfFiniteState(
-        notfinite_count=jnp.zeros([], jnp.int32),
-        last_finite=jnp.array(True),
-        total_notfinite=jnp.zeros([], jnp.int32),
-        inner_state=inner.init(params),
+      notfinite_count=jnp.zeros([], jnp.int32),
+      last_finite=jnp.array(True),
+      total_notfinite=jnp.zeros([], jnp.int32),
+      inner_state=inner.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     finite = _all_finite(updates)
     notfinite_count = jnp.where(
-        finite,
-        jnp.zeros([], jnp.int32),
-        _numerics.safe_increment(state.notfinite_count),
+      finite,
+      jnp.zeros([], jnp.int32),
+      _numerics.safe_increment(state.notfinite_count),
     )
 
     def run_inner():
       return _combine.call_update(
-          inner, updates, state.inner_state, params, **extra_args
+        inner, updates, state.inner_state, params, **extra_args
       )
 
     def apply(_):
@@ -139,17 +139,17 @@ def apply_if_finite(
       return zeros, _keep_dtypes(state.inner_state, state.inner_state)
 
     new_updates, inner_state = jax.lax.cond(
-        finite | (notfinite_count > max_consecutive_errors), apply, skip, None
+      finite | (notfinite_count > max_consecutive_errors), apply, skip, None
     )
     return new_updates, ApplyIfFiniteState(
-        notfinite_count=notfinite_count,
-        last_finite=finite,
-        total_notfinite=jnp.where(
-            finite,
-            state.total_notfinite,
-            _numerics.safe_increment(state.total_notfinite),
-        ),
-        inner_state=inner_state,
+      notfinite_count=notfinite_count,
+      last_finite=finite,
+      total_notfinite=jnp.where(
+        finite,
+        state.total_notfinite,
+        _numerics.safe_increment(state.total_notfinite),
+      ),
+      inner_state=inner_state,
     )
 
   return _base.GradientTransformation(init_fn, update_fn)
@@ -162,12 +162,12 @@ class ShouldSkipUpdateFunction(Protocol):
   """``(updates, gradient_step, params) -> (skip: bool scalar, skip_state)``."""
 
   def __call__(
-      self, updates: Any, gradient_step: jax.Array, params: Any
+    self, updates: Any, gradient_step: jax.Array, params: Any
   ) -> tuple[jax.Array, Any]: ...
 
 
 def skip_not_finite(
-    updates: Any, gradient_step: jax.Array, params: Any
+  updates: Any, gradient_step: jax.Array, params: Any
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """A `MultiSteps` skip rule: drop minibatches whose gradients hold NaN/Inf.
 
@@ -191,8 +191,8 @@ def skip_not_finite(
   num_not_finite = functools.reduce(jnp.add, counts, jnp.zeros([], jnp.int32))
   should_skip = num_not_finite > 0
   return should_skip, {
-      "should_skip": should_skip,
-      "num_not_finite": num_not_finite,
+    "should_skip": should_skip,
+    "num_not_finite": num_not_finite,
   }
 
 
@@ -258,23 +258,23 @@ class MultiSteps:
   """
 
   def __init__(
-      self,
-      opt: Any,
-      every_k_schedule: int | Callable[[jax.Array], Any],
-      use_grad_mean: bool = True,
-      should_skip_update_fn: ShouldSkipUpdateFunction | None = None,
-      accumulator_dtype: Any = jnp.float32,
+    self,
+    opt: Any,
+    every_k_schedule: int | Callable[[jax.Array], Any],
+    use_grad_mean: bool = True,
+    should_skip_update_fn: ShouldSkipUpdateFunction | None = None,
+    accumulator_dtype: Any = jnp.float32,
   ):
     _validation.check_transform("`opt`", opt)
     if callable(every_k_schedule):
       self._every_k_schedule = every_k_schedule
     else:
       if isinstance(every_k_schedule, bool) or not isinstance(
-          every_k_schedule, numbers.Integral
+        every_k_schedule, numbers.Integral
       ):
         raise TypeError(
-            "`every_k_schedule` must be an int or a function of the step; "
-            f"got {type(every_k_schedule).__name__}."
+          "`every_k_schedule` must be an int or a function of the step; "
+          f"got {type(every_k_schedule).__name__}."
         )
       _validation.check_range("every_k_schedule", every_k_schedule, low=1)
       every_k_schedule = int(every_k_schedule)  # numpy ints too
@@ -293,13 +293,13 @@ class MultiSteps:
     if self._should_skip_update_fn is None:
       return jnp.array(False), ()
     skip, skip_state = self._should_skip_update_fn(
-        updates, gradient_step, params
+      updates, gradient_step, params
     )
     skip = jnp.asarray(skip)
     if skip.dtype != jnp.bool_ or skip.shape != ():
       raise ValueError(
-          "`should_skip_update_fn` must return a scalar bool as its first "
-          f"output; got dtype {skip.dtype} and shape {skip.shape}."
+        "`should_skip_update_fn` must return a scalar bool as its first "
+        f"output; got dtype {skip.dtype} and shape {skip.shape}."
       )
     return skip, skip_state
 
@@ -307,14 +307,14 @@ class MultiSteps:
     """Returns the initial `MultiStepsState` for ``params``."""
     gradient_step = jnp.zeros([], jnp.int32)
     _, skip_state = self._skip(
-        _numerics.tree_zeros_like(params), gradient_step, params
+      _numerics.tree_zeros_like(params), gradient_step, params
     )
     return MultiStepsState(
-        mini_step=jnp.zeros([], jnp.int32),
-        gradient_step=gradient_step,
-        inner_opt_state=self._opt.init(params),
-        acc_grads=_numerics.tree_zeros_like(params, self._accumulator_dtype),
-        skip_state=skip_state,
+      mini_step=jnp.zeros([], jnp.int32),
+      gradient_step=gradient_step,
+      inner_opt_state=self._opt.init(params),
+      acc_grads=_numerics.tree_zeros_like(params, self._accumulator_dtype),
+      skip_state=skip_state,
     )
 
   def _accumulate(self, updates, state, params, extra_args):
@@ -335,10 +335,10 @@ class MultiSteps:
 
     def run_inner():
       grads = jax.tree.map(
-          lambda a, u: a.astype(_numerics.float_dtype(u)), acc_grads, updates
+        lambda a, u: a.astype(_numerics.float_dtype(u)), acc_grads, updates
       )
       return _combine.call_update(
-          self._opt, grads, state.inner_opt_state, params, **extra_args
+        self._opt, grads, state.inner_opt_state, params, **extra_args
       )
 
     def apply(_):
@@ -351,24 +351,24 @@ class MultiSteps:
 
     new_updates, inner_state = jax.lax.cond(emit, apply, hold, None)
     new_state = MultiStepsState(
-        mini_step=jnp.where(emit, jnp.zeros_like(n), n + 1),
-        gradient_step=jnp.where(
-            emit, _numerics.safe_increment(state.gradient_step), state.gradient_step
-        ),
-        inner_opt_state=inner_state,
-        acc_grads=jax.tree.map(
-            lambda a: jnp.where(emit, jnp.zeros_like(a), a), acc_grads
-        ),
-        skip_state=state.skip_state,
+      mini_step=jnp.where(emit, jnp.zeros_like(n), n + 1),
+      gradient_step=jnp.where(
+        emit, _numerics.safe_increment(state.gradient_step), state.gradient_step
+      ),
+      inner_opt_state=inner_state,
+      acc_grads=jax.tree.map(
+        lambda a: jnp.where(emit, jnp.zeros_like(a), a), acc_grads
+      ),
+      skip_state=state.skip_state,
     )
     return new_updates, new_state
 
   def update(
-      self,
-      updates: _base.Updates,
-      state: MultiStepsState,
-      params: _base.Params | None = None,
-      **extra_args: Any,
+    self,
+    updates: _base.Updates,
+    state: MultiStepsState,
+    params: _base.Params | None = None,
+    **extra_args: Any,
   ) -> tuple[_base.Updates, MultiStepsState]:
     """Accumulates ``updates``; returns the inner update when a group closes."""
     skip, skip_state = self._skip(updates, state.gradient_step, params)
