@@ -96,7 +96,7 @@ def test_clear_caches_makes_the_next_sweep_compile_again():
   assert _halving(quad_init, quad_segment).num_compiles == 2
   assert _halving(quad_init, quad_segment).num_compiles == 0  # shared
   sweep.clear_caches()
-  assert all(len(cache) == 0 for cache in _caches._CACHES)
+  assert all(len(cache) == 0 for cache in _caches.registered())
   again = _run(fn)
   assert (again.num_compiles, again.num_cached) == (1, 0)
   np.testing.assert_array_equal(again.metrics["loss"], first.metrics["loss"])
@@ -104,18 +104,21 @@ def test_clear_caches_makes_the_next_sweep_compile_again():
 
 
 def test_every_sweep_cache_is_registered_and_bounded():
-  from jopt.sweep import _engine, _executor, _population, _report
+  # Every cache a module of jopt.sweep holds, found by type: a new cache
+  # that is not registered (so clear_caches would miss it) fails here.
+  import importlib
+  import pkgutil
 
-  registered = {id(c) for c in _caches._CACHES}
-  for cache in (
-    _executor._EXECUTABLES,
-    _executor._FOOTPRINTS,
-    _engine._TRACED,
-    _population._PROGRAMS,
-    _population._POPULATIONS,
-    _report._RECEIVERS,
-  ):
-    assert id(cache) in registered
+  import jopt.sweep as package
+
+  found = []
+  for info in pkgutil.iter_modules(package.__path__):
+    module = importlib.import_module(f"jopt.sweep.{info.name}")
+    found += [v for v in vars(module).values() if isinstance(v, _caches.Cache)]
+  assert len(found) >= 6  # programs, footprints, traces, populations...
+  registered = {id(c) for c in _caches.registered()}
+  for cache in found:
+    assert id(cache) in registered, cache
     assert 0 < cache.max_size <= 256
 
 
@@ -144,4 +147,4 @@ def test_a_cache_holds_at_most_its_size_and_forgets_dead_owners():
     cache.put("k", "v", owner=plain)
     assert cache.get("k", owner=plain) is None
   finally:
-    _caches._CACHES.remove(cache)
+    cache.unregister()

@@ -112,7 +112,7 @@ def _convs(closed):
 
   def visit(jaxpr):
     for eqn in jaxpr.eqns:
-      if eqn.primitive is _conv._CONV:
+      if eqn.primitive is jax.extend.core.primitives.conv_general_dilated_p:
         found.append(eqn)
       for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         visit(sub)

@@ -125,6 +125,16 @@ class Cache:
     with self._lock:
       self._entries.clear()
 
+  def unregister(self) -> None:
+    """Takes the cache off the list `clear_caches` empties (a temporary
+    cache, such as a test's)."""
+    _CACHES.remove(self)
+
+
+def registered() -> tuple[Cache, ...]:
+  """Every registered cache, in the order they were made."""
+  return tuple(_CACHES)
+
 
 def clear_caches() -> None:
   """Empties every cache of `jopt.sweep`.
