@@ -289,3 +289,25 @@ def test_report_in_a_jitted_helper_works_in_every_sweep(received, monkeypatch):
   received.clear()
   helper(0, jnp.ones(2))
   assert received == []
+
+
+def test_the_bar_shows_live_reports_until_a_ranked_trial_finishes():
+  class Bar:
+    total, n, text = 4, 0.0, ""
+
+    def update(self, k):
+      self.n += k
+
+    def set_postfix_str(self, text):
+      self.text = text
+
+  bar = Bar()
+  reporter = _report.Reporter(bar, interval=0.0, metric="val", mode="min")
+  reporter.receive(0, 0, {"loss": 3.0}, 4, 1.0)
+  reporter._draw(force=True)
+  assert bar.text == "best loss=3"  # nothing finished yet: the live loss
+  reporter.finish([0, 1], [0.5, 0.7])
+  assert bar.text == "best val=0.5"
+  reporter.receive(2, 0, {"loss": 0.1}, 4, 1.0)  # live values no longer
+  reporter.finish([2], [0.9])
+  assert bar.text == "best val=0.5"

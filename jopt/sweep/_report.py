@@ -327,7 +327,8 @@ class Reporter:
     self.bar = bar
     self.interval = interval
     # With a metric, the bar shows its best value among finished trials
-    # (what the search ranks by) instead of the live training reports.
+    # (what the search ranks by) once one has finished; until then, the
+    # live training reports.
     self.metric = metric
     self.sign = 1.0 if mode == "min" else -1.0
     self.done: dict[int, float] = {}  # trial -> fraction counted on the bar
@@ -365,7 +366,9 @@ class Reporter:
         if gain > 0:
           self.done[trial] = fraction
           self.pending += gain
-      if values and self.metric is None:
+      # With a metric, live reports show until a finished trial's value
+      # of it arrives, which then replaces them.
+      if values and (self.best is None or self.best[0] != self.metric):
         name, value = next(iter(values.items()))
         value = float(np.asarray(value))
         if math.isfinite(value) and (
@@ -391,7 +394,11 @@ class Reporter:
         ]
         if finite:
           value = min(finite) if self.sign > 0 else max(finite)
-          if self.best is None or self.sign * value < self.sign * self.best[1]:
+          if (
+            self.best is None
+            or self.best[0] != self.metric  # a live report: replaced
+            or self.sign * value < self.sign * self.best[1]
+          ):
             self.best = (self.metric, value, self.sign)
     self._draw()
 
