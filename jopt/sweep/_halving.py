@@ -295,9 +295,7 @@ def _search(
     key=key,
     functions=[init, segment],
     ex=ex,
-    program=_population.program_digest(pop, hparams, key_spec)
-    if checkpoint_dir
-    else "",
+    program=lambda: _population.program_digest(pop, hparams, key_spec),
     strategy=strategy,
     grid_points=grid_points,
     brackets=brackets,

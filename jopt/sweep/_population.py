@@ -389,12 +389,18 @@ def checkpoint_for(
   key: jax.Array,
   functions: Sequence[Callable[..., Any]],
   ex: _executor.Executor,
-  program: str,
+  program: str | Callable[[], str],
   **settings: Any,
 ) -> _checkpoint.Checkpoint | None:
-  """The checkpoint folder of a stepwise search (None without a folder)."""
+  """The checkpoint folder of a stepwise search (None without a folder).
+
+  ``program``: the digest of the search's programs, or a function that
+  computes it (called only when there is a folder: it lowers them).
+  """
   if checkpoint_dir is None:
     return None
+  if callable(program):
+    program = program()
   fields = _checkpoint.fingerprint(
     search=search,
     space=_checkpoint.space_identity(space),

@@ -555,7 +555,7 @@ def run_stepwise(
     key=key,
     functions=[init, segment],
     ex=ex,
-    program=program_digest(pop, hparams, key_spec) if checkpoint_dir else "",
+    program=lambda: program_digest(pop, hparams, key_spec),
     strategy=strategy,
     num_trials=n,
     grid_points=grid_points,
