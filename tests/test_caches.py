@@ -91,6 +91,7 @@ def test_clear_caches_makes_the_next_sweep_compile_again():
   def fn(hp, key):
     return {"loss": hp["lr"] * jnp.sum(jax.random.normal(key, (4,)))}
 
+  sweep.clear_caches()  # whatever tests ran before in this process
   first = _run(fn)
   assert _run(fn).num_cached == 1  # the same program, reused
   assert _halving(quad_init, quad_segment).num_compiles == 2
