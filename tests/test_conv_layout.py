@@ -256,3 +256,32 @@ def test_a_sweep_of_a_conv_model_equals_its_trials_run_alone():
     jax.jit(train_fn)({"scale": s}, None)["loss"] for s in res.hparams["scale"]
   ]
   np.testing.assert_allclose(res.metrics["loss"], np.array(alone), rtol=2e-5)
+
+
+def test_lowering_traces_once_and_leaves_a_program_without_convs_alone():
+  traces = []
+
+  def mlp(w, x):
+    traces.append(1)
+    return jnp.tanh(x @ w).sum()
+
+  w, x = jnp.ones((3, 2)), jnp.ones((4, 3))
+  lowered = _conv.lower_canonical(mlp, (w, x))
+  assert len(traces) == 1  # the user's Python runs once
+  assert lowered.as_text() == jax.jit(mlp).lower(w, x).as_text()
+
+  _, _, dn, kwargs = CASES["nhwc_same"]
+  train = _training_loop(dn, kwargs)
+
+  def counted(w, x):
+    traces.append(1)
+    return train(w, x)
+
+  args = _args("nhwc_same")
+  compiled = _conv.lower_canonical(counted, args, donate_argnums=(0,)).compile()
+  assert len(traces) == 2
+  labels = re.findall(r"dim_labels=(\S+?)[,}\s]", compiled.as_text())
+  assert labels and set(labels) <= {"b01f_01io->b01f"}
+  chex.assert_trees_all_close(
+    compiled(*_args("nhwc_same")), jax.jit(train)(*args), rtol=2e-5, atol=2e-5
+  )

@@ -53,6 +53,28 @@ def canonical_convs(fn: Callable[..., Any]) -> Callable[..., Any]:
   return wrapped
 
 
+def lower_canonical(
+  fn: Callable[..., Any], args: Any, donate_argnums: tuple[int, ...] = ()
+) -> Any:
+  """``jax.jit(fn).lower(*args)`` with the convolutions made canonical.
+
+  ``fn`` is traced once. A program with no convolution to rewrite is
+  lowered as traced; otherwise the rewritten program is lowered, by
+  evaluating its jaxpr (not ``fn``'s Python again).
+  """
+  traced = jax.jit(fn, donate_argnums=donate_argnums).trace(*args)
+  rewritten = rewrite_closed(traced.jaxpr)
+  if rewritten.jaxpr is traced.jaxpr.jaxpr:
+    return traced.lower()
+  out_tree = jax.tree.structure(traced.out_info)
+
+  def run(*args):
+    flat = _core.jaxpr_as_fun(rewritten)(*jax.tree.leaves(args))
+    return jax.tree.unflatten(out_tree, flat)
+
+  return jax.jit(run, donate_argnums=donate_argnums).lower(*args)
+
+
 def rewrite_closed(closed: Any) -> Any:
   """A ClosedJaxpr with `canonical_convs`' rewrite applied throughout."""
   return _Rewriter().closed(closed)

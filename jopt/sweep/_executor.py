@@ -38,7 +38,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jopt.sweep._caches import Cache
-from jopt.sweep._conv import canonical_convs
+from jopt.sweep._conv import lower_canonical
 
 TRIALS_AXIS = "trials"
 # Lanes per device by platform: the width every trial is computed at (see
@@ -475,8 +475,9 @@ class Executor:
     """Compiles ``jit(fn)`` for ``args`` (reusing an identical executable)."""
     start = time.perf_counter()
     if self.platform == "cpu":
-      fn = canonical_convs(fn)
-    lowered = jax.jit(fn, donate_argnums=tuple(donate)).lower(*args)
+      lowered = lower_canonical(fn, args, tuple(donate))
+    else:
+      lowered = jax.jit(fn, donate_argnums=tuple(donate)).lower(*args)
     key = _cache_key(lowered, self.compiler_options, self.devices)
     compiled = _EXECUTABLES.get(key)
     self.num_compiles += 1  # programs this search needed, cached or not
