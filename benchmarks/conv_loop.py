@@ -8,7 +8,7 @@ x ``[128, 4, 4, 32]``, w ``[3, 3, 32, 64]``, run four ways in one process:
   user's training loop does);
 * ``fori_loop``: the same steps inside one ``lax.fori_loop`` (what every
   compiled training run, and so every sweep, does);
-* ``fori_loop, canonical``: the loop after `jopt.sweep._conv`'s rewrite
+* ``fori_loop, canonical``: the loop after `jopt.sweep.runtime._conv`'s rewrite
   (the convolutions' operands transposed into XLA:CPU's canonical
   ``b01f_01io->b01f`` layout), as every jopt sweep program is compiled;
 * ``fori_loop, unrolled``: the loop fully unrolled (a slow compile).
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jopt.sweep._conv import canonical_convs
+from jopt.sweep.runtime._conv import canonical_convs
 
 # Per-executable options tried on the plain loop (none is process-wide).
 OPTIONS = [

@@ -25,7 +25,7 @@ jax.distributed.initialize(
 import jax.numpy as jnp  # noqa: E402
 
 from jopt import sweep  # noqa: E402
-from jopt.sweep import _checkpoint  # noqa: E402
+from jopt.sweep.runtime import _checkpoint  # noqa: E402
 
 
 def full_disk(*args, **kwargs):

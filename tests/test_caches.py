@@ -9,7 +9,7 @@ import numpy as np
 from _quadratic_search import quad_init, quad_segment
 
 from jopt import sweep
-from jopt.sweep import _caches
+from jopt.sweep.runtime import _caches
 
 KEY = jax.random.key(0)
 SPACE = {"lr": sweep.uniform(0.1, 1.0)}
@@ -113,8 +113,8 @@ def test_every_sweep_cache_is_registered_and_bounded():
   import jopt.sweep as package
 
   found = []
-  for info in pkgutil.iter_modules(package.__path__):
-    module = importlib.import_module(f"jopt.sweep.{info.name}")
+  for info in pkgutil.walk_packages(package.__path__, "jopt.sweep."):
+    module = importlib.import_module(info.name)
     found += [v for v in vars(module).values() if isinstance(v, _caches.Cache)]
   assert len(found) >= 6  # programs, footprints, traces, populations...
   registered = {id(c) for c in _caches.registered()}

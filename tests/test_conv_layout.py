@@ -1,4 +1,4 @@
-"""jopt.sweep._conv: convolutions rewritten into XLA:CPU's canonical layout.
+"""jopt.sweep.runtime._conv: convolutions rewritten into XLA:CPU's canonical layout.
 
 The rewrite only renames which axis is which (explicit transposes around a
 convolution with canonical dimension numbers), so a rewritten training loop
@@ -18,7 +18,7 @@ import pytest
 from jax import lax
 
 import jopt
-from jopt.sweep import _conv, _executor
+from jopt.sweep.runtime import _conv, _executor
 
 # name: (x shape, kernel shape, dimension numbers, conv kwargs)
 CASES = {

@@ -70,7 +70,7 @@ def test_descent_rule_separates_noise_from_a_fall(smoothing, num_seeds):
   # The rule itself on simulated ramps of 100 steps, loss noise 0.1: flat and
   # rising losses must give no suggestion, a fall of 0.8 (8 deviations) must
   # give one, in every one of 100 draws.
-  from jopt.sweep import _lr_curve
+  from jopt.sweep.strategies import _lr_curve
 
   rng = np.random.default_rng(0)
   lrs = np.geomspace(1e-7, 10, 100)
@@ -93,7 +93,7 @@ def test_descent_rule_separates_noise_from_a_fall(smoothing, num_seeds):
 
 
 def test_ema_noise_matches_the_smoothed_deviation():
-  from jopt.sweep import _lr_curve
+  from jopt.sweep.strategies import _lr_curve
 
   noise = np.random.default_rng(0).normal(size=(20000, 30))
   measured = _smoothed(noise, 0.9).std(axis=0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jopt import sweep
-from jopt.sweep import _report
+from jopt.sweep.runtime import _report
 
 STEPS = 12
 SPACE = {"lr": sweep.uniform(0.05, 0.5)}
@@ -93,7 +93,7 @@ def test_report_checks_its_arguments(bad, match):
 
 
 def test_stepwise_searches_move_the_bar_every_segment(monkeypatch):
-  from jopt.sweep import _loop
+  from jopt.sweep.runtime import _loop
 
   ticks = []
   real = _loop.Progress.advance

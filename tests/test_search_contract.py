@@ -21,7 +21,7 @@ import pytest
 
 import jopt
 from jopt import sweep
-from jopt.sweep import _loop
+from jopt.sweep.runtime import _loop
 
 KEY = jax.random.key(11)
 A = jax.random.normal(jax.random.key(0), (6, 6))

@@ -142,7 +142,7 @@ def test_run_stepwise_keeps_a_diverged_trial_diverged():
 
 
 def test_memory_budget_variable_accepts_floats_and_names_itself(monkeypatch):
-  from jopt.sweep import _executor
+  from jopt.sweep.runtime import _executor
 
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "2e9")
   assert _executor.memory_budget(jax.devices()[0]) == 2_000_000_000

@@ -83,7 +83,7 @@ def test_pbt_result_saves_its_lineage(tmp_path):
 
 
 def test_pbt_moves_integers_at_least_one_step():
-  from jopt.sweep import _pbt
+  from jopt.sweep.strategies import _pbt
 
   dist = sweep.int_uniform(1, 8)
   value = jnp.array([1, 2, 3, 8], jnp.int32)

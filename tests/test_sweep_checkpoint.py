@@ -17,7 +17,7 @@ from _quadratic_search import quad_init, quad_segment
 
 import jopt
 from jopt import sweep
-from jopt.sweep import _checkpoint
+from jopt.sweep.runtime import _checkpoint
 
 KEY = jax.random.key(3)
 SPACE = {"lr": sweep.log_uniform(1e-3, 0.3), "c": sweep.uniform(0.0, 1.0)}
@@ -273,7 +273,7 @@ class _Interrupted(Exception):
 
 def _interrupt_after(monkeypatch, saves):
   """Makes a stepwise search stop (as if killed) after ``saves`` saves."""
-  from jopt.sweep import _loop
+  from jopt.sweep.runtime import _loop
 
   original, count = _loop.save, [0]
 

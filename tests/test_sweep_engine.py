@@ -189,7 +189,7 @@ def test_a_single_trial_is_not_padded():
   # K = 1 computes one lane, not two or eight.
   res = sweep.run(quad, SPACE, num_trials=1, key=KEY, progress=False)
   assert len(res) == 1
-  from jopt.sweep import _executor
+  from jopt.sweep.runtime import _executor
 
   assert _executor.lanes_for(1, "cpu") == 1
   assert _executor.lanes_for(5, "cpu") == 1
@@ -214,14 +214,14 @@ def test_only_cpu_checks_a_calls_footprint_after_it_runs():
   # On accelerators running out of memory is a hard error, so the advice
   # must come first; on CPU a call that cannot shrink is measured while it
   # runs.
-  from jopt.sweep import _engine
+  from jopt.sweep.strategies import _run
 
   class FakeExecutor:
     lanes, platform = 2, "gpu"
 
   ex = FakeExecutor()
-  assert not _engine._check_after(ex, 2, 1)
+  assert not _run._check_after(ex, 2, 1)
   ex.platform = "cpu"
-  assert _engine._check_after(ex, 2, 1)
-  assert _engine._check_after(ex, 4, 2)
-  assert not _engine._check_after(ex, 4, 1)  # two groups: can shrink
+  assert _run._check_after(ex, 2, 1)
+  assert _run._check_after(ex, 4, 2)
+  assert not _run._check_after(ex, 4, 1)  # two groups: can shrink

@@ -122,9 +122,6 @@ plots; curves become scalars over steps. It needs tensorboardX
 """
 
 from jopt.sweep._common import MemoryBudgetWarning as MemoryBudgetWarning
-from jopt.sweep._engine import run as run
-from jopt.sweep._result import SweepResult as SweepResult
-from jopt.sweep._result import Trial as Trial
 from jopt.sweep._space import Choice as Choice
 from jopt.sweep._space import Distribution as Distribution
 from jopt.sweep._space import IntUniform as IntUniform
@@ -135,22 +132,27 @@ from jopt.sweep._space import int_uniform as int_uniform
 from jopt.sweep._space import log_uniform as log_uniform
 from jopt.sweep._space import sample as sample
 from jopt.sweep._space import uniform as uniform
+from jopt.sweep.results._result import SweepResult as SweepResult
+from jopt.sweep.results._result import Trial as Trial
+from jopt.sweep.strategies._run import run as run
 
 # isort: split
-from jopt.sweep._bayes import optuna_search as optuna_search
-from jopt.sweep._bayes_rounds import OptunaResult as OptunaResult
-from jopt.sweep._caches import clear_caches as clear_caches
-from jopt.sweep._halving import hyperband as hyperband
-from jopt.sweep._halving import successive_halving as successive_halving
-from jopt.sweep._lr_find import LRFindResult as LRFindResult
-from jopt.sweep._lr_find import lr_find as lr_find
-from jopt.sweep._pbt import PBTResult as PBTResult
-from jopt.sweep._pbt import pbt as pbt
-from jopt.sweep._report import report as report
-from jopt.sweep._report import scan as scan
-from jopt.sweep._stepwise import AdaptiveResult as AdaptiveResult
-from jopt.sweep._stepwise import run_stepwise as run_stepwise
-from jopt.sweep._tensorboard import to_tensorboard as to_tensorboard
+from jopt.sweep.results._tensorboard import to_tensorboard as to_tensorboard
+from jopt.sweep.runtime._caches import clear_caches as clear_caches
+from jopt.sweep.runtime._report import report as report
+from jopt.sweep.runtime._report import scan as scan
+from jopt.sweep.strategies._bayes import optuna_search as optuna_search
+from jopt.sweep.strategies._bayes_rounds import OptunaResult as OptunaResult
+from jopt.sweep.strategies._halving import hyperband as hyperband
+from jopt.sweep.strategies._halving import (
+  successive_halving as successive_halving,
+)
+from jopt.sweep.strategies._lr_find import LRFindResult as LRFindResult
+from jopt.sweep.strategies._lr_find import lr_find as lr_find
+from jopt.sweep.strategies._pbt import PBTResult as PBTResult
+from jopt.sweep.strategies._pbt import pbt as pbt
+from jopt.sweep.strategies._stepwise import AdaptiveResult as AdaptiveResult
+from jopt.sweep.strategies._stepwise import run_stepwise as run_stepwise
 
 __all__ = [
   "AdaptiveResult",

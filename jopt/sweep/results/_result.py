@@ -448,7 +448,7 @@ class SweepResult:
     Needs tensorboardX (``pip install "jopt[tensorboard]"``); see
     `jopt.sweep.to_tensorboard` for what is written, and an example.
     """
-    from jopt.sweep import _tensorboard
+    from jopt.sweep.results import _tensorboard
 
     return _tensorboard.to_tensorboard(self, logdir, steps=steps)
 
@@ -472,7 +472,7 @@ class SweepResult:
     Returns:
       The `matplotlib.figure.Figure`.
     """
-    from jopt.sweep import _plots
+    from jopt.sweep.results import _plots
 
     return _plots.plot(self, metric, path)
 
@@ -495,7 +495,7 @@ class SweepResult:
     Returns:
       The `matplotlib.figure.Figure`.
     """
-    from jopt.sweep import _plots
+    from jopt.sweep.results import _plots
 
     return _plots.plot_curves(self, metric, by, path)
 
@@ -519,6 +519,6 @@ class SweepResult:
     Returns:
       The `matplotlib.figure.Figure`.
     """
-    from jopt.sweep import _plots
+    from jopt.sweep.results import _plots
 
     return _plots.plot_parallel(self, metric, path, names)

@@ -70,7 +70,7 @@ class LRFindResult:
     Returns:
       The matplotlib Figure.
     """
-    from jopt.sweep import _plots
+    from jopt.sweep.results import _plots
 
     _common.require("matplotlib", _common.EXTRA, "LRFindResult.plot")
     if ax is None:

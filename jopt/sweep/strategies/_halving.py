@@ -17,7 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from jopt.sweep import _executor, _loop, _population, _space, _stepwise
+from jopt.sweep import _space
+from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.strategies import _stepwise
 
 
 def _check_budget(eta, min_segments, max_segments) -> None:

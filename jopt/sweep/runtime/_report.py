@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _caches
+from jopt.sweep.runtime import _caches
 
 _TRACE = threading.local()  # the report budget while a sweep lowers
 # Callbacks `scan` makes per device in one call of a sweep, at most (or

@@ -19,15 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _cpu_devices
-from jopt.sweep import (
-  _caches,
-  _checkpoint,
-  _common,
-  _executor,
-  _report,
-  _space,
-)
-from jopt.sweep._result import SweepResult
+from jopt.sweep import _common, _space
+from jopt.sweep.results._result import SweepResult
+from jopt.sweep.runtime import _caches, _checkpoint, _executor, _report
 
 TRIALS_AXIS = _executor.TRIALS_AXIS
 # Kept importable under their old names.

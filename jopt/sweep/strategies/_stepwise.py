@@ -21,7 +21,7 @@ variables, out of the search's sight: after ``nnx.merge``, the segment
 writes the values itself, ``optimizer.opt_state = jopt.set_hyperparams(
 optimizer.opt_state, learning_rate=hparams["learning_rate"])``.
 
-`jopt.sweep._population.Population` runs both over many trials with the
+`jopt.sweep.runtime._population.Population` runs both over many trials with the
 shared executor. `run_stepwise` is the simplest strategy over it: a
 population trained for a number of segments with per-trial early stopping;
 a stopped trial's state is frozen by a select, and since a vmapped ``cond``
@@ -40,8 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _checkpoint, _common, _executor, _loop, _result, _space
-from jopt.sweep._population import (
+from jopt.sweep import _common, _space
+from jopt.sweep.results import _result
+from jopt.sweep.runtime import _checkpoint, _executor, _loop
+from jopt.sweep.runtime._population import (
   InitFn,
   SegmentFn,
   check_common,

@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _executor, _loop, _population, _space, _stepwise
+from jopt.sweep import _space
+from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.strategies import _stepwise
 
 
 @dataclasses.dataclass(repr=False)
@@ -86,7 +88,7 @@ class PBTResult(_stepwise.AdaptiveResult):
     Returns:
       A matplotlib Figure.
     """
-    from jopt.sweep import _plots
+    from jopt.sweep.results import _plots
 
     name = name or next(iter(self.hparam_history))
     members = range(self.parents.shape[1]) if members is None else members

@@ -14,7 +14,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from jopt.sweep import _executor, _loop, _population, _result, _space, _stepwise
+from jopt.sweep import _space
+from jopt.sweep.results import _result
+from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.strategies import _stepwise
 
 
 @dataclasses.dataclass(repr=False)

@@ -18,7 +18,7 @@ computes only its live groups (`Placement`, `Executor.per_trial_live`: a
 ``fori_loop`` over them instead of the ``lax.map``), so it keeps one program.
 
 On CPU every program is compiled with its convolutions in XLA:CPU's
-canonical layout (`jopt.sweep._conv`): inside a loop body XLA:CPU runs a
+canonical layout (`jopt.sweep.runtime._conv`): inside a loop body XLA:CPU runs a
 convolution's weight gradient in the layout autodiff writes it many times
 slower than in that layout.
 """
@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jopt.sweep._caches import Cache
-from jopt.sweep._conv import lower_canonical
+from jopt.sweep.runtime._caches import Cache
+from jopt.sweep.runtime._conv import lower_canonical
 
 TRIALS_AXIS = "trials"
 # Lanes per device by platform: the width every trial is computed at (see

@@ -20,7 +20,7 @@ import numpy as np
 from jopt.sweep import _space
 
 if TYPE_CHECKING:
-  from jopt.sweep._result import SweepResult
+  from jopt.sweep.results._result import SweepResult
 
 _PLUGIN = "hparams"
 _EXPERIMENT_TAG = "_hparams_/experiment"
@@ -42,7 +42,7 @@ def _import_tensorboardx():
 
 def _hparam_value(value: Any) -> bool | float | str:
   """A value the plugin can show: a bool, a number or a name."""
-  from jopt.sweep._result import value_name
+  from jopt.sweep.results._result import value_name
 
   if isinstance(value, np.floating):
     # The shortest decimal that reads back as the same float32 (0.1, not

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import _cpu_devices
-from jopt.sweep import _caches, _checkpoint, _executor, _space, _state_hparams
+from jopt.sweep import _space
+from jopt.sweep.runtime import _caches, _checkpoint, _executor, _state_hparams
 
 InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
 SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
@@ -109,7 +110,7 @@ class Population:
 
   Before each segment, the trial's values of the hyperparameters that its
   state holds under the same names are written into the state
-  (`jopt.sweep._state_hparams`): a search trains with what it records.
+  (`jopt.sweep.runtime._state_hparams`): a search trains with what it records.
 
   Args:
     init: ``init(hparams, key) -> state`` for one trial.

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _executor, _loop, _population
-from jopt.sweep._lr_curve import (
+from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.strategies._lr_curve import (
   LRFindResult,
   _ema_noise,
   _mean_curve,

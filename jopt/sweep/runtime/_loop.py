@@ -21,7 +21,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jopt.sweep import _checkpoint, _common, _executor
+from jopt.sweep import _common
+from jopt.sweep.runtime import _checkpoint, _executor
 
 
 @dataclasses.dataclass

@@ -51,7 +51,7 @@ def _value_identity(value: Any) -> str:
     return repr(value)
   if isinstance(value, np.generic):
     return repr(value.item())
-  from jopt.sweep import _result
+  from jopt.sweep.results import _result
 
   return _result.value_name(value)
 

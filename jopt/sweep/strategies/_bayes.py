@@ -18,8 +18,13 @@ from typing import Any
 
 import jax
 
-from jopt.sweep import _executor, _loop, _population, _space
-from jopt.sweep._bayes_rounds import OptunaResult, _Optuna, _OptunaStepwise
+from jopt.sweep import _space
+from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.strategies._bayes_rounds import (
+  OptunaResult,
+  _Optuna,
+  _OptunaStepwise,
+)
 
 _INSTALL = 'optuna_search needs Optuna: pip install "jopt[optuna]"'
 
