@@ -18,7 +18,7 @@ import pytest
 from jax import lax
 
 import jopt
-from jopt.sweep.runtime import _conv, _executor
+from jopt.sweep.runtime import _conv, _executor, _programs
 
 # name: (x shape, kernel shape, dimension numbers, conv kwargs)
 CASES = {
@@ -229,7 +229,9 @@ def test_the_sweep_compiles_canonical_convolutions_on_cpu():
     return train(w * scale, x)[1]
 
   fn = ex.per_trial(trial, 2, (0,))
-  compiled = ex.compile(fn, (jnp.ones((2,), jnp.float32),))
+  compiled = _programs.get(
+    ex, lambda: fn, (jnp.ones((2,), jnp.float32),), owner=trial, name="t"
+  )
   labels = re.findall(r"dim_labels=(\S+?)[,}\s]", compiled.as_text())
   assert labels
   assert set(labels) <= {"b01f_01io->b01f"}, set(labels)

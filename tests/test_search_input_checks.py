@@ -142,11 +142,11 @@ def test_run_stepwise_keeps_a_diverged_trial_diverged():
 
 
 def test_memory_budget_variable_accepts_floats_and_names_itself(monkeypatch):
-  from jopt.sweep.runtime import _executor
+  from jopt.sweep.runtime import _programs
 
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", "2e9")
-  assert _executor.memory_budget(jax.devices()[0]) == 2_000_000_000
+  assert _programs.memory_budget(jax.devices()[0]) == 2_000_000_000
   for bad in ("two GB", "0", "-5", "inf", "nan"):
     monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", bad)
     with pytest.raises(ValueError, match="JOPT_SWEEP_MEMORY_BYTES"):
-      _executor.memory_budget(jax.devices()[0])
+      _programs.memory_budget(jax.devices()[0])

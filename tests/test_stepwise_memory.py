@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jopt import sweep
+from jopt.sweep.runtime import _executor, _population, _programs
 
 KEY = jax.random.key(3)
 SPACE = {"lr": sweep.uniform(0.05, 0.5)}
@@ -47,26 +48,29 @@ def test_a_population_over_the_budget_runs_in_chunks_with_the_same_result(
   whole = _search()
   assert whole.num_compiles == 2  # init and segment, sized without extra
   chunked = _search(max_parallel=4)
-  pop = sweep._population.population_for(init, segment)
-  ex = sweep._population.executor_for(12, jax.devices()[:1], None)
+  pop = _population.population_for(init, segment)
+  ex = _population.executor_for(12, jax.devices()[:1], None)
   hparams = sweep._space.sample(SPACE, 12, KEY, "quasirandom")
-  key = sweep._executor.KeySpec(KEY)
-  big = pop.segment_bytes(ex, hparams, key, 12)
-  small = pop.segment_bytes(ex, hparams, key, 4)
+  key = _executor.KeySpec(KEY)
+  big = _programs.compiled_bytes(pop.segment_program(ex, hparams, key, 12))
+  small = _programs.compiled_bytes(pop.segment_program(ex, hparams, key, 4))
   assert small < big
   budget = (big + small) // 2
   monkeypatch.setenv("JOPT_SWEEP_MEMORY_BYTES", str(budget))
   sizes = []
-  run_segment = sweep._population.Population.segment
+  run_segment = _population.Population.segment
 
   def spy(self, ex, state, *args, **kw):
     sizes.append(jax.tree.leaves(state)[0].shape[0])
     return run_segment(self, ex, state, *args, **kw)
 
-  monkeypatch.setattr(sweep._population.Population, "segment", spy)
+  monkeypatch.setattr(_population.Population, "segment", spy)
   fitted = _search()
   assert sizes and max(sizes) < 12
-  assert all(pop.segment_bytes(ex, hparams, key, n) <= budget for n in sizes)
+  assert all(
+    _programs.compiled_bytes(pop.segment_program(ex, hparams, key, n)) <= budget
+    for n in sizes
+  )
   for result in (chunked, fitted):
     for k in whole.metrics:
       np.testing.assert_array_equal(result.metrics[k], whole.metrics[k])

@@ -1,7 +1,6 @@
 """jopt.sweep checkpoints: resume gives the uninterrupted result; no mixing."""
 
 import functools
-import glob
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _interrupt import Interrupted, interrupt_after, state_files
 from _quadratic_search import quad_init, quad_segment
 
 import jopt
@@ -60,16 +60,21 @@ def _assert_same(a, b):
   np.testing.assert_array_equal(a.diverged, b.diverged)
 
 
-def test_rerun_loads_every_chunk_and_recomputes_missing_ones(tmp_path):
+def test_rerun_loads_the_state_and_recomputes_missing_trials(
+  tmp_path, monkeypatch
+):
   first = _run(tmp_path)
-  chunks = sorted(glob.glob(str(tmp_path / "ckpt" / "trials-*.npz")))
-  assert len(chunks) == 3  # 10 trials in calls of 4 (2 devices x 2 lanes)
+  assert len(state_files(tmp_path / "ckpt")) == 1  # replaced at each step
   again = _run(tmp_path)
   assert again.num_compiles == 0  # everything came from disk
   _assert_same(first, again)
-  os.remove(chunks[1])
+  # 10 trials in calls of 4 (2 devices x 2 lanes): interrupted after one.
+  with monkeypatch.context() as m:
+    interrupt_after(m, 1)
+    with pytest.raises(Interrupted):
+      _run(tmp_path / "partial")
   # Any chunking resumes: the missing trials run in calls of another size.
-  partial = _run(tmp_path, max_parallel=None)
+  partial = _run(tmp_path / "partial", max_parallel=None)
   assert partial.num_compiles == 1
   _assert_same(first, partial)
   _assert_same(
@@ -193,13 +198,13 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
     env=env,
   )
   deadline = time.time() + 120
-  while not glob.glob(str(ckpt / "trials-*.npz")):
+  while not state_files(ckpt):
     assert proc.poll() is None, "the sweep ended before its first chunk"
     assert time.time() < deadline
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  done = len(glob.glob(str(ckpt / "trials-*.npz")))
+  done = int(os.path.basename(state_files(ckpt)[-1])[6:12])  # steps saved
   assert 1 <= done < 8  # killed mid-sweep: the rerun has work to do
   assert not (tmp_path / "killed.npz").exists()
 
@@ -227,7 +232,7 @@ def _reserved_names_fn(hparams, key):
   }
 
 
-def test_any_metric_name_round_trips_through_chunk_files(tmp_path):
+def test_any_metric_name_round_trips_through_checkpoints(tmp_path):
   first = _run(tmp_path, fn=_reserved_names_fn)
   again = _run(tmp_path, fn=_reserved_names_fn)
   assert again.num_compiles == 0
@@ -329,13 +334,17 @@ def test_memory_fitted_chunks_resume_on_another_device_count(
   np.testing.assert_array_equal(reference.segments_run, resumed.segments_run)
 
 
-def test_overlapping_chunk_files_of_concurrent_runs_are_adopted(tmp_path):
-  # Two runs of one call at once, with other max_parallel, leave chunk
-  # files whose trials overlap; the next call loads them all.
-  first = _run(tmp_path, max_parallel=4)
-  _run(tmp_path / "other", max_parallel=2)
-  for path in glob.glob(str(tmp_path / "other" / "ckpt" / "trials-*.npz")):
-    os.replace(path, tmp_path / "ckpt" / os.path.basename(path))
+def test_the_latest_state_of_concurrent_runs_is_resumed(tmp_path, monkeypatch):
+  # Two runs of one call at once, with other max_parallel, write their
+  # states in one folder; the next call resumes the latest one, whichever
+  # run wrote it, to the same result.
+  first = _run(tmp_path, max_parallel=4)  # 3 steps: state-000003
+  with monkeypatch.context() as m:
+    interrupt_after(m, 4)
+    with pytest.raises(Interrupted):  # 4 of its 5 steps: state-000004
+      _run(tmp_path / "other", max_parallel=2)
+  (later,) = state_files(tmp_path / "other" / "ckpt")
+  os.replace(later, tmp_path / "ckpt" / os.path.basename(later))
   again = _run(tmp_path, max_parallel=8)
-  assert again.num_compiles == 0
+  assert again.num_compiles == 1  # the other run's last 2 trials
   _assert_same(first, again)

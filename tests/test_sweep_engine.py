@@ -1,7 +1,6 @@
-"""The engine of `sweep.run`: trial files, static groups, the memory budget,
-reusing programs, single trials and bfloat16 checkpoints."""
+"""`sweep.run`: state files, static groups, the memory budget, reusing
+programs, single trials and bfloat16 checkpoints."""
 
-import glob
 import os
 import shutil
 
@@ -9,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _interrupt import Interrupted, interrupt_after, state_files
 
 from jopt import sweep
 
@@ -41,48 +41,52 @@ def _run(folder, fn=quad, **kw):
   )
 
 
-def test_trial_files_of_another_sweep_are_not_adopted(tmp_path):
+def test_a_state_file_of_another_sweep_is_not_adopted(tmp_path):
   # Old engine: with manifest.json deleted, another train_fn took the old
   # chunks (no compile, old metrics paired with new hyperparameters).
   _run(tmp_path / "ckpt")
   os.remove(tmp_path / "ckpt" / "manifest.json")
-  with pytest.raises(ValueError, match=r"trials-.*different search"):
+  with pytest.raises(ValueError, match=r"state-.*different search"):
     _run(tmp_path / "ckpt", fn=other)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "swap"])
-def test_a_damaged_trial_file_is_named(tmp_path, damage):
+def test_a_damaged_state_file_is_named(tmp_path, damage):
   folder = tmp_path / "ckpt"
   _run(folder)
-  files = sorted(glob.glob(str(folder / "trials-*.npz")))
+  (path,) = state_files(folder)
   if damage == "truncate":
-    with open(files[0], "rb") as f:
+    with open(path, "rb") as f:
       data = f.read()
-    with open(files[0], "wb") as f:
+    with open(path, "wb") as f:
       f.write(data[: len(data) // 2])
     match = "not a readable"
   elif damage == "garbage":
-    with open(files[0], "wb") as f:
+    with open(path, "wb") as f:
       f.write(b"not a zip file at all")
     match = "not a readable"
   else:  # a file of another sweep put in place of this one's
     _run(tmp_path / "b", fn=other)
-    shutil.copy(
-      sorted(glob.glob(str(tmp_path / "b" / "trials-*.npz")))[0], files[0]
-    )
+    shutil.copy(state_files(tmp_path / "b")[-1], path)
     match = "different search"
   with pytest.raises(ValueError, match=match) as info:
     _run(folder)
-  assert os.path.basename(files[0]) in str(info.value)
+  assert os.path.basename(path) in str(info.value)
 
 
-def test_resume_with_a_smaller_max_parallel_after_a_failure(tmp_path):
+def test_resume_with_a_smaller_max_parallel_after_a_failure(
+  tmp_path, monkeypatch
+):
   # Old engine: "written with chunks of 4 trials" refused the retry.
   folder = tmp_path / "ckpt"
-  full = _run(folder, max_parallel=4)
-  os.remove(sorted(glob.glob(str(folder / "trials-*.npz")))[-1])
+  full = _run(tmp_path / "full", max_parallel=4)
+  with monkeypatch.context() as m:
+    interrupt_after(m, 1)
+    with pytest.raises(Interrupted):
+      _run(folder, max_parallel=4)
   again = _run(folder, max_parallel=2)
   np.testing.assert_array_equal(again.metrics["loss"], full.metrics["loss"])
+  assert again.num_compiles == 1  # the 2 missing trials, in calls of 2
 
 
 def test_static_groups_keep_every_metric_value():
@@ -197,31 +201,43 @@ def test_a_single_trial_is_not_padded():
   assert _executor.lanes_for(1000, "gpu") == _executor.ACCELERATOR_LANES
 
 
-def test_a_bfloat16_sweep_resumes_from_its_checkpoint(tmp_path):
+def test_a_bfloat16_sweep_resumes_from_its_checkpoint(tmp_path, monkeypatch):
   # Old engine: bf16 metrics came back from a chunk file as raw |V2 bytes.
   def fn(hp, key):
     return {"loss": quad(hp, key)["loss"].astype(jnp.bfloat16)}
 
+  full = _run(tmp_path / "full", fn=fn)
   folder = tmp_path / "ckpt"
-  full = _run(folder, fn=fn)
-  os.remove(sorted(glob.glob(str(folder / "trials-*.npz")))[0])
+  with monkeypatch.context() as m:
+    interrupt_after(m, 1)
+    with pytest.raises(Interrupted):
+      _run(folder, fn=fn)
   again = _run(folder, fn=fn)
   assert again.metrics["loss"].dtype == jnp.bfloat16
   np.testing.assert_array_equal(again.metrics["loss"], full.metrics["loss"])
 
 
-def test_only_cpu_checks_a_calls_footprint_after_it_runs():
+def test_only_cpu_checks_a_calls_footprint_after_it_runs(monkeypatch):
   # On accelerators running out of memory is a hard error, so the advice
-  # must come first; on CPU a call that cannot shrink is measured while it
-  # runs.
-  from jopt.sweep.strategies import _run
+  # must come first (the program is compiled to size it); on CPU a call
+  # that cannot shrink is measured while it runs, not compiled beforehand.
+  from jopt.sweep.runtime import _programs
 
   class FakeExecutor:
-    lanes, platform = 2, "gpu"
+    lanes, platform, multiprocess, devices = 2, "gpu", False, [None]
+    checked: set = set()
 
+    def num_devices_for(self, n):
+      return 1
+
+    def padded(self, n, ndev):
+      return 2
+
+  monkeypatch.setattr(_programs, "compiled_bytes", lambda program: None)
+  sized = []
   ex = FakeExecutor()
-  assert not _run._check_after(ex, 2, 1)
+  assert _programs.fit(ex, 2, None, lambda *a: sized.append(a)) == (2, 1)
+  assert sized == [(2, 1)]
   ex.platform = "cpu"
-  assert _run._check_after(ex, 2, 1)
-  assert _run._check_after(ex, 4, 2)
-  assert not _run._check_after(ex, 4, 1)  # two groups: can shrink
+  assert _programs.fit(ex, 2, None, lambda *a: sized.append(a)) == (2, 1)
+  assert sized == [(2, 1)]

@@ -122,7 +122,8 @@ _META = "__meta__"
 
 
 class Checkpoint:
-  """A search's checkpoint folder: a manifest, then chunk or state files.
+  """A search's checkpoint folder: a manifest, then the state after the
+  last step (one file, replaced at each step).
 
   The manifest holds the fingerprint of the call; every other file carries
   the fingerprint's digest and is refused when it does not match, so files
@@ -217,77 +218,7 @@ class Checkpoint:
         f"use a new checkpoint_dir or delete the file."
       )
 
-  # Trials of `run`: one file per finished call ---------------------------
-
-  def save_trials(
-    self, group: int, indices: np.ndarray, metrics: Mapping[str, np.ndarray]
-  ) -> None:
-    indices = np.asarray(indices, np.int64)
-    name = f"trials-{group:04d}-{int(indices[0]):07d}-{len(indices):06d}.npz"
-    # Metrics go under positional keys, their names in the meta, so no
-    # metric name can collide with the file's own entries.
-    meta = {"digest": self.digest, "group": group, "metrics": list(metrics)}
-    self._everywhere(
-      lambda: write_npz(
-        os.path.join(self.directory, name),
-        meta,
-        {
-          "indices": indices,
-          **{f"m{i}": v for i, v in enumerate(metrics.values())},
-        },
-      )
-    )
-
-  def load_trials(
-    self, group: int, members: np.ndarray
-  ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Every finished call of ``group``: ``(trial indices, metrics)``.
-
-    Each file is checked: it belongs to this search, its trials are members
-    of the group, each once, and every metric has one row per trial. Trials
-    that an earlier file holds too (runs of the same call at once) are
-    taken from the earlier file.
-    """
-    allowed = set(np.asarray(members).tolist())
-    seen: set[int] = set()
-    out = []
-    for name in sorted(os.listdir(self.directory)):
-      if not (
-        name.startswith(f"trials-{group:04d}-") and name.endswith(".npz")
-      ):
-        continue
-      path = os.path.join(self.directory, name)
-      meta, arrays = read_npz(path)
-      self._check(path, meta)
-      indices = arrays.pop("indices", None)
-      names = meta.get("metrics", [])
-      if (
-        meta.get("group") != group
-        or indices is None
-        or sorted(arrays) != sorted(f"m{i}" for i in range(len(names)))
-        or any(len(v) != len(indices) for v in arrays.values())
-      ):
-        raise ValueError(
-          f"{path} is inconsistent (group, trial indices or "
-          f"metrics do not match); delete it to recompute."
-        )
-      arrays = {name: arrays[f"m{i}"] for i, name in enumerate(names)}
-      ids = indices.tolist()
-      if not set(ids) <= allowed or len(set(ids)) != len(ids):
-        raise ValueError(
-          f"{path} holds trials that are not this group's or "
-          f"holds a trial twice; delete it to recompute."
-        )
-      # Two runs of the same call at once (say with other max_parallel)
-      # leave overlapping files; a trial's numbers do not depend on its
-      # chunk, so the first file that holds it is as good as any.
-      new = np.array([i not in seen for i in ids], bool)
-      seen |= set(ids)
-      if new.any():
-        out.append((indices[new], {k: v[new] for k, v in arrays.items()}))
-    return out
-
-  # States of stepwise searches: one file per boundary --------------------
+  # States of searches: one file per step ------------------------------------
 
   def save_state(
     self, step: int, meta: Mapping[str, Any], arrays: Mapping[str, Any]

@@ -25,10 +25,7 @@ slower than in that layout.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,9 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-from jopt.sweep.runtime._caches import Cache
-from jopt.sweep.runtime._conv import lower_canonical
 
 TRIALS_AXIS = "trials"
 # Lanes per device by platform: the width every trial is computed at (see
@@ -48,10 +42,6 @@ TRIALS_AXIS = "trials"
 # trial at a time; on accelerators, where width is what fills the chip, 32.
 DEFAULT_LANES = {"cpu": 1}
 ACCELERATOR_LANES = 32
-# Per-device budget when the device reports no memory limit (CPU).
-CPU_MEMORY_BUDGET = 2 << 30
-# Share of an accelerator's free memory one call may take.
-ACCELERATOR_MEMORY_FRACTION = 0.8
 
 
 def check_lanes(lanes: Any) -> None:
@@ -82,63 +72,6 @@ def default_compiler_options(devices: Sequence[jax.Device]) -> dict | None:
   if devices and devices[0].platform == "cpu":
     return {"xla_backend_optimization_level": 1}
   return None
-
-
-def memory_budget(device: jax.Device) -> int:
-  """Bytes one call may use on ``device`` (see `jopt.sweep.run`)."""
-  env = os.environ.get("JOPT_SWEEP_MEMORY_BYTES")
-  if env:
-    try:
-      value = float(env)  # "2e9" and "2000000000" alike
-    except ValueError:
-      value = float("nan")
-    if not (value >= 1 and value < float("inf")):
-      raise ValueError(
-        f"JOPT_SWEEP_MEMORY_BYTES must be a number of bytes "
-        f">= 1 (such as 2e9), got {env!r}."
-      )
-    return int(value)
-  try:
-    stats = device.memory_stats()
-  except Exception:  # noqa: BLE001  (backends without memory stats)
-    stats = None
-  if stats and stats.get("bytes_limit"):
-    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-    return int(ACCELERATOR_MEMORY_FRACTION * free)
-  return CPU_MEMORY_BUDGET
-
-
-_FOOTPRINTS = Cache("footprints of compiled programs", 64)
-
-
-def compiled_bytes(compiled: Any) -> int | None:
-  """Per-device bytes of a compiled program (arguments, outputs, temps).
-
-  Remembered per program: XLA's memory analysis takes about as long as a
-  small trial runs, and a sweep asks for it on every call.
-  """
-  footprint = _FOOTPRINTS.get(None, owner=compiled, default=_UNKNOWN)
-  if footprint is not _UNKNOWN:
-    return footprint
-  try:
-    ma = compiled.memory_analysis()
-  except Exception:  # noqa: BLE001  (not every backend implements it)
-    ma = None
-  footprint = (
-    None
-    if ma is None
-    else int(
-      ma.argument_size_in_bytes
-      + ma.output_size_in_bytes
-      + ma.temp_size_in_bytes
-      - ma.alias_size_in_bytes
-    )
-  )
-  _FOOTPRINTS.put(None, footprint, owner=compiled)
-  return footprint
-
-
-_UNKNOWN = object()
 
 
 # --- Keys ---------------------------------------------------------------------
@@ -201,26 +134,6 @@ def trial_key(root: jax.Array, index: jax.Array) -> jax.Array:
   return jax.random.fold_in(root, index)
 
 
-# --- Executable cache -----------------------------------------------------------
-
-# Rerunning a search in one process (a notebook cell run twice) lowers the
-# same program again; the executable is reused when the lowered text (which
-# holds what every JAX setting made of the function), the compile options and
-# the devices are the same. Keyed by content, so a different program never
-# hits.
-_EXECUTABLES = Cache("executables by program text", 32)
-
-
-def _cache_key(lowered: Any, options: dict | None, devices) -> str:
-  h = hashlib.sha256(lowered.as_text(debug_info=False).encode())
-  # jit drops unused arguments from the program text; the pytrees it is
-  # called with are part of what the executable accepts.
-  h.update(repr((lowered.in_tree, lowered.out_tree)).encode())
-  h.update(repr(sorted((options or {}).items())).encode())
-  h.update(repr([d.id for d in devices]).encode())
-  return h.hexdigest()
-
-
 class Executor:
   """Runs functions of one trial over many, sharded, at a fixed lane width.
 
@@ -235,6 +148,9 @@ class Executor:
       taken from the process's caches (`jopt.sweep.clear_caches`).
     num_cached: how many of them came from those caches.
     compile_time: seconds spent tracing, lowering and compiling.
+    memory_bytes: the largest per-device footprint of a program that ran.
+
+  Its programs are compiled, cached and sized by `_programs`.
   """
 
   def __init__(
@@ -259,6 +175,10 @@ class Executor:
     self.num_cached = 0
     self.compile_time = 0.0
     self.memory_bytes: int | None = None
+    # The programs this search asked `_programs.get` for, and those whose
+    # footprint was checked against the memory budget.
+    self.programs: dict[Any, tuple[Any, Any]] = {}
+    self.checked: set[int] = set()
     self._meshes: dict[int, Mesh] = {}
 
   # Layout ----------------------------------------------------------------
@@ -464,36 +384,6 @@ class Executor:
       )(*args)
 
     return call
-
-  def compile(
-    self,
-    fn: Callable[..., Any],
-    args: Sequence[Any],
-    *,
-    donate: Sequence[int] = (),
-  ) -> Any:
-    """Compiles ``jit(fn)`` for ``args`` (reusing an identical executable)."""
-    start = time.perf_counter()
-    if self.platform == "cpu":
-      lowered = lower_canonical(fn, args, tuple(donate))
-    else:
-      lowered = jax.jit(fn, donate_argnums=tuple(donate)).lower(*args)
-    key = _cache_key(lowered, self.compiler_options, self.devices)
-    compiled = _EXECUTABLES.get(key)
-    self.num_compiles += 1  # programs this search needed, cached or not
-    if compiled is None:
-      compiled = lowered.compile(compiler_options=self.compiler_options)
-      _EXECUTABLES.put(key, compiled)
-    else:
-      self.num_cached += 1
-    self.compile_time += time.perf_counter() - start
-    return compiled
-
-  def note_used(self, compiled: Any) -> None:
-    """Records the footprint of a program that ran (for ``memory_bytes``)."""
-    footprint = compiled_bytes(compiled)
-    if footprint is not None:
-      self.memory_bytes = max(self.memory_bytes or 0, footprint)
 
 
 class Placement:

@@ -1,7 +1,7 @@
-"""One loop under every adaptive search: init, step, terminate, postprocess.
+"""One loop under every search: init, step, terminate, postprocess.
 
-A strategy (`run_stepwise`, successive halving, Hyperband, PBT, Optuna)
-says only how it chooses what to train next; `iterate` drives it and owns
+A strategy (`run`, `run_stepwise`, successive halving, Hyperband, PBT,
+Optuna, `lr_find`) says only how it chooses what to train next; `iterate` drives it and owns
 what every search needs alike: checkpoints at each step boundary (atomic,
 fingerprinted, resumed bit for bit), progress, and the wall clock. A
 strategy's state is a `SearchState`: host values (numpy arrays, numbers,
@@ -13,6 +13,7 @@ and placed back on the devices when resumed.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -88,6 +89,13 @@ class Strategy(abc.ABC):
     default the rows stay as saved.
     """
     return tree, state.ndev
+
+  def running(self, progress: Progress) -> contextlib.AbstractContextManager:
+    """The context every step runs in, given the search's bar (a search
+    whose running trials report progress themselves enters its reporter
+    here). By default none."""
+    del progress
+    return contextlib.nullcontext()
 
   def restore(self, state: SearchState) -> None:
     """Rebuilds host objects the strategy keeps itself (a study) after a
@@ -249,6 +257,7 @@ def iterate(
   progress: bool = False,
   total: int | None = None,
   desc: str = "jopt.sweep",
+  unit: str = "segment",
 ) -> tuple[Any, float]:
   """Runs ``strategy`` to the end; returns ``(result, wall seconds)``.
 
@@ -260,21 +269,22 @@ def iterate(
   state = load(checkpoint, ex, strategy) if checkpoint is not None else None
   if state is None:
     state = strategy.init()
-  bar = _common.progress_bar(total or 0, desc, unit="segment", enabled=progress)
+  bar = _common.progress_bar(total or 0, desc, unit=unit, enabled=progress)
   tracker = Progress(bar)
   strategy.progress = tracker
   try:
     done = strategy.work(state)
     bar.update(done)
-    while not strategy.terminate(state):
-      counted = tracker.count
-      state = strategy.step(state)
-      if checkpoint is not None:
-        save(checkpoint, ex, state)
-      now = strategy.work(state)
-      # What the step did not count itself (strategies without segments).
-      bar.update(max(0, now - done - (tracker.count - counted)))
-      done = now
+    with strategy.running(tracker):
+      while not strategy.terminate(state):
+        counted = tracker.count
+        state = strategy.step(state)
+        if checkpoint is not None:
+          save(checkpoint, ex, state)
+        now = strategy.work(state)
+        # What the step did not count itself (strategies without segments).
+        bar.update(max(0, now - done - (tracker.count - counted)))
+        done = now
   finally:
     bar.close()
   return strategy.postprocess(state), time.perf_counter() - start

@@ -12,7 +12,6 @@ checkpoint fingerprint every stepwise search shares live here too.
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -23,7 +22,13 @@ import numpy as np
 
 from jopt import _cpu_devices
 from jopt.sweep import _space
-from jopt.sweep.runtime import _caches, _checkpoint, _executor, _state_hparams
+from jopt.sweep.runtime import (
+  _caches,
+  _checkpoint,
+  _executor,
+  _programs,
+  _state_hparams,
+)
 
 InitFn = Callable[[dict[str, jax.Array], jax.Array], Any]
 SegmentFn = Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, Any]]]
@@ -121,47 +126,24 @@ class Population:
     self.init_fn = init
     self.segment_fn = _state_hparams.applying_hparams(segment)
 
-  def _program(self, ex: _executor.Executor, name: str, build, args):
-    # Every argument is trial-sharded (or replicated) over the first devices
-    # of ``ex``: the leaves' shapes and the devices used decide the program,
-    # with the JAX settings in force and the compiler options. ``args`` may
-    # be arrays or sharded ShapeDtypeStructs (to size a call).
-    leaves = jax.tree.leaves(args)
-    shapes = tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
-    key = (
-      name,
-      ex.lanes,
-      tuple(d.id for d in ex.devices),
-      leaves[0].sharding.mesh.devices.size,
-      repr(ex.compiler_options),
-      jax.tree.structure(args),
-      shapes,
-      _caches.trace_context(),
-    )
-    program = _PROGRAMS.get(key, owner=self)
-    if program is None:
-      program = ex.compile(build(), args)
-      _PROGRAMS.put(key, program, owner=self)
-    return program
+  def run(self, ex: _executor.Executor, name: str, build, args):
+    """Runs this population's program ``name`` (``build()`` compiled for
+    ``args`` through `_programs.get`, shared by every search on it)."""
+    program = _programs.get(ex, build, args, owner=self, name=name)
+    return _programs.call(ex, program, *args)
 
-  def _run(self, ex: _executor.Executor, name: str, build, args):
-    program = self._program(ex, name, build, args)
-    out = program(*args)
-    ex.note_used(program)  # measured while the devices run, if not known
-    return out
-
-  def segment_bytes(
+  def segment_program(
     self,
     ex: _executor.Executor,
     hparams: Mapping[str, Any],
     key: _executor.KeySpec,
     n: int,
     masked: bool = False,
-  ) -> int | None:
-    """The compiled footprint of one segment over ``n`` trials, per device.
+  ) -> Any:
+    """The compiled segment over ``n`` trials (to size a chunk by).
 
-    Compiles (and keeps) the program that `segment` will run, so sizing a
-    population costs no extra compile when it fits.
+    It is the program that `segment` will run, so sizing a population
+    costs no extra compile when it fits.
     """
     size, ndev = self.layout(ex, n)
     sharding = ex.sharding(ndev)
@@ -175,20 +157,20 @@ class Population:
     hp = {k: abstract((), np.asarray(v).dtype) for k, v in hparams.items()}
     if masked:
       args = (state, hp, abstract((), np.dtype(bool)))
-      program = self._program(
+      return _programs.get(
         ex,
-        "masked_segment",
         lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)),
         args,
+        owner=self,
+        name="masked_segment",
       )
-    else:
-      program = self._program(
-        ex,
-        "segment",
-        lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)),
-        (state, hp),
-      )
-    return _executor.compiled_bytes(program)
+    return _programs.get(
+      ex,
+      lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)),
+      (state, hp),
+      owner=self,
+      name="segment",
+    )
 
   def _masked_segment(self, s, h, stop):
     new, metrics = self.segment_fn(s, h)
@@ -226,7 +208,7 @@ class Population:
         (0, 0, None),
       )
 
-    return self._run(ex, "init", build, (hp, idx, kd)), hp, ndev
+    return self.run(ex, "init", build, (hp, idx, kd)), hp, ndev
 
   def state_template(
     self, hparams: Mapping[str, Any], key: _executor.KeySpec
@@ -251,13 +233,13 @@ class Population:
   ):
     """Runs one segment; trials with ``stopped`` set keep their state."""
     if stopped is None:
-      return self._run(
+      return self.run(
         ex,
         "segment",
         lambda: ex.per_trial(self.segment_fn, ndev, (0, 0)),
         (state, hparams),
       )
-    return self._run(
+    return self.run(
       ex,
       "masked_segment",
       lambda: ex.per_trial(self._masked_segment, ndev, (0, 0, 0)),
@@ -308,7 +290,7 @@ class Population:
         (0, 0, None),
       )
 
-    return self._run(
+    return self.run(
       ex, "init_live", build, (hp, idx, kd, self._counts(ex, place))
     ), hp
 
@@ -320,7 +302,7 @@ class Population:
     place: _executor.Placement,
   ):
     """One segment of the live trials of ``place`` (idle rows: zeros)."""
-    return self._run(
+    return self.run(
       ex,
       "segment_live",
       lambda: ex.per_trial_live(self.segment_fn, place.ndev, (0, 0)),
@@ -347,10 +329,8 @@ class Population:
     )
 
 
-# A population's programs, by population, layout, shapes and settings; and
-# the population of each pair of functions, so searches on the same
+# The population of each pair of functions, so searches on the same
 # functions share their programs. Entries live no longer than their owner.
-_PROGRAMS = _caches.Cache("programs of populations", 64)
 _POPULATIONS = _caches.Cache("populations by functions", 32)
 
 
@@ -420,19 +400,14 @@ def checkpoint_for(
 def program_digest(
   population: Population, hparams: Mapping[str, Any], key: _executor.KeySpec
 ) -> str:
-  """A hash of one trial's lowered init and segment programs."""
+  """The fingerprint of one trial's init and segment programs."""
   hp = {
     k: jax.ShapeDtypeStruct((), np.asarray(v).dtype) for k, v in hparams.items()
   }
   kd = jax.ShapeDtypeStruct(key.data.shape, key.data.dtype)
   init = population.init_fn
-  text = (
-    jax.jit(lambda h, k: init(h, _executor.trial_key(key.wrap(k), 0)))
-    .lower(hp, kd)
-    .as_text(debug_info=False)
-  )
   state = population.state_template(hparams, key)
-  text += (
-    jax.jit(population.segment_fn).lower(state, hp).as_text(debug_info=False)
+  return _programs.digest(
+    (lambda h, k: init(h, _executor.trial_key(key.wrap(k), 0)), (hp, kd)),
+    (population.segment_fn, (state, hp)),
   )
-  return hashlib.sha256(text.encode()).hexdigest()[:16]

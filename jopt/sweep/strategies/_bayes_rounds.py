@@ -16,7 +16,7 @@ import numpy as np
 
 from jopt.sweep import _space
 from jopt.sweep.results import _result
-from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.runtime import _executor, _loop, _population, _programs
 from jopt.sweep.strategies import _stepwise
 
 
@@ -156,15 +156,57 @@ class _Optuna(_loop.Strategy):
     self.distributions = distributions
     self.num_rounds, self.batch_size = num_rounds, batch_size
     self.metric, self.mode = metric, mode
-    self.size, self.ndev = ex.padded(batch_size), ex.num_devices_for(batch_size)
-    self._program = None
+
+  def _program(self, hp, size, ndev):
+    ex, spec = self.ex, self.key
+    sharding = ex.sharding(ndev)
+    args = (
+      {
+        n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=sharding)
+        for n, v in hp.items()
+      },
+      jax.ShapeDtypeStruct((size,), np.int32, sharding=sharding),
+      jax.ShapeDtypeStruct(
+        spec.data.shape,
+        spec.data.dtype,
+        sharding=ex.sharding(ndev, replicated=True),
+      ),
+    )
+    return _programs.get(
+      ex,
+      lambda: ex.per_trial(self._one, ndev, (0, 0, None)),
+      args,
+      owner=self.train_fn,
+      name="optuna_round",
+      key=str(spec.impl),
+    )
+
+  def _train(self, hp, ids):
+    """A round's metrics: its trials in calls that fit the memory budget."""
+    ex, n = self.ex, self.batch_size
+    size, ndev = _programs.fit(
+      ex, n, None, lambda size, ndev: self._program(hp, size, ndev)
+    )
+    parts = []
+    for lo in range(0, n, size):
+      rows = np.arange(lo, min(lo + size, n))
+      rows = rows[_executor.pad_rows(len(rows), size)]
+      out = _programs.call(
+        ex,
+        self._program(hp, size, ndev),
+        ex.put({k: v[rows] for k, v in hp.items()}, ndev),
+        ex.put(ids[rows], ndev),
+        ex.put_replicated(self.key.data, ndev),
+      )
+      parts.append(
+        {k: v[: min(size, n - lo)] for k, v in ex.gather(dict(out)).items()}
+      )
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def _one(self, hp, index, kd):
     return self.train_fn(hp, _executor.trial_key(self.key.wrap(kd), index))
 
   def program_digest(self) -> str:
-    import hashlib
-
     hp = {
       n: jax.ShapeDtypeStruct(
         (), np.asarray(_passed(d, _first_value(self.distributions[n]))).dtype
@@ -172,12 +214,9 @@ class _Optuna(_loop.Strategy):
       for n, d in self.space.items()
     }
     kd = jax.ShapeDtypeStruct(self.key.data.shape, self.key.data.dtype)
-    text = (
-      jax.jit(self._one)
-      .lower(hp, jax.ShapeDtypeStruct((), np.int32), kd)
-      .as_text(debug_info=False)
+    return _programs.digest(
+      (self._one, (hp, jax.ShapeDtypeStruct((), np.int32), kd))
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
   def init(self):
     return _loop.SearchState(
@@ -205,22 +244,10 @@ class _Optuna(_loop.Strategy):
     return None
 
   def step(self, state):
-    ex, optuna = self.ex, self.optuna
+    optuna = self.optuna
     study = self.study
     trials, hp, ids = self._ask()
-    rows = _executor.pad_rows(self.batch_size, self.size)
-    args = (
-      ex.put({n: v[rows] for n, v in hp.items()}, self.ndev),
-      ex.put(ids[rows], self.ndev),
-      ex.put_replicated(self.key.data, self.ndev),
-    )
-    if self._program is None:
-      self._program = ex.compile(
-        ex.per_trial(self._one, self.ndev, (0, 0, None)), args
-      )
-    ex.note_used(self._program)
-    out = ex.gather(dict(self._program(*args)))
-    out = {k: v[: self.batch_size] for k, v in out.items()}
+    out = self._train(hp, ids)
     _population.check_metric(out, self.metric)
     values = _population.ranking_values(out, self.metric, "min")  # inf = bad
     raw = np.asarray(out[self.metric], np.float64).reshape(self.batch_size, -1)[

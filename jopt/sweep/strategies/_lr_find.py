@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.runtime import _executor, _loop, _population, _programs
 from jopt.sweep.strategies._lr_curve import (
   LRFindResult,
   _ema_noise,
@@ -179,9 +179,23 @@ class _LRFind(_loop.Strategy):
   """The range test as a one-step strategy (checkpointed when done)."""
 
   def __init__(
-    self, ex, key, one, lrs, num_seeds, num_rates, smoothing, num_steps
+    self,
+    ex,
+    key,
+    one,
+    lrs,
+    num_seeds,
+    num_rates,
+    smoothing,
+    num_steps,
+    *,
+    owner=None,
+    settings=(),
+    keep=None,
   ):
     self.ex, self.key, self.one = ex, key, one
+    # What the compiled runs are cached by (see `_programs.get`).
+    self.owner, self.settings, self.keep = owner, settings, keep
     self.lrs, self.num_seeds, self.num_rates = lrs, num_seeds, num_rates
     self.smoothing, self.num_steps = smoothing, num_steps
 
@@ -207,22 +221,48 @@ class _LRFind(_loop.Strategy):
       lr = np.repeat(self.lrs, self.num_seeds)
       seed = np.tile(seeds, len(self.lrs))
     n = len(seed)
-    size, ndev = ex.padded(n), ex.num_devices_for(n)
-    rows = _executor.pad_rows(n, size)
     one = self.one
 
     def trial(lr, seed, kd):
       return one(lr, _executor.trial_key(spec.wrap(kd), seed))
 
-    args = (
-      ex.put(lr[rows], ndev),
-      ex.put(seed[rows], ndev),
-      ex.put_replicated(spec.data, ndev),
-    )
-    program = ex.compile(ex.per_trial(trial, ndev, (0, 0, None)), args)
-    ex.note_used(program)
-    raw, smooth = ex.gather(program(*args))
-    raw, smooth = raw[:n], smooth[:n]
+    def program_for(size, ndev):
+      sharding = ex.sharding(ndev)
+      args = (
+        jax.ShapeDtypeStruct((size,), lr.dtype, sharding=sharding),
+        jax.ShapeDtypeStruct((size,), seed.dtype, sharding=sharding),
+        jax.ShapeDtypeStruct(
+          spec.data.shape,
+          spec.data.dtype,
+          sharding=ex.sharding(ndev, replicated=True),
+        ),
+      )
+      return _programs.get(
+        ex,
+        lambda: ex.per_trial(trial, ndev, (0, 0, None)),
+        args,
+        owner=self.owner,
+        name="lr_find",
+        key=self.settings,
+        keep=self.keep,
+      )
+
+    # Runs that do not fit the memory budget together run in calls.
+    size, ndev = _programs.fit(ex, n, None, program_for)
+    parts = []
+    for lo in range(0, n, size):
+      rows = np.arange(lo, min(lo + size, n))
+      rows = rows[_executor.pad_rows(len(rows), size)]
+      out = _programs.call(
+        ex,
+        program_for(size, ndev),
+        ex.put(lr[rows], ndev),
+        ex.put(seed[rows], ndev),
+        ex.put_replicated(spec.data, ndev),
+      )
+      parts.append([x[: min(size, n - lo)] for x in ex.gather(out)])
+    raw = np.concatenate([p[0] for p in parts])
+    smooth = np.concatenate([p[1] for p in parts])
     if self.num_rates is not None:
       raw = raw.reshape(len(self.lrs), self.num_seeds).T
       smooth = smooth.reshape(len(self.lrs), self.num_seeds).T
@@ -380,17 +420,35 @@ def lr_find(
   ex = _population.executor_for(runs, devices, lanes)
   key_spec = _executor.KeySpec(key)
   search = _LRFind(
-    ex, key_spec, one, lrs, int(num_seeds), num_rates, smoothing, num_steps
+    ex,
+    key_spec,
+    one,
+    lrs,
+    int(num_seeds),
+    num_rates,
+    smoothing,
+    num_steps,
+    owner=segment,
+    settings=(
+      id(init),
+      metric,
+      float(smoothing),
+      float(diverge_threshold),
+      num_rates,
+      int(num_steps),
+      float(min_lr),
+      float(max_lr),
+    ),
+    keep=init,
   )
   ckpt = None
   if checkpoint_dir is not None:
-    import hashlib
-
     kd = jax.ShapeDtypeStruct(key_spec.data.shape, key_spec.data.dtype)
-    text = (
-      jax.jit(lambda lr, kd: one(lr, key_spec.wrap(kd)))
-      .lower(jax.ShapeDtypeStruct((), np.float32), kd)
-      .as_text(debug_info=False)
+    program = _programs.digest(
+      (
+        lambda lr, kd: one(lr, key_spec.wrap(kd)),
+        (jax.ShapeDtypeStruct((), np.float32), kd),
+      )
     )
     ckpt = _population.checkpoint_for(
       checkpoint_dir,
@@ -399,7 +457,7 @@ def lr_find(
       key=key,
       functions=[init, segment],
       ex=ex,
-      program=hashlib.sha256(text.encode()).hexdigest()[:16],
+      program=program,
       min_lr=min_lr,
       max_lr=max_lr,
       num_steps=num_steps,

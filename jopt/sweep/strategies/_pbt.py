@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import _space
-from jopt.sweep.runtime import _executor, _loop, _population
+from jopt.sweep.runtime import _executor, _loop, _population, _programs
 from jopt.sweep.strategies import _stepwise
 
 
@@ -272,7 +272,6 @@ class _PBT(_loop.Strategy):
     self.metric, self.mode = metric, mode
     self.segments_per_round = segments_per_round
     self.steps_per_segment = steps_per_segment
-    self._round = None
 
   def init(self):
     state, hp, ndev = self.pop.init(
@@ -335,17 +334,14 @@ class _PBT(_loop.Strategy):
       # The copies of the state stay on the devices: one small program.
       # The old states are not needed after it: their buffers are donated.
       args = (pstate, ex.put(parent[rows].astype(np.int32), ndev))
-      if self._round is None or self._round[0] != (size, ndev):
-        self._round = (
-          (size, ndev),
-          ex.compile(
-            functools.partial(_take_rows, sharding=ex.sharding(ndev)),
-            args,
-            donate=(0,),
-          ),
-        )
-      pstate = self._round[1](*args)
-      ex.note_used(self._round[1])
+      program = _programs.get(
+        ex,
+        lambda: functools.partial(_take_rows, sharding=ex.sharding(ndev)),
+        args,
+        name="take_rows",
+        donate=(0,),
+      )
+      pstate = _programs.call(ex, program, *args)
     sign = 1.0 if self.mode == "min" else -1.0
     values = []
     for _ in range(self.segments_per_round):

@@ -9,8 +9,6 @@ come back to the host as numpy, padding removed.
 
 from __future__ import annotations
 
-import hashlib
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,13 +19,7 @@ import numpy as np
 from jopt import _cpu_devices
 from jopt.sweep import _common, _space
 from jopt.sweep.results._result import SweepResult
-from jopt.sweep.runtime import _caches, _checkpoint, _executor, _report
-
-TRIALS_AXIS = _executor.TRIALS_AXIS
-# Kept importable under their old names.
-memory_budget = _executor.memory_budget
-compiled_bytes = _executor.compiled_bytes
-default_compiler_options = _executor.default_compiler_options
+from jopt.sweep.runtime import _checkpoint, _executor, _loop, _programs, _report
 
 
 def _describe(value: Any) -> str:
@@ -113,19 +105,12 @@ class _Group:
 
     self.one_trial = one_trial
 
-  def program_text(self, passed: dict[str, np.ndarray]) -> str:
-    """The lowered program of one trial (StableHLO, no source locations).
-
-    It holds everything that decides a trial's numbers apart from its
-    hyperparameters and key: the code, closed-over arrays (as constants),
-    ``functools.partial`` arguments, static values.
-    """
+  def one_program(self, passed: dict[str, np.ndarray]) -> tuple:
+    """One trial's function and abstract arguments (its fingerprint)."""
     hp = {n: jax.ShapeDtypeStruct((), passed[n].dtype) for n in self.dyn_names}
     index = jax.ShapeDtypeStruct((), np.int32)
     key = self.key_spec.wrap(jnp.asarray(self.key_spec.data))
-    return (
-      jax.jit(self.one_trial).lower(hp, index, key).as_text(debug_info=False)
-    )
+    return self.one_trial, (hp, index, key)
 
   def executable(
     self,
@@ -134,54 +119,53 @@ class _Group:
     ndev: int,
     hp_dyn: dict[str, np.ndarray],
   ):
-    """The compiled program for calls of ``size`` trials over ``ndev``."""
-    if (size, ndev) not in self.compiled:
-      traced_key = self._traced_key(ex, size, ndev, hp_dyn)
-      hit = _TRACED.get(traced_key, owner=self.train_fn)
-      if hit is not None:
-        # The same train_fn object, shapes and settings as a call before:
-        # like jax.jit, reuse its program without tracing train_fn again.
-        ex.num_compiles += 1
-        ex.num_cached += 1
-        self.compiled[(size, ndev)] = hit[0]
-        return hit[0]
-      spec = self.key_spec
-      per_trial = ex.per_trial(
+    """The compiled program for calls of ``size`` trials over ``ndev``.
+
+    Called again with the same ``train_fn`` object, shapes and settings as
+    a search before, it is reused without tracing ``train_fn`` again, as
+    ``jax.jit`` does (`_programs.get`).
+    """
+    spec = self.key_spec
+    sharding = ex.sharding(ndev)
+    hp = {
+      n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=sharding)
+      for n, v in hp_dyn.items()
+    }
+    index = jax.ShapeDtypeStruct((size,), np.int32, sharding=sharding)
+    kd = jax.ShapeDtypeStruct(
+      spec.data.shape,
+      spec.data.dtype,
+      sharding=ex.sharding(ndev, replicated=True),
+    )
+
+    def build():
+      return ex.per_trial(
         lambda hp, i, kd: self.one_trial(hp, i, spec.wrap(kd), self.reporting),
         ndev,
         (0, 0, None),
       )
-      hp = {
-        n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=ex.sharding(ndev))
-        for n, v in hp_dyn.items()
-      }
-      index = jax.ShapeDtypeStruct(
-        (size,), np.int32, sharding=ex.sharding(ndev)
-      )
-      kd = jax.ShapeDtypeStruct(
-        spec.data.shape,
-        spec.data.dtype,
-        sharding=ex.sharding(ndev, replicated=True),
-      )
-      per_device = max(1, size // ndev)
-      with _report.reports_per_trial(
-        max(1, _report.REPORTS_PER_CALL // per_device)
-      ):
-        self.compiled[(size, ndev)] = ex.compile(per_trial, (hp, index, kd))
-      # The entry holds the static values its key may name by id.
-      _TRACED.put(
-        traced_key,
-        (self.compiled[(size, ndev)], dict(self.static_values)),
-        owner=self.train_fn,
-      )
-    return self.compiled[(size, ndev)]
 
-  def _traced_key(self, ex, size, ndev, hp_dyn) -> tuple:
-    """What decides the program beyond ``train_fn``, as jax.jit keys it.
+    per_device = max(1, size // ndev)
+    with _report.reports_per_trial(
+      max(1, _report.REPORTS_PER_CALL // per_device)
+    ):
+      # The static values are held with the entry: its key may name them
+      # by id.
+      return _programs.get(
+        ex,
+        build,
+        (hp, index, kd),
+        owner=self.train_fn,
+        name="run",
+        key=self._settings(),
+        keep=dict(self.static_values),
+      )
+
+  def _settings(self) -> tuple:
+    """What decides the program beyond ``train_fn`` and the arguments.
 
     Static values by value (like ``jax.jit``'s static arguments), or by id
-    if unhashable; the JAX settings in force (`_caches.trace_context`);
-    the layout, compiler options and devices.
+    if unhashable; folds, seeds, live reports, the key's kind.
     """
     spec = self.key_spec
     statics = tuple(
@@ -199,37 +183,18 @@ class _Group:
       self.seeds,
       self.reporting,
       _report.REPORTS_PER_CALL,
-      size,
-      ndev,
-      ex.lanes,
-      tuple((n, str(v.dtype)) for n, v in hp_dyn.items()),
-      spec.data.shape,
-      str(spec.data.dtype),
       str(spec.impl),
-      tuple(d.id for d in ex.devices),
-      repr(ex.compiler_options),
-      _caches.trace_context(),
     )
 
   def __call__(self, ex, size, ndev, hp_dyn, index) -> dict[str, np.ndarray]:
-    compiled = self.executable(ex, size, ndev, hp_dyn)
-    out = compiled(
+    out = _programs.call(
+      ex,
+      self.executable(ex, size, ndev, hp_dyn),
       ex.put(hp_dyn, ndev),
       ex.put(index, ndev),
       ex.put_replicated(self.key_spec.data, ndev),
     )
-    # After the (asynchronous) dispatch: a footprint not yet known is
-    # measured while the devices run the call.
-    ex.note_used(compiled)
     return ex.gather(dict(out))
-
-
-# (train_fn, settings) -> executable: a sweep called again with the same
-# function object skips tracing and lowering, as jax.jit does (the
-# executable cache of `_executor` then catches a new object with the same
-# program, at the cost of one lowering). Entries live no longer than their
-# train_fn.
-_TRACED = _caches.Cache("programs by training function", 64)
 
 
 def _static_key(value: Any) -> Any:
@@ -238,23 +203,6 @@ def _static_key(value: Any) -> Any:
   except TypeError:
     return ("id", id(value))
   return ("value", value)
-
-
-def _plan_call(ex: _executor.Executor, n: int, max_parallel: int | None):
-  """``(size, ndev)`` of each call for ``n`` trials: whole groups of lanes.
-
-  ``max_parallel`` caps the trials of one call, rounded up to one group of
-  lanes; below a group per device it uses fewer devices (not in a cluster,
-  where every process takes part).
-  """
-  ndev = ex.num_devices_for(n)
-  if max_parallel is not None and not ex.multiprocess:
-    ndev = max(1, min(ndev, max_parallel // ex.lanes))
-  full = ex.padded(n, ndev)
-  if max_parallel is None:
-    return full, ndev
-  unit = ex.lanes * ndev
-  return min(full, max(unit, max_parallel // unit * unit)), ndev
 
 
 def _validate(train_fn, key, max_parallel, folds, devices, lanes, seeds=None):
@@ -317,7 +265,7 @@ def run(
   function object with the same program is traced, not compiled.
 
   Memory: with ``max_parallel=None`` a call holds every trial of a static
-  group. The engine reads the compiled call's per-device footprint from
+  group. The sweep reads the compiled call's per-device footprint from
   ``compiled.memory_analysis()`` (arguments + outputs + temporaries) and
   compares it with the budget: ``0.8 * (bytes_limit - bytes_in_use)`` from
   ``device.memory_stats()`` on accelerators, 2 GiB per device on CPU (or
@@ -353,14 +301,15 @@ def run(
       of the live reports of `jopt.sweep.scan` / `report` instead.
     progress_mode: ``"min"`` or ``"max"``: what is best for
       ``progress_metric``.
-    checkpoint_dir: a folder to save the trials of each finished call in;
-      rerunning the same call, with any ``max_parallel``, runs only the
-      missing trials and returns the same result as an uninterrupted run,
-      bit for bit. A folder made by a different call (space, key, strategy,
+    checkpoint_dir: a folder to save the search in after every call (one
+      state file, replaced each time, as every search saves); rerunning
+      the same call, with any ``max_parallel``, runs only the missing
+      trials and returns the same result as an uninterrupted run, bit for
+      bit. A folder made by a different call (space, key, strategy,
       number of trials, folds, lanes, compiler options or training
-      function) is refused with
-      a ValueError, and so is any file in it that does not carry this
-      call's fingerprint or cannot be read (its name is given). The
+      function) is refused with a ValueError, and so is a state file that
+      does not carry this call's fingerprint or cannot be read (its name
+      is given). The
       function is compared by its lowered program (one trial's StableHLO),
       so a change to its code, to arrays it closes over or to
       ``functools.partial`` arguments is caught. Only process 0 writes.
@@ -465,11 +414,9 @@ def run(
 
   ckpt = None
   if checkpoint_dir is not None:
-    program = hashlib.sha256()
-    for group in group_objs:
-      program.update(group.program_text(passed).encode())
     fields = _checkpoint.fingerprint(
       search="run",
+      layout="search state",
       space=_checkpoint.space_identity(space),
       key=_space.key_seed(key).tolist(),
       strategy=strategy,
@@ -478,7 +425,7 @@ def run(
       grid_points=grid_points,
       lanes=ex.lanes,
       train_fn=_checkpoint.function_identity(train_fn),
-      program=program.hexdigest()[:16],
+      program=_programs.digest(*[g.one_program(passed) for g in group_objs]),
       compiler_options=sorted((ex.compiler_options or {}).items()),
       **({} if seeds is None else {"seeds": seeds}),
     )
@@ -486,31 +433,26 @@ def run(
       checkpoint_dir, fields, writer=jax.process_index() == 0
     )
 
-  bar = _common.progress_bar(n, "jopt.sweep", unit="trial", enabled=progress)
-  per_trial: list[dict[str, np.ndarray]] = []
-  try:
-    with _report.Reporter(
-      bar, metric=progress_metric, mode=progress_mode
-    ) as reporter:
-      for g, (group, members) in enumerate(
-        zip(group_objs, groups.values(), strict=True)
-      ):
-        per_trial.append(
-          _run_group(
-            ex,
-            group,
-            g,
-            np.asarray(members, np.int32),
-            passed,
-            max_parallel,
-            ckpt,
-            reporter,
-          )
-        )
-  finally:
-    bar.close()
+  search = _RunSearch(
+    ex,
+    list(zip(group_objs, groups.values(), strict=True)),
+    passed,
+    max_parallel,
+    progress_metric,
+    progress_mode,
+    checkpoint_dir,
+  )
+  (per_group, members), _ = _loop.iterate(
+    search,
+    ex,
+    checkpoint=ckpt,
+    progress=progress,
+    total=n,
+    desc="jopt.sweep",
+    unit="trial",
+  )
   metrics = _assemble(
-    per_trial, list(groups.values()), n, [g.static_values for g in group_objs]
+    per_group, members, n, [g.static_values for g in group_objs]
   )
   diverged = _common.diverged_mask(metrics, n)
   if folds is not None:
@@ -530,122 +472,132 @@ def run(
   )
 
 
-def _fit_memory(ex, group, n, size, ndev, hp_dyn):
-  """Shrinks the call until its compiled footprint fits the memory budget.
+class _RunSearch(_loop.Strategy):
+  """`run` as a strategy: one step is one call of one static group.
 
-  The footprint of one call is its arguments and outputs (all its trials)
-  plus temporaries (one group of lanes per device); it shrinks in
-  proportion, then along the line through the last two footprints, one
-  compile each, down to one group per device.
+  The state is which trials are done and the metrics of every call so
+  far. A resumed search (with any ``max_parallel``, on any devices) runs
+  only the trials not done, in calls sized for them: a trial's numbers do
+  not depend on its call.
   """
-  unit = ex.lanes * ndev
-  footprint = _executor.compiled_bytes(group.executable(ex, size, ndev, hp_dyn))
-  if footprint is None:
-    return size
-  budget = _executor.memory_budget(ex.devices[0])
-  points = [(size // unit, footprint)]
-  while footprint > budget and size > unit:
-    groups_now, used = points[-1]
-    if len(points) == 1:
-      new = int(groups_now * budget / used)
-    else:
-      (g0, f0), (g1, f1) = points[-2:]
-      slope = max((f0 - f1) / max(g0 - g1, 1), 1.0)
-      new = int(g1 + (budget - f1) / slope)
-    new = max(1, min(new, groups_now - 1))
-    size = new * unit
-    footprint = _executor.compiled_bytes(
-      group.executable(ex, size, ndev, hp_dyn)
+
+  def __init__(self, ex, groups, passed, max_parallel, metric, mode, directory):
+    self.ex = ex
+    self.groups = [(g, np.asarray(m, np.int64)) for g, m in groups]
+    self.passed = passed
+    self.max_parallel = max_parallel
+    self.metric, self.mode = metric, mode
+    self.directory = directory
+    self.n = len(next(iter(passed.values())))
+    self.calls: dict[int, tuple[int, int]] = {}  # group -> (size, ndev)
+    self.reporter: _report.Reporter | None = None
+
+  def init(self):
+    return _loop.SearchState(0, {"done": np.zeros(self.n, bool), "calls": []})
+
+  def work(self, state):
+    return int(np.sum(state.host["done"]))
+
+  def terminate(self, state):
+    return bool(np.all(state.host["done"]))
+
+  def device_template(self, state):
+    return None
+
+  def running(self, progress):
+    # Live reports of running trials (`jopt.sweep.scan`) move the bar.
+    self.reporter = _report.Reporter(
+      progress.bar, metric=self.metric, mode=self.mode
     )
-    points.append((new, footprint))
-  if footprint > budget:
-    _warn_over_budget(ex, footprint, budget, stacklevel=5)
-  return size
+    return self.reporter
 
-
-def _check_after(ex, size, ndev) -> bool:
-  """Whether a call's footprint is checked after it runs, not before.
-
-  On CPU a call of one group per device cannot shrink, so its footprint
-  (XLA's memory analysis, 10-15 ms, as long as a small trial) is measured
-  while the devices run it and checked after. On accelerators, where
-  running out of memory is a hard error, it is checked first, so the
-  warning's advice comes before the failure.
-  """
-  return ex.platform == "cpu" and size <= ex.lanes * ndev
-
-
-def _warn_over_budget(ex, footprint, budget, stacklevel):
-  warnings.warn(
-    f"one group of {ex.lanes} lanes per device needs {footprint} bytes, "
-    f"more than the memory budget of {budget} bytes; running it anyway. "
-    f"Pass a smaller lanes= (or raise JOPT_SWEEP_MEMORY_BYTES).",
-    _common.MemoryBudgetWarning,
-    stacklevel=stacklevel,
-  )
-
-
-def _warn_if_over_budget(ex, group, size, ndev, hp_dyn):
-  """After a call of one group per device: warns if it was over budget."""
-  footprint = _executor.compiled_bytes(group.executable(ex, size, ndev, hp_dyn))
-  budget = _executor.memory_budget(ex.devices[0])
-  if footprint is not None and footprint > budget:
-    _warn_over_budget(ex, footprint, budget, stacklevel=5)
-
-
-def _run_group(ex, group, g, members, passed, max_parallel, ckpt, reporter):
-  """Runs (or loads) every trial of one group; results in member order."""
-  n = len(members)
-  hp_dyn = {k: passed[k][members] for k in group.dyn_names}
-  rows: dict[int, int] = {int(t): r for r, t in enumerate(members)}
-  done_rows: list[np.ndarray] = []
-  done_out: list[dict[str, np.ndarray]] = []
-  if ckpt is not None:
-    for indices, out in ckpt.load_trials(g, members):
-      done_rows.append(np.array([rows[int(t)] for t in indices]))
-      done_out.append(out)
-      reporter.finish(indices, _scores(out, reporter.metric, group))
-  todo = np.setdiff1d(
-    np.arange(n), np.concatenate(done_rows) if done_rows else np.zeros(0, int)
-  )
-  if len(todo):
-    size, ndev = _plan_call(ex, len(todo), max_parallel)
-    check_after = max_parallel is None and _check_after(ex, size, ndev)
-    if max_parallel is None and not check_after:
-      size = _fit_memory(ex, group, len(todo), size, ndev, hp_dyn)
-    for lo in range(0, len(todo), size):
-      part = todo[lo : lo + size]
-      pad = _executor.pad_rows(len(part), size)
-      out = group(
-        ex,
-        size,
-        ndev,
-        {k: v[part][pad] for k, v in hp_dyn.items()},
-        members[part][pad],
-      )
-      out = {k: v[: len(part)] for k, v in out.items()}
-      if ckpt is not None:
-        ckpt.save_trials(g, members[part], out)
-      done_rows.append(part)
-      done_out.append(out)
-      reporter.finish(members[part], _scores(out, reporter.metric, group))
-    if check_after:
-      _warn_if_over_budget(ex, group, size, ndev, hp_dyn)
-  order = np.concatenate(done_rows)
-  names = list(done_out[0])
-  for out in done_out:
-    if sorted(out) != sorted(names):
+  def restore(self, state):
+    """Checks that a loaded state holds each trial once, in its group."""
+    group_of = np.empty(self.n, np.int64)
+    for g, (_, members) in enumerate(self.groups):
+      group_of[members] = g
+    seen = np.zeros(self.n, bool)
+    for call in state.host["calls"]:
+      trials = np.asarray(call["trials"])
+      g = int(call["group"])
+      if (
+        not 0 <= g < len(self.groups)
+        or trials.min(initial=0) < 0
+        or trials.max(initial=0) >= self.n
+        or np.any(group_of[trials] != g)
+        or np.any(seen[trials])
+        or any(len(v) != len(trials) for v in call["metrics"].values())
+      ):
+        raise ValueError(
+          f"the saved search in {self.directory!r} is inconsistent (a "
+          f"trial outside its group, or saved twice); delete the folder "
+          f"or use a new checkpoint_dir."
+        )
+      seen[trials] = True
+    if not np.array_equal(seen, np.asarray(state.host["done"], bool)):
       raise ValueError(
-        f"train_fn returned metrics {sorted(out)} for some "
-        f"trials and {sorted(names)} for others."
+        f"the saved search in {self.directory!r} is inconsistent (trials "
+        f"marked done without results); delete the folder or use a new "
+        f"checkpoint_dir."
       )
-  result = {}
-  for name in names:
-    values = np.concatenate([o[name] for o in done_out])
-    sorted_values = np.empty_like(values)
-    sorted_values[order] = values
-    result[name] = sorted_values
-  return result
+
+  def step(self, state):
+    ex, done = self.ex, state.host["done"]
+    g = next(g for g, (_, m) in enumerate(self.groups) if not done[m].all())
+    group, members = self.groups[g]
+    todo = members[~done[members]]
+    hp_dyn = {k: self.passed[k][members] for k in group.dyn_names}
+    if g not in self.calls:
+      self.calls[g] = _programs.fit(
+        ex,
+        len(todo),
+        self.max_parallel,
+        lambda size, ndev: group.executable(ex, size, ndev, hp_dyn),
+      )
+    size, ndev = self.calls[g]
+    part = todo[:size]
+    rows = part[_executor.pad_rows(len(part), size)]
+    out = group(
+      ex,
+      size,
+      ndev,
+      {k: self.passed[k][rows] for k in group.dyn_names},
+      rows.astype(np.int32),
+    )
+    out = {k: v[: len(part)] for k, v in out.items()}
+    self.reporter.finish(part, _scores(out, self.metric, group))
+    self.progress.count += len(part)  # the reporter moved the bar
+    done = done.copy()
+    done[part] = True
+    calls = [
+      *state.host["calls"],
+      {"group": g, "trials": part, "metrics": out},
+    ]
+    return _loop.SearchState(state.step + 1, {"done": done, "calls": calls})
+
+  def postprocess(self, state):
+    """Each group's metrics in member order, and the groups' members."""
+    per_group, members = [], []
+    for g, (_, group_members) in enumerate(self.groups):
+      calls = [c for c in state.host["calls"] if int(c["group"]) == g]
+      names = sorted(calls[0]["metrics"])
+      for c in calls:
+        if sorted(c["metrics"]) != names:
+          raise ValueError(
+            f"train_fn returned metrics {sorted(c['metrics'])} for some "
+            f"trials and {names} for others."
+          )
+      rows = {int(t): r for r, t in enumerate(group_members)}
+      order = np.array([rows[int(t)] for c in calls for t in c["trials"]])
+      result = {}
+      for name in calls[0]["metrics"]:
+        values = np.concatenate([c["metrics"][name] for c in calls])
+        in_order = np.empty_like(values)
+        in_order[order] = values
+        result[name] = in_order
+      per_group.append(result)
+      members.append(group_members)
+    return per_group, members
 
 
 def _assemble(per_group, members, n, static_values):

@@ -32,7 +32,6 @@ segment function as soon as every trial of a chunk has stopped.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,7 +41,7 @@ import numpy as np
 
 from jopt.sweep import _common, _space
 from jopt.sweep.results import _result
-from jopt.sweep.runtime import _checkpoint, _executor, _loop
+from jopt.sweep.runtime import _checkpoint, _executor, _loop, _programs
 from jopt.sweep.runtime._population import (
   InitFn,
   SegmentFn,
@@ -237,35 +236,6 @@ def _make_stopper(early_stopping, mode):
   return _plateau.early_stopping(early_stopping, mode=mode)
 
 
-def _fit_chunk(pop, ex, hparams, key, n, masked):
-  """The most trials per chunk whose segment fits the memory budget.
-
-  A segment holds its chunk's states and metrics (twice: in and out) plus
-  one group of lanes' temporaries per device, so the footprint shrinks
-  with the chunk; each smaller size tried is one compile, and only a
-  population over the budget tries one.
-  """
-  budget = _executor.memory_budget(ex.devices[0])
-  chunk = n
-  while True:
-    footprint = pop.segment_bytes(ex, hparams, key, chunk, masked)
-    if footprint is None or footprint <= budget:
-      return chunk
-    unit = ex.lanes * ex.num_devices_for(chunk)
-    if chunk <= unit:
-      warnings.warn(
-        f"one group of {ex.lanes} lanes per device needs {footprint} "
-        f"bytes per segment, more than the memory budget of {budget} "
-        f"bytes; running it anyway. Pass a smaller lanes= (or raise "
-        f"JOPT_SWEEP_MEMORY_BYTES).",
-        _common.MemoryBudgetWarning,
-        stacklevel=3,
-      )
-      return chunk
-    smaller = int(chunk * budget / footprint) // unit * unit
-    chunk = max(unit, min(smaller, chunk - unit))
-
-
 class _RunStepwise(_loop.Strategy):
   """`run_stepwise` as a strategy: one step is one segment of one chunk."""
 
@@ -404,12 +374,16 @@ class _RunStepwise(_loop.Strategy):
     device = {**device, "state": pstate}
     all_stopped = False
     if stop is not None:
-      device["stop"] = self.pop._run(
+      args = (stop, metrics)
+      program = _programs.get(
         self.ex,
-        "stop_update",
         lambda: self.ex.per_trial(self._stop_program(), ndev, (0, 0)),
-        (stop, metrics),
+        args,
+        owner=self.stopper,
+        name="stop_update",
+        key=self.metric,
       )
+      device["stop"] = _programs.call(self.ex, program, *args)
       all_stopped = bool(
         self.ex.gather(device["stop"].stopped)[: len(idx)].all()
       )
@@ -533,10 +507,14 @@ def run_stepwise(
   stopper = _make_stopper(early_stopping, mode)
   # A chunk is whole groups of lanes: the lane width is the search's, so
   # results do not depend on max_parallel (or on the memory fit).
-  if max_parallel is None:
-    chunk = _fit_chunk(pop, ex, hparams, key_spec, n, stopper is not None)
-  else:
-    chunk = min(n, -(-max_parallel // ex.lanes) * ex.lanes)
+  chunk, _ = _programs.fit(
+    ex,
+    n,
+    max_parallel,
+    lambda size, ndev: pop.segment_program(
+      ex, hparams, key_spec, size, masked=stopper is not None
+    ),
+  )
   strategy_obj = _RunStepwise(
     pop,
     ex,
