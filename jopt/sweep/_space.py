@@ -10,9 +10,11 @@ or activation name, picked inside the program with `jax.lax.switch`).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 import numbers
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -488,3 +490,18 @@ def sample(
       warnings.simplefilter("ignore", UserWarning)
       u = sobol.random(num_trials)
   return {n: d.from_unit(u[:, j]) for j, (n, d) in enumerate(space.items())}
+
+
+def value_name(value: Any) -> str:
+  """A non-numeric choice value as text that is the same in every process.
+
+  Strings as they are, functions by module and qualified name, anything
+  else by its ``str`` without memory addresses.
+  """
+  if isinstance(value, str):
+    return value
+  base = inspect.unwrap(value) if callable(value) else value
+  name = getattr(base, "__qualname__", None) or getattr(base, "__name__", None)
+  if name is not None:
+    return f"{getattr(base, '__module__', None) or '?'}.{name}"
+  return re.sub(r" at 0x[0-9a-fA-F]+", "", str(value))

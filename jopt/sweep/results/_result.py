@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import numbers
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -15,6 +13,7 @@ import jax
 import numpy as np
 
 from jopt.sweep import _common, _space
+from jopt.sweep.results import _plots, _tensorboard
 
 
 class Trial(NamedTuple):
@@ -71,7 +70,7 @@ def _value_to_json(value: Any) -> Any:
 
   None, bools, ints, floats and strings are plain JSON; tuples and lists
   (of such values) are tagged so each comes back as what it was; anything
-  else (a function) is saved by its `value_name` and loads as that text.
+  else (a function) is saved by its `_space.value_name` and loads as that text.
   """
   value = _python(value)
   if value is None or isinstance(value, (bool, int, float, str)):
@@ -79,7 +78,7 @@ def _value_to_json(value: Any) -> Any:
   if isinstance(value, (tuple, list)):
     kind = "tuple" if isinstance(value, tuple) else "list"
     return {kind: [_value_to_json(v) for v in value]}
-  return {"name": value_name(value)}
+  return {"name": _space.value_name(value)}
 
 
 def _value_from_json(spec: Any) -> Any:
@@ -164,28 +163,13 @@ def _space_from_json(spec: Mapping[str, Any]) -> dict[str, _space.Distribution]:
   return out
 
 
-def value_name(value: Any) -> str:
-  """A non-numeric choice value as text that is the same in every process.
-
-  Strings as they are, functions by module and qualified name, anything
-  else by its ``str`` without memory addresses.
-  """
-  if isinstance(value, str):
-    return value
-  base = inspect.unwrap(value) if callable(value) else value
-  name = getattr(base, "__qualname__", None) or getattr(base, "__name__", None)
-  if name is not None:
-    return f"{getattr(base, '__module__', None) or '?'}.{name}"
-  return re.sub(r" at 0x[0-9a-fA-F]+", "", str(value))
-
-
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
   """JSON for ``value``; its numpy arrays go to ``arrays`` ("x<n>" keys)."""
   if isinstance(value, jax.Array):
     value = np.asarray(value)
   if isinstance(value, np.ndarray):
     if value.dtype == object:  # choice values: functions by their names
-      value = np.asarray([value_name(v) for v in value.ravel()]).reshape(
+      value = np.asarray([_space.value_name(v) for v in value.ravel()]).reshape(
         value.shape
       )
     name = f"x{sum(k.startswith('x') for k in arrays)}"
@@ -392,7 +376,9 @@ class SweepResult:
           as_indices.append(n)
           v = indices
         else:
-          v = np.asarray([value_name(x) for x in v.ravel()]).reshape(v.shape)
+          v = np.asarray([_space.value_name(x) for x in v.ravel()]).reshape(
+            v.shape
+          )
       arrays[f"h{i}"] = v
     for i, n in enumerate(m_names):
       arrays[f"m{i}"] = self.metrics[n]
@@ -448,8 +434,6 @@ class SweepResult:
     Needs tensorboardX (``pip install "jopt[tensorboard]"``); see
     `jopt.sweep.to_tensorboard` for what is written, and an example.
     """
-    from jopt.sweep.results import _tensorboard
-
     return _tensorboard.to_tensorboard(self, logdir, steps=steps)
 
   # Plots live in _plots.py; these are thin entry points.
@@ -472,8 +456,6 @@ class SweepResult:
     Returns:
       The `matplotlib.figure.Figure`.
     """
-    from jopt.sweep.results import _plots
-
     return _plots.plot(self, metric, path)
 
   def plot_curves(
@@ -495,8 +477,6 @@ class SweepResult:
     Returns:
       The `matplotlib.figure.Figure`.
     """
-    from jopt.sweep.results import _plots
-
     return _plots.plot_curves(self, metric, by, path)
 
   def plot_parallel(
@@ -519,6 +499,4 @@ class SweepResult:
     Returns:
       The `matplotlib.figure.Figure`.
     """
-    from jopt.sweep.results import _plots
-
     return _plots.plot_parallel(self, metric, path, names)

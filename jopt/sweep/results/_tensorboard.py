@@ -42,8 +42,6 @@ def _import_tensorboardx():
 
 def _hparam_value(value: Any) -> bool | float | str:
   """A value the plugin can show: a bool, a number or a name."""
-  from jopt.sweep.results._result import value_name
-
   if isinstance(value, np.floating):
     # The shortest decimal that reads back as the same float32 (0.1, not
     # 0.10000000149): what the user wrote in the space.
@@ -54,7 +52,7 @@ def _hparam_value(value: Any) -> bool | float | str:
     return value
   if isinstance(value, (int, float)):
     return float(value)
-  return value_name(value)
+  return _space.value_name(value)
 
 
 def _set_value(proto_value, value: bool | float | str) -> None:

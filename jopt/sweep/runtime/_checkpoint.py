@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.sweep import _common
+from jopt.sweep import _common, _space
 
 _MANIFEST = "manifest.json"
 # 3: files carry the digest and their trial indices; 4: metrics are stored
@@ -51,15 +51,11 @@ def _value_identity(value: Any) -> str:
     return repr(value)
   if isinstance(value, np.generic):
     return repr(value.item())
-  from jopt.sweep.results import _result
-
-  return _result.value_name(value)
+  return _space.value_name(value)
 
 
 def space_identity(space: Mapping[str, Any]) -> str:
   """The space as a string with no memory addresses (reprs of functions)."""
-  from jopt.sweep import _space
-
   parts = []
   for name, dist in space.items():
     if isinstance(dist, _space.Choice):

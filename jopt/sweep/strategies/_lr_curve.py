@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jopt.sweep import _common
+from jopt.sweep.results import _plots
 
 # A descent is a fall from the starting level to the curve's lowest point
 # larger than this many deviations of their difference, plus the depth the
@@ -70,8 +71,6 @@ class LRFindResult:
     Returns:
       The matplotlib Figure.
     """
-    from jopt.sweep.results import _plots
-
     _common.require("matplotlib", _common.EXTRA, "LRFindResult.plot")
     if ax is None:
       fig = _plots._figure(width=6.0, height=4.0)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import _space
+from jopt.sweep.results import _plots
 from jopt.sweep.runtime import _executor, _loop, _population, _programs
 from jopt.sweep.strategies import _stepwise
 
@@ -88,8 +89,6 @@ class PBTResult(_stepwise.AdaptiveResult):
     Returns:
       A matplotlib Figure.
     """
-    from jopt.sweep.results import _plots
-
     name = name or next(iter(self.hparam_history))
     members = range(self.parents.shape[1]) if members is None else members
     best = self.best().index
