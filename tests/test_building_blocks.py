@@ -4,8 +4,8 @@ The optimizers have theirs (`test_optimizers.py`); this one holds the parts
 they are chained from, each alone: scaling and momentum, the adaptive
 preconditioners, regularizers, clipping, the combinators (`chain`,
 `masked`, `partition`) and the wrappers (`apply_if_finite`, `MultiSteps`,
-`reduce_on_plateau`). (`scale_by_dog` is run by `test_lr_free.py`, inside
-`dog`.) Adding a block = adding a row.
+`reduce_on_plateau`). (`scale_by_dog` is run inside `dog`, a row of
+`_lr_free_rows.py`.) Adding a block = adding a row.
 
 A block is fed a fixed sequence of gradients at fixed params, so the
 reference sees exactly the inputs jopt sees: Optax's block of the same name
