@@ -11,7 +11,9 @@ and one test per guarantee:
   tampered file is refused;
 * a NaN trial (float32 or bfloat16 metric) is flagged, ``best()`` skips it
   and it changes no other trial;
-* bad input gets the same errors everywhere.
+* bad input gets the same errors everywhere;
+* every result reports the same compile statistics, read from the search's
+  executor.
 """
 
 import jax
@@ -427,6 +429,20 @@ def test_one_init_and_one_segment_program_per_search(name):
     assert len(res.history["population_sizes"]) > 1
   # init and segment; PBT a third: the copy of the exploited states.
   assert res.num_compiles == (3 if name == "pbt" else 2)
+
+
+COMPILE_STATS = ("num_compiles", "num_cached", "compile_time", "memory_bytes")
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_every_result_reports_its_compiles_alike(name):
+  sweep.clear_caches()  # whatever ran before in this process
+  res = _search(name)
+  assert all(hasattr(res, stat) for stat in COMPILE_STATS)
+  assert isinstance(res.num_compiles, int) and res.num_compiles > 0
+  assert res.num_cached == 0  # nothing compiled before it
+  assert res.compile_time > 0
+  assert isinstance(res.memory_bytes, int) and res.memory_bytes > 0
 
 
 BAD = [

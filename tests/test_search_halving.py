@@ -120,6 +120,9 @@ def test_halving_result_saves_its_search_record(halving, tmp_path):
     for k in a:
       np.testing.assert_array_equal(a[k], b[k])
   assert back.history["brackets"] == res.history["brackets"]
+  stats = ("num_compiles", "num_cached", "compile_time", "memory_bytes")
+  assert [getattr(back, k) for k in stats] == [getattr(res, k) for k in stats]
+  assert res.memory_bytes > 0  # read from the search's executor
 
 
 def test_hyperband_brackets_and_budget():

@@ -505,11 +505,10 @@ def test_result_table_and_save_load(result, tmp_path):
   assert loaded.best("loss").index == result.best("loss").index
   assert repr(loaded.space) == repr(result.space)
   np.testing.assert_array_equal(loaded.diverged, result.diverged)
-  assert (loaded.num_compiles, loaded.compile_time, loaded.memory_bytes) == (
-    result.num_compiles,
-    result.compile_time,
-    result.memory_bytes,
-  )
+  stats = ("num_compiles", "num_cached", "compile_time", "memory_bytes")
+  assert [getattr(loaded, k) for k in stats] == [
+    getattr(result, k) for k in stats
+  ]
   # A field holding a jax array is written as its numpy value.
   dataclasses.replace(result, diverged=jnp.asarray(result.diverged)).save(
     tmp_path / "jax.npz"

@@ -203,6 +203,16 @@ def _decode(spec: Mapping[str, Any], data: Any) -> Any:
   return value
 
 
+# The compile statistics every search result carries, as its executor
+# (`jopt.sweep.runtime._executor.Executor`) counted them.
+COMPILE_STATS = ("num_compiles", "num_cached", "compile_time", "memory_bytes")
+
+
+def compile_stats(executor: Any) -> dict[str, Any]:
+  """The `COMPILE_STATS` fields of a result, read from a search's executor."""
+  return {name: getattr(executor, name) for name in COMPILE_STATS}
+
+
 @dataclasses.dataclass
 class SweepResult:
   """Every trial of a sweep, in trial order.
@@ -214,14 +224,16 @@ class SweepResult:
     diverged: ``np.ndarray [N]`` of bool: some metric of the trial is NaN
       or Inf.
     space: the search space.
-    num_compiles: how many programs were compiled (one per static group and
-      chunk shape; zero when everything came from a checkpoint).
-    compile_time: seconds spent compiling.
-    memory_bytes: the largest per-device footprint of a compiled chunk
-      (arguments + outputs + temporaries, from XLA's memory analysis), or
-      None when nothing was compiled or the backend does not report it.
-    num_cached: how many of the ``num_compiles`` programs an earlier sweep in
-      the process had compiled (reused until `jopt.sweep.clear_caches`).
+    num_compiles: how many programs the search needed (for `jopt.sweep.run`
+      one per static group and chunk shape), compiled or reused; zero when
+      everything came from a checkpoint.
+    compile_time: seconds spent tracing, lowering and compiling them.
+    memory_bytes: the largest per-device footprint of a program the search
+      ran (arguments + outputs + temporaries, from XLA's memory analysis),
+      or None when nothing ran or the backend does not report it.
+    num_cached: how many of the ``num_compiles`` programs an earlier search
+      in the process had compiled (reused until `jopt.sweep.clear_caches`;
+      they cost next to no ``compile_time``).
 
   Example:
     >>> import numpy as np, jopt

@@ -305,11 +305,11 @@ class _Optuna(_loop.Strategy):
       self.space,
       hparams,
       {k: np.concatenate(v) for k, v in h["metrics"].items()},
+      self.ex,
       study=self.study,
       rounds=np.concatenate(h["rounds"]),
       metric=self.metric,
       mode=self.mode,
-      num_compiles=self.ex.num_compiles,
     )
 
 

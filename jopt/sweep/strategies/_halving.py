@@ -200,11 +200,11 @@ class _Halving(_loop.Strategy):
       self.space,
       self.hparams,
       h["last_metrics"],
+      self.ex,
       metric=self.metric,
       mode=self.mode,
       segments_run=h["segments_run"],
       steps_per_segment=self.steps_per_segment,
-      num_compiles=self.ex.num_compiles,
       history={
         "rungs": h["rungs"],
         "brackets": [

@@ -50,6 +50,8 @@ class LRFindResult:
       below ``min_lr``; as it is for fixed-rate runs). All three are NaN,
       with a warning, when the loss never fell meaningfully below its
       first value (see `lr_find`).
+    num_compiles, num_cached, compile_time, memory_bytes: the compile
+      statistics every search reports, as in `jopt.sweep.SweepResult`.
 
   Example: see `lr_find`; ``res.plot("lr_find.png")`` draws the curve on a
   log axis with the suggestions marked.
@@ -60,6 +62,10 @@ class LRFindResult:
   smoothed: np.ndarray
   curve: np.ndarray
   suggestions: dict[str, float]
+  num_compiles: int = 0
+  compile_time: float = 0.0
+  memory_bytes: int | None = None
+  num_cached: int = 0
 
   def plot(self, path: str | None = None, *, ax: Any = None):
     """Loss against learning rate on a log axis, suggestions marked.

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt.sweep.results._result import compile_stats
 from jopt.sweep.runtime import _executor, _loop, _population, _programs
 from jopt.sweep.strategies._lr_curve import (
   LRFindResult,
@@ -274,7 +275,12 @@ class _LRFind(_loop.Strategy):
     noise = _ema_noise(self.smoothing, self.num_steps)
     if self.num_rates is None:
       return LRFindResult(
-        self.lrs, raw, smooth, curve, _suggest(self.lrs, curve, raw, noise)
+        self.lrs,
+        raw,
+        smooth,
+        curve,
+        _suggest(self.lrs, curve, raw, noise),
+        **compile_stats(self.ex),
       )
     # Fixed rates: each point is its own run's smoothed final loss, so the
     # points themselves are the samples whose scatter is the noise (the
@@ -287,6 +293,7 @@ class _LRFind(_loop.Strategy):
       _suggest(
         self.lrs, curve, smooth, np.ones(len(self.lrs)), divide_minimum=1.0
       ),
+      **compile_stats(self.ex),
     )
 
 
@@ -356,7 +363,8 @@ def lr_find(
     lanes: runs computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
-    An `LRFindResult` with the curves, the suggestions and ``plot()``.
+    An `LRFindResult` with the curves, the suggestions, ``plot()`` and
+    the compile statistics every search reports (see `jopt.sweep.run`).
 
   Example:
     >>> import jax, jax.numpy as jnp, jopt

@@ -18,7 +18,7 @@ import numpy as np
 
 from jopt import _cpu_devices
 from jopt.sweep import _common, _space
-from jopt.sweep.results._result import SweepResult
+from jopt.sweep.results._result import SweepResult, compile_stats
 from jopt.sweep.runtime import _checkpoint, _executor, _loop, _programs, _report
 
 
@@ -343,11 +343,12 @@ def run(
       value to compare runs bit for bit.
 
   Returns:
-    A `SweepResult` with ``hparams``, ``metrics``, ``diverged``,
-    ``num_compiles`` (programs the sweep ran: one per static group and call
-    shape), ``num_cached`` (how many of them an earlier sweep in the process
-    had compiled, reused until `clear_caches`; ``compile_time`` is then
-    near zero) and ``compile_time``.
+    A `SweepResult` with ``hparams``, ``metrics``, ``diverged`` and the
+    compile statistics every search reports: ``num_compiles`` (programs the
+    sweep ran: one per static group and call shape), ``num_cached`` (how
+    many of them an earlier search in the process had compiled, reused
+    until `clear_caches`; ``compile_time`` is then near zero),
+    ``compile_time`` and ``memory_bytes``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jopt
@@ -465,10 +466,7 @@ def run(
     metrics=metrics,
     diverged=diverged,
     space=space,
-    num_compiles=ex.num_compiles,
-    num_cached=ex.num_cached,
-    compile_time=ex.compile_time,
-    memory_bytes=ex.memory_bytes,
+    **compile_stats(ex),
   )
 
 

@@ -190,8 +190,11 @@ class AdaptiveResult(_result.SweepResult):
     return {**super()._info_columns(), "segments_run": self.segments_run}
 
 
-def make_result(cls, space, hparams, metrics, **fields):
-  """A result from passed hyperparameters (decoded here) and metrics."""
+def make_result(cls, space, hparams, metrics, ex, **fields):
+  """A result from passed hyperparameters (decoded here) and metrics.
+
+  Its compile statistics are those of ``ex``, the search's executor.
+  """
   hparams = {n: space[n].decode(np.asarray(v)) for n, v in hparams.items()}
   metrics = {k: np.asarray(v) for k, v in metrics.items()}
   n = len(next(iter(hparams.values())))
@@ -200,6 +203,7 @@ def make_result(cls, space, hparams, metrics, **fields):
     metrics=metrics,
     diverged=_common.diverged_mask(metrics, n),
     space=dict(space),
+    **_result.compile_stats(ex),
     **fields,
   )
 
@@ -404,11 +408,11 @@ class _RunStepwise(_loop.Strategy):
       self.space,
       self.hparams,
       h["curves"],
+      self.ex,
       metric=self.metric,
       mode=self.mode,
       segments_run=h["segments_run"],
       steps_per_segment=self.steps_per_segment,
-      num_compiles=self.ex.num_compiles,
       history={"segment_calls": h["calls"]},
     )
 
