@@ -16,6 +16,8 @@ and one test per guarantee:
   executor.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -443,6 +445,46 @@ def test_every_result_reports_its_compiles_alike(name):
   assert res.num_cached == 0  # nothing compiled before it
   assert res.compile_time > 0
   assert isinstance(res.memory_bytes, int) and res.memory_bytes > 0
+
+
+LEVEL_0 = {"xla_backend_optimization_level": 0}  # not jopt's CPU default
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_compiler_options_reach_every_program_of_a_search(name):
+  # The options are in every cache key: a search with other options reuses
+  # none of the default's programs. One that dropped them on the way would
+  # reuse them all.
+  sweep.clear_caches()
+  default = _search(name)
+  other = _search(name, compiler_options=LEVEL_0)
+  assert (other.num_compiles, other.num_cached) == (default.num_compiles, 0)
+  again = _search(name, compiler_options=LEVEL_0)
+  assert again.num_cached == again.num_compiles == default.num_compiles
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+@pytest.mark.parametrize(
+  "options", ["-O0", [("xla_backend_optimization_level", 0)], {0: 1}]
+)
+def test_compiler_options_must_be_a_mapping_everywhere(name, options):
+  message = (
+    "compiler_options must be None or a mapping of XLA option names "
+    f"(strings) to values, got {options!r}."
+  )
+  with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+    _search(name, compiler_options=options)
+
+
+@pytest.mark.parametrize("name", [n for n in SEARCHES if n != "run"])
+def test_a_checkpoint_made_with_other_compiler_options_is_refused(
+  name, tmp_path
+):
+  # `run`'s refusal is tested in test_sweep_checkpoint.py.
+  folder = str(tmp_path / "ckpt")
+  _search(name, checkpoint_dir=folder)
+  with pytest.raises(ValueError, match="different call.*compiler_options"):
+    _search(name, checkpoint_dir=folder, compiler_options=LEVEL_0)
 
 
 BAD = [

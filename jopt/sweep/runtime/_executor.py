@@ -26,7 +26,7 @@ slower than in that layout.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -51,6 +51,17 @@ def check_lanes(lanes: Any) -> None:
     or lanes < 1
   ):
     raise ValueError(f"lanes must be None or an int >= 1, got {lanes!r}.")
+
+
+def check_compiler_options(compiler_options: Any) -> None:
+  if compiler_options is not None and (
+    not isinstance(compiler_options, Mapping)
+    or not all(isinstance(k, str) for k in compiler_options)
+  ):
+    raise ValueError(
+      "compiler_options must be None or a mapping of XLA option names "
+      f"(strings) to values, got {compiler_options!r}."
+    )
 
 
 def lanes_for(num_trials: int, platform: str, lanes: int | None = None) -> int:

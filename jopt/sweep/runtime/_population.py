@@ -48,12 +48,15 @@ def check_int(name: str, value: Any, low: int) -> int:
   return int(value)
 
 
-def check_common(key: Any, devices: Any, lanes: Any) -> None:
+def check_common(
+  key: Any, devices: Any, lanes: Any, compiler_options: Any
+) -> None:
   """The arguments every search takes, checked alike before any work."""
   _space.key_seed(key)
   if devices is not None and not list(devices):
     raise ValueError("devices must be None or a non-empty list of devices.")
   _executor.check_lanes(lanes)
+  _executor.check_compiler_options(compiler_options)
 
 
 def check_optional_int(name: str, value: Any, low: int) -> int | None:

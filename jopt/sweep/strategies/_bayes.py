@@ -107,6 +107,7 @@ def optuna_search(
   checkpoint_dir: str | None = None,
   progress: bool = False,
   devices: Sequence[jax.Device] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
   lanes: int | None = None,
 ) -> OptunaResult:
   """Bayesian optimization with Optuna, ``batch_size`` trials per program.
@@ -175,6 +176,10 @@ def optuna_search(
       holding trials the checkpoint does not is refused.
     progress: show a progress bar (trials; stepwise: member-segments).
     devices: devices to shard a batch over; default ``jax.devices()``.
+    compiler_options: XLA options for compiling the search's programs, a
+      mapping of option names to values (part of the checkpoint's
+      fingerprint); None: jopt's default for the platform (see
+      `jopt.sweep.run`).
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
@@ -221,7 +226,7 @@ def optuna_search(
     framework <https://arxiv.org/abs/1907.10902>`_, KDD 2019.
   """
   optuna = _import_optuna()
-  _population.check_common(key, devices, lanes)
+  _population.check_common(key, devices, lanes, compiler_options)
   space = _population.check_space(space, "optuna_search")
   for name, value in (("num_rounds", num_rounds), ("batch_size", batch_size)):
     if (
@@ -294,7 +299,7 @@ def optuna_search(
         f"{'min' if study.direction.name == 'MINIMIZE' else 'max'!r}."
       )
   distributions = {n: _distribution(optuna, d) for n, d in space.items()}
-  ex = _population.executor_for(batch_size, devices, lanes)
+  ex = _population.executor_for(batch_size, devices, lanes, compiler_options)
   key_spec = _executor.KeySpec(key)
   settings = dict(
     num_rounds=num_rounds,

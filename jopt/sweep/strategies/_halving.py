@@ -251,11 +251,12 @@ def _search(
   checkpoint_dir,
   progress,
   devices,
+  compiler_options,
   lanes,
   per_bracket=False,
 ):
   _population.check_mode(mode)
-  _population.check_common(key, devices, lanes)
+  _population.check_common(key, devices, lanes, compiler_options)
   space = _population.check_space(space, name)
   steps_per_segment = _population.check_int(
     "steps_per_segment", steps_per_segment, 1
@@ -274,7 +275,9 @@ def _search(
     hparams = _space.sample(
       space, total, key, strategy, grid_points=grid_points
     )
-  ex = _population.executor_for(max(n for n, _ in brackets), devices, lanes)
+  ex = _population.executor_for(
+    max(n for n, _ in brackets), devices, lanes, compiler_options
+  )
   pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   _stepwise.check_segment_metric(pop, hparams, key_spec, metric)
@@ -346,6 +349,7 @@ def successive_halving(
   checkpoint_dir: str | None = None,
   progress: bool = False,
   devices: Sequence[jax.Device] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
   lanes: int | None = None,
 ) -> _stepwise.AdaptiveResult:
   """Successive halving: train many trials briefly, promote the best 1/eta.
@@ -379,6 +383,10 @@ def successive_halving(
       the same result, bit for bit; a folder of another search is refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard trials over; default ``jax.devices()``.
+    compiler_options: XLA options for compiling the search's programs, a
+      mapping of option names to values (part of the checkpoint's
+      fingerprint); None: jopt's default for the platform (see
+      `jopt.sweep.run`).
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
@@ -423,6 +431,7 @@ def successive_halving(
     checkpoint_dir=checkpoint_dir,
     progress=progress,
     devices=devices,
+    compiler_options=compiler_options,
     lanes=lanes,
   )
 
@@ -461,6 +470,7 @@ def hyperband(
   checkpoint_dir: str | None = None,
   progress: bool = False,
   devices: Sequence[jax.Device] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
   lanes: int | None = None,
 ) -> _stepwise.AdaptiveResult:
   """Hyperband: successive halving brackets from bold to conservative.
@@ -505,6 +515,10 @@ def hyperband(
       the same result, bit for bit; a folder of another search is refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard trials over; default ``jax.devices()``.
+    compiler_options: XLA options for compiling the search's programs, a
+      mapping of option names to values (part of the checkpoint's
+      fingerprint); None: jopt's default for the platform (see
+      `jopt.sweep.run`).
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
@@ -550,6 +564,7 @@ def hyperband(
     checkpoint_dir=checkpoint_dir,
     progress=progress,
     devices=devices,
+    compiler_options=compiler_options,
     lanes=lanes,
     per_bracket=True,
   )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -312,6 +312,7 @@ def lr_find(
   metric: str = "loss",
   checkpoint_dir: str | None = None,
   devices: Sequence[jax.Device] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
   lanes: int | None = None,
 ) -> LRFindResult:
   r"""The learning-rate range test: loss against an exponential LR ramp.
@@ -360,6 +361,10 @@ def lr_find(
       call then returns them without training, and a folder of another
       call is refused.
     devices: devices to shard seeds (and rates) over; default all.
+    compiler_options: XLA options for compiling the search's programs, a
+      mapping of option names to values (part of the checkpoint's
+      fingerprint); None: jopt's default for the platform (see
+      `jopt.sweep.run`).
     lanes: runs computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
@@ -380,7 +385,7 @@ def lr_find(
     Smith, `Cyclical learning rates for training neural networks
     <https://arxiv.org/abs/1506.01186>`_, WACV 2017.
   """
-  _population.check_common(key, devices, lanes)
+  _population.check_common(key, devices, lanes, compiler_options)
   if not (0 < min_lr < max_lr < np.inf):
     raise ValueError(
       f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr}, max_lr={max_lr}."
@@ -425,7 +430,7 @@ def lr_find(
       init, segment, num_steps, metric, smoothing, diverge_threshold
     )
   runs = num_seeds * (1 if num_rates is None else int(num_rates))
-  ex = _population.executor_for(runs, devices, lanes)
+  ex = _population.executor_for(runs, devices, lanes, compiler_options)
   key_spec = _executor.KeySpec(key)
   search = _LRFind(
     ex,

@@ -412,6 +412,7 @@ def pbt(
   checkpoint_dir: str | None = None,
   progress: bool = False,
   devices: Sequence[jax.Device] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
   lanes: int | None = None,
 ) -> PBTResult:
   """Population-based training: members copy the best and explore, in rounds.
@@ -462,6 +463,10 @@ def pbt(
       refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard members over; default ``jax.devices()``.
+    compiler_options: XLA options for compiling the search's programs, a
+      mapping of option names to values (part of the checkpoint's
+      fingerprint); None: jopt's default for the platform (see
+      `jopt.sweep.run`).
     lanes: members computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
@@ -484,7 +489,7 @@ def pbt(
     <https://arxiv.org/abs/1711.09846>`_, 2017.
   """
   _population.check_mode(mode)
-  _population.check_common(key, devices, lanes)
+  _population.check_common(key, devices, lanes, compiler_options)
   space = _population.check_space(space, "pbt")
   for name, value, low in (
     ("population", population, 2),
@@ -528,7 +533,7 @@ def pbt(
     space, population, k_sample, strategy, grid_points=grid_points
   )
   pool = _space.sample(space, num_rounds * population, k_pool, "random")
-  ex = _population.executor_for(population, devices, lanes)
+  ex = _population.executor_for(population, devices, lanes, compiler_options)
   pop = _population.population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   _stepwise.check_segment_metric(pop, hparams, key_spec, metric)

@@ -205,7 +205,16 @@ def _static_key(value: Any) -> Any:
   return ("value", value)
 
 
-def _validate(train_fn, key, max_parallel, folds, devices, lanes, seeds=None):
+def _validate(
+  train_fn,
+  key,
+  max_parallel,
+  folds,
+  devices,
+  lanes,
+  compiler_options=None,
+  seeds=None,
+):
   if not callable(train_fn):
     raise ValueError(f"train_fn must be callable, got {train_fn!r}.")
   if key is None:
@@ -221,6 +230,7 @@ def _validate(train_fn, key, max_parallel, folds, devices, lanes, seeds=None):
   if devices is not None and not devices:
     raise ValueError("devices must be None or a non-empty list of devices.")
   _executor.check_lanes(lanes)
+  _executor.check_compiler_options(compiler_options)
 
 
 def run(
@@ -328,14 +338,15 @@ def run(
     grid_points: points per continuous dimension for ``strategy="grid"``.
     devices: the devices to shard trials over; default ``jax.devices()``
       (on a JAX cluster, every process's).
-    compiler_options: XLA options for compiling the sweep. None chooses:
-      on CPU ``{"xla_backend_optimization_level": 1}``, XLA's defaults
-      elsewhere. On CPU, LLVM's full optimisation dominates the compile of a
-      vmapped training loop; level 1 compiles much faster and runs slightly
-      slower with the same results (benchmarks/sweep.py measures both),
-      which pays off for sweeps that run for less than about as long as
-      they compile.
-      Pass ``{}`` for XLA's defaults (long CPU sweeps).
+    compiler_options: XLA options for compiling the search's programs, a
+      mapping of option names to values (part of the checkpoint's
+      fingerprint). None chooses: on CPU
+      ``{"xla_backend_optimization_level": 1}``, XLA's defaults elsewhere.
+      On CPU, LLVM's full optimisation dominates the compile of a vmapped
+      training loop; level 1 compiles much faster and runs slightly slower
+      with the same results (benchmarks/sweep.py measures both), which
+      pays off for sweeps that run for less than about as long as they
+      compile. Pass ``{}`` for XLA's defaults (long CPU sweeps).
     lanes: trials computed side by side on a device: the width of the
       vmap inside each device's loop. None: 1 on CPU, 32 on accelerators,
       but no more than the power of two at or above ``num_trials``. Results
@@ -371,7 +382,9 @@ def run(
       f"strategy must be one of {_space.STRATEGIES}, got {strategy!r}."
     )
   _space.check_num_trials(num_trials, strategy)
-  _validate(train_fn, key, max_parallel, folds, devices, lanes, seeds)
+  _validate(
+    train_fn, key, max_parallel, folds, devices, lanes, compiler_options, seeds
+  )
   if progress_mode not in ("min", "max"):
     raise ValueError(
       f"progress_mode must be 'min' or 'max', got {progress_mode!r}."

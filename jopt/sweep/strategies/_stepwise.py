@@ -435,6 +435,7 @@ def run_stepwise(
   checkpoint_dir: str | None = None,
   progress: bool = False,
   devices: Sequence[jax.Device] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
   lanes: int | None = None,
 ) -> AdaptiveResult:
   """Trains sampled trials segment by segment, each stopping on its own.
@@ -474,6 +475,10 @@ def run_stepwise(
       another search is refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard trials over; default ``jax.devices()``.
+    compiler_options: XLA options for compiling the search's programs, a
+      mapping of option names to values (part of the checkpoint's
+      fingerprint); None: jopt's default for the platform (see
+      `jopt.sweep.run`).
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
   Returns:
@@ -495,7 +500,7 @@ def run_stepwise(
     [3, 10]
   """
   check_mode(mode)
-  check_common(key, devices, lanes)
+  check_common(key, devices, lanes, compiler_options)
   space = check_space(space, "run_stepwise")
   num_segments = check_int("num_segments", num_segments, 1)
   max_parallel = check_optional_int("max_parallel", max_parallel, 1)
@@ -504,7 +509,7 @@ def run_stepwise(
     space, num_trials, key, strategy, grid_points=grid_points
   )
   n = len(next(iter(hparams.values())))
-  ex = executor_for(n, devices, lanes)
+  ex = executor_for(n, devices, lanes, compiler_options)
   pop = population_for(init, segment)
   key_spec = _executor.KeySpec(key)
   check_segment_metric(pop, hparams, key_spec, metric)
