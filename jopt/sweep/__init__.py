@@ -110,7 +110,10 @@ Caches
 A sweep called again in the same process (a notebook cell run twice)
 reuses the programs compiled for an earlier one with the same functions,
 shapes, JAX settings, compiler options and devices. Every such cache is
-bounded; `clear_caches` empties them all.
+bounded; `clear_caches` empties them all. Every search's result counts its
+programs the same way: ``num_compiles`` needed, ``num_cached`` of them
+reused, with ``compile_time`` and ``memory_bytes``; every search takes
+``compiler_options`` (see `run`).
 
 TensorBoard
 -----------
