@@ -16,11 +16,11 @@ def interrupt_after(monkeypatch, steps):
   step = _run._RunSearch.step
   count = [0]
 
-  def stopping(self, state):
+  def stopping(self, state, progress):
     if count[0] == steps:
       raise Interrupted
     count[0] += 1
-    return step(self, state)
+    return step(self, state, progress)
 
   monkeypatch.setattr(_run._RunSearch, "step", stopping)
   return count

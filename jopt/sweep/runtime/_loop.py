@@ -47,19 +47,20 @@ class Strategy(abc.ABC):
   """How one search chooses what to train next; `iterate` drives it.
 
   A strategy implements the abstract hooks; `iterate` owns checkpoints,
-  progress and the clock. Before `init`, `iterate` sets ``progress`` (a
-  `Progress`) for the strategy to count its member-segments on.
+  progress and the clock.
   """
-
-  progress: Progress
 
   @abc.abstractmethod
   def init(self) -> SearchState:
     """The state before the first step (a fresh search)."""
 
   @abc.abstractmethod
-  def step(self, state: SearchState) -> SearchState:
-    """Trains what the search chose next; the state after it."""
+  def step(self, state: SearchState, progress: Progress) -> SearchState:
+    """Trains what the search chose next; the state after it.
+
+    A step that trains several segments counts each on ``progress``
+    (`Progress.advance`) as it finishes, so the bar moves within the step.
+    """
 
   @abc.abstractmethod
   def terminate(self, state: SearchState) -> bool:
@@ -219,9 +220,9 @@ def load(
 class Progress:
   """The bar of a search: member-segments done and the best value so far.
 
-  `iterate` gives one to the strategy as ``strategy.progress``; a strategy
-  that trains several segments in one step calls `advance` after each, so
-  the bar moves with every segment without the user writing anything.
+  `iterate` passes it to every step; a strategy that trains several
+  segments in one step calls `advance` after each, so the bar moves with
+  every segment without the user writing anything.
   """
 
   def __init__(self, bar: Any):
@@ -271,14 +272,13 @@ def iterate(
     state = strategy.init()
   bar = _common.progress_bar(total or 0, desc, unit=unit, enabled=progress)
   tracker = Progress(bar)
-  strategy.progress = tracker
   try:
     done = strategy.work(state)
     bar.update(done)
     with strategy.running(tracker):
       while not strategy.terminate(state):
         counted = tracker.count
-        state = strategy.step(state)
+        state = strategy.step(state, tracker)
         if checkpoint is not None:
           save(checkpoint, ex, state)
         now = strategy.work(state)

@@ -26,6 +26,7 @@ from jopt.sweep.runtime import (
   _caches,
   _checkpoint,
   _executor,
+  _loop,
   _programs,
   _state_hparams,
 )
@@ -398,6 +399,52 @@ def checkpoint_for(
   return _checkpoint.Checkpoint(
     checkpoint_dir, fields, writer=jax.process_index() == 0
   )
+
+
+def run_search(
+  search: Any,
+  ex: _executor.Executor,
+  /,
+  *,
+  name: str,
+  init: InitFn,
+  segment: SegmentFn,
+  hparams: Mapping[str, Any],
+  key_spec: _executor.KeySpec,
+  space: Mapping[str, Any],
+  key: jax.Array,
+  checkpoint_dir: str | None,
+  progress: bool,
+  total: int,
+  **settings: Any,
+) -> Any:
+  """Runs ``search`` (a `Strategy` on a population) on the loop; its
+  result, with ``wall_time``.
+
+  The checkpoint's fingerprint holds the search's ``name``, space, key,
+  ``settings`` and the digest of one trial's init and segment programs.
+  """
+  pop = population_for(init, segment)
+  ckpt = checkpoint_for(
+    checkpoint_dir,
+    name,
+    space=space,
+    key=key,
+    functions=[init, segment],
+    ex=ex,
+    program=lambda: program_digest(pop, hparams, key_spec),
+    **settings,
+  )
+  result, wall = _loop.iterate(
+    search,
+    ex,
+    checkpoint=ckpt,
+    progress=progress,
+    total=total,
+    desc=f"jopt.sweep.{name}",
+  )
+  result.wall_time = wall
+  return result
 
 
 def program_digest(

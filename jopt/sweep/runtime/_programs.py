@@ -20,8 +20,9 @@ ramps), so one policy decides, for all of them:
   tracing, lowering and compiling, ``ex.memory_bytes`` the largest
   footprint that ran.
 * **Memory.** `fit` sizes the calls of a search that can split its trials
-  (`run`'s calls, `run_stepwise`'s chunks, an Optuna batch, `lr_find`'s
-  ramps) to the device's budget (`memory_budget`); a population that must
+  (`run`'s calls, `run_stepwise`'s chunks, and through `run_trials` an
+  Optuna batch and `lr_find`'s runs) to the device's budget
+  (`memory_budget`); a population that must
   train together (halving's rungs, PBT) is checked by `check_budget`. Both
   warn with a `MemoryBudgetWarning` when even one group of lanes per device
   does not fit.
@@ -38,9 +39,10 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from jopt.sweep import _common
-from jopt.sweep.runtime import _caches
+from jopt.sweep.runtime import _caches, _executor
 from jopt.sweep.runtime._conv import lower_canonical
 
 # Per-device budget when the device reports no memory limit (CPU).
@@ -322,3 +324,67 @@ def fit(
   ex.checked.add(id(program))
   check_budget(ex, program)
   return size, ndev
+
+
+def run_trials(
+  ex: Any,
+  fn: Callable[[Any, Any], Any],
+  batched: Any,
+  shared: Any,
+  *,
+  owner: Any,
+  name: str,
+  key: Hashable = (),
+  keep: Any = None,
+) -> Any:
+  """``fn`` over every trial, in calls that fit the memory budget.
+
+  Args:
+    ex: the search's executor.
+    fn: ``fn(row, shared) -> outputs`` of one trial.
+    batched: host arrays with a leading trial axis (a pytree); its rows
+      are the trials.
+    shared: host arrays every trial gets (a pytree, replicated).
+    owner, name, key, keep: what the program is cached by (see `get`).
+
+  Returns:
+    The outputs as numpy arrays with one row per trial.
+  """
+  n = len(jax.tree.leaves(batched)[0])
+
+  def program_for(size, ndev):
+    def abstract(x, rows, sharding):
+      x = np.asarray(x)
+      shape = x.shape if rows is None else (rows, *x.shape[1:])
+      return jax.ShapeDtypeStruct(shape, x.dtype, sharding=sharding)
+
+    args = (
+      jax.tree.map(lambda x: abstract(x, size, ex.sharding(ndev)), batched),
+      jax.tree.map(
+        lambda x: abstract(x, None, ex.sharding(ndev, replicated=True)),
+        shared,
+      ),
+    )
+    return get(
+      ex,
+      lambda: ex.per_trial(fn, ndev, (0, None)),
+      args,
+      owner=owner,
+      name=name,
+      key=key,
+      keep=keep,
+    )
+
+  size, ndev = fit(ex, n, None, program_for)
+  parts = []
+  for lo in range(0, n, size):
+    count = min(size, n - lo)
+    rows = lo + _executor.pad_rows(count, size)
+    out = call(
+      ex,
+      program_for(size, ndev),
+      ex.put(jax.tree.map(lambda x, r=rows: np.asarray(x)[r], batched), ndev),
+      ex.put_replicated(shared, ndev),
+    )
+    parts.append(jax.tree.map(lambda x, c=count: x[:c], ex.gather(out)))
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)

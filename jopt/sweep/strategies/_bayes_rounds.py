@@ -157,51 +157,17 @@ class _Optuna(_loop.Strategy):
     self.num_rounds, self.batch_size = num_rounds, batch_size
     self.metric, self.mode = metric, mode
 
-  def _program(self, hp, size, ndev):
-    ex, spec = self.ex, self.key
-    sharding = ex.sharding(ndev)
-    args = (
-      {
-        n: jax.ShapeDtypeStruct((size,), v.dtype, sharding=sharding)
-        for n, v in hp.items()
-      },
-      jax.ShapeDtypeStruct((size,), np.int32, sharding=sharding),
-      jax.ShapeDtypeStruct(
-        spec.data.shape,
-        spec.data.dtype,
-        sharding=ex.sharding(ndev, replicated=True),
-      ),
-    )
-    return _programs.get(
-      ex,
-      lambda: ex.per_trial(self._one, ndev, (0, 0, None)),
-      args,
-      owner=self.train_fn,
-      name="optuna_round",
-      key=str(spec.impl),
-    )
-
   def _train(self, hp, ids):
     """A round's metrics: its trials in calls that fit the memory budget."""
-    ex, n = self.ex, self.batch_size
-    size, ndev = _programs.fit(
-      ex, n, None, lambda size, ndev: self._program(hp, size, ndev)
+    return _programs.run_trials(
+      self.ex,
+      lambda row, kd: self._one(*row, kd),
+      (hp, ids),
+      self.key.data,
+      owner=self.train_fn,
+      name="optuna_round",
+      key=str(self.key.impl),
     )
-    parts = []
-    for lo in range(0, n, size):
-      rows = np.arange(lo, min(lo + size, n))
-      rows = rows[_executor.pad_rows(len(rows), size)]
-      out = _programs.call(
-        ex,
-        self._program(hp, size, ndev),
-        ex.put({k: v[rows] for k, v in hp.items()}, ndev),
-        ex.put(ids[rows], ndev),
-        ex.put_replicated(self.key.data, ndev),
-      )
-      parts.append(
-        {k: v[: min(size, n - lo)] for k, v in ex.gather(dict(out)).items()}
-      )
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def _one(self, hp, index, kd):
     return self.train_fn(hp, _executor.trial_key(self.key.wrap(kd), index))
@@ -243,7 +209,7 @@ class _Optuna(_loop.Strategy):
   def device_template(self, state):
     return None
 
-  def step(self, state):
+  def step(self, state, progress):
     optuna = self.optuna
     study = self.study
     trials, hp, ids = self._ask()
@@ -380,7 +346,7 @@ class _OptunaStepwise(_Optuna):
   def work(self, state):
     return int(sum(np.sum(r) for r in state.host["segments_run"]))
 
-  def step(self, state):
+  def step(self, state, progress):
     ex, pop, study = self.ex, self.pop, self.study
     states = self.optuna.trial.TrialState
     n, last = self.batch_size, self.num_segments - 1
@@ -404,7 +370,7 @@ class _OptunaStepwise(_Optuna):
         ] = v
       segments_run[live] += 1
       value = np.asarray(values[self.metric], np.float64)
-      self.progress.advance(
+      progress.advance(
         len(live), value, 1.0 if self.mode == "min" else -1.0, self.metric
       )
       finite = np.isfinite(value)

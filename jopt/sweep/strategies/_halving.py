@@ -107,7 +107,7 @@ class _Halving(_loop.Strategy):
     saved = _executor.Placement(len(alive), rows, state.ndev, self.ex.lanes)
     return jax.tree.map(lambda x: place.spread(saved.live(x)), tree), place.ndev
 
-  def step(self, state):
+  def step(self, state, progress):
     h = dict(state.host)
     b, rung = h["bracket"], h["rung"]
     budgets = self.brackets[b][1]
@@ -134,7 +134,7 @@ class _Halving(_loop.Strategy):
         k: place.live(v) for k, v in self.ex.gather(dict(metrics)).items()
       }
       _population.check_metric(metrics, self.metric)  # before more is spent
-      self.progress.advance(
+      progress.advance(
         len(alive), np.asarray(metrics[self.metric]), sign, self.metric
       )
     segments_run = h["segments_run"].copy()
@@ -293,14 +293,7 @@ def _search(
     mode=mode,
     steps_per_segment=steps_per_segment,
   )
-  ckpt = _population.checkpoint_for(
-    checkpoint_dir,
-    name,
-    space=space,
-    key=key,
-    functions=[init, segment],
-    ex=ex,
-    program=lambda: _population.program_digest(pop, hparams, key_spec),
+  settings = dict(
     strategy=strategy,
     grid_points=grid_points,
     brackets=brackets,
@@ -319,16 +312,21 @@ def _search(
       strict=False,
     )
   )
-  result, wall = _loop.iterate(
+  return _population.run_search(
     search,
     ex,
-    checkpoint=ckpt,
+    name=name,
+    init=init,
+    segment=segment,
+    hparams=hparams,
+    key_spec=key_spec,
+    space=space,
+    key=key,
+    checkpoint_dir=checkpoint_dir,
     progress=progress,
     total=work,
-    desc=f"jopt.sweep.{name}",
+    **settings,
   )
-  result.wall_time = wall
-  return result
 
 
 def successive_halving(

@@ -212,7 +212,7 @@ class _LRFind(_loop.Strategy):
   def device_template(self, state):
     return None
 
-  def step(self, state):
+  def step(self, state, progress):
     ex, spec = self.ex, self.key
     seeds = np.arange(self.num_seeds, dtype=np.int32)
     if self.num_rates is None:
@@ -221,49 +221,18 @@ class _LRFind(_loop.Strategy):
     else:  # every rate with every seed: rate-major
       lr = np.repeat(self.lrs, self.num_seeds)
       seed = np.tile(seeds, len(self.lrs))
-    n = len(seed)
     one = self.one
-
-    def trial(lr, seed, kd):
-      return one(lr, _executor.trial_key(spec.wrap(kd), seed))
-
-    def program_for(size, ndev):
-      sharding = ex.sharding(ndev)
-      args = (
-        jax.ShapeDtypeStruct((size,), lr.dtype, sharding=sharding),
-        jax.ShapeDtypeStruct((size,), seed.dtype, sharding=sharding),
-        jax.ShapeDtypeStruct(
-          spec.data.shape,
-          spec.data.dtype,
-          sharding=ex.sharding(ndev, replicated=True),
-        ),
-      )
-      return _programs.get(
-        ex,
-        lambda: ex.per_trial(trial, ndev, (0, 0, None)),
-        args,
-        owner=self.owner,
-        name="lr_find",
-        key=self.settings,
-        keep=self.keep,
-      )
-
     # Runs that do not fit the memory budget together run in calls.
-    size, ndev = _programs.fit(ex, n, None, program_for)
-    parts = []
-    for lo in range(0, n, size):
-      rows = np.arange(lo, min(lo + size, n))
-      rows = rows[_executor.pad_rows(len(rows), size)]
-      out = _programs.call(
-        ex,
-        program_for(size, ndev),
-        ex.put(lr[rows], ndev),
-        ex.put(seed[rows], ndev),
-        ex.put_replicated(spec.data, ndev),
-      )
-      parts.append([x[: min(size, n - lo)] for x in ex.gather(out)])
-    raw = np.concatenate([p[0] for p in parts])
-    smooth = np.concatenate([p[1] for p in parts])
+    raw, smooth = _programs.run_trials(
+      ex,
+      lambda row, kd: one(row[0], _executor.trial_key(spec.wrap(kd), row[1])),
+      (lr, seed),
+      spec.data,
+      owner=self.owner,
+      name="lr_find",
+      key=self.settings,
+      keep=self.keep,
+    )
     if self.num_rates is not None:
       raw = raw.reshape(len(self.lrs), self.num_seeds).T
       smooth = smooth.reshape(len(self.lrs), self.num_seeds).T

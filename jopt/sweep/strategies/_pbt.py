@@ -306,7 +306,7 @@ class _PBT(_loop.Strategy):
   def relayout(self, state, tree):
     return _loop.packed_relayout(self.ex, self.population, tree, state.ndev)
 
-  def step(self, state):
+  def step(self, state, progress):
     r, ndev, ex = state.step, state.ndev, self.ex
     d = state.device
     size = len(d["score"])
@@ -349,7 +349,7 @@ class _PBT(_loop.Strategy):
       _population.check_metric(metrics, self.metric)
       last = np.asarray(metrics[self.metric]).reshape(size, -1)[:, -1]
       values.append(last.astype(np.float32))
-      self.progress.advance(p, last[:p], sign, self.metric)
+      progress.advance(p, last[:p], sign, self.metric)
     score = ex.put(
       _round_score(values, self.settings["rank_window"], self.mode), ndev
     )
@@ -562,14 +562,19 @@ def pbt(
     segments_per_round=segments_per_round,
     steps_per_segment=steps_per_segment,
   )
-  ckpt = _population.checkpoint_for(
-    checkpoint_dir,
-    "pbt",
+  return _population.run_search(
+    search,
+    ex,
+    name="pbt",
+    init=init,
+    segment=segment,
+    hparams=hparams,
+    key_spec=key_spec,
     space=space,
     key=key,
-    functions=[init, segment],
-    ex=ex,
-    program=lambda: _population.program_digest(pop, hparams, key_spec),
+    checkpoint_dir=checkpoint_dir,
+    progress=progress,
+    total=num_rounds * population * segments_per_round,
     strategy=strategy,
     grid_points=grid_points,
     population=population,
@@ -577,13 +582,3 @@ def pbt(
     explore="host numpy",
     **settings,
   )
-  result, wall = _loop.iterate(
-    search,
-    ex,
-    checkpoint=ckpt,
-    progress=progress,
-    total=num_rounds * population * segments_per_round,
-    desc="jopt.sweep.pbt",
-  )
-  result.wall_time = wall
-  return result

@@ -552,7 +552,7 @@ class _RunSearch(_loop.Strategy):
         f"checkpoint_dir."
       )
 
-  def step(self, state):
+  def step(self, state, progress):
     ex, done = self.ex, state.host["done"]
     g = next(g for g, (_, m) in enumerate(self.groups) if not done[m].all())
     group, members = self.groups[g]
@@ -577,7 +577,7 @@ class _RunSearch(_loop.Strategy):
     )
     out = {k: v[: len(part)] for k, v in out.items()}
     self.reporter.finish(part, _scores(out, self.metric, group))
-    self.progress.count += len(part)  # the reporter moved the bar
+    progress.count += len(part)  # the reporter moved the bar
     done = done.copy()
     done[part] = True
     calls = [

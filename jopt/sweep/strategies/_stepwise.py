@@ -51,10 +51,9 @@ from jopt.sweep.runtime._population import (
   check_mode,
   check_optional_int,
   check_space,
-  checkpoint_for,
   executor_for,
   population_for,
-  program_digest,
+  run_search,
 )
 from jopt.transforms import _plateau
 
@@ -251,7 +250,7 @@ class _RunStepwise(_loop.Strategy):
     space,
     hparams,
     *,
-    chunk,
+    max_parallel,
     num_segments,
     metric,
     mode,
@@ -261,7 +260,8 @@ class _RunStepwise(_loop.Strategy):
     self.pop, self.ex, self.key, self.space = pop, ex, key, space
     self.hparams = hparams
     self.n = len(next(iter(hparams.values())))
-    self.chunk = chunk
+    self.max_parallel = max_parallel
+    self.chunk: int | None = None  # sized when the first chunk starts
     self.num_segments = num_segments
     self.metric, self.mode = metric, mode
     self.stopper = stopper
@@ -319,9 +319,20 @@ class _RunStepwise(_loop.Strategy):
 
     return update
 
-  def step(self, state):
+  def step(self, state, progress):
     h = dict(state.host)
     device, ndev = state.device, state.ndev
+    if device is None and self.chunk is None:
+      # A chunk is whole groups of lanes: the lane width is the search's,
+      # so results do not depend on max_parallel (or on the memory fit).
+      self.chunk, _ = _programs.fit(
+        self.ex,
+        self.n,
+        self.max_parallel,
+        lambda size, ndev: self.pop.segment_program(
+          self.ex, self.hparams, self.key, size, masked=self.stopper is not None
+        ),
+      )
     if device is None:
       h["end"] = min(h["start"] + self.chunk, self.n)
     idx = self._indices(h)
@@ -358,7 +369,7 @@ class _RunStepwise(_loop.Strategy):
     host_metrics = self.ex.gather(dict(metrics))
     if not h["calls"]:
       check_metric(host_metrics, self.metric)
-    self.progress.advance(
+    progress.advance(
       int((~stopped_host).sum()),
       last_values(host_metrics, len(idx))[self.metric][~stopped_host],
       1.0 if self.mode == "min" else -1.0,
@@ -514,37 +525,32 @@ def run_stepwise(
   key_spec = _executor.KeySpec(key)
   check_segment_metric(pop, hparams, key_spec, metric)
   stopper = _make_stopper(early_stopping, mode)
-  # A chunk is whole groups of lanes: the lane width is the search's, so
-  # results do not depend on max_parallel (or on the memory fit).
-  chunk, _ = _programs.fit(
-    ex,
-    n,
-    max_parallel,
-    lambda size, ndev: pop.segment_program(
-      ex, hparams, key_spec, size, masked=stopper is not None
-    ),
-  )
   strategy_obj = _RunStepwise(
     pop,
     ex,
     key_spec,
     space,
     hparams,
-    chunk=chunk,
+    max_parallel=max_parallel,
     num_segments=num_segments,
     metric=metric,
     mode=mode,
     stopper=stopper,
     steps_per_segment=steps_per_segment,
   )
-  ckpt = checkpoint_for(
-    checkpoint_dir,
-    "run_stepwise",
+  return run_search(
+    strategy_obj,
+    ex,
+    name="run_stepwise",
+    init=init,
+    segment=segment,
+    hparams=hparams,
+    key_spec=key_spec,
     space=space,
     key=key,
-    functions=[init, segment],
-    ex=ex,
-    program=lambda: program_digest(pop, hparams, key_spec),
+    checkpoint_dir=checkpoint_dir,
+    progress=progress,
+    total=n * num_segments,
     strategy=strategy,
     num_trials=n,
     grid_points=grid_points,
@@ -554,13 +560,3 @@ def run_stepwise(
     early_stopping=_checkpoint.rule_identity(early_stopping),
     layout="whole chunks",
   )
-  result, wall = _loop.iterate(
-    strategy_obj,
-    ex,
-    checkpoint=ckpt,
-    progress=progress,
-    total=n * num_segments,
-    desc="jopt.sweep.run_stepwise",
-  )
-  result.wall_time = wall
-  return result
