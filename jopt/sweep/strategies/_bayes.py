@@ -176,9 +176,7 @@ def optuna_search(
       holding trials the checkpoint does not is refused.
     progress: show a progress bar (trials; stepwise: member-segments).
     devices: devices to shard a batch over; default ``jax.devices()``.
-    compiler_options: XLA options for compiling the search's programs, a
-      mapping of option names to values (part of the checkpoint's
-      fingerprint); None: jopt's default for the platform (see
+    compiler_options: XLA options for the search's programs (see
       `jopt.sweep.run`).
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 

@@ -381,9 +381,7 @@ def successive_halving(
       the same result, bit for bit; a folder of another search is refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard trials over; default ``jax.devices()``.
-    compiler_options: XLA options for compiling the search's programs, a
-      mapping of option names to values (part of the checkpoint's
-      fingerprint); None: jopt's default for the platform (see
+    compiler_options: XLA options for the search's programs (see
       `jopt.sweep.run`).
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 
@@ -513,9 +511,7 @@ def hyperband(
       the same result, bit for bit; a folder of another search is refused.
     progress: show a progress bar (member-segments).
     devices: devices to shard trials over; default ``jax.devices()``.
-    compiler_options: XLA options for compiling the search's programs, a
-      mapping of option names to values (part of the checkpoint's
-      fingerprint); None: jopt's default for the platform (see
+    compiler_options: XLA options for the search's programs (see
       `jopt.sweep.run`).
     lanes: trials computed side by side per device (see `jopt.sweep.run`).
 

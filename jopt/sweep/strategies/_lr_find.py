@@ -330,9 +330,7 @@ def lr_find(
       call then returns them without training, and a folder of another
       call is refused.
     devices: devices to shard seeds (and rates) over; default all.
-    compiler_options: XLA options for compiling the search's programs, a
-      mapping of option names to values (part of the checkpoint's
-      fingerprint); None: jopt's default for the platform (see
+    compiler_options: XLA options for the search's programs (see
       `jopt.sweep.run`).
     lanes: runs computed side by side per device (see `jopt.sweep.run`).
 
