@@ -227,17 +227,6 @@ class Executor:
       self.mesh(ndev), PartitionSpec(None if replicated else TRIALS_AXIS)
     )
 
-  def ndev_of(self, size: int) -> int:
-    """The devices a padded trial axis of ``size`` is spread over."""
-    for ndev in range(min(len(self.devices), size // self.lanes), 0, -1):
-      if size % (ndev * self.lanes) == 0 and (
-        not self.multiprocess or ndev == len(self.devices)
-      ):
-        return ndev
-    raise ValueError(
-      f"{size} trials do not fill whole groups of {self.lanes} lanes."
-    )
-
   # Placement ---------------------------------------------------------------
 
   def put(self, tree: Any, ndev: int) -> Any:

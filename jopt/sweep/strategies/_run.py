@@ -79,7 +79,6 @@ class _Group:
     self.dyn_names = [n for n, d in space.items() if not d.static]
     names = list(space)
     self.key_spec = key_spec
-    self.compiled: dict[tuple[int, int], Any] = {}
 
     def one_trial(hp_dyn, index, key, reporting=False):
       hp = {**static_values, **hp_dyn}
@@ -557,8 +556,8 @@ class _RunSearch(_loop.Strategy):
     g = next(g for g, (_, m) in enumerate(self.groups) if not done[m].all())
     group, members = self.groups[g]
     todo = members[~done[members]]
-    hp_dyn = {k: self.passed[k][members] for k in group.dyn_names}
     if g not in self.calls:
+      hp_dyn = {k: self.passed[k][members] for k in group.dyn_names}
       self.calls[g] = _programs.fit(
         ex,
         len(todo),
